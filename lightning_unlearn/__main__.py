@@ -1,0 +1,3 @@
+from lightning_unlearn.cli import main
+
+main()

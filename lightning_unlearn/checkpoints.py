@@ -1,0 +1,137 @@
+"""Reading and writing model checkpoints with their provenance.
+
+Every checkpoint this package writes (Lightning's from ``fit``, ours from ``unlearn``) holds the backbone weights under
+``state_dict["model.*"]`` and a ``"lightning_unlearn"`` entry: the backbone config (to rebuild the architecture), the
+splits (spec, seed, sizes, sha256 of every index set), the role (original / gold / unlearned) and timings. Checkpoints
+are read with ``torch.load(weights_only=True)`` and never written over.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_unlearn.backbones import Backbone, build_backbone
+from lightning_unlearn.data.forget import SPLIT_NAMES
+
+if TYPE_CHECKING:
+    from lightning_unlearn.data.base import UnlearningDataModule
+
+META_KEY = "lightning_unlearn"
+PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked (not ours, wrong architecture, wrong classes)."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with advice
+        raise CheckpointError(
+            f"Could not read {path} as a weights-only checkpoint ({type(err).__name__}: {err}). Checkpoints are loaded "
+            "with torch.load(weights_only=True); re-save it as a plain state_dict or with `lightning_unlearn fit`."
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} does not hold a dict (found {type(ckpt).__name__}).")
+    return ckpt
+
+
+def checkpoint_meta(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    meta = ckpt.get(META_KEY)
+    if not isinstance(meta, dict) or "backbone" not in meta:
+        raise CheckpointError(
+            f"{path} was not written by lightning_unlearn (no '{META_KEY}' entry with a backbone config), so the "
+            "architecture cannot be rebuilt. Train it with `lightning_unlearn fit`, or build the backbone yourself and "
+            "use `lightning_unlearn.backbones.load_weights`."
+        )
+    return meta
+
+
+def backbone_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = ckpt.get("state_dict", ckpt)
+    return {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+
+
+def load_backbone(
+    path: str | Path,
+    datamodule: UnlearningDataModule | None = None,
+    *,
+    what: str | None = None,
+    check_splits: bool = True,
+) -> tuple[Backbone, dict[str, Any]]:
+    """Rebuild the backbone stored in ``path``; with a DataModule, check classes and split hashes against it.
+
+    Returns ``(backbone in eval mode, meta)``. Raises :class:`CheckpointError` for a checkpoint that does not match the
+    DataModule's classes, and :class:`~lightning_unlearn.data.SplitMismatchError` for different splits.
+    """
+    what = what or f"checkpoint {path}"
+    ckpt = read_checkpoint(path)
+    meta = checkpoint_meta(ckpt, path)
+    config = meta["backbone"]
+    if datamodule is not None:
+        ckpt_classes = int(config.get("init_args", {}).get("num_classes", -1))
+        if ckpt_classes != datamodule.num_classes:
+            raise CheckpointError(
+                f"{what} has a head with {ckpt_classes} outputs but the DataModule ({datamodule.name}) has "
+                f"num_classes={datamodule.num_classes}. Use the checkpoint trained on this dataset."
+            )
+    backbone = build_backbone(config)
+    state = backbone_state_dict(ckpt)
+    result = backbone.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{what} does not match its recorded backbone {config['class_path']}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}."
+        )
+    if datamodule is not None and check_splits and meta.get("splits"):
+        datamodule.verify_splits(meta["splits"], what)
+    return backbone.eval(), meta
+
+
+def save_checkpoint(
+    path: str | Path,
+    backbone: Backbone,
+    meta: dict[str, Any],
+    *,
+    protect: tuple[str | Path | None, ...] = (),
+) -> Path:
+    """Write ``backbone`` with ``meta`` to a new file ``path`` (plus ``splits.json`` beside it).
+
+    Refuses to write over an existing file or over any path in ``protect`` (the inputs of the run).
+    """
+    path = Path(path)
+    for p in protect:
+        if p is not None and Path(p).resolve() == path.resolve():
+            raise FileExistsError(f"Refusing to write the output over the input checkpoint {p}.")
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another output path (checkpoints are never overwritten).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {PREFIX + k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+    payload = {"state_dict": state, META_KEY: {**meta, "backbone": backbone.config()}}
+    torch.save(payload, path)
+    if meta.get("splits"):
+        write_splits_json(path.parent, meta["splits"])
+    return path
+
+
+def write_splits_json(directory: str | Path, splits: dict[str, Any]) -> Path:
+    out = Path(directory) / "splits.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(splits, indent=1))
+    return out
+
+
+def check_same_forget_set(meta_a: dict[str, Any], meta_b: dict[str, Any], what_a: str, what_b: str) -> None:
+    """Original, gold and unlearned models must describe the same splits."""
+    from lightning_unlearn.data.forget import check_hashes
+
+    a, b = meta_a.get("splits") or {}, meta_b.get("splits") or {}
+    check_hashes(a.get("hashes", {}), b.get("hashes", {}), names=SPLIT_NAMES, what=what_a, against=what_b)

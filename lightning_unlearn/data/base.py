@@ -1,0 +1,197 @@
+"""The DataModule every dataset shares: loading, splits, and loaders for any split by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_unlearn.data.datasets import SplitView, Transform
+from lightning_unlearn.data.forget import (
+    SPLIT_NAMES,
+    ForgetSpec,
+    Splits,
+    check_hashes,
+    make_splits,
+)
+
+TrainOn = Literal["all", "retain"]
+
+
+class UnlearningDataModule(pl.LightningDataModule):
+    """Base DataModule: a training and a test set, a :class:`ForgetSpec`, and the splits it induces.
+
+    Subclasses implement :meth:`load_datasets` (returning datasets whose items are ``(x in [0,1], y, index)`` and which
+    expose ``targets``) and may override :meth:`train_transform`. Split names: ``retain``, ``forget``, ``holdout``,
+    ``test``, ``test_retain``, ``test_forget``, plus ``train`` (what ``train_on`` says: D = D_r + D_f, or D_r alone
+    for the gold model).
+
+    Args:
+        forget: what to forget; ``None`` forgets nothing (D_f empty).
+        holdout_fraction: stratified fraction of the training set held out (validation, MIA non-members, TMU twin data).
+        seed: seed of every random choice in the splits.
+        batch_size: training batch size; evaluation loaders use ``eval_batch_size`` (default: 2x).
+        num_workers: DataLoader workers.
+        augment: apply the dataset's training augmentation to training loaders.
+        train_on: ``"all"`` trains the original model on D; ``"retain"`` trains the gold (retrained) model on D_r.
+    """
+
+    name: str = "dataset"
+    num_classes: int = 0
+    in_channels: int = 0
+    mean: Sequence[float] = ()
+    std: Sequence[float] = ()
+
+    def __init__(
+        self,
+        forget: ForgetSpec | None = None,
+        holdout_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        augment: bool = True,
+        train_on: TrainOn = "all",
+        image_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if isinstance(forget, dict):
+            forget = ForgetSpec(**forget)
+        if train_on not in ("all", "retain"):
+            raise ValueError(f"train_on must be 'all' or 'retain', got {train_on!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.forget = forget
+        self.holdout_fraction = holdout_fraction
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.train_on = train_on
+        self.image_size = image_size
+        self._train: Dataset | None = None
+        self._test: Dataset | None = None
+        self._splits: Splits | None = None
+
+    # -- to implement ----------------------------------------------------------------------------------------------
+    def load_datasets(self) -> tuple[Dataset, Dataset]:  # pragma: no cover - abstract
+        """Return ``(train, test)``; both yield ``(x, y, index)`` and have a ``targets`` array."""
+        raise NotImplementedError
+
+    def train_transform(self) -> Transform | None:
+        """Per-sample augmentation of [0, 1] tensors for training loaders (``None``: no augmentation)."""
+        return None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(self.num_classes)]
+
+    # -- Lightning hooks -------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is None or self._test is None:
+            self._train, self._test = self.load_datasets()
+        if self._splits is None:
+            self._splits = make_splits(
+                self._train.targets,  # type: ignore[attr-defined]
+                self._test.targets,  # type: ignore[attr-defined]
+                self.forget,
+                holdout_fraction=self.holdout_fraction,
+                seed=self.seed,
+                num_classes=self.num_classes,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        # An unlearning method decides which splits an epoch iterates (BS: D_f only, Finetune: D_r, ...). Lightning
+        # prefers a DataModule's hook over the module's, so the DataModule defers to the method explicitly.
+        trainer = self.trainer
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        build = getattr(module, "build_train_dataloader", None)
+        if callable(build):
+            return build(self)
+        return self.loader("train", shuffle=True, augment=self.augment, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("holdout" if len(self.splits.holdout) else "test")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    # -- splits and loaders ----------------------------------------------------------------------------------------
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    @property
+    def train_set(self) -> Dataset:
+        self.splits  # noqa: B018 - triggers setup
+        assert self._train is not None
+        return self._train
+
+    @property
+    def test_set(self) -> Dataset:
+        self.splits  # noqa: B018 - triggers setup
+        assert self._test is not None
+        return self._test
+
+    def indices(self, name: str) -> np.ndarray:
+        """Indices of a split (``train`` resolves through ``train_on``)."""
+        if name == "train":
+            s = self.splits
+            return s.retain if self.train_on == "retain" else np.sort(np.concatenate([s.retain, s.forget]))
+        return self.splits[name]
+
+    def dataset(self, name: str, augment: bool = False) -> SplitView:
+        """The split as a dataset of ``(x, y, index)``; ``augment`` applies :meth:`train_transform`."""
+        if name not in (*SPLIT_NAMES, "train"):
+            raise KeyError(f"Unknown split {name!r}; choose from train, {', '.join(SPLIT_NAMES)}.")
+        base = self.test_set if name.startswith("test") else self.train_set
+        return SplitView(base, self.indices(name), self.train_transform() if augment else None)
+
+    def loader(
+        self,
+        name: str | Dataset,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        batch_size: int | None = None,
+        train: bool = False,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        """A DataLoader over a split name (or any dataset). ``train`` picks the training batch size."""
+        ds = self.dataset(name, augment=augment) if isinstance(name, str) else name
+        if batch_size is None:
+            batch_size = self.batch_size if train else self.eval_batch_size
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=drop_last and len(ds) > batch_size,
+        )
+
+    # -- provenance ------------------------------------------------------------------------------------------------
+    def splits_info(self) -> dict[str, Any]:
+        """What a checkpoint records about the data: dataset, spec, seed, sizes and the hash of every split."""
+        return self.splits.to_dict(
+            self.forget,
+            dataset=self.name,
+            num_classes=self.num_classes,
+            holdout_fraction=self.holdout_fraction,
+            seed=self.seed,
+            train_on=self.train_on,
+        )
+
+    def verify_splits(self, recorded: dict[str, Any], what: str, names: Sequence[str] = SPLIT_NAMES) -> None:
+        """Stop with :class:`SplitMismatchError` when ``recorded`` (a checkpoint's splits) differs from ours."""
+        check_hashes(recorded.get("hashes", {}), self.splits.hashes(), names=names, what=what, against="this DataModule")

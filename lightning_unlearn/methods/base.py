@@ -1,0 +1,152 @@
+"""What every unlearning method shares: the trained backbone to start from, frozen reference copies, the optimizer, the
+splits it trains on, and timing.
+
+A method is a plain ``LightningModule``: ``Trainer(...).fit(method, datamodule=dm)`` runs it. Each method builds its own
+training loader from the DataModule's splits (:meth:`UnlearningMethod.build_train_dataloader`; the DataModule's
+``train_dataloader`` defers to it), so an epoch costs what the method needs and no more.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_unlearn.backbones import Backbone
+
+OptimizerName = Literal["sgd", "adam"]
+
+
+class Frozen(nn.Module):
+    """A reference copy that stays in eval mode with no gradients, whatever ``.train()`` is called on its parent."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Frozen:
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.module.features(x)  # type: ignore[operator]
+
+
+class UnlearningMethod(pl.LightningModule):
+    """Base class. Subclasses implement :meth:`build_train_dataloader` and ``training_step``.
+
+    Args:
+        backbone: the trained model to unlearn from (from Python). From the CLI it comes from ``--original_ckpt``
+            through :meth:`attach`.
+        lr: learning rate. momentum, weight_decay: optimizer settings (SGD; Adam ignores momentum).
+        optimizer: ``"sgd"`` or ``"adam"``.
+        batch_size: batch size of the method's own loaders (default: the DataModule's).
+    """
+
+    #: Splits the method trains on, for docs and reports.
+    train_splits: tuple[str, ...] = ()
+    #: Whether :meth:`attach` keeps a frozen copy of the original model as ``self.original``.
+    keeps_original: bool = False
+
+    def __init__(
+        self,
+        backbone: Backbone | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerName = "sgd",
+        batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        self.model: Backbone | None = None
+        self.original: Frozen | None = None
+        self.unlearn_time_s: float | None = None
+        self._t0: float | None = None
+        if backbone is not None:
+            self.attach(backbone)
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def attach(self, backbone: Backbone) -> None:
+        """Start from ``backbone`` (the trained original). Builds the frozen copies the method needs."""
+        if not hasattr(backbone, "features") or not isinstance(getattr(backbone, "head", None), nn.Linear):
+            raise TypeError(
+                "The backbone must follow the lightning_unlearn interface (`features(x)`, an nn.Linear `head`); "
+                f"got {type(backbone).__name__}. Wrap it or use a model from lightning_unlearn.backbones."
+            )
+        self.model = backbone
+        if self.keeps_original:
+            self.original = Frozen(backbone)
+        self.on_attach(backbone)
+
+    def on_attach(self, backbone: Backbone) -> None:
+        """Hook for subclasses: build further frozen copies or buffers from the original backbone."""
+
+    def _require_model(self) -> Backbone:
+        if self.model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no model to unlearn: pass `backbone=` (Python) or `--original_ckpt` (CLI)."
+            )
+        return self.model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._require_model()(x)
+
+    def unlearned_backbone(self) -> Backbone:
+        """The result, with the original architecture and class count."""
+        return self._require_model()
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    @property
+    def datamodule(self) -> Any:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "splits"):
+            raise RuntimeError(
+                f"{type(self).__name__} needs an UnlearningDataModule (it reads the forget/retain splits): "
+                "call `trainer.fit(method, datamodule=dm)`."
+            )
+        return dm
+
+    @property
+    def method_batch_size(self) -> int:
+        return int(self.hparams.get("batch_size") or self.datamodule.batch_size)
+
+    def build_train_dataloader(self, datamodule: Any) -> DataLoader | Any:  # pragma: no cover - abstract
+        """The loader (or ``CombinedLoader``) of one unlearning epoch, built from ``datamodule``'s splits."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader | Any:
+        return self.build_train_dataloader(self.datamodule)
+
+    # -- optimisation ----------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self._require_model().parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.trainable_parameters()
+        if hp.optimizer == "adam":
+            return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        raise ValueError(f"Unknown optimizer {hp.optimizer!r}; choose 'sgd' or 'adam'.")
+
+    # -- timing ----------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._require_model()
+        self._t0 = time.perf_counter()
+
+    def on_fit_end(self) -> None:
+        if self._t0 is not None:
+            self.unlearn_time_s = time.perf_counter() - self._t0
+
+    def method_config(self) -> dict[str, Any]:
+        """Name and hyper-parameters, for reports and the output checkpoint."""
+        return {"method": type(self).__name__, "hparams": dict(self.hparams), "train_splits": list(self.train_splits)}
