@@ -1,0 +1,87 @@
+"""Shared fixtures: small digits DataModules and an original + gold All-CNN trained once per test session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lightning_unlearn.backbones import AllCNN
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import Classifier
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+FORGET_CLASS = 3
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A CPU Trainer without progress bars, loggers or checkpoints (tests pass their own settings on top)."""
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def digits_dm(forget: ForgetSpec | None = None, **kwargs) -> DigitsDataModule:
+    kwargs.setdefault("image_size", 16)
+    kwargs.setdefault("batch_size", 64)
+    return DigitsDataModule(forget=forget if forget is not None else ForgetSpec(classes=[FORGET_CLASS]), **kwargs)
+
+
+def small_allcnn(dm: DigitsDataModule, width: float = 0.25) -> AllCNN:
+    return AllCNN(
+        num_classes=dm.num_classes,
+        in_channels=dm.in_channels,
+        image_size=dm.image_size,
+        width=width,
+        mean=list(dm.mean),
+        std=list(dm.std),
+    )
+
+
+def train_classifier(dm: DigitsDataModule, epochs: int, path: Path, width: float = 0.25, seed: int = 0) -> Path:
+    """Train a Classifier on ``dm`` and save a lightning_unlearn checkpoint at ``path``."""
+    pl.seed_everything(seed, verbose=False)
+    model = Classifier(small_allcnn(dm, width), lr=0.05)
+    trainer = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@dataclass
+class TrainedDigits:
+    original_ckpt: Path
+    gold_ckpt: Path
+    forget_class: int
+
+    def datamodule(self, **kwargs) -> DigitsDataModule:
+        return digits_dm(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory) -> TrainedDigits:
+    """Original (trained on D) and gold (trained on D_r) small All-CNNs on digits, class 3 forgotten (~97% test acc)."""
+    root = tmp_path_factory.mktemp("trained_digits")
+    original = train_classifier(digits_dm(), epochs=12, path=root / "original.ckpt")
+    gold = train_classifier(digits_dm(train_on="retain"), epochs=12, path=root / "gold.ckpt")
+    for p in (original, gold):
+        p.chmod(0o444)  # inputs are read-only: a test that writes over them fails
+    return TrainedDigits(original, gold, FORGET_CLASS)
+
+
+@pytest.fixture()
+def digits() -> DigitsDataModule:
+    return digits_dm()
