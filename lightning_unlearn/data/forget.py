@@ -160,8 +160,8 @@ def index_hash(indices: np.ndarray) -> str:
 def check_hashes(
     expected: dict[str, str], actual: dict[str, str], *, names: Sequence[str], what: str, against: str
 ) -> None:
-    """Raise :class:`SplitMismatchError` naming both hashes of the first split that differs."""
-    for name in names:
+    """Raise :class:`SplitMismatchError` naming both hashes of the first split that differs (D_f checked first)."""
+    for name in sorted(names, key=lambda n: n != "forget"):
         if name in expected and name in actual and expected[name] != actual[name]:
             raise SplitMismatchError(
                 f"The {name!r} split of {what} does not match {against}: sha256 {expected[name][:16]}... vs "
