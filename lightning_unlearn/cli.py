@@ -111,7 +111,18 @@ class UnlearnCLI(LightningCLI):
         commands["unlearn"] = {"model", "datamodule"}
         return commands
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        # Lightning builds one parser per subcommand through add_arguments_to_parser, which does not know which;
+        # remember it so that `unlearn` can skip the DataModule -> backbone links.
+        self._preparing_subcommand: str | None = subcommand
+        try:
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        finally:
+            self._preparing_subcommand = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if getattr(self, "_preparing_subcommand", None) == "unlearn":
+            return  # the method's backbone comes from --original_ckpt (backbone=None): no link target to fill
         for attr in ("num_classes", "in_channels", "image_size"):
             parser.link_arguments(f"data.{attr}", f"model.init_args.backbone.init_args.{attr}", apply_on="instantiate")
         for attr in ("mean", "std"):

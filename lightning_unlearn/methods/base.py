@@ -28,6 +28,7 @@ class Frozen(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.training = False  # the wrapper too, so `.training` anywhere in a frozen copy reads False
 
     def train(self, mode: bool = True) -> Frozen:
         return super().train(False)
