@@ -2,5 +2,15 @@
 
 from lightning_unlearn.methods.base import Frozen, UnlearningMethod
 from lightning_unlearn.methods.classifier import Classifier
+from lightning_unlearn.methods.finetune import Finetune
+from lightning_unlearn.methods.negative_gradient import NegativeGradient
+from lightning_unlearn.methods.random_labels import RandomLabels
 
-__all__ = ["Classifier", "Frozen", "UnlearningMethod"]
+__all__ = [
+    "Classifier",
+    "Finetune",
+    "Frozen",
+    "NegativeGradient",
+    "RandomLabels",
+    "UnlearningMethod",
+]
