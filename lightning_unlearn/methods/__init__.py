@@ -1,5 +1,7 @@
 """Unlearning methods (one file each) and the plain ``Classifier`` that trains the original and gold models."""
 
+from lightning_unlearn.methods.amnesiac import Amnesiac, AmnesiacRecorder, AmnesiacRelabel
+from lightning_unlearn.methods.bad_teacher import BadTeacher
 from lightning_unlearn.methods.base import Frozen, UnlearningMethod
 from lightning_unlearn.methods.classifier import Classifier
 from lightning_unlearn.methods.finetune import Finetune
@@ -7,6 +9,10 @@ from lightning_unlearn.methods.negative_gradient import NegativeGradient
 from lightning_unlearn.methods.random_labels import RandomLabels
 
 __all__ = [
+    "Amnesiac",
+    "AmnesiacRecorder",
+    "AmnesiacRelabel",
+    "BadTeacher",
     "Classifier",
     "Finetune",
     "Frozen",

@@ -1,0 +1,526 @@
+"""Amnesiac Machine Learning (Graves, Nagisetty & Ganesh, AAAI 2021): both of the paper's methods.
+
+* :class:`AmnesiacRelabel` -- the paper's "unlearning" by relabelling: D_f gets random incorrect labels and the model
+  trains a few epochs on D_r + relabelled D_f. This is what most later papers call the "Amnesiac" baseline.
+* :class:`Amnesiac` with :class:`AmnesiacRecorder` -- the paper's "amnesiac unlearning": while the original model is
+  trained, the recorder stores the parameter updates of every batch that held a sensitive sample; unlearning subtracts
+  them (``theta_u = theta_T - sum_{b touches D_f} Delta theta_b``), optionally followed by a short repair on D_r.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.data.datasets import batch_indices, unpack_batch
+from lightning_unlearn.methods.base import OptimizerName
+from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, loader_batch_size, split_or_error
+from lightning_unlearn.methods.random_labels import RandomLabels
+
+__all__ = ["Amnesiac", "AmnesiacRecorder", "AmnesiacRelabel", "AmnesiacUpdatesError", "UPDATES_FILENAME"]
+
+UPDATES_FILENAME = "amnesiac_updates.pt"
+_FORMAT = "lightning_unlearn.amnesiac_updates"
+_VERSION = 1
+_HOW_TO_RECORD = (
+    "Record them while training the original model: `lightning_unlearn fit ... "
+    "--trainer.callbacks+=lightning_unlearn.methods.AmnesiacRecorder` (Python: "
+    "`Trainer(callbacks=[AmnesiacRecorder()])`), which writes `<checkpoint dir>/amnesiac_updates.pt`, and pass that "
+    "file as `updates` (CLI: `--model.init_args.updates PATH`)."
+)
+
+
+class AmnesiacUpdatesError(RuntimeError):
+    """The recorded updates are missing, unreadable, or do not fit the model / forget set being unlearned."""
+
+
+# -- relabelling variant -----------------------------------------------------------------------------------------------
+class AmnesiacRelabel(RandomLabels):
+    """Graves et al.'s relabelling "unlearning": train on D_r + D_f with fixed random *incorrect* labels on D_f.
+
+    Same mechanism as :class:`RandomLabels` (concatenated, shuffled ``D_f + D_r``; labels applied by sample index) with
+    the Amnesiac baseline's settings: labels drawn once among the other classes and kept for the whole run
+    (``redraw_each_epoch=False``, ``include_true=False``, as in the authors' notebook, which relabels the dataset once),
+    Adam ``lr=1e-4`` for 3 epochs (``configs/unlearn/amnesiac_relabel.yaml``). Steps and learning rate follow the
+    setting used for this baseline by the Bad Teacher authors' code and reused by Foster et al.'s SSD code
+    (``fit_one_unlearning_cycle(3, ..., lr=0.0001)`` with Adam, batch size 128); Graves et al.'s notebook instead
+    continues the original Adam optimizer for several epochs. The batch size defaults to the DataModule's.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone | None = None,
+        lr: float = 1e-4,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerName = "adam",
+        batch_size: int | None = None,
+        include_true: bool = False,
+        redraw_each_epoch: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            include_true=include_true,
+            redraw_each_epoch=redraw_each_epoch,
+            seed=seed,
+        )
+
+
+# -- recording ---------------------------------------------------------------------------------------------------------
+def _recorded_module(pl_module: nn.Module) -> nn.Module:
+    """The network whose updates are recorded: ``pl_module.model`` (the backbone) when there is one."""
+    model = getattr(pl_module, "model", None)
+    return model if isinstance(model, nn.Module) else pl_module
+
+
+def _float_buffers(module: nn.Module) -> dict[str, Tensor]:
+    return {n: b for n, b in module.named_buffers() if b.is_floating_point()}
+
+
+def weights_fingerprint(module: nn.Module) -> Tensor:
+    """Per-tensor (sum, sum of squares) of parameters and float buffers, in float64: identifies a set of weights."""
+    tensors = dict(module.named_parameters())
+    tensors.update(_float_buffers(module))
+    rows = [torch.stack([t.detach().double().sum(), t.detach().double().pow(2).sum()]) for t in _sorted(tensors)]
+    return torch.stack(rows).cpu() if rows else torch.zeros(0, 2, dtype=torch.float64)
+
+
+def _sorted(tensors: dict[str, Tensor]) -> list[Tensor]:
+    return [tensors[k] for k in sorted(tensors)]
+
+
+def _read_indices_file(path: str) -> np.ndarray:
+    text = Path(path).read_text()
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = text.replace(",", " ").split()
+    return np.asarray([int(v) for v in values], dtype=np.int64)
+
+
+class AmnesiacRecorder(Callback):
+    """Records, during ``fit``, the parameter updates of every optimizer step whose batch held a sensitive sample.
+
+    For each such step it adds ``theta_after - theta_before`` to a running sum (one copy of the weights, whatever the
+    number of steps) and notes the step, epoch, batch index and the sensitive sample indices the batch held. At the end
+    of training it writes everything with ``torch.save`` (tensors, lists and dicts only: loadable with
+    ``weights_only=True``) to ``path`` (default ``<checkpoint dir>/amnesiac_updates.pt``); :class:`Amnesiac` subtracts
+    the sum. With gradient accumulation, a step counts as sensitive when any batch of its window was.
+
+    BatchNorm running statistics are buffers, not parameters: with ``record_buffers=True`` (default) the change of every
+    floating-point buffer during each sensitive batch's forward pass is summed too, so the running mean/variance
+    contributions of those batches can be removed as well (Graves et al.'s notebook records only ``weight``/``bias``
+    tensors and leaves the running statistics as trained). Integer buffers (``num_batches_tracked``) are not touched.
+
+    The running sums are part of the callback's state, so a run resumed with ``ckpt_path`` keeps recording correctly.
+
+    Args:
+        sensitive: which training-set sample indices are sensitive. ``None`` (default): the DataModule's forget split
+            D_f. A list of indices; a split name (``"forget"``, ``"retain"``, ``"holdout"``); ``"all"`` (every batch,
+            e.g. to check that subtracting everything returns the initial weights); or a path to a file of indices
+            (JSON list, or whitespace/comma separated integers).
+        path: output file (default ``<checkpoint dir>/amnesiac_updates.pt``, next to the model checkpoint).
+        record_buffers: also record the deltas of floating-point buffers (BatchNorm running statistics).
+    """
+
+    def __init__(
+        self, sensitive: list[int] | str | None = None, path: str | None = None, record_buffers: bool = True
+    ) -> None:
+        super().__init__()
+        self.sensitive = sensitive
+        self.path = path
+        self.record_buffers = record_buffers
+        self.saved_path: Path | None = None
+        self._sensitive_idx: Tensor | None = None  # sorted; None = every sample is sensitive
+        self._reset_records()
+
+    def _reset_records(self) -> None:
+        self.param_sum: dict[str, Tensor] = {}
+        self.buffer_sum: dict[str, Tensor] = {}
+        self.steps: list[int] = []
+        self.epochs: list[int] = []
+        self.batch_idx: list[int] = []
+        self.sample_indices: list[Tensor] = []
+        self.total_steps = 0
+        self._window: list[Tensor] = []
+        self._window_batches = 0
+        self._param_before: dict[str, Tensor] | None = None
+        self._buffer_before: dict[str, Tensor] | None = None
+        self._stepped = False
+
+    # -- sensitive set -------------------------------------------------------------------------------------------
+    def _resolve_sensitive(self, trainer: Trainer) -> Tensor | None:
+        s = self.sensitive
+        dm = getattr(trainer, "datamodule", None)
+        if isinstance(s, str) and s.lower() == "all":
+            return None
+        if s is None or (isinstance(s, str) and s in ("forget", "retain", "holdout")):
+            name = s or "forget"
+            if dm is None or not hasattr(dm, "splits"):
+                raise ValueError(
+                    "AmnesiacRecorder: the sensitive set defaults to the DataModule's forget split, but this run "
+                    "has no UnlearningDataModule. Pass `sensitive=[indices]`, a file of indices, or 'all'."
+                )
+            idx = np.asarray(dm.indices(name), dtype=np.int64)
+            if name == "forget" and len(idx) == 0:
+                raise ValueError(
+                    "AmnesiacRecorder: the DataModule's forget split is empty, so no update would be recorded. "
+                    "Give the DataModule a `forget` spec (the one you will unlearn), or pass `sensitive=`."
+                )
+        elif isinstance(s, str):
+            if not Path(s).is_file():
+                raise FileNotFoundError(
+                    f"AmnesiacRecorder: sensitive={s!r} is neither 'all', a split name (forget, retain, "
+                    "holdout) nor an existing file of indices."
+                )
+            idx = _read_indices_file(s)
+        else:
+            idx = np.asarray(list(s), dtype=np.int64)
+        return torch.as_tensor(np.unique(idx), dtype=torch.long)
+
+    def _sensitive_in(self, indices: Tensor) -> Tensor:
+        if self._sensitive_idx is None:
+            return indices
+        return indices[torch.isin(indices, self._sensitive_idx.to(indices.device))]
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._sensitive_idx = self._resolve_sensitive(trainer)
+        module = _recorded_module(pl_module)
+        if trainer.ckpt_path is None or not self.param_sum:  # a fresh run (a resumed one restored its sums)
+            self._reset_records()
+            self.param_sum = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in module.named_parameters()}
+            if self.record_buffers:
+                self.buffer_sum = {n: torch.zeros_like(b) for n, b in _float_buffers(module).items()}
+        else:
+            dev = next(module.parameters()).device
+            self.param_sum = {n: t.to(dev) for n, t in self.param_sum.items()}
+            self.buffer_sum = {n: t.to(dev) for n, t in self.buffer_sum.items()}
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        idx = batch_indices(batch)
+        if idx is None:
+            raise ValueError(
+                "AmnesiacRecorder needs the sample index of every training item (batches of (x, y, index), as the "
+                "lightning_unlearn DataModules give) to know which batches held sensitive samples."
+            )
+        hit = self._sensitive_in(torch.as_tensor(idx))
+        self._window_batches += 1
+        if hit.numel():
+            self._window.append(hit.detach().cpu().long())
+            if self.record_buffers:
+                buffers = _float_buffers(_recorded_module(pl_module))
+                self._buffer_before = {n: b.detach().clone() for n, b in buffers.items()}
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        sensitive = bool(self._window)
+        if trainer.world_size > 1:  # the update is shared by all ranks: sensitive if any rank's batch was
+            sensitive = bool(trainer.strategy.reduce_boolean_decision(sensitive, all=False))
+        if sensitive:
+            module = _recorded_module(pl_module)
+            self._param_before = {n: p.detach().clone() for n, p in module.named_parameters()}
+        self._stepped = True
+
+    @torch.no_grad()
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        module = _recorded_module(pl_module)
+        if self._buffer_before is not None:
+            for n, b in _float_buffers(module).items():
+                if n in self.buffer_sum:
+                    self.buffer_sum[n] += b.detach() - self._buffer_before[n]
+            self._buffer_before = None
+        if not self._stepped:
+            return
+        if self._param_before is not None:
+            for n, p in module.named_parameters():
+                self.param_sum[n] += (p.detach() - self._param_before[n]).float()
+            self.steps.append(int(trainer.global_step) - 1)
+            self.epochs.append(int(trainer.current_epoch))
+            self.batch_idx.append(int(batch_idx))
+            self.sample_indices.append(torch.cat(self._window) if self._window else torch.zeros(0, dtype=torch.long))
+        self.total_steps += 1
+        self._window, self._window_batches = [], 0
+        self._param_before, self._stepped = None, False
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = Path(self.path) if self.path else self._default_dir(trainer) / UPDATES_FILENAME
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.payload(trainer, pl_module), path)
+            rank_zero_info(
+                f"AmnesiacRecorder: {len(self.steps)} of {self.total_steps} optimizer steps held sensitive samples; "
+                f"their summed updates are in {path}."
+            )
+        self.saved_path = path
+
+    @staticmethod
+    def _default_dir(trainer: Trainer) -> Path:
+        ckpt = trainer.checkpoint_callback
+        dirpath = getattr(ckpt, "dirpath", None) if ckpt is not None else None
+        return Path(dirpath or trainer.log_dir or trainer.default_root_dir)
+
+    def payload(self, trainer: Trainer | None, pl_module: nn.Module) -> dict[str, Any]:
+        """What is written to the updates file (tensors, lists, dicts and plain values only)."""
+        module = _recorded_module(pl_module)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        splits = dm.splits_info() if dm is not None and hasattr(dm, "splits_info") else {}
+        train_set = getattr(dm, "train_set", None) if dm is not None and hasattr(dm, "splits") else None
+        config = module.config() if isinstance(module, Backbone) else None
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "param_sum": {n: t.detach().cpu() for n, t in self.param_sum.items()},
+            "buffer_sum": {n: t.detach().cpu() for n, t in self.buffer_sum.items()},
+            "sensitive": None if self._sensitive_idx is None else self._sensitive_idx.cpu(),
+            "steps": torch.tensor(self.steps, dtype=torch.long),
+            "epochs": torch.tensor(self.epochs, dtype=torch.long),
+            "batch_idx": torch.tensor(self.batch_idx, dtype=torch.long),
+            "sample_indices": [t.cpu() for t in self.sample_indices],
+            "total_steps": int(self.total_steps),
+            "fingerprint": weights_fingerprint(module),
+            "dataset": splits.get("dataset"),
+            "train_size": None if train_set is None else len(train_set),
+            "split_hashes": dict(splits.get("hashes", {})),
+            "backbone": config,
+        }
+
+    # -- resume ----------------------------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        # unique per configuration, so several recorders (e.g. different sensitive sets) can run in one Trainer
+        sensitive = self.sensitive if self.sensitive is None or isinstance(self.sensitive, str) else len(self.sensitive)
+        return self._generate_state_key(sensitive=sensitive, path=self.path, record_buffers=self.record_buffers)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "param_sum": {n: t.detach().cpu() for n, t in self.param_sum.items()},
+            "buffer_sum": {n: t.detach().cpu() for n, t in self.buffer_sum.items()},
+            "steps": list(self.steps),
+            "epochs": list(self.epochs),
+            "batch_idx": list(self.batch_idx),
+            "sample_indices": [t.cpu() for t in self.sample_indices],
+            "total_steps": int(self.total_steps),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.param_sum = dict(state_dict.get("param_sum", {}))
+        self.buffer_sum = dict(state_dict.get("buffer_sum", {}))
+        self.steps = list(state_dict.get("steps", []))
+        self.epochs = list(state_dict.get("epochs", []))
+        self.batch_idx = list(state_dict.get("batch_idx", []))
+        self.sample_indices = list(state_dict.get("sample_indices", []))
+        self.total_steps = int(state_dict.get("total_steps", 0))
+
+
+# -- unlearning by subtraction ----------------------------------------------------------------------------------------
+def load_updates(path: str | Path) -> dict[str, Any]:
+    """Read an :class:`AmnesiacRecorder` file (``weights_only=True``), with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise AmnesiacUpdatesError(f"Amnesiac: the recorded updates file {path} does not exist. {_HOW_TO_RECORD}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with advice
+        raise AmnesiacUpdatesError(f"Amnesiac: could not read {path} ({type(err).__name__}: {err}). {_HOW_TO_RECORD}")
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise AmnesiacUpdatesError(f"Amnesiac: {path} is not an AmnesiacRecorder file. {_HOW_TO_RECORD}")
+    if int(data.get("version", 0)) > _VERSION:
+        raise AmnesiacUpdatesError(f"Amnesiac: {path} has format version {data['version']}; this reads {_VERSION}.")
+    return data
+
+
+class Amnesiac(TrainModeMethod):
+    """Amnesiac unlearning: subtract the recorded updates of the batches that held D_f, then optionally repair on D_r.
+
+    ::
+
+        theta_u = theta_T - sum_{steps s whose batch held a sensitive sample} (theta_s - theta_{s-1})
+
+    At the start of ``fit`` (so also with ``max_epochs=0``) the updates file written by :class:`AmnesiacRecorder` is
+    read and checked: the recorded sensitive set must cover the DataModule's D_f (samples of D_f in unrecorded batches
+    would be left learned), the training set must be the same one (dataset name and size) and, with
+    ``verify_weights``, the model must be the one the recording ended with (the last checkpoint of that run, not e.g.
+    a best-validation checkpoint from an earlier epoch, whose later updates are not in the sum). Then the summed updates
+    (and, with ``subtract_buffers``, the recorded buffer deltas: BatchNorm running statistics, with running variances
+    clamped at 0) are subtracted. A recording whose sensitive set is larger than D_f subtracts more than needed (all
+    batches that held any sensitive sample); the repair makes up for it.
+
+    Repair: the Trainer's ``max_epochs`` passes of cross-entropy on D_r (augmented, shuffled), as :class:`Finetune`;
+    ``max_epochs=0`` (or ``limit_train_batches=0``) only subtracts. Graves et al.'s notebook repairs by training on the
+    retained data with the original Adam optimizer (default ``lr=1e-3``); hence Adam ``lr=1e-3`` here, for 1 epoch in
+    ``configs/unlearn/amnesiac.yaml`` (the notebook trains several epochs; fewer keep the method cheap).
+
+    Limits (from the paper): later updates depend on the subtracted ones (momentum, and the loss landscape they moved
+    through), so subtraction is exact only in the sense that ``sum of all recorded updates = theta_T - theta_0``; the
+    more batches hold D_f (class-wise forgetting touches nearly every batch), the closer the result is to the initial
+    weights and the more repair it needs.
+
+    Args:
+        backbone: the trained model to unlearn (from the CLI: ``--original_ckpt``).
+        updates: the :class:`AmnesiacRecorder` file (required; a clear error says how to record one).
+        lr, momentum, weight_decay, optimizer, batch_size: repair optimizer and loader settings.
+        subtract_buffers: also subtract the recorded buffer deltas (BatchNorm running statistics).
+        verify_weights: check that the model is the one the recording ended with.
+    """
+
+    train_splits = ("retain",)
+
+    def __init__(
+        self,
+        backbone: Backbone | None = None,
+        updates: str | None = None,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerName = "adam",
+        batch_size: int | None = None,
+        subtract_buffers: bool = True,
+        verify_weights: bool = True,
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            batch_size=batch_size,
+        )
+        self.subtraction: dict[str, Any] | None = None
+
+    # -- subtraction -----------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.subtraction is None:
+            self.subtraction = self.subtract_updates(getattr(self.trainer, "datamodule", None))
+
+    @torch.no_grad()
+    def subtract_updates(self, datamodule: Any = None) -> dict[str, Any]:
+        """Check the recorded updates against the model and ``datamodule`` and subtract them (in place)."""
+        if not self.hparams.updates:
+            raise AmnesiacUpdatesError(
+                "Amnesiac needs the parameter updates recorded while the original model was trained, and none were "
+                f"given (`updates` is not set). {_HOW_TO_RECORD}"
+            )
+        data = load_updates(self.hparams.updates)
+        model = self._require_model()
+        self._check_data(data, datamodule)
+        if self.hparams.verify_weights:
+            recorded = data.get("fingerprint")
+            here = weights_fingerprint(model)
+            same = recorded is not None and recorded.shape == here.shape
+            if not same or not torch.allclose(recorded, here, rtol=1e-5, atol=1e-6):
+                raise AmnesiacUpdatesError(
+                    f"Amnesiac: the model being unlearned is not the one {self.hparams.updates} was recorded up "
+                    "to. The recorder sums updates until the end of training, so unlearn the checkpoint written at the "
+                    "end of that run (not one from an earlier epoch, e.g. a best-validation checkpoint), or set "
+                    "`verify_weights: false` if you know they match."
+                )
+        params = dict(model.named_parameters())
+        buffers = dict(model.named_buffers())
+        sums: dict[str, Tensor] = data["param_sum"]
+        missing = sorted(set(params) - set(sums))
+        unexpected = sorted(set(sums) - set(params))
+        if missing or unexpected:
+            raise AmnesiacUpdatesError(
+                f"Amnesiac: {self.hparams.updates} was recorded for another architecture (missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]})."
+            )
+        for n, p in params.items():
+            if sums[n].shape != p.shape:
+                raise AmnesiacUpdatesError(
+                    f"Amnesiac: recorded update {n} has shape {tuple(sums[n].shape)}, not {tuple(p.shape)}."
+                )
+            p.sub_(sums[n].to(device=p.device, dtype=p.dtype))
+        n_buffers = 0
+        if self.hparams.subtract_buffers:
+            for n, delta in data.get("buffer_sum", {}).items():
+                if n in buffers and buffers[n].shape == delta.shape:
+                    buffers[n].sub_(delta.to(device=buffers[n].device, dtype=buffers[n].dtype))
+                    if n.endswith("running_var"):
+                        buffers[n].clamp_(min=0.0)
+                    n_buffers += 1
+        steps = int(len(data.get("steps", [])))
+        total = int(data.get("total_steps", steps))
+        stats = {
+            "subtracted_steps": steps,
+            "recorded_total_steps": total,
+            "subtracted_fraction": steps / total if total else 0.0,
+            "subtracted_buffers": n_buffers,
+            "updates": str(self.hparams.updates),
+        }
+        rank_zero_info(
+            f"Amnesiac: subtracted the updates of {steps} of {total} training steps "
+            f"({stats['subtracted_fraction']:.0%})."
+        )
+        if total and steps / total > 0.5:
+            rank_zero_warn(
+                f"Amnesiac: {steps} of {total} training steps held sensitive samples, so subtracting them undoes "
+                "most of training (typical for class-wise forgetting, where nearly every batch holds D_f); expect to "
+                "need the repair epochs (Trainer `max_epochs`)."
+            )
+        return stats
+
+    def _check_data(self, data: dict[str, Any], datamodule: Any) -> None:
+        if datamodule is None or not hasattr(datamodule, "splits"):
+            return
+        where = self.hparams.updates
+        if data.get("dataset") not in (None, datamodule.name) or (
+            data.get("train_size") is not None and int(data["train_size"]) != len(datamodule.train_set)
+        ):
+            raise AmnesiacUpdatesError(
+                f"Amnesiac: {where} was recorded on dataset {data.get('dataset')!r} with {data.get('train_size')} "
+                f"training samples, but the DataModule is {datamodule.name!r} with {len(datamodule.train_set)}."
+            )
+        forget = np.asarray(datamodule.splits.forget, dtype=np.int64)
+        sensitive = data.get("sensitive")
+        if sensitive is not None:
+            uncovered = np.setdiff1d(forget, sensitive.numpy())
+            if len(uncovered):
+                raise AmnesiacUpdatesError(
+                    f"Amnesiac: the sensitive set recorded in {where} does not cover the DataModule's forget set: "
+                    f"{len(uncovered)} of {len(forget)} D_f samples (e.g. {uncovered[:5].tolist()}) were not marked, "
+                    "so the updates of their batches were not recorded and cannot be removed. Record again with the "
+                    "forget spec you unlearn (the default `sensitive` is the DataModule's D_f) or `sensitive: all`. "
+                    + _HOW_TO_RECORD
+                )
+            extra = len(np.setdiff1d(sensitive.numpy(), forget))
+            if extra:
+                rank_zero_info(
+                    f"Amnesiac: the recording marked {extra} samples outside D_f as sensitive; their batches are "
+                    "subtracted as well."
+                )
+
+    # -- repair ----------------------------------------------------------------------------------------------------
+    def build_train_dataloader(self, datamodule: Any) -> DataLoader:
+        ds = split_or_error(datamodule, "retain", augment=datamodule.augment, method=type(self).__name__)
+        return datamodule.loader(ds, shuffle=True, batch_size=loader_batch_size(self, datamodule), train=True)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = unpack_batch(batch)
+        loss = F.cross_entropy(self._require_model()(x), y)
+        check_finite(loss, self)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def method_config(self) -> dict[str, Any]:
+        config = super().method_config()
+        config["subtraction"] = self.subtraction
+        return config
