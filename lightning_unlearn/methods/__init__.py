@@ -3,6 +3,8 @@
 from lightning_unlearn.methods.amnesiac import Amnesiac, AmnesiacRecorder, AmnesiacRelabel
 from lightning_unlearn.methods.bad_teacher import BadTeacher
 from lightning_unlearn.methods.base import Frozen, UnlearningMethod
+from lightning_unlearn.methods.boundary_expanding import BoundaryExpanding
+from lightning_unlearn.methods.boundary_shrink import BoundaryShrink
 from lightning_unlearn.methods.classifier import Classifier
 from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.negative_gradient import NegativeGradient
@@ -13,6 +15,8 @@ __all__ = [
     "AmnesiacRecorder",
     "AmnesiacRelabel",
     "BadTeacher",
+    "BoundaryExpanding",
+    "BoundaryShrink",
     "Classifier",
     "Finetune",
     "Frozen",

@@ -1,0 +1,175 @@
+"""Boundary Expanding (Chen, Gao, Liu, Peng & Zhou, "Boundary Unlearning: Rapid Forgetting of Deep Networks via
+Shifting the Decision Boundary", CVPR 2023, sec. 4.2).
+
+The classifier gets one extra *shadow* output; the whole network is fine-tuned on D_f with every sample labelled as the
+shadow class, which pulls the forget samples' features into a new region of feature space; pruning the shadow output
+then leaves them next to no class in particular.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.data.datasets import unpack_batch
+from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
+from lightning_unlearn.methods.boundary_shrink import forget_split, set_training_mode, sharded_loader
+
+__all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
+
+ShadowInit = Literal["linear", "xavier"]
+
+
+def widen_head(head: nn.Linear, extra: int = 1, init: ShadowInit = "linear", seed: int = 0) -> nn.Linear:
+    """A copy of ``head`` with ``extra`` more outputs: rows ``0..C-1`` copied, the new rows freshly initialised.
+
+    ``init="linear"`` draws the new rows like ``nn.Linear``'s default (Kaiming-uniform weights with ``a=sqrt(5)``,
+    bias ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``); ``"xavier"`` like the authors' code (``xavier_normal_`` weights, zero
+    bias). The draw uses a CPU generator seeded with ``seed``, so it is the same on every device and every rank.
+    """
+    c, d = head.out_features, head.in_features
+    gen = torch.Generator().manual_seed(int(seed))
+    weight = torch.empty(c + extra, d)
+    bias = torch.zeros(c + extra)
+    if init == "linear":
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+        bound = 1.0 / math.sqrt(d) if d > 0 else 0.0
+        nn.init.uniform_(bias, -bound, bound, generator=gen)
+    elif init == "xavier":
+        nn.init.xavier_normal_(weight, generator=gen)
+    else:
+        raise ValueError(f"Unknown shadow init {init!r}; choose 'linear' or 'xavier'.")
+    wide = nn.Linear(d, c + extra, bias=head.bias is not None, device=head.weight.device, dtype=head.weight.dtype)
+    with torch.no_grad():
+        wide.weight.copy_(weight.to(wide.weight))
+        wide.weight[:c].copy_(head.weight)
+        if head.bias is not None:
+            wide.bias.copy_(bias.to(wide.bias))
+            wide.bias[:c].copy_(head.bias)
+    return wide
+
+
+def prune_head(head: nn.Linear, num_classes: int) -> nn.Linear:
+    """A new ``nn.Linear`` holding rows ``0..num_classes-1`` of ``head`` (the shadow rows dropped)."""
+    pruned = nn.Linear(
+        head.in_features, num_classes, bias=head.bias is not None, device=head.weight.device, dtype=head.weight.dtype
+    )
+    with torch.no_grad():
+        pruned.weight.copy_(head.weight[:num_classes])
+        if head.bias is not None:
+            pruned.bias.copy_(head.bias[:num_classes])
+    return pruned
+
+
+class BoundaryExpanding(UnlearningMethod):
+    """Boundary Expanding: fine-tune with a shadow class on D_f, then prune the shadow output.
+
+    With ``C`` classes, the head ``W in R^{C x d}`` is widened to ``[W; w_s] in R^{(C+1) x d}`` (``w_s`` freshly
+    initialised) in :meth:`on_attach`, so the optimizer sees the widened head. Then ``max_epochs`` epochs over D_f
+    minimise (paper sec. 4.2)::
+
+        L = CE( f_{[W; w_s]}(x), C )      for (x, y) in D_f   (every forget sample labelled as the shadow class)
+
+    updating the whole network. :meth:`unlearned_backbone` returns a copy with the head pruned back to rows ``0..C-1``:
+    the original architecture (``config()`` unchanged, loadable with ``build_backbone``). During training
+    :meth:`forward` returns the first ``C`` logits, i.e. what the pruned model would output.
+
+    Defaults follow the authors' code: SGD ``lr=1e-5``, ``momentum=0.9``, batch 64, 10 epochs (the Trainer's
+    ``max_epochs``; ``configs/unlearn/boundary_expanding.yaml`` sets it). The code initialises the widened layer with
+    ``xavier_normal_`` and zero bias (``shadow_init="xavier"``); the default here is ``nn.Linear``'s initialisation.
+
+    The backbone passed in is not modified: the method trains a deep copy (its head changes shape).
+
+    Args:
+        backbone: the trained model to unlearn (from the CLI: ``--original_ckpt``).
+        shadow_init: ``"linear"`` (``nn.Linear`` default) or ``"xavier"`` (authors' code) for the shadow row.
+        seed: seed of the shadow row's initialisation.
+        train_bn: BatchNorm in train mode during fine-tuning, as the authors' code (``model.train()``; the paper does
+            not say). ``False`` keeps BatchNorm layers in eval mode (running statistics frozen).
+        shuffle: shuffle D_f every epoch.
+        augment: apply the DataModule's training augmentation to D_f.
+        lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
+    """
+
+    train_splits = ("forget",)
+
+    def __init__(
+        self,
+        backbone: Backbone | None = None,
+        shadow_init: ShadowInit = "linear",
+        seed: int = 0,
+        train_bn: bool = True,
+        lr: float = 1e-5,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerName = "sgd",
+        batch_size: int | None = 64,
+        shuffle: bool = True,
+        augment: bool = False,
+    ) -> None:
+        if shadow_init not in ("linear", "xavier"):
+            raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
+        super().__init__(
+            backbone=None,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            batch_size=batch_size,
+        )
+        #: Number of real classes ``C``; the shadow class is index ``C``.
+        self.num_classes: int | None = None
+        if backbone is not None:
+            self.attach(backbone)
+
+    def on_attach(self, backbone: Backbone) -> None:
+        head = backbone.head
+        self.num_classes = head.out_features
+        model = copy.deepcopy(backbone)
+        model.head = widen_head(head, 1, init=self.hparams.shadow_init, seed=self.hparams.seed)
+        self.model = model
+
+    @property
+    def shadow_class(self) -> int:
+        if self.num_classes is None:
+            raise RuntimeError("BoundaryExpanding has no model: attach a backbone first.")
+        return self.num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._require_model()(x)[:, : self.shadow_class]
+
+    def unlearned_backbone(self) -> Backbone:
+        """A copy of the trained network with the shadow output pruned (``C`` outputs, original architecture)."""
+        model = self._require_model()
+        head = model.head
+        model.head = prune_head(head, self.shadow_class)  # swap so the deep copy does not duplicate the wide head
+        try:
+            pruned = copy.deepcopy(model)
+        finally:
+            model.head = head
+        return pruned
+
+    # -- Lightning -------------------------------------------------------------------------------------------------
+    def build_train_dataloader(self, datamodule: Any) -> DataLoader:
+        ds = forget_split(datamodule, augment=self.hparams.augment)
+        return sharded_loader(self, datamodule, ds, shuffle=self.hparams.shuffle, batch_size=self.method_batch_size)
+
+    def on_train_start(self) -> None:
+        set_training_mode(self._require_model(), self.hparams.train_bn)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, _ = unpack_batch(batch)
+        logits = self._require_model()(x)
+        target = torch.full((x.shape[0],), self.shadow_class, dtype=torch.long, device=x.device)
+        loss = F.cross_entropy(logits, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"BoundaryExpanding loss became {loss.item()}; lower `lr`.")
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
