@@ -192,7 +192,7 @@ def test_be_shadow_row_init_is_seeded(setup, init: str) -> None:
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("boundary_shrink", "BoundaryShrink"), ("boundary_expanding", "BoundaryExpanding")],
+    [("boundary_shrink", "BoundaryShrink"), ("boundary_expanding", "BoundaryExpanding"), ("fisher", "FisherForgetting")],
 )
 def test_unlearn_yaml_parses(name: str, cls: str, capsys) -> None:
     from lightning_unlearn.cli import main

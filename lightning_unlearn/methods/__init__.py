@@ -7,6 +7,7 @@ from lightning_unlearn.methods.boundary_expanding import BoundaryExpanding
 from lightning_unlearn.methods.boundary_shrink import BoundaryShrink
 from lightning_unlearn.methods.classifier import Classifier
 from lightning_unlearn.methods.finetune import Finetune
+from lightning_unlearn.methods.fisher import FisherForgetting
 from lightning_unlearn.methods.negative_gradient import NegativeGradient
 from lightning_unlearn.methods.random_labels import RandomLabels
 
@@ -19,6 +20,7 @@ __all__ = [
     "BoundaryShrink",
     "Classifier",
     "Finetune",
+    "FisherForgetting",
     "Frozen",
     "NegativeGradient",
     "RandomLabels",
