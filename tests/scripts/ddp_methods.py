@@ -1,0 +1,105 @@
+"""Run Boundary Shrink, Boundary Expanding and Fisher Forgetting on one process or under DDP and save the results.
+
+Run by ``tests/test_ddp_precision.py``: ``python tests/scripts/ddp_methods.py --devices N --out results.pt``. With
+``--devices 2`` Lightning's ``strategy="ddp"`` re-launches this script for rank 1 (so it must be a standalone script);
+only rank 0 writes ``--out``.
+
+Both runs see the same global batches: no shuffle, no augmentation, per-rank batch = global batch / devices, a forget
+set whose size is a multiple of the global batch, and BatchNorm in eval mode (train mode would normalise per rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lightning_unlearn.backbones import AllCNN  # noqa: E402
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec  # noqa: E402
+from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink, FisherForgetting  # noqa: E402
+
+GLOBAL_BATCH = 32
+FORGET_SIZE = 64  # a multiple of GLOBAL_BATCH: every global batch is the same set of samples in both runs
+
+
+def datamodule() -> DigitsDataModule:
+    # Explicit forget indices are never held out, so D_f has exactly FORGET_SIZE samples.
+    return DigitsDataModule(
+        forget=ForgetSpec(indices=list(range(FORGET_SIZE))), image_size=8, augment=False, holdout_fraction=0.1
+    )
+
+
+def backbone(dm: DigitsDataModule) -> AllCNN:
+    torch.manual_seed(0)
+    return AllCNN(
+        num_classes=dm.num_classes,
+        in_channels=dm.in_channels,
+        image_size=dm.image_size,
+        width=0.1,
+        mean=list(dm.mean),
+        std=list(dm.std),
+    )
+
+
+def trainer(devices: int, max_epochs: int) -> pl.Trainer:
+    extra = {"strategy": "ddp"} if devices > 1 else {}
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **extra,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    per_rank = GLOBAL_BATCH // args.devices
+    results: dict[str, object] = {"devices": args.devices}
+
+    dm = datamodule()
+    results["init_state"] = {k: v.detach().clone() for k, v in backbone(dm).state_dict().items()}
+    bs = BoundaryShrink(backbone(dm), lr=0.05, batch_size=per_rank, shuffle=False, train_bn=False)
+    t = trainer(args.devices, max_epochs=2)
+    t.fit(bs, datamodule=dm)
+    results["bs_labels"] = torch.as_tensor(bs.neighbour_labels)
+    results["bs_stats"] = dict(bs.neighbour_stats)
+    results["bs_state"] = {k: v.detach().clone() for k, v in bs.unlearned_backbone().state_dict().items()}
+
+    dm = datamodule()
+    be = BoundaryExpanding(backbone(dm), lr=0.05, batch_size=per_rank, shuffle=False, train_bn=False)
+    t = trainer(args.devices, max_epochs=2)
+    t.fit(be, datamodule=dm)
+    results["be_state"] = {k: v.detach().clone() for k, v in be.unlearned_backbone().state_dict().items()}
+
+    dm = datamodule()
+    fi = FisherForgetting(backbone(dm), alpha=1e-6, batch_size=per_rank, seed=3)
+    t = trainer(args.devices, max_epochs=1)
+    t.fit(fi, datamodule=dm)
+    results["fisher_diag"] = {k: v.clone() for k, v in (fi.fisher_diagonal or {}).items()}
+    results["fisher_n"] = fi.fisher_num_samples
+    results["fisher_state"] = {k: v.detach().clone() for k, v in fi.unlearned_backbone().state_dict().items()}
+    results["world_size"] = t.world_size
+
+    if t.is_global_zero:
+        torch.save(results, args.out)
+    print(f"rank {os.environ.get('LOCAL_RANK', '0')} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""DDP (2 CPU processes, gloo) gives the single-process result; every method runs under bf16-mixed on CPU.
+
+Lightning's ``strategy="ddp"`` re-launches the running script for the other ranks, so the DDP runs live in a
+standalone script (``tests/scripts/ddp_methods.py``) started with ``subprocess``; pytest compares its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from conftest import FORGET_CLASS, quiet_trainer
+
+from lightning_unlearn.backbones import AllCNN
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink, FisherForgetting
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_methods.py"
+GLOO = dist.is_available() and dist.is_gloo_available()
+
+
+def _run_script(devices: int, out: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for key in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--devices", str(devices), "--out", str(out)],
+        env=env,
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{devices}-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return torch.load(out, weights_only=True)
+
+
+def _max_abs_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.mark.skipif(not GLOO, reason="torch.distributed with the gloo backend is not available")
+def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
+    one = _run_script(1, tmp_path / "single.pt")
+    two = _run_script(2, tmp_path / "ddp.pt")
+    assert one["world_size"] == 1 and two["world_size"] == 2
+
+    # BS: the neighbour labels are computed on every rank over all of D_f: identical.
+    assert torch.equal(one["bs_labels"], two["bs_labels"])
+    assert one["bs_stats"] == two["bs_stats"]
+    # BS / BE: same global batches (no shuffle, per-rank batch = global / 2, BatchNorm in eval mode), DDP averages
+    # the per-rank mean gradients = the global mean gradient: equal up to float summation order.
+    for key in ("bs_state", "be_state"):
+        assert _max_abs_diff(one[key], one["init_state"]) > 1e-3, f"{key}: the weights did not move"
+        assert _max_abs_diff(one[key], two[key]) < 1e-5, key
+    # Fisher: the diagonal is all-reduced with the sample count; the noise is seeded identically on every rank.
+    assert one["fisher_n"] == two["fisher_n"]
+    for name, f in one["fisher_diag"].items():
+        torch.testing.assert_close(two["fisher_diag"][name], f, rtol=1e-4, atol=1e-10)
+    assert _max_abs_diff(one["fisher_state"], one["init_state"]) > 1e-4
+    assert _max_abs_diff(one["fisher_state"], two["fisher_state"]) < 1e-5
+
+
+def test_every_method_under_bf16_mixed() -> None:
+    dm = DigitsDataModule(forget=ForgetSpec(classes=[FORGET_CLASS]), image_size=8, batch_size=32)
+
+    def net() -> AllCNN:
+        torch.manual_seed(0)
+        return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
+
+    def fit(method, precision: str):
+        quiet_trainer(max_epochs=1, limit_train_batches=2, precision=precision).fit(method, datamodule=dm)
+        weights = method.unlearned_backbone().state_dict()
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+        assert method.unlearned_backbone().head.out_features == 10
+        return method
+
+    bs16 = fit(BoundaryShrink(net(), lr=1e-2), "bf16-mixed")
+    bs32 = fit(BoundaryShrink(net(), lr=1e-2), "32-true")
+    assert (bs16.neighbour_labels == bs32.neighbour_labels).all()  # the attack runs in fp32 outside autocast
+    fit(BoundaryExpanding(net(), lr=1e-2), "bf16-mixed")
+    fi16 = fit(FisherForgetting(net(), batch_size=32), "bf16-mixed")
+    fi32 = fit(FisherForgetting(copy.deepcopy(net()), batch_size=32), "32-true")
+    assert fi16.fisher_diagonal is not None and fi32.fisher_diagonal is not None
+    for name, f in fi32.fisher_diagonal.items():  # per-sample gradients in fp32 outside autocast
+        torch.testing.assert_close(fi16.fisher_diagonal[name], f, rtol=1e-5, atol=1e-10)
