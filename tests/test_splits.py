@@ -88,7 +88,7 @@ def test_hash_is_order_independent_and_check_names_both_hashes():
     check_hashes(a, a, names=SPLIT_NAMES, what="x", against="y")
     with pytest.raises(SplitMismatchError) as err:
         check_hashes(a, b, names=SPLIT_NAMES, what="the checkpoint", against="this DataModule")
-    assert a["retain"] in str(err.value) and b["retain"] in str(err.value)
+    assert a["forget"] in str(err.value) and b["forget"] in str(err.value)
 
 
 def test_save_writes_json_with_hashes(tmp_path):
