@@ -139,7 +139,15 @@ class UnlearnCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning_unlearn`` command."""
+    """Entry point of the ``lightning_unlearn`` command (``benchmark`` is parsed by ``lightning_unlearn.benchmark``)."""
+    import sys
+
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["benchmark"]:
+        from lightning_unlearn.benchmark import main as benchmark_main
+
+        benchmark_main(argv[1:])
+        return
     UnlearnCLI(args=args, save_config_kwargs={"overwrite": True})
 
 

@@ -1,0 +1,356 @@
+"""Tables, report and plots of ``lightning_unlearn benchmark`` from its per-run rows.
+
+A *row* is one run's flat result (what ``result.json`` holds): ``scenario``, ``target``, ``seed``, ``method``, ``kind``
+(``method`` or ``reference``), every metric of the :class:`~lightning_unlearn.evaluation.UnlearningEvaluator`
+(``acc/retain``, ``mia/efficacy``, ``gold/forget_acc_gap``, ``time/speedup_vs_retrain``, ...), ``unlearn_time_s`` and
+``wall_s``. This module adds ``avg_gap`` and writes ``results.csv``, ``results.json``, ``report.md``,
+``gap_to_gold.png`` and ``time_vs_gap.png``.
+
+**Average gap** (SalUn, Fan et al. 2024): for one run, the mean over the accuracy columns (D_r, D_f, test_retain,
+test_forget where defined) and MIA-efficacy of ``|metric - metric of Retrain|``, in percentage points, Retrain being the
+gold model of the same scenario, forget target and seed. The report averages it (mean ± std) over seeds and targets,
+like every other column; 0 is the gold model itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GAP_COLUMNS",
+    "add_gaps",
+    "aggregate",
+    "render_report",
+    "write_all",
+    "write_plots",
+    "write_results",
+]
+
+#: Columns whose distance to Retrain makes the average gap (accuracies and MIA-efficacy, as in SalUn).
+GAP_COLUMNS: tuple[str, ...] = ("acc/retain", "acc/forget", "acc/test_retain", "acc/test_forget", "mia/efficacy")
+_ID_COLUMNS = ("scenario", "target", "seed", "method", "kind", "status", "avg_gap")
+_TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at")
+_SKIP_COLUMNS = {"traceback"}
+
+#: (header, key, scale, decimals) of the per-scenario table; scale 100 shows a fraction in percent.
+_TABLE: tuple[tuple[str, str, float, int], ...] = (
+    ("Acc D_r", "acc/retain", 100.0, 2),
+    ("Acc D_f", "acc/forget", 100.0, 2),
+    ("Acc test_r", "acc/test_retain", 100.0, 2),
+    ("Acc test_f", "acc/test_forget", 100.0, 2),
+    ("MIA-eff.", "mia/efficacy", 100.0, 2),
+    ("Avg. gap ↓", "avg_gap", 1.0, 2),
+    ("\\|ΔAcc D_f\\|", "gold/forget_acc_gap", 100.0, 2),
+    ("Act. dist.", "gold/activation_distance", 1.0, 4),
+    ("Time (s)", "time/unlearn_s", 1.0, 2),
+    ("Speed-up", "time/speedup_vs_retrain", 1.0, 1),
+)
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _group_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return (str(row.get("scenario")), str(row.get("target_spec", row.get("target"))), int(row.get("seed", 0)))
+
+
+def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set ``avg_gap`` on every row (``None`` when the group's Retrain row is missing). Returns ``rows``."""
+    retrain = {_group_key(r): r for r in rows if r.get("method") == "Retrain"}
+    for r in rows:
+        ref = retrain.get(_group_key(r))
+        gaps = []
+        if ref is not None:
+            for c in GAP_COLUMNS:
+                a, b = _num(r.get(c)), _num(ref.get(c))
+                if a is not None and b is not None:
+                    gaps.append(abs(a - b) * 100.0)
+        r["avg_gap"] = sum(gaps) / len(gaps) if gaps else None
+    return rows
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    from lightning_unlearn.evaluation import METRIC_KEYS
+
+    seen: set[str] = set()
+    for r in rows:
+        seen.update(r)
+    fixed = [*_ID_COLUMNS, *(k for k in METRIC_KEYS if k in seen)]
+    tail = [k for k in _TAIL_COLUMNS if k in seen]
+    rest = sorted(k for k in seen if k not in fixed and k not in tail and k not in _SKIP_COLUMNS)
+    return [*fixed, *rest, *tail]
+
+
+def _ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, Any]]:
+    scen = [s.name for s in cfg.scenarios] if cfg is not None else []
+    meth = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+
+    def pos(seq: list[str], v: Any) -> int:
+        return seq.index(v) if v in seq else len(seq)
+
+    return sorted(
+        rows,
+        key=lambda r: (pos(scen, r.get("scenario")), str(r.get("scenario")), str(r.get("target")),
+                       int(r.get("seed", 0)), pos(meth, r.get("method")), str(r.get("method"))),
+    )  # fmt: skip
+
+
+def write_results(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
+    """``results.csv`` and ``results.json``: one row per finished run, every metric (``avg_gap`` included)."""
+    out = Path(out)
+    rows = _ordered(add_gaps([dict(r) for r in rows]), cfg)
+    cols = _columns(rows)
+    csv_path, json_path = out / "results.csv", out / "results.json"
+    tmp = csv_path.with_name("results.csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    tmp.replace(csv_path)
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()
+              if k not in _SKIP_COLUMNS} for r in rows]  # fmt: skip
+    tmp = json_path.with_name("results.json.tmp")
+    tmp.write_text(json.dumps(clean, indent=1, allow_nan=False))
+    tmp.replace(json_path)
+    return [csv_path, json_path]
+
+
+def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
+    """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1)."""
+    acc: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        v = _num(r.get(key))
+        k = (str(r.get("scenario")), str(r.get("method")))
+        acc.setdefault(k, [])
+        if v is not None:
+            acc[k].append(v)
+    out: dict[tuple[str, str], tuple[float, float, int] | None] = {}
+    for k, vals in acc.items():
+        if not vals:
+            out[k] = None
+            continue
+        out[k] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+    return out
+
+
+def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suffix: str = "") -> str:
+    if stat is None:
+        return "-"
+    mean, std, n = stat
+    text = f"{mean * scale:.{decimals}f}"
+    if n > 1:
+        text += f" ± {std * scale:.{decimals}f}"
+    return text + suffix
+
+
+def _scenario_table(rows: Sequence[dict[str, Any]], scenario: str, methods: Sequence[str]) -> list[str]:
+    sub = [r for r in rows if r.get("scenario") == scenario]
+    cols = [c for c in _TABLE if any(_num(r.get(c[1])) is not None for r in sub)]
+    stats = {c[1]: aggregate(sub, c[1]) for c in cols}
+    lines = ["| Method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for m in methods:
+        if not any(r.get("method") == m for r in sub):
+            continue
+        cells = []
+        for header, key, scale, dec in cols:
+            cells.append(_fmt(stats[key].get((scenario, m)), scale, dec, "×" if key.endswith("speedup_vs_retrain") else ""))
+        name = f"**{m}**" if m == "Retrain" else m
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _methods_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
+    order = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+    seen = [m for m in order if any(r.get("method") == m for r in rows)]
+    seen += sorted({str(r.get("method")) for r in rows} - set(seen))
+    return seen
+
+
+def _scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
+    order = [s.name for s in cfg.scenarios] if cfg is not None else []
+    seen = [s for s in order if any(r.get("scenario") == s for r in rows)]
+    for r in rows:
+        if r.get("scenario") not in seen:
+            seen.append(str(r.get("scenario")))
+    return seen
+
+
+def render_report(
+    rows: Sequence[dict[str, Any]],
+    cfg: Any = None,
+    failed: Sequence[dict[str, Any]] = (),
+    plots: Sequence[Path] = (),
+    out: Path | None = None,
+) -> str:
+    """The Markdown report: a summary, then per scenario a table of every method (mean ± std over seeds and
+    targets), the column definitions, failures and plots."""
+    rows = add_gaps([dict(r) for r in rows])
+    methods = _methods_in(rows, cfg)
+    scenarios = _scenarios_in(rows, cfg)
+    lines = ["# Unlearning benchmark", ""]
+    if cfg is not None:
+        data = cfg.data["class_path"].rsplit(".", 1)[-1]
+        bb = cfg.backbone["class_path"].rsplit(".", 1)[-1]
+        bb_args = ", ".join(f"{k}={v}" for k, v in cfg.backbone["init_args"].items() if v is not None)
+        lines += [
+            f"- data: `{data}` {_kv(cfg.data['init_args'])}",
+            f"- backbone: `{bb}`" + (f" ({bb_args})" if bb_args else ""),
+            f"- original / gold training: {cfg.training.epochs('original')} / {cfg.training.epochs('gold')} epochs, "
+            f"{cfg.training.optimizer} lr {cfg.training.lr}",
+            f"- seeds: {', '.join(str(s) for s in cfg.seeds)}; trainer: {cfg.trainer.accelerator}, "
+            f"precision {cfg.trainer.precision}",
+            "- methods: " + ", ".join(f"{m.name} ({m.max_epochs} ep.)" for m in cfg.methods),
+            "",
+        ]
+    lines += [
+        "Each cell: mean ± std over seeds and forget targets. Accuracies, MIA-efficacy, |ΔAcc D_f| and the average gap",
+        "are in percent (points); the best method is the one closest to **Retrain** (the gold model, retrained on D_r),",
+        "not the one with the lowest D_f accuracy. Time: unlearning wall time (Retrain: its training time); speed-up:",
+        "retrain time / unlearning time, per run. Definitions below the tables and in `docs/benchmarks.md`.",
+        "",
+    ]
+    gap = aggregate(rows, "avg_gap")
+    speed = aggregate(rows, "time/speedup_vs_retrain")
+    lines += ["## Summary: average gap to Retrain (↓) per scenario", ""]
+    lines += ["| Method | " + " | ".join(scenarios) + " | mean | speed-up |", "|---|" + "---:|" * (len(scenarios) + 2)]
+    for m in methods:
+        if m == "Retrain":
+            continue
+        cells = [_fmt(gap.get((s, m)), 1.0, 2) for s in scenarios]
+        means = [gap[(s, m)][0] for s in scenarios if gap.get((s, m))]
+        sp = [speed[(s, m)][0] for s in scenarios if speed.get((s, m))]
+        mean = f"{statistics.fmean(means):.2f}" if means else "-"
+        spd = f"{statistics.fmean(sp):.1f}×" if sp else "-"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} | {spd} |")
+    lines += ["", "Speed-up: mean over scenarios of the mean per-run speed-up.", ""]
+    for s in scenarios:
+        sub = [r for r in rows if r.get("scenario") == s]
+        targets = sorted({str(r.get("target")) for r in sub})
+        seeds = sorted({int(r.get("seed", 0)) for r in sub})
+        lines += [f"## {s}", "", f"Forget targets: {'; '.join(targets)}. Seeds: {', '.join(map(str, seeds))}.", ""]
+        lines += _scenario_table(rows, s, methods)
+        lines.append("")
+        figs = [r for r in sub if out is not None and r.get("run_dir")
+                and (out / str(r["run_dir"]) / "decision_space.png").is_file()]  # fmt: skip
+        if figs:
+            links = [f"[{r['method']}, {r['target']}, seed {r['seed']}]({Path(str(r['run_dir'])).as_posix()}"
+                     "/decision_space.png)" for r in figs]  # fmt: skip
+            lines += ["Decision space (penultimate features before/after unlearning): " + ", ".join(links), ""]
+    lines += [
+        "## Columns",
+        "",
+        "| column | meaning |",
+        "|---|---|",
+        "| Acc D_r, Acc D_f | accuracy on the retained / forgotten training samples |",
+        "| Acc test_r, Acc test_f | test accuracy on the retained classes / on the forgotten classes (class-wise only) |",
+        "| MIA-eff. | MIA-efficacy (SalUn): share of D_f that a confidence-based membership attack, trained on D_r vs "
+        "test, calls non-member |",
+        "| Avg. gap | mean over the Acc and MIA-eff. columns of \\|metric - Retrain's\\|, per run (SalUn's average gap) |",
+        "| \\|ΔAcc D_f\\| | \\|Acc(D_f) - Acc_gold(D_f)\\| (TMU's forget-accuracy gap) |",
+        "| Act. dist. | mean over D_f of the L2 distance between the softmax outputs of the model and the gold model |",
+        "| Time (s) | unlearning wall time (evaluation excluded); for Retrain, the gold model's training time |",
+        "| Speed-up | Retrain time / unlearning time of the same run |",
+        "",
+    ]
+    if failed:
+        lines += ["## Failed runs", "", "| scenario | target | seed | method | error |", "|---|---|---|---|---|"]
+        for f in failed:
+            err = str(f.get("error", "")).replace("|", "\\|").replace("\n", " ")[:300]
+            lines.append(f"| {f.get('scenario')} | {f.get('target')} | {f.get('seed')} | {f.get('method')} | {err} |")
+        lines += ["", "Failed runs are retried when the benchmark is started again.", ""]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _kv(d: dict[str, Any]) -> str:
+    keep = {k: v for k, v in d.items() if v is not None and k not in ("num_workers", "eval_batch_size")}
+    return "(" + ", ".join(f"{k}={v}" for k, v in keep.items()) + ")" if keep else ""
+
+
+def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
+    """``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (unlearning time against the
+    average gap, one point per method and scenario). Uses matplotlib's object API (no global backend change)."""
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    rows = add_gaps([dict(r) for r in rows])
+    methods = [m for m in _methods_in(rows, cfg) if m != "Retrain"]
+    scenarios = _scenarios_in(rows, cfg)
+    gap = aggregate(rows, "avg_gap")
+    tim = aggregate(rows, "time/unlearn_s")
+    written: list[Path] = []
+    if not methods or not any(gap.get((s, m)) for s in scenarios for m in methods):
+        return written
+
+    fig = Figure(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(scenarios))
+    for i, s in enumerate(scenarios):
+        xs, ys, es = [], [], []
+        for j, m in enumerate(methods):
+            st = gap.get((s, m))
+            if st:
+                xs.append(j + (i - (len(scenarios) - 1) / 2) * width)
+                ys.append(st[0])
+                es.append(st[1])
+        ax.bar(xs, ys, width=width, yerr=es, capsize=2, label=s)
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels(methods, rotation=30, ha="right")
+    ax.set_ylabel("average gap to Retrain (points, lower is better)")
+    ax.set_title("Distance to the gold (retrained) model")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    path = out / "gap_to_gold.png"
+    fig.savefig(path, dpi=120)
+    written.append(path)
+
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    markers = "osD^vP*X"
+    for i, s in enumerate(scenarios):
+        pts = [(m, tim.get((s, m)), gap.get((s, m))) for m in [*methods, "Retrain"]]
+        pts = [(m, t[0], g[0]) for m, t, g in pts if t and g and t[0] > 0]
+        if not pts:
+            continue
+        ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
+        for m, t, g in pts:
+            ax.annotate(m, (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("unlearning time (s, log scale; Retrain: training time)")
+    ax.set_ylabel("average gap to Retrain (points)")
+    ax.set_title("Cost against distance to the gold model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "time_vs_gap.png"
+    fig.savefig(path, dpi=120)
+    written.append(path)
+    return written
+
+
+def write_all(
+    rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None, failed: Sequence[dict[str, Any]] = ()
+) -> list[Path]:
+    """Write ``results.csv``, ``results.json``, the plots and ``report.md``; returns the paths."""
+    out = Path(out)
+    files = write_results(rows, out, cfg)
+    plots = write_plots(rows, out, cfg)
+    report = out / "report.md"
+    report.write_text(render_report(rows, cfg, failed=failed, plots=plots, out=out))
+    return [*files, *plots, report]
