@@ -76,7 +76,7 @@ def test_every_method_under_bf16_mixed() -> None:
         return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
 
     def fit(method, precision: str):
-        quiet_trainer(max_epochs=1, limit_train_batches=2, precision=precision).fit(method, datamodule=dm)
+        quiet_trainer(max_epochs=1, limit_train_batches=1, precision=precision).fit(method, datamodule=dm)
         weights = method.unlearned_backbone().state_dict()
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
         assert method.unlearned_backbone().head.out_features == 10
