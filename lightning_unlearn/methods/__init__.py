@@ -10,6 +10,7 @@ from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.fisher import FisherForgetting
 from lightning_unlearn.methods.negative_gradient import NegativeGradient
 from lightning_unlearn.methods.random_labels import RandomLabels
+from lightning_unlearn.methods.twin import TwinUnlearning
 
 __all__ = [
     "Amnesiac",
@@ -24,5 +25,6 @@ __all__ = [
     "Frozen",
     "NegativeGradient",
     "RandomLabels",
+    "TwinUnlearning",
     "UnlearningMethod",
 ]
