@@ -2,6 +2,11 @@
 
 ``unlearn`` is a method of :class:`UnlearnTrainer` added through :meth:`UnlearnCLI.subcommands`. The original model comes
 in through ``--original_ckpt`` (never ``ckpt_path``, which means "resume" in Lightning).
+
+``test`` keeps Lightning's behaviour when a model is configured. Without one (``lightning_unlearn test --ckpt_path X
+-c configs/data/digits.yaml``) :meth:`UnlearnTrainer.test` rebuilds the network from the checkpoint (weights only, split
+hashes checked) and evaluates it with an :class:`~lightning_unlearn.evaluation.UnlearningEvaluator`; ``--gold_ckpt`` /
+``--original_ckpt`` add the comparisons. ``unlearn`` runs the same evaluation at its end unless ``--evaluate false``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -22,6 +27,11 @@ from lightning_unlearn.checkpoints import (
     write_splits_json,
 )
 from lightning_unlearn.data.base import UnlearningDataModule
+from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.evaluation.report import metrics_to_json
+
+#: Subcommands whose ``model`` may be left out (it is then rebuilt from ``--ckpt_path``).
+_MODEL_OPTIONAL = ("test",)
 
 
 class UnlearnTrainer(Trainer):
@@ -34,6 +44,7 @@ class UnlearnTrainer(Trainer):
         original_ckpt: str,
         gold_ckpt: str | None = None,
         output: str | None = None,
+        evaluate: bool = True,
     ) -> dict[str, Any]:
         """Unlearn: run an unlearning method on the model in ``original_ckpt`` and write ``unlearned.ckpt``.
 
@@ -44,6 +55,9 @@ class UnlearnTrainer(Trainer):
             gold_ckpt: optional retrained (gold) model, checked to describe the same splits; methods and the evaluator
                 that need it find it as ``trainer.gold_model``.
             output: where to write the unlearned checkpoint (default: ``<log_dir>/unlearned.ckpt``). Never overwritten.
+            evaluate: evaluate the unlearned model at the end (an ``UnlearningEvaluator``, against ``gold_ckpt`` when
+                given) and write ``metrics.json``/``metrics.md`` next to the checkpoint. An evaluator configured in
+                ``trainer.callbacks`` is used (its unset gold/original/output_dir filled in) rather than a second one.
         """
         datamodule.setup("fit")
         backbone, original_meta = load_backbone(original_ckpt, datamodule, what=f"original checkpoint {original_ckpt}")
@@ -61,11 +75,20 @@ class UnlearnTrainer(Trainer):
                 raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
         if out_path.exists():
             raise FileExistsError(f"{out_path} exists; pass another `--output` (checkpoints are never overwritten).")
+        evaluators = [cb for cb in self.callbacks if isinstance(cb, UnlearningEvaluator)]
+        if evaluate and not evaluators:
+            evaluators = [self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)]
+        for evaluator in evaluators:
+            _fill_evaluator(evaluator, gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            if evaluator.output_dir is None:
+                evaluator.output_dir = str(out_path.parent)
 
         start = time.perf_counter()
         self.fit(model, datamodule=datamodule)
         wall = time.perf_counter() - start
         unlearn_time = model.unlearn_time_s if getattr(model, "unlearn_time_s", None) is not None else wall
+        # periodic evaluations (every_n_epochs) ran inside the method's timer; they are not unlearning work
+        unlearn_time = max(0.0, unlearn_time - sum(e.fit_overhead_s for e in evaluators))
         summary: dict[str, Any] = {
             **model.method_config(),
             "unlearn_time_s": unlearn_time,
@@ -76,6 +99,7 @@ class UnlearnTrainer(Trainer):
             "gold_train_time_s": (self.gold_meta or {}).get("train_time_s"),
             "splits": {k: v for k, v in datamodule.splits_info().items() if not k.endswith("_indices")},
             "output": str(out_path),
+            "metrics": json.loads(metrics_to_json(evaluators[0].results)) if evaluators else None,
         }
         if self.is_global_zero:
             meta = {
@@ -93,6 +117,84 @@ class UnlearnTrainer(Trainer):
             rank_zero_info(f"Unlearned model written to {out_path} ({summary['method']}, {unlearn_time:.2f} s).")
         self.unlearn_summary = summary
         return summary
+
+    def test(  # type: ignore[override]
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
+        gold_ckpt: str | None = None,
+        original_ckpt: str | None = None,
+    ) -> list[dict[str, float]]:
+        """Test a model; with no model, rebuild it from ``ckpt_path`` and evaluate it on every split.
+
+        With a model (or one from a previous call) this is Lightning's ``Trainer.test``. Without one, ``ckpt_path`` must
+        be a lightning_unlearn checkpoint (``fit``'s or ``unlearn``'s): its backbone is rebuilt from the recorded
+        config and weights (``torch.load(weights_only=True)``), its split hashes are checked against ``datamodule``,
+        and it is tested as a ``Classifier`` with an :class:`~lightning_unlearn.evaluation.UnlearningEvaluator`
+        attached (an evaluator already in ``callbacks`` is used instead). ``metrics.json``/``metrics.md`` go to the
+        log directory.
+
+        Args:
+            model, dataloaders, ckpt_path, verbose, datamodule, weights_only: as in ``lightning.pytorch.Trainer.test``.
+            gold_ckpt: a retrained (gold) model to compare with (``gold/*`` metrics, ``time/speedup_vs_retrain``).
+            original_ckpt: the model before unlearning (``original/acc/*``, before/after plots).
+        """
+        if isinstance(dataloaders, LightningDataModule) and datamodule is None:
+            datamodule, dataloaders = dataloaders, None
+        if model is None and self.lightning_module is None and ckpt_path is not None:
+            from lightning_unlearn.methods.classifier import Classifier
+
+            if not isinstance(datamodule, UnlearningDataModule):
+                raise TypeError(
+                    "Testing a checkpoint without a model config needs a lightning_unlearn DataModule (it checks the "
+                    "checkpoint's splits and evaluates every split): pass `-c configs/data/<dataset>.yaml` (CLI) or "
+                    "`datamodule=` (Python)."
+                )
+            backbone, meta = load_backbone(ckpt_path, datamodule, what=f"checkpoint {ckpt_path}")
+            model = Classifier(backbone)
+            evaluator = self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            if evaluator.unlearn_time_s is None and meta.get("unlearn_time_s") is not None:
+                evaluator.unlearn_time_s = float(meta["unlearn_time_s"])
+            rank_zero_info(f"Testing {meta.get('role', 'model')} checkpoint {ckpt_path} (rebuilt from its weights).")
+            ckpt_path = None  # the weights are in `model` already; Lightning would try to restore a training state
+        elif gold_ckpt is not None or original_ckpt is not None:
+            self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+    def _attach_evaluator(self, gold_ckpt: str | None, original_ckpt: str | None) -> UnlearningEvaluator:
+        """The ``UnlearningEvaluator`` among the callbacks (gold/original filled in where unset), or a new one."""
+        for cb in self.callbacks:
+            if isinstance(cb, UnlearningEvaluator):
+                _fill_evaluator(cb, gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+                return cb
+        evaluator = UnlearningEvaluator(gold=gold_ckpt, original=original_ckpt)
+        self.callbacks.append(evaluator)
+        rank_zero_info(
+            "Added an UnlearningEvaluator callback"
+            + (f" (gold: {gold_ckpt})" if gold_ckpt else " (no gold model: pass --gold_ckpt for the gold/* metrics)")
+        )
+        return evaluator
+
+
+def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: str | None, original_ckpt: str | None) -> None:
+    """Give a configured evaluator the run's gold/original checkpoints where it has none; refuse a contradiction."""
+    for what, path, has, current, setter in (
+        ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.set_gold),
+        ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.set_original),
+    ):
+        if path is None:
+            continue
+        if not has:
+            setter(path)
+        elif current is None or Path(current).resolve() != Path(path).resolve():
+            raise ValueError(
+                f"The configured UnlearningEvaluator already has a {what} model ({current or 'a module'}) but "
+                f"--{what}_ckpt={path} was also given; set only one."
+            )
 
 
 class UnlearnCLI(LightningCLI):
@@ -112,13 +214,35 @@ class UnlearnCLI(LightningCLI):
         return commands
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        # Lightning builds one parser per subcommand through add_arguments_to_parser, which does not know which;
-        # remember it so that `unlearn` can skip the DataModule -> backbone links.
+        # Lightning builds one parser per subcommand through add_core_arguments_to_parser/add_arguments_to_parser,
+        # which do not know which; remember it so that `unlearn` can skip the DataModule -> backbone links and `test`
+        # can make the model optional.
         self._preparing_subcommand: str | None = subcommand
         try:
             return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         finally:
             self._preparing_subcommand = None
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if getattr(self, "_preparing_subcommand", None) not in _MODEL_OPTIONAL:
+            super().add_core_arguments_to_parser(parser)
+            return
+        # Lightning's add_core_arguments_to_parser with `required=False` on the model group: `test --ckpt_path X`
+        # needs no model config, the network is rebuilt from the checkpoint by UnlearnTrainer.test.
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_lightning_class_args(
+            self._model_class, "model", subclass_mode=self.subclass_mode_model, required=False
+        )
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the model's hyper-parameters from `ckpt_path` into the model config. A `test` without a model
+        # config rebuilds the network from the checkpoint itself (UnlearnTrainer.test), so skip that there.
+        sub = self.config.get("subcommand")
+        if sub in _MODEL_OPTIONAL and self.config[sub].get("model") is None:
+            return
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         if getattr(self, "_preparing_subcommand", None) == "unlearn":
