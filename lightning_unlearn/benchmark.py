@@ -89,7 +89,9 @@ _DATA_SKIP = {"forget", "seed", "train_on"}  # set by the benchmark per run
 _BACKBONE_LINKED = ("num_classes", "in_channels", "image_size", "mean", "std")  # taken from the DataModule
 _EVALUATOR_SKIP = {"gold", "original", "output_dir", "unlearn_time_s", "retrain_time_s", "every_n_epochs"}
 _CACHE_IRRELEVANT_DATA_ARGS = {"num_workers", "eval_batch_size"}  # do not change what a model learns
-_METHOD_KEYS = {"name", "class_path", "init_args", "max_epochs"}
+_METHOD_KEYS = {"name", "class_path", "init_args", "max_epochs", "trainer"}
+#: Trainer arguments the benchmark sets itself (a method's ``trainer`` overrides may not).
+_RESERVED_TRAINER_ARGS = {"callbacks", "logger", "default_root_dir", "max_epochs", "devices", "enable_checkpointing"}
 
 
 class BenchmarkConfigError(ValueError):
@@ -157,12 +159,15 @@ class Scenario:
 
 @dataclass
 class MethodSpec:
-    """One method of the benchmark: a display name, the ``UnlearningMethod`` class, its arguments and its epochs."""
+    """One method of the benchmark: a display name, the ``UnlearningMethod`` class, its arguments, its epochs, and
+    optional extra ``Trainer`` arguments for its runs (e.g. ``{limit_train_batches: 0.2}`` to estimate Fisher
+    Forgetting's Fisher on a fifth of D_r, or ``{gradient_clip_val: 1.0}``)."""
 
     name: str
     class_path: str
     init_args: dict[str, Any] = field(default_factory=dict)
     max_epochs: int = 1
+    trainer: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> type:
         """The method class (raises :class:`BenchmarkConfigError` naming the method when it cannot be imported)."""
@@ -233,7 +238,8 @@ def build_parser() -> Any:
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
     parser.add_argument(
         "--methods", type=list[dict[str, Any]], required=True,
-        help="List of {name, class_path, init_args, max_epochs}: UnlearningMethod classes and their settings.",
+        help="List of {name, class_path, init_args, max_epochs, trainer}: UnlearningMethod classes, their arguments, "
+        "epochs and optional extra Trainer arguments.",
     )  # fmt: skip
     parser.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
     parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=_EVALUATOR_SKIP)
@@ -314,7 +320,8 @@ def _method_spec(i: int, m: Any) -> MethodSpec:
     unknown = set(m) - _METHOD_KEYS
     if unknown:
         raise BenchmarkConfigError(
-            f"methods[{i}] has unknown key(s) {sorted(unknown)}; a method is {{name, class_path, init_args, max_epochs}}."
+            f"methods[{i}] has unknown key(s) {sorted(unknown)}; a method is {{name, class_path, init_args, max_epochs, "
+            "trainer}."
         )
     if not m.get("class_path"):
         raise BenchmarkConfigError(f"methods[{i}] has no class_path (e.g. lightning_unlearn.methods.Finetune).")
@@ -322,8 +329,19 @@ def _method_spec(i: int, m: Any) -> MethodSpec:
     max_epochs = m.get("max_epochs", 1)
     if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 0:
         raise BenchmarkConfigError(f"methods[{i}] ({name}): max_epochs must be an integer >= 0, got {max_epochs!r}.")
+    trainer = dict(m.get("trainer") or {})
+    reserved = sorted(set(trainer) & _RESERVED_TRAINER_ARGS)
+    if reserved:
+        raise BenchmarkConfigError(
+            f"methods[{i}] ({name}): trainer may not set {reserved} (the benchmark sets them; epochs: `max_epochs`)."
+        )
+    from lightning.pytorch import Trainer
+
+    unknown_t = sorted(set(trainer) - set(inspect.signature(Trainer).parameters))
+    if unknown_t:
+        raise BenchmarkConfigError(f"methods[{i}] ({name}): {unknown_t} are not Trainer arguments.")
     return MethodSpec(name=name, class_path=str(m["class_path"]), init_args=dict(m.get("init_args") or {}),
-                      max_epochs=max_epochs)  # fmt: skip
+                      max_epochs=max_epochs, trainer=trainer)  # fmt: skip
 
 
 def _import_method_class(name: str, class_path: str) -> type:
@@ -405,8 +423,8 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if cfg.trainer.devices != 1:
         raise BenchmarkConfigError(
             f"trainer.devices={cfg.trainer.devices}: the benchmark runs its trainings one after another in one process, "
-            "on one device. To use several GPUs, start one benchmark per GPU (CUDA_VISIBLE_DEVICES) with different "
-            "`seeds` and the same `output_dir`... or different output_dirs."
+            "on one device. To use several GPUs, start one benchmark per GPU (CUDA_VISIBLE_DEVICES=k) with the same "
+            "`output_dir` and different `seeds`, then `--report_only true` with all seeds (docs/benchmarks.md)."
         )
     if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
         raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
@@ -827,7 +845,7 @@ def _run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec 
     return config_hash(
         {
             "method": None if spec is None else {"class_path": spec.class_path, "init_args": spec.init_args,
-                                                 "max_epochs": spec.max_epochs},  # fmt: skip
+                                                 "max_epochs": spec.max_epochs, "trainer": spec.trainer},  # fmt: skip
             "name": method,
             "original": group.original_key,
             "gold": group.gold_key,
@@ -881,7 +899,8 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
     pl.seed_everything(group.seed, workers=True, verbose=False)
     method = cls(**kwargs)
     evaluator = UnlearningEvaluator(output_dir=str(run_dir), **cfg.evaluator)
-    trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **_trainer_kwargs(cfg, run_dir))
+    trainer_kwargs = {**_trainer_kwargs(cfg, run_dir), **spec.trainer}
+    trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **trainer_kwargs)
     out = run_dir / "unlearned.ckpt"
     summary = trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=str(gold), output=str(out))
     if not cfg.keep_checkpoints and out.exists():
@@ -921,10 +940,22 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     specs = {m.name: m for m in cfg.methods}
     progress = Progress([], stream=stream)
     if cfg.report_only:
-        rows = [r for r in (_read_any(d / RESULT_FILE) for g in plan.groups for _, d in plan.run_dirs(g, names)) if r]
-        files = report.write_all(rows, out, cfg)
-        progress.log(f"report rebuilt from {len(rows)} finished runs: {out / 'report.md'}")
-        return {"rows": rows, "failed": [], "output_dir": str(out), "files": files}
+        rows, failed = [], []
+        for g in plan.groups:
+            for _, d in plan.run_dirs(g, names):
+                row = _read_any(d / RESULT_FILE)
+                err = _read_any(d / "error.json") if row is None else None
+                if row is not None:
+                    rows.append(row)
+                elif err is not None:
+                    failed.append(err)
+        files = report.write_all(rows, out, cfg, failed=failed)
+        missing = len(plan.groups) * len(names) - len(rows) - len(failed)
+        progress.log(
+            f"report rebuilt from {len(rows)} finished runs ({len(failed)} failed, {missing} not run): "
+            f"{out / 'report.md'}"
+        )
+        return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
 
     if cfg.trainer.num_threads:
         import torch
@@ -1047,7 +1078,7 @@ def main(args: Sequence[str] | None = None) -> None:
     except BenchmarkConfigError as err:
         print(f"lightning_unlearn benchmark: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    if result["failed"]:
+    if result["failed"] and not cfg.report_only:
         raise SystemExit(1)
 
 

@@ -135,6 +135,9 @@ def test_rerun_is_resumed(finished, monkeypatch, capsys):
     assert not result["failed"] and len(result["rows"]) == 2 * len(ROWS)
     assert mtimes(out) == before
     assert "cached" in capsys.readouterr().err
+    (out / "report.md").unlink()
+    again = run_benchmark(load_config(config, report_only=True))
+    assert len(again["rows"]) == 2 * len(ROWS) and (out / "report.md").is_file() and mtimes(out) == before
 
 
 def test_changed_method_alone_reruns(finished, tmp_path, monkeypatch):
