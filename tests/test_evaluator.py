@@ -102,8 +102,9 @@ def test_periodic_evaluation_and_no_gold(trained_digits, tmp_path):
     assert (tmp_path / "metrics.json").is_file()  # logger=False: trainer.log_dir is default_root_dir
 
 
-def test_ddp_results_are_global(trained_digits, tmp_path):
+def test_ddp_results_are_global(trained_digits, tmp_path, monkeypatch):
     """Two CPU processes (gloo): each evaluates half of every split, the gathered result equals one process's."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by the spawned workers: two processes x one thread = two cores
     dm = trained_digits.datamodule()
     original, _ = load_backbone(trained_digits.original_ckpt, dm)
     gold, _ = load_backbone(trained_digits.gold_ckpt, dm)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import digits_dm, train_classifier
 from lightning_unlearn.checkpoints import load_backbone
@@ -103,8 +104,15 @@ def random_forgetting(tmp_path_factory):
     root = tmp_path_factory.mktemp("random_forgetting")
     spec = ForgetSpec(fraction=0.5)
     kw = dict(image_size=8, augment=False, holdout_fraction=0.5)
-    original = train_classifier(digits_dm(spec, **kw), epochs=30, path=root / "original.ckpt", width=0.5)
-    gold = train_classifier(digits_dm(spec, train_on="retain", **kw), epochs=30, path=root / "gold.ckpt", width=0.5)
+    # One intra-op thread: these models are too small to gain from two, and with two, training is several times slower
+    # whenever other jobs share the cores (measured 12 s vs 90 s for the original model on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        original = train_classifier(digits_dm(spec, **kw), epochs=30, path=root / "original.ckpt", width=0.5)
+        gold = train_classifier(digits_dm(spec, train_on="retain", **kw), epochs=30, path=root / "gold.ckpt", width=0.5)
+    finally:
+        torch.set_num_threads(threads)
     return original, gold, lambda: digits_dm(spec, **kw)
 
 
