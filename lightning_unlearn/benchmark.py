@@ -695,13 +695,15 @@ class Progress:
             total += sum(fam) / len(fam)
         return total
 
-    def finish(self, family: str, kind: str, what: str, seconds: float | None, note: str = "") -> None:
-        """Mark a step done (``seconds=None``: read from disk, not timed)."""
+    def finish(self, family: str, kind: str, what: str, seconds: float | None, note: str = "", show: bool = True) -> None:
+        """Mark a step done (``seconds=None``: read from disk, not timed; ``show=False``: no line)."""
         with contextlib.suppress(ValueError):
             self.pending.remove((family, kind))
         self.done += 1
         if seconds is not None:
             self.times.setdefault((family, kind), []).append(seconds)
+        if not show:
+            return
         took = "cached" if seconds is None else f"{_hms(seconds)}"
         left = self._estimate()
         left_s = "?" if left is None else _hms(left)
@@ -976,6 +978,34 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    try:
+        _run_groups(cfg, plan, names, specs, progress, rows, failed)
+    except KeyboardInterrupt:
+        report.write_all(rows, out, cfg, failed=failed)
+        progress.log(f"interrupted: the {len(rows)} finished runs are in {out / 'report.md'}; start again to resume")
+        raise
+    files = report.write_all(rows, out, cfg, failed=failed)
+    progress.log(
+        f"done in {_hms(time.perf_counter() - progress.start)}: {len(rows)} runs"
+        + (f", {len(failed)} FAILED (see error.json in their run directories)" if failed else "")
+        + f". Report: {out / 'report.md'}"
+    )
+    return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
+
+
+def _run_groups(
+    cfg: BenchmarkConfig,
+    plan: Plan,
+    names: list[str],
+    specs: dict[str, MethodSpec],
+    progress: Progress,
+    rows: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> None:
+    """Every group in turn: its models (unless cached), then each row (unless finished); appends to ``rows``/``failed``."""
+    from lightning_unlearn import benchmark_report as report
+
+    out = Path(cfg.output_dir)
     with _quiet(cfg.quiet):
         for group in plan.groups:
             ojob, gjob = plan.models[group.original_key], plan.models[group.gold_key]
@@ -991,6 +1021,7 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
             dm = build_datamodule(cfg, group.target, group.seed)
             dm.setup("fit")
             original = group_original(cfg, group, ojob, dm)
+            reused = 0
             for name, run_dir in plan.run_dirs(group, names):
                 spec = specs.get(name)
                 family, kind = ("eval", "reference") if spec is None else ("method", name)
@@ -999,7 +1030,8 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
                 done = _read_result(run_dir, run_hash)
                 if done is not None:
                     rows.append(done)
-                    progress.finish(family, kind, what, None)
+                    reused += 1
+                    progress.finish(family, kind, what, None, show=False)
                     continue
                 if run_dir.exists():
                     shutil.rmtree(run_dir)  # unfinished or made with another configuration
@@ -1029,15 +1061,11 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
                 _write_json(run_dir / RESULT_FILE, row)
                 rows.append(row)
                 progress.finish(family, kind, what, wall, note=_short_summary(row))
+            if reused:
+                progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
+                             "from disk (cached)")  # fmt: skip
             report.write_results(rows, out, cfg)  # partial tables after every group
             del dm
-    files = report.write_all(rows, out, cfg, failed=failed)
-    progress.log(
-        f"done in {_hms(time.perf_counter() - progress.start)}: {len(rows)} runs"
-        + (f", {len(failed)} FAILED (see error.json in their run directories)" if failed else "")
-        + f". Report: {out / 'report.md'}"
-    )
-    return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
 
 
 def _short_summary(row: dict[str, Any]) -> str:

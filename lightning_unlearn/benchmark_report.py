@@ -324,6 +324,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     markers = "osD^vP*X"
+    labelled_retrain = False
     for i, s in enumerate(scenarios):
         pts = [(m, tim.get((s, m)), gap.get((s, m))) for m in [*methods, "Retrain"]]
         pts = [(m, t[0], g[0]) for m, t, g in pts if t and g and t[0] > 0]
@@ -331,6 +332,10 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
             continue
         ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
         for m, t, g in pts:
+            if m == "Retrain":
+                if labelled_retrain:
+                    continue  # at gap 0 in every scenario: one label
+                labelled_retrain = True
             ax.annotate(m, (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("unlearning time (s, log scale; Retrain: training time)")
