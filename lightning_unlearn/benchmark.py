@@ -47,6 +47,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import os
 import re
 import shutil
@@ -781,6 +782,16 @@ def _finite(v: Any) -> Any:
     return v
 
 
+def _scalars(results: dict[str, Any]) -> dict[str, Any]:
+    """The evaluator's numeric results as plain ``int``/``float`` (numpy scalars included; nan/inf -> None)."""
+    out: dict[str, Any] = {}
+    for k, v in results.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            continue
+        out[k] = int(v) if isinstance(v, numbers.Integral) else _finite(float(v))
+    return out
+
+
 def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
     """Train ``job``'s model (a ``Classifier`` on D for the original, on D_r for the gold) and save it with
     ``trainer.save_checkpoint``; for the original, one ``AmnesiacRecorder`` per forget set that needs it. Returns the
@@ -908,7 +919,7 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
     if not cfg.keep_checkpoints and out.exists():
         out.unlink()
     row = _base_row(group, spec.name, "method", spec.class_path)
-    row.update({k: _finite(v) for k, v in evaluator.results.items() if isinstance(v, (int, float))})
+    row.update(_scalars(evaluator.results))
     row["unlearn_time_s"] = _finite(float(summary["unlearn_time_s"]))
     return row
 
@@ -925,7 +936,7 @@ def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path
     t = float(meta["train_time_s"]) if which == RETRAIN and meta.get("train_time_s") is not None else None
     results = evaluator.evaluate(backbone, dm, device=_eval_device(cfg), unlearn_time_s=t)
     row = _base_row(group, which, "reference", None)
-    row.update({k: _finite(v) for k, v in results.items() if isinstance(v, (int, float))})
+    row.update(_scalars(results))
     row["unlearn_time_s"] = t
     return row
 
