@@ -220,6 +220,8 @@ class TwinUnlearning(UnlearningMethod):
         self.hparams["features"] = feats
         #: What the precomputation found (``method_config()["tmu"]``); empty until ``fit`` (or :meth:`compute_split`).
         self.tmu_report: dict[str, Any] = {}
+        #: Per-sample raw features (columns in ``features`` order) and labels of D_e and D_f, for analysis.
+        self.feature_table: dict[str, Tensor] = {}
         self._split_key: bytes | None = None
         self._forget_sorted = torch.empty(0, dtype=torch.long)
         self._hard_sorted = torch.empty(0, dtype=torch.bool)
@@ -397,6 +399,10 @@ class TwinUnlearning(UnlearningMethod):
         pred_e = mlp.predict_easy(z_e)
         pred_f = mlp.predict_easy(z_f)
         t_clf = time.perf_counter()
+        self.feature_table = {
+            "twin_features": feat_e, "twin_easy": easy_e, "twin_heldout": held, "twin_predicted_easy": pred_e,
+            "forget_features": feat_f, "forget_indices": idx_f, "forget_predicted_easy": pred_f,
+        }
 
         # tables for the training step, in sorted D_f index order
         order = torch.argsort(idx_f)
@@ -507,8 +513,16 @@ class TwinUnlearning(UnlearningMethod):
         retain = datamodule.dataset("retain", augment=augment)
         assert self._retain_indices is not None
         retain = SplitView(retain.base, self._retain_indices, retain.transform)
-        return datamodule.loader(
-            ConcatDataset([forget, retain]), shuffle=True, batch_size=self.method_batch_size, train=True
+        # the shuffle has its own seeded generator, so the run does not depend on the global seed (under DDP
+        # Lightning's DistributedSampler, seeded too, takes over); augmentation (``augment``) follows the global seed
+        workers = int(datamodule.num_workers)
+        return DataLoader(
+            ConcatDataset([forget, retain]),
+            batch_size=self.method_batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(int(self.hparams.seed) + 3),
+            num_workers=workers,
+            persistent_workers=workers > 0,
         )
 
     def on_train_start(self) -> None:
