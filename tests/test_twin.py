@@ -46,15 +46,6 @@ FAST = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is several times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- NF ----------------------------------------------------------------------------------------------------------------
 def test_nf_of_a_duplicated_retained_sample_is_zero() -> None:
     gen = torch.Generator().manual_seed(0)
