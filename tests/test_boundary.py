@@ -1,9 +1,11 @@
 """Boundary Shrink and Boundary Expanding on the digits fixture (class 3 forgotten), from Python and from the CLI.
 
-Targets measured on the session fixture (original: D_f 97.7%, test-retain 99.4%), with the configs in
-``configs/unlearn/``: BS reaches D_f 0% at ~91% test-retain, BE D_f ~2% at ~81%. Both fine-tune on D_f only; on this
-small All-CNN every setting we tried that brings D_f below 20% costs at least 7 (BS) / 13 (BE) points of test-retain
-accuracy (see docs/methods/boundary_*.md), so the tests check D_f < 20% and a bounded test-retain drop.
+The session fixture is a quarter-width All-CNN trained for 12 epochs (original: D_f 99.2%, test-retain 99.7%), smaller
+than the half-width, 30-epoch model of ``configs/model/allcnn.yaml`` that the YAML settings were tuned on (there BS
+stays within 5.3 and BE within 13.3 points of test-retain accuracy for every digit; docs/methods/boundary_*.md). On the
+fixture, BS with the YAML settings reaches D_f ~4% at ~98% test-retain; BE, which moves the whole network towards the
+shadow class, costs this small model more: D_f ~12% at ~83% with the authors' lr 1e-5 and the early stop (the YAML's
+lr 3e-5 overshoots to ~75%). The tests check D_f < 20% and a bounded test-retain drop.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink
 
 ROOT = Path(__file__).resolve().parents[1]
-BS_TUNED = dict(lr=3e-3, train_bn=True)  # configs/unlearn/boundary_shrink.yaml
-BE_TUNED = dict(lr=1e-5, train_bn=False, shadow_init="xavier")  # configs/unlearn/boundary_expanding.yaml
-BS_MAX_RETAIN_DROP = 0.12
+BS_TUNED = dict(lr=3e-3, train_bn=True, stop_at_forget_acc=0.15)  # configs/unlearn/boundary_shrink.yaml
+BE_TUNED = dict(lr=1e-5, train_bn=False, shadow_init="xavier", stop_at_forget_acc=0.15)  # YAML: lr 3e-5  # configs/unlearn/boundary_expanding.yaml
+BS_MAX_RETAIN_DROP = 0.05
 BE_MAX_RETAIN_DROP = 0.25
 
 
@@ -160,7 +162,7 @@ def test_be_widens_trains_and_prunes(setup) -> None:
             seen.append((pl_module.model.head.out_features, pl_module.model(x).shape[1], pl_module(x).shape[1]))
 
     pl.seed_everything(0, verbose=False)
-    quiet_trainer(max_epochs=7, callbacks=[Spy()]).fit(method, datamodule=dm)
+    quiet_trainer(max_epochs=30, callbacks=[Spy()]).fit(method, datamodule=dm)
     assert seen and all(s == (num_classes + 1, num_classes + 1, num_classes) for s in seen)
 
     unlearned = method.unlearned_backbone()
@@ -202,3 +204,32 @@ def test_unlearn_yaml_parses(name: str, cls: str, capsys) -> None:
         main([*args, "--original_ckpt", "unused.ckpt", "--print_config"])
     assert exit_info.value.code in (0, None)
     assert f"lightning_unlearn.methods.{cls}" in capsys.readouterr().out
+
+
+# -- early stop on D_f accuracy (both methods) ------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [BoundaryShrink, BoundaryExpanding])
+def test_stop_at_forget_acc_ends_fit_and_is_recorded(setup, cls) -> None:
+    dm, original = setup
+    method = cls(copy.deepcopy(original), lr=1e-6, train_bn=False, stop_at_forget_acc=1.0)  # any accuracy is <= 1
+    trainer = quiet_trainer(max_epochs=5)
+    trainer.fit(method, datamodule=dm)
+    assert method.stopped_epoch == 1 and trainer.current_epoch == 1
+    assert method.method_config()["stopped_epoch"] == 1
+    # the accuracy check runs in eval mode and gives the modules their training modes back
+    model = method.model
+    model.train()
+    acc = method.forget_accuracy() if method._trainer is not None else None
+    assert acc is not None and 0.0 <= acc <= 1.0 and all(m.training for m in model.modules())
+
+    never = cls(copy.deepcopy(original), lr=1e-6, stop_at_forget_acc=0.0)  # unreachable with lr 1e-6: full schedule
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(never, datamodule=dm)
+    assert never.stopped_epoch is None and trainer.current_epoch == 2
+    assert "stopped_epoch" not in never.method_config()
+
+
+@pytest.mark.parametrize("cls", [BoundaryShrink, BoundaryExpanding])
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_stop_at_forget_acc_out_of_range(cls, bad: float) -> None:
+    with pytest.raises(ValueError, match="stop_at_forget_acc"):
+        cls(stop_at_forget_acc=bad)

@@ -70,6 +70,8 @@ class UnlearningMethod(pl.LightningModule):
         self.model: Backbone | None = None
         self.original: Frozen | None = None
         self.unlearn_time_s: float | None = None
+        #: Epochs run when :meth:`stop_when_forgotten` ended ``fit`` early (``None``: ran the whole schedule).
+        self.stopped_epoch: int | None = None
         self._t0: float | None = None
         if backbone is not None:
             self.attach(backbone)
@@ -139,6 +141,43 @@ class UnlearningMethod(pl.LightningModule):
             return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         raise ValueError(f"Unknown optimizer {hp.optimizer!r}; choose 'sgd' or 'adam'.")
 
+    # -- optional early stop on D_f accuracy --------------------------------------------------------------------------
+    @torch.no_grad()
+    def forget_accuracy(self) -> float:
+        """Accuracy of the current model (``self(x)``, eval mode, no augmentation) on all of D_f.
+
+        Every rank evaluates the whole of D_f with the same weights, so every rank gets the same number. The modules'
+        train/eval modes are restored afterwards.
+        """
+        model = self._require_model()
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            param = next(model.parameters())
+            correct = total = 0
+            for batch in self.datamodule.loader("forget", augment=False):
+                x, y = batch[0].to(param.device, param.dtype), batch[1].to(param.device)
+                correct += int((self(x).argmax(1) == y).sum())
+                total += len(y)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return correct / max(total, 1)
+
+    def stop_when_forgotten(self, target: float | None) -> None:
+        """End ``fit`` after this epoch when the D_f accuracy is at most ``target`` (``None``: never; logged either way).
+
+        For methods that fine-tune on D_f alone for a fixed number of epochs (Boundary Shrink/Expanding): on a small
+        forget set the fixed schedule overshoots and costs retained accuracy once D_f is already forgotten.
+        """
+        if target is None:
+            return
+        acc = self.forget_accuracy()
+        self.log("unlearn/forget_acc", acc, on_step=False, on_epoch=True, rank_zero_only=True)
+        if acc <= target:
+            self.stopped_epoch = int(self.current_epoch) + 1
+            self.trainer.should_stop = True
+
     # -- timing ----------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._require_model()
@@ -150,4 +189,7 @@ class UnlearningMethod(pl.LightningModule):
 
     def method_config(self) -> dict[str, Any]:
         """Name and hyper-parameters, for reports and the output checkpoint."""
-        return {"method": type(self).__name__, "hparams": dict(self.hparams), "train_splits": list(self.train_splits)}
+        config = {"method": type(self).__name__, "hparams": dict(self.hparams), "train_splits": list(self.train_splits)}
+        if self.stopped_epoch is not None:
+            config["stopped_epoch"] = self.stopped_epoch
+        return config

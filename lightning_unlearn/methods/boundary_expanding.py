@@ -95,6 +95,8 @@ class BoundaryExpanding(UnlearningMethod):
             not say). ``False`` keeps BatchNorm layers in eval mode (running statistics frozen).
         shuffle: shuffle D_f every epoch.
         augment: apply the DataModule's training augmentation to D_f.
+        stop_at_forget_acc: end fine-tuning after the first epoch whose D_f accuracy (eval mode) is at most this
+            (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -113,9 +115,12 @@ class BoundaryExpanding(UnlearningMethod):
         batch_size: int | None = 64,
         shuffle: bool = True,
         augment: bool = False,
+        stop_at_forget_acc: float | None = None,
     ) -> None:
         if shadow_init not in ("linear", "xavier"):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
+        if stop_at_forget_acc is not None and not 0.0 <= stop_at_forget_acc <= 1.0:
+            raise ValueError(f"stop_at_forget_acc must be in [0, 1] or None, got {stop_at_forget_acc}.")
         super().__init__(
             backbone=None,
             lr=lr,
@@ -163,6 +168,9 @@ class BoundaryExpanding(UnlearningMethod):
 
     def on_train_start(self) -> None:
         set_training_mode(self._require_model(), self.hparams.train_bn)
+
+    def on_train_epoch_end(self) -> None:
+        self.stop_when_forgotten(self.hparams.stop_at_forget_acc)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, _ = unpack_batch(batch)

@@ -110,6 +110,8 @@ class BoundaryShrink(UnlearningMethod):
         augment: apply the DataModule's training augmentation to the fine-tuning images (the neighbour labels are
             always computed on un-augmented images).
         attack_batch_size: batch size of the neighbour search (default: the DataModule's evaluation batch size).
+        stop_at_forget_acc: end fine-tuning after the first epoch whose D_f accuracy (eval mode) is at most this
+            (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -129,10 +131,13 @@ class BoundaryShrink(UnlearningMethod):
         batch_size: int | None = 64,
         shuffle: bool = True,
         augment: bool = False,
+        stop_at_forget_acc: float | None = None,
         attack_batch_size: int | None = None,
     ) -> None:
         if epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
+        if stop_at_forget_acc is not None and not 0.0 <= stop_at_forget_acc <= 1.0:
+            raise ValueError(f"stop_at_forget_acc must be in [0, 1] or None, got {stop_at_forget_acc}.")
         super().__init__(
             backbone=None,
             lr=lr,
@@ -205,6 +210,9 @@ class BoundaryShrink(UnlearningMethod):
         for key in ("attack_success_rate", "label_changed_rate"):
             if key in self.neighbour_stats:
                 self.log(f"unlearn/{key}", self.neighbour_stats[key], on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.stop_when_forgotten(self.hparams.stop_at_forget_acc)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
