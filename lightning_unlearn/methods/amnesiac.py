@@ -15,16 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from lightning_unlearn.backbones import Backbone
-from lightning_unlearn.data.datasets import batch_indices, unpack_batch
+from lightning_unlearn.data.datasets import batch_indices
 from lightning_unlearn.methods.base import OptimizerName
-from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, loader_batch_size, split_or_error
+from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.random_labels import RandomLabels
 
 __all__ = ["Amnesiac", "AmnesiacRecorder", "AmnesiacRelabel", "AmnesiacUpdatesError", "UPDATES_FILENAME"]
@@ -347,7 +345,7 @@ def load_updates(path: str | Path) -> dict[str, Any]:
     return data
 
 
-class Amnesiac(TrainModeMethod):
+class Amnesiac(Finetune):
     """Amnesiac unlearning: subtract the recorded updates of the batches that held D_f, then optionally repair on D_r.
 
     ::
@@ -508,18 +506,7 @@ class Amnesiac(TrainModeMethod):
                     "subtracted as well."
                 )
 
-    # -- repair ----------------------------------------------------------------------------------------------------
-    def build_train_dataloader(self, datamodule: Any) -> DataLoader:
-        ds = split_or_error(datamodule, "retain", augment=datamodule.augment, method=type(self).__name__)
-        return datamodule.loader(ds, shuffle=True, batch_size=loader_batch_size(self, datamodule), train=True)
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = unpack_batch(batch)
-        loss = F.cross_entropy(self._require_model()(x), y)
-        check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
+    # -- repair: Finetune's loader (D_r, augmented, shuffled) and cross-entropy step ---------------------------------
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()
         config["subtraction"] = self.subtraction
