@@ -15,9 +15,10 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.data.datasets import SplitView
 
 OptimizerName = Literal["sgd", "adam"]
 
@@ -193,3 +194,57 @@ class UnlearningMethod(pl.LightningModule):
         if self.stopped_epoch is not None:
             config["stopped_epoch"] = self.stopped_epoch
         return config
+
+
+# -- helpers for methods that build their own loaders ------------------------------------------------------------------
+_BATCHNORM = nn.modules.batchnorm._BatchNorm
+
+
+def forget_split(datamodule: Any, augment: bool = False) -> SplitView:
+    """D_f as a dataset, with a clear error when it is empty (nothing to unlearn)."""
+    ds = datamodule.dataset("forget", augment=augment)
+    if len(ds) == 0:
+        raise ValueError(
+            "The forget set D_f is empty: give the DataModule a `forget` spec (e.g. `ForgetSpec(classes=[3])`)."
+        )
+    return ds
+
+
+def sharded_loader(
+    module: UnlearningMethod, datamodule: Any, dataset: Dataset, *, shuffle: bool, batch_size: int
+) -> DataLoader:
+    """A training loader over ``dataset`` that keeps ``shuffle`` under DDP.
+
+    Lightning replaces a training loader's sampler with a *shuffling* ``DistributedSampler`` whatever the loader's own
+    setting; a loader that already has a ``DistributedSampler`` is left alone. So under DDP this builds one with the
+    method's ``shuffle`` (rank ``r`` of ``W`` then takes samples ``r, r+W, ...``: with ``shuffle=False`` and per-rank
+    batch ``b``, the ``W`` ranks' step-``t`` batches together are the single-process batch ``t`` of size ``W*b``).
+    """
+    loader = datamodule.loader(dataset, shuffle=shuffle, batch_size=batch_size, train=True)
+    trainer = module._trainer
+    world = int(trainer.world_size) if trainer is not None else 1
+    if world <= 1:
+        return loader
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=shuffle, seed=0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        persistent_workers=loader.persistent_workers,
+        drop_last=loader.drop_last,
+    )
+
+
+def set_training_mode(model: nn.Module, train_bn: bool) -> None:
+    """Train mode for ``model``, with its BatchNorm layers in eval mode unless ``train_bn``.
+
+    Lightning (>= 2.2) keeps whatever mode a module is in when ``fit`` starts, and checkpoints load in eval mode, so a
+    method sets the mode it trains in explicitly. BatchNorm in train mode on D_f-only batches (a single class in
+    class-wise forgetting) normalises with, and moves its running statistics towards, that class's statistics.
+    """
+    model.train()
+    if not train_bn:
+        for m in model.modules():
+            if isinstance(m, _BATCHNORM):
+                m.eval()

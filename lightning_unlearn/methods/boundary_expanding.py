@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
-from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
-from lightning_unlearn.methods.boundary_shrink import forget_split, set_training_mode, sharded_loader
+from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod, forget_split, set_training_mode, sharded_loader
 
 __all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
 

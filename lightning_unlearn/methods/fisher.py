@@ -21,8 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
-from lightning_unlearn.methods.base import UnlearningMethod
-from lightning_unlearn.methods.boundary_shrink import sharded_loader
+from lightning_unlearn.methods.base import UnlearningMethod, sharded_loader
 
 __all__ = ["FisherForgetting", "FisherType", "diagonal_fisher", "fisher_noise_variance"]
 
