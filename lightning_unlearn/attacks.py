@@ -20,39 +20,21 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_unlearn.utils import eval_mode, param_dtype
+
 __all__ = ["fgsm", "pgd"]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration; afterwards every submodule gets back exactly the mode it had."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _param_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def _input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     """``d loss(model(x), y) / d x`` in fp32 (``x`` is an fp32 tensor; the model sees its own parameter dtype)."""
     x = x.detach().requires_grad_(True)
-    logits = model(x.to(_param_dtype(model)))
+    logits = model(x.to(param_dtype(model)))
     loss = loss_fn(logits.float(), y)
     (grad,) = torch.autograd.grad(loss, x)
     return grad
@@ -91,7 +73,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool 
     if epsilon < 0:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
     y = y.to(device=x.device, dtype=torch.long)
-    with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad(), _eval_mode(model):
+    with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad(), eval_mode(model):
         x32 = x.detach().float()
         grad = _input_grad(model, x32, y, _sum_ce)
         step = epsilon * grad.sign()
@@ -138,7 +120,7 @@ def pgd(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     y = y.to(device=x.device, dtype=torch.long)
-    with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad(), _eval_mode(model):
+    with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad(), eval_mode(model):
         x32 = x.detach().float()
         lo, hi = (x32 - epsilon).clamp_(min=0.0), (x32 + epsilon).clamp_(max=1.0)
         x_adv = x32.clone()

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView
+from lightning_unlearn.utils import eval_mode, param_dtype
 
 OptimizerName = Literal["sgd", "adam"]
 
@@ -151,22 +152,25 @@ class UnlearningMethod(pl.LightningModule):
         train/eval modes are restored afterwards.
         """
         model = self._require_model()
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            param = next(model.parameters())
-            correct = total = 0
+        device, dtype = next(model.parameters()).device, param_dtype(model)
+        correct = total = 0
+        with eval_mode(model):
             for batch in self.datamodule.loader("forget", augment=False):
-                x, y = batch[0].to(param.device, param.dtype), batch[1].to(param.device)
+                x, y = batch[0].to(device, dtype), batch[1].to(device)
                 correct += int((self(x).argmax(1) == y).sum())
                 total += len(y)
-        finally:
-            for m, mode in modes:
-                m.training = mode
         return correct / max(total, 1)
 
+    @staticmethod
+    def check_forget_acc_target(target: float | None) -> None:
+        """Validate a ``stop_at_forget_acc`` argument: ``None`` or an accuracy in [0, 1]."""
+        if target is not None and not 0.0 <= target <= 1.0:
+            raise ValueError(f"stop_at_forget_acc must be in [0, 1] or None, got {target}.")
+
     def stop_when_forgotten(self, target: float | None) -> None:
-        """End ``fit`` after this epoch when the D_f accuracy is at most ``target`` (``None``: never; logged either way).
+        """End ``fit`` after this epoch when the D_f accuracy is at most ``target`` (``None``: never check).
+
+        The accuracy is logged as ``unlearn/forget_acc`` whenever it is checked.
 
         For methods that fine-tune on D_f alone for a fixed number of epochs (Boundary Shrink/Expanding): on a small
         forget set the fixed schedule overshoots and costs retained accuracy once D_f is already forgotten.

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import UnlearningMethod, sharded_loader
+from lightning_unlearn.utils import eval_mode
 
 __all__ = ["FisherForgetting", "FisherType", "diagonal_fisher", "fisher_noise_variance"]
 
@@ -69,46 +70,40 @@ def diagonal_fisher(
         raise ValueError(f"Unknown fisher_type {fisher_type!r}; choose 'expected', 'sampled' or 'empirical'.")
     if fisher_type == "empirical" and y is None:
         raise ValueError("fisher_type='empirical' needs the true labels `y`.")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            names = [n for n, p in model.named_parameters() if p.requires_grad]
-            all_params = {n: p.detach().float() for n, p in model.named_parameters()}
-            params = {n: all_params[n] for n in names}
-            frozen = {n: p for n, p in all_params.items() if n not in params}
-            buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
-            x = x.detach().float()
+    with eval_mode(model), torch.autocast(device_type=x.device.type, enabled=False):
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        all_params = {n: p.detach().float() for n, p in model.named_parameters()}
+        params = {n: all_params[n] for n in names}
+        frozen = {n: p for n, p in all_params.items() if n not in params}
+        buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
+        x = x.detach().float()
 
-            def log_lik(p: dict[str, Tensor], xi: Tensor, k: Tensor) -> Tensor:
-                out = functional_call(model, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
-                return -F.cross_entropy(out.float(), k.unsqueeze(0))
+        def log_lik(p: dict[str, Tensor], xi: Tensor, k: Tensor) -> Tensor:
+            out = functional_call(model, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
+            return -F.cross_entropy(out.float(), k.unsqueeze(0))
 
-            per_sample = vmap(grad(log_lik), in_dims=(None, 0, 0), chunk_size=chunk_size)
-            fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-            w = torch.ones(x.shape[0], device=x.device) if weight is None else weight.to(x.device).float()
+        per_sample = vmap(grad(log_lik), in_dims=(None, 0, 0), chunk_size=chunk_size)
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        w = torch.ones(x.shape[0], device=x.device) if weight is None else weight.to(x.device).float()
 
-            def accumulate(labels: Tensor, coef: Tensor) -> None:
-                grads = per_sample(params, x, labels)
-                for n, g in grads.items():
-                    fisher[n] += torch.einsum("b,b...->...", coef, g.pow(2))
+        def accumulate(labels: Tensor, coef: Tensor) -> None:
+            grads = per_sample(params, x, labels)
+            for n, g in grads.items():
+                fisher[n] += torch.einsum("b,b...->...", coef, g.pow(2))
 
-            if fisher_type == "empirical":
-                assert y is not None
-                accumulate(y.to(x.device).long(), w)
+        if fisher_type == "empirical":
+            assert y is not None
+            accumulate(y.to(x.device).long(), w)
+        else:
+            with torch.no_grad():
+                probs = F.softmax(functional_call(model, (all_params, buffers), (x,)).float(), dim=1)
+            if fisher_type == "sampled":
+                k = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(x.device)
+                accumulate(k, w)
             else:
-                with torch.no_grad():
-                    probs = F.softmax(functional_call(model, (all_params, buffers), (x,)).float(), dim=1)
-                if fisher_type == "sampled":
-                    k = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(x.device)
-                    accumulate(k, w)
-                else:
-                    for k in range(probs.shape[1]):
-                        accumulate(torch.full_like(w, k, dtype=torch.long), w * probs[:, k])
-            return fisher
-    finally:
-        for m, training in modes:
-            m.training = training
+                for k in range(probs.shape[1]):
+                    accumulate(torch.full_like(w, k, dtype=torch.long), w * probs[:, k])
+        return fisher
 
 
 def fisher_noise_variance(
@@ -282,16 +277,10 @@ class FisherForgetting(UnlearningMethod):
 
     @torch.no_grad()
     def _sample_labels(self, model: nn.Module, x: Tensor, idx: Tensor | None) -> Tensor:
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                params = {n: p.detach().float() for n, p in model.named_parameters()}
-                buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
-                probs = F.softmax(functional_call(model, (params, buffers), (x.float(),)).float(), dim=1).cpu()
-        finally:
-            for m, training in modes:
-                m.training = training
+        with eval_mode(model), torch.autocast(device_type=x.device.type, enabled=False):
+            params = {n: p.detach().float() for n, p in model.named_parameters()}
+            buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
+            probs = F.softmax(functional_call(model, (params, buffers), (x.float(),)).float(), dim=1).cpu()
         ids = idx.cpu().tolist() if idx is not None else list(range(x.shape[0]))
         seed = int(self.hparams.seed)
         u = torch.tensor(

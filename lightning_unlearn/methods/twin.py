@@ -48,6 +48,7 @@ from lightning_unlearn.methods.twin_features import (
     twin_set_size,
     twin_unlearning_loss,
 )
+from lightning_unlearn.utils import eval_mode
 
 __all__ = ["TwinUnlearning"]
 
@@ -582,12 +583,11 @@ class TwinUnlearning(UnlearningMethod):
     def compare_with_gold(self, gold: nn.Module, datamodule: Any) -> dict[str, Any]:
         """Agreement of the predicted easy/hard split with the gold model's (easy = gold classifies it correctly)."""
         device = self._work_device
-        modes = [(m, m.training) for m in gold.modules()]
-        gold = gold.to(device).eval()
+        gold = gold.to(device)
         x_f, y_f, idx_f = self._materialise(datamodule, datamodule.dataset("forget"))
-        correct = self._batched(lambda x, y: gold(x).argmax(1) == y, x_f, y_f, int(datamodule.eval_batch_size)).cpu()
-        for m, mode in modes:
-            m.training = mode
+        with eval_mode(gold):
+            correct = self._batched(lambda x, y: gold(x).argmax(1) == y, x_f, y_f, int(datamodule.eval_batch_size))
+        correct = correct.cpu()
         gold_easy = correct[torch.argsort(idx_f)]
         pred_easy = ~self._hard_sorted
         return {

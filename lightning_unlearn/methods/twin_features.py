@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_unlearn.utils import eval_mode
+
 __all__ = [
     "FEATURE_NAMES",
     "EasyHardMLP",
@@ -219,15 +221,9 @@ def adversarial_feature(
     with torch.autocast(device_type=x.device.type, enabled=False):
         x_adv = pgd(model, x, y, epsilon=epsilon, alpha=alpha, steps=steps, random_start=random_start,
                     generator=generator)
-        was_training = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with torch.no_grad():
-                clean = model(x.float()).float()
-                adv = model(x_adv).float()
-        finally:
-            for m, mode in was_training:
-                m.training = mode
+        with eval_mode(model), torch.no_grad():
+            clean = model(x.float()).float()
+            adv = model(x_adv).float()
     if target == "soft":
         return F.cross_entropy(adv, clean.softmax(dim=1), reduction="none")
     if target == "hard":
@@ -238,14 +234,8 @@ def adversarial_feature(
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """CF (with the curriculum model as ``model``): ``CE(f(x), y)`` per sample, in eval mode, fp32. ``(N,)``."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.cross_entropy(model(x.float()).float(), y.to(x.device).long(), reduction="none")
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with eval_mode(model), torch.autocast(device_type=x.device.type, enabled=False):
+        return F.cross_entropy(model(x.float()).float(), y.to(x.device).long(), reduction="none")
 
 
 def train_from_scratch(
