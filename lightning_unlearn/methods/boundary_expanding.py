@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
-from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod, forget_split, set_training_mode, sharded_loader
+from lightning_unlearn.methods.base import (
+    OptimizerName,
+    UnlearningMethod,
+    forget_split,
+    set_training_mode,
+    sharded_loader,
+)
 
 __all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
 
@@ -118,8 +124,7 @@ class BoundaryExpanding(UnlearningMethod):
     ) -> None:
         if shadow_init not in ("linear", "xavier"):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
-        if stop_at_forget_acc is not None and not 0.0 <= stop_at_forget_acc <= 1.0:
-            raise ValueError(f"stop_at_forget_acc must be in [0, 1] or None, got {stop_at_forget_acc}.")
+        self.check_forget_acc_target(stop_at_forget_acc)
         super().__init__(
             backbone=None,
             lr=lr,

@@ -30,6 +30,7 @@ from lightning_unlearn.methods.base import (
 
 __all__ = ["BoundaryShrink"]
 
+
 class BoundaryShrink(UnlearningMethod):
     """Boundary Shrink: fine-tune on D_f relabelled with each sample's nearest neighbouring class.
 
@@ -89,8 +90,7 @@ class BoundaryShrink(UnlearningMethod):
     ) -> None:
         if epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
-        if stop_at_forget_acc is not None and not 0.0 <= stop_at_forget_acc <= 1.0:
-            raise ValueError(f"stop_at_forget_acc must be in [0, 1] or None, got {stop_at_forget_acc}.")
+        self.check_forget_acc_target(stop_at_forget_acc)
         super().__init__(
             backbone=None,
             lr=lr,
