@@ -90,7 +90,7 @@ _DATA_SKIP = {"forget", "seed", "train_on"}  # set by the benchmark per run
 _BACKBONE_LINKED = ("num_classes", "in_channels", "image_size", "mean", "std")  # taken from the DataModule
 _EVALUATOR_SKIP = {"gold", "original", "output_dir", "unlearn_time_s", "retrain_time_s", "every_n_epochs"}
 _CACHE_IRRELEVANT_DATA_ARGS = {"num_workers", "eval_batch_size"}  # do not change what a model learns
-_METHOD_KEYS = {"name", "class_path", "init_args", "max_epochs", "trainer"}
+_METHOD_KEYS = {"name", "class_path", "init_args", "max_epochs", "trainer", "scenarios"}
 #: Trainer arguments the benchmark sets itself (a method's ``trainer`` overrides may not).
 _RESERVED_TRAINER_ARGS = {"callbacks", "logger", "default_root_dir", "max_epochs", "devices", "enable_checkpointing"}
 
@@ -162,13 +162,18 @@ class Scenario:
 class MethodSpec:
     """One method of the benchmark: a display name, the ``UnlearningMethod`` class, its arguments, its epochs, and
     optional extra ``Trainer`` arguments for its runs (e.g. ``{limit_train_batches: 0.2}`` to estimate Fisher
-    Forgetting's Fisher on a fifth of D_r, or ``{gradient_clip_val: 1.0}``)."""
+    Forgetting's Fisher on a fifth of D_r, or ``{gradient_clip_val: 1.0}``), and the names of the scenarios it runs
+    in (``None``: all; e.g. ``[class-wise]`` for UNSIR, which forgets whole classes only)."""
 
     name: str
     class_path: str
     init_args: dict[str, Any] = field(default_factory=dict)
     max_epochs: int = 1
     trainer: dict[str, Any] = field(default_factory=dict)
+    scenarios: list[str] | None = None
+
+    def runs_in(self, scenario: str) -> bool:
+        return self.scenarios is None or scenario in self.scenarios
 
     def resolve(self) -> type:
         """The method class (raises :class:`BenchmarkConfigError` naming the method when it cannot be imported)."""
@@ -202,6 +207,10 @@ class BenchmarkConfig:
     @property
     def needs_recorded_updates(self) -> bool:
         return any(m.needs_recorded_updates for m in self.methods)
+
+    def rows_for(self, scenario: str) -> list[str]:
+        """The rows of a group of ``scenario``: Original, Retrain and every method that runs in it."""
+        return [ORIGINAL, RETRAIN, *(m.name for m in self.methods if m.runs_in(scenario))]
 
 
 def build_parser() -> Any:
@@ -239,8 +248,8 @@ def build_parser() -> Any:
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
     parser.add_argument(
         "--methods", type=list[dict[str, Any]], required=True,
-        help="List of {name, class_path, init_args, max_epochs, trainer}: UnlearningMethod classes, their arguments, "
-        "epochs and optional extra Trainer arguments.",
+        help="List of {name, class_path, init_args, max_epochs, trainer, scenarios}: UnlearningMethod classes, their "
+        "arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
     )  # fmt: skip
     parser.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
     parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=_EVALUATOR_SKIP)
@@ -322,7 +331,7 @@ def _method_spec(i: int, m: Any) -> MethodSpec:
     if unknown:
         raise BenchmarkConfigError(
             f"methods[{i}] has unknown key(s) {sorted(unknown)}; a method is {{name, class_path, init_args, max_epochs, "
-            "trainer}."
+            "trainer, scenarios}."
         )
     if not m.get("class_path"):
         raise BenchmarkConfigError(f"methods[{i}] has no class_path (e.g. lightning_unlearn.methods.Finetune).")
@@ -341,8 +350,12 @@ def _method_spec(i: int, m: Any) -> MethodSpec:
     unknown_t = sorted(set(trainer) - set(inspect.signature(Trainer).parameters))
     if unknown_t:
         raise BenchmarkConfigError(f"methods[{i}] ({name}): {unknown_t} are not Trainer arguments.")
+    scenarios = m.get("scenarios")
+    if scenarios is not None and (isinstance(scenarios, str) or not all(isinstance(s, str) for s in scenarios)):
+        raise BenchmarkConfigError(f"methods[{i}] ({name}): scenarios must be a list of scenario names: {scenarios!r}.")
     return MethodSpec(name=name, class_path=str(m["class_path"]), init_args=dict(m.get("init_args") or {}),
-                      max_epochs=max_epochs, trainer=trainer)  # fmt: skip
+                      max_epochs=max_epochs, trainer=trainer,
+                      scenarios=None if scenarios is None else [str(s) for s in scenarios])  # fmt: skip
 
 
 def _import_method_class(name: str, class_path: str) -> type:
@@ -420,6 +433,12 @@ def validate_config(cfg: BenchmarkConfig) -> None:
             raise BenchmarkConfigError(f"{m.name!r} is reserved for the reference rows; rename that method.")
         if not _slug(m.name):
             raise BenchmarkConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")
+        unknown_s = sorted(set(m.scenarios or []) - set(names))
+        if unknown_s or m.scenarios == []:
+            raise BenchmarkConfigError(
+                f"Method {m.name!r}: scenarios {unknown_s or '[]'} not among the configured scenarios {names}; list "
+                "some of those (or drop `scenarios` to run it in all)."
+            )
         _check_method_args(m, m.resolve())
     if cfg.trainer.devices != 1:
         raise BenchmarkConfigError(
@@ -955,7 +974,7 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     if cfg.report_only:
         rows, failed = [], []
         for g in plan.groups:
-            for _, d in plan.run_dirs(g, names):
+            for _, d in plan.run_dirs(g, cfg.rows_for(g.scenario)):
                 row = _read_any(d / RESULT_FILE)
                 err = _read_any(d / "error.json") if row is None else None
                 if row is not None:
@@ -963,7 +982,7 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
                 elif err is not None:
                     failed.append(err)
         files = report.write_all(rows, out, cfg, failed=failed)
-        missing = len(plan.groups) * len(names) - len(rows) - len(failed)
+        missing = sum(len(cfg.rows_for(g.scenario)) for g in plan.groups) - len(rows) - len(failed)
         progress.log(
             f"report rebuilt from {len(rows)} finished runs ({len(failed)} failed, {missing} not run): "
             f"{out / 'report.md'}"
@@ -977,12 +996,12 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     to_train = [j for j in plan.models.values() if not j.cached]
     steps: list[tuple[str, str]] = [("train", j.role) for j in to_train]
     for g in plan.groups:
-        for m in names:
+        for m in cfg.rows_for(g.scenario):
             steps.append(("eval", "reference") if m in BASELINE_METHODS else ("method", m))
     progress = Progress(steps, stream=stream)
-    n_runs = len(plan.groups) * len(names)
+    n_runs = sum(len(cfg.rows_for(g.scenario)) for g in plan.groups)
     progress.log(
-        f"{len(cfg.scenarios)} scenario(s), {len(plan.groups)} (scenario, target, seed) groups x {len(names)} rows "
+        f"{len(cfg.scenarios)} scenario(s), {len(plan.groups)} (scenario, target, seed) groups x <= {len(names)} rows "
         f"({', '.join(names)}) = {n_runs} runs; {len(plan.models)} models ({len(to_train)} to train, "
         f"{len(plan.models) - len(to_train)} cached) -> {out}"
     )
@@ -1033,7 +1052,7 @@ def _run_groups(
             dm.setup("fit")
             original = group_original(cfg, group, ojob, dm)
             reused = 0
-            for name, run_dir in plan.run_dirs(group, names):
+            for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
                 spec = specs.get(name)
                 family, kind = ("eval", "reference") if spec is None else ("method", name)
                 what = f"{group.describe()} / {name}"

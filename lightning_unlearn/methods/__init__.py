@@ -10,7 +10,9 @@ from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.fisher import FisherForgetting
 from lightning_unlearn.methods.negative_gradient import NegativeGradient
 from lightning_unlearn.methods.random_labels import RandomLabels
+from lightning_unlearn.methods.scrub import SCRUB
 from lightning_unlearn.methods.twin import TwinUnlearning
+from lightning_unlearn.methods.unsir import UNSIR
 
 __all__ = [
     "Amnesiac",
@@ -25,6 +27,8 @@ __all__ = [
     "Frozen",
     "NegativeGradient",
     "RandomLabels",
+    "SCRUB",
     "TwinUnlearning",
+    "UNSIR",
     "UnlearningMethod",
 ]

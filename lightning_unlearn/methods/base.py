@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -144,18 +145,23 @@ class UnlearningMethod(pl.LightningModule):
         raise ValueError(f"Unknown optimizer {hp.optimizer!r}; choose 'sgd' or 'adam'.")
 
     # -- optional early stop on D_f accuracy --------------------------------------------------------------------------
-    @torch.no_grad()
     def forget_accuracy(self) -> float:
         """Accuracy of the current model (``self(x)``, eval mode, no augmentation) on all of D_f.
 
         Every rank evaluates the whole of D_f with the same weights, so every rank gets the same number. The modules'
         train/eval modes are restored afterwards.
         """
+        return self.accuracy_on("forget")
+
+    @torch.no_grad()
+    def accuracy_on(self, data: str | Dataset) -> float:
+        """Accuracy of the current model (eval mode, modes restored) on a split name or a dataset, on every rank."""
         model = self._require_model()
         device, dtype = next(model.parameters()).device, param_dtype(model)
         correct = total = 0
+        loader = self.datamodule.loader(data, augment=False) if isinstance(data, str) else self.datamodule.loader(data)
         with eval_mode(model):
-            for batch in self.datamodule.loader("forget", augment=False):
+            for batch in loader:
                 x, y = batch[0].to(device, dtype), batch[1].to(device)
                 correct += int((self(x).argmax(1) == y).sum())
                 total += len(y)
@@ -252,3 +258,46 @@ def set_training_mode(model: nn.Module, train_bn: bool) -> None:
         for m in model.modules():
             if isinstance(m, _BATCHNORM):
                 m.eval()
+
+
+class PhasedLoader:
+    """One training epoch as passes over named loaders one after another, the passes chosen per epoch.
+
+    ``plan(epoch)`` names the loaders of that epoch, in order; each batch comes out as ``{name: batch}``, so the step
+    knows which pass it is in (SCRUB: max-steps over D_f then min-steps over D_r; UNSIR: impair then repair).
+    Lightning's ``CombinedLoader(mode="sequential")`` would do this but ``fit`` refuses it, and Lightning builds the
+    training loader once (unless the user sets ``reload_dataloaders_every_n_epochs``), so the plan is read when each
+    epoch's iterator starts (``epoch()``, the module's ``current_epoch``). Lightning also sizes an epoch once: ``len``
+    is the longest planned epoch (over the first ``horizon`` epochs; later ones repeat the last), and a shorter epoch
+    ends on its last batch, which Lightning detects by prefetching. Inner loaders with a ``DistributedSampler``
+    (:func:`sharded_loader`) get ``set_epoch`` here, which Lightning cannot do through this wrapper.
+    """
+
+    def __init__(
+        self,
+        loaders: dict[str, DataLoader],
+        plan: Callable[[int], Sequence[str]],
+        epoch: Callable[[], int],
+        horizon: int = 1,
+    ) -> None:
+        unknown = {n for e in range(max(horizon, 1)) for n in plan(e)} - set(loaders)
+        if unknown:
+            raise KeyError(f"PhasedLoader: the plan names loaders {sorted(unknown)} that were not given.")
+        self.loaders, self.plan, self.epoch, self.horizon = loaders, plan, epoch, max(horizon, 1)
+
+    def epoch_length(self, epoch: int) -> int:
+        return sum(len(self.loaders[name]) for name in self.plan(epoch))
+
+    def __len__(self) -> int:
+        return max(self.epoch_length(e) for e in range(self.horizon))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._batches(int(self.epoch()))  # the epoch is read now, when Lightning starts the epoch's iterator
+
+    def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        for name in self.plan(epoch):
+            loader = self.loaders[name]
+            if isinstance(getattr(loader, "sampler", None), DistributedSampler):
+                loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                yield {name: batch}
