@@ -220,3 +220,26 @@ def test_shipped_configs_parse(name):
     """Every shipped config parses and names methods that exist (no data is loaded: it may be absent here)."""
     cfg = load_config(ROOT / "configs" / "benchmark" / name)
     assert cfg.methods and cfg.scenarios and cfg.seeds and cfg.trainer.devices == 1
+
+
+def test_method_restricted_to_some_scenarios(tmp_path):
+    """A method's ``scenarios`` list: it runs (and is reported) only there; an unknown name stops before training."""
+    cfg = mini_config(tmp_path / "out", evaluator={"mia": False, "zrf": False})
+    cfg["methods"] = [
+        {"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "max_epochs": 1},
+        {"name": "UNSIR", "class_path": "lightning_unlearn.methods.UNSIR", "max_epochs": 1, "scenarios": ["class-wise"],
+         "init_args": {"noise_batch_size": 8, "noise_steps": 1, "noise_copies": 1, "retain_per_class": 5}},
+    ]  # fmt: skip
+    config = load_config(write_config(tmp_path / "c.yaml", cfg))
+    assert config.rows_for("class-wise") == ["Original", "Retrain", "Finetune", "UNSIR"]
+    assert config.rows_for("random") == ["Original", "Retrain", "Finetune"]
+    result = run_benchmark(config)
+    assert not result["failed"]  # UNSIR would refuse the random scenario: it was not run there
+    runs = {(r["scenario"], r["method"]) for r in result["rows"]}
+    assert ("class-wise", "UNSIR") in runs and ("random", "UNSIR") not in runs and ("random", "Finetune") in runs
+    assert not (tmp_path / "out" / "runs" / "random" / "fraction-0.1" / "seed0" / "UNSIR").exists()
+    again = run_benchmark(load_config(write_config(tmp_path / "c.yaml", cfg), report_only=True))
+    assert len(again["rows"]) == len(result["rows"]) == 7
+    cfg["methods"][1]["scenarios"] = ["classwise"]
+    with pytest.raises(BenchmarkConfigError, match="UNSIR.*classwise.*not among"):
+        load_config(write_config(tmp_path / "c.yaml", cfg))

@@ -19,7 +19,7 @@ from conftest import FORGET_CLASS, quiet_trainer
 
 from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
-from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink, FisherForgetting
+from lightning_unlearn.methods import SCRUB, UNSIR, BoundaryExpanding, BoundaryShrink, FisherForgetting
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_methods.py"
 GLOO = dist.is_available() and dist.is_gloo_available()
@@ -67,6 +67,26 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     assert _max_abs_diff(one["fisher_state"], one["init_state"]) > 1e-4
     assert _max_abs_diff(one["fisher_state"], two["fisher_state"]) < 1e-5
 
+    # SCRUB / UNSIR (shuffled loaders, BatchNorm in train mode: not the single-process numbers): every rank runs the
+    # same passes in the same order, the ranks' batches of a pass together cover that pass's data, the replicas stay
+    # identical (DDP averages the gradients) and UNSIR's noise is the same on every rank.
+    ranks = [torch.load(tmp_path / f"ddp.rank{r}.pt", weights_only=True) for r in range(2)]
+    single = torch.load(tmp_path / "single.rank0.pt", weights_only=True)
+    for method in ("scrub", "unsir"):
+        seqs = [[(e, p) for e, p, _ in r[f"{method}_seen"]] for r in ranks]
+        assert seqs[0] == seqs[1], method
+        phases = {(e, p) for e, p, _ in single[f"{method}_seen"]}
+        assert {(e, p) for e, p in seqs[0]} == phases, method  # the same passes as on one process
+        for e, p in phases:
+            covered = {i for r in ranks for ep, ph, idx in r[f"{method}_seen"] if (ep, ph) == (e, p) for i in idx}
+            alone = {i for ep, ph, idx in single[f"{method}_seen"] if (ep, ph) == (e, p) for i in idx}
+            assert covered == alone, (method, e, p)
+        assert _max_abs_diff(ranks[0][f"{method}_state"], ranks[1][f"{method}_state"]) == 0.0, method
+        init = {k: one["init_state"][k] for k in ranks[0][f"{method}_state"]}
+        assert _max_abs_diff(ranks[0][f"{method}_state"], init) > 1e-4, method
+    for c, noise in ranks[0]["unsir_noise"].items():
+        assert torch.equal(noise, ranks[1]["unsir_noise"][c])
+
 
 def test_every_method_under_bf16_mixed() -> None:
     dm = DigitsDataModule(forget=ForgetSpec(classes=[FORGET_CLASS]), image_size=8, batch_size=32)
@@ -91,3 +111,10 @@ def test_every_method_under_bf16_mixed() -> None:
     assert fi16.fisher_diagonal is not None and fi32.fisher_diagonal is not None
     for name, f in fi32.fisher_diagonal.items():  # per-sample gradients in fp32 outside autocast
         torch.testing.assert_close(fi16.fisher_diagonal[name], f, rtol=1e-5, atol=1e-10)
+    sc16 = fit(SCRUB(net(), lr=1e-2, forget_batch_size=16, batch_size=32, rewind=True), "bf16-mixed")
+    assert sc16.rewind_info is not None and len(sc16.rewind_info["forget_errors"]) == 2  # original + 1 epoch
+    small = dict(noise_batch_size=8, noise_steps=3, noise_copies=2, retain_per_class=10, batch_size=32)
+    un16 = fit(UNSIR(net(), **small), "bf16-mixed")
+    un32 = fit(UNSIR(net(), **small), "32-true")
+    for c, noise in un32.noise.items():  # the noise is learned in fp32 outside autocast
+        torch.testing.assert_close(un16.noise[c], noise)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lightning_unlearn.backbones import AllCNN  # noqa: E402
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec  # noqa: E402
-from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink, FisherForgetting  # noqa: E402
+from lightning_unlearn.methods import SCRUB, UNSIR, BoundaryExpanding, BoundaryShrink, FisherForgetting  # noqa: E402
 
 GLOBAL_BATCH = 32
 FORGET_SIZE = 64  # a multiple of GLOBAL_BATCH: every global batch is the same set of samples in both runs
@@ -47,7 +47,23 @@ def backbone(dm: DigitsDataModule) -> AllCNN:
     )
 
 
-def trainer(devices: int, max_epochs: int) -> pl.Trainer:
+class Seen(pl.Callback):
+    """Records (epoch, pass, sample indices) of every training batch of a PhasedLoader method (SCRUB, UNSIR)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str, list[int]]] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: dict, batch_idx: int):
+        ((phase, data),) = batch.items()
+        self.seen.append((int(trainer.current_epoch), phase, data[2].tolist()))
+
+
+def _params(method: pl.LightningModule) -> dict[str, torch.Tensor]:
+    """The trained parameters (BatchNorm running statistics differ per rank in train mode; DDP syncs parameters)."""
+    return {k: v.detach().clone() for k, v in method.model.named_parameters()}
+
+
+def trainer(devices: int, max_epochs: int, callbacks: list | None = None) -> pl.Trainer:
     extra = {"strategy": "ddp"} if devices > 1 else {}
     return pl.Trainer(
         accelerator="cpu",
@@ -59,6 +75,7 @@ def trainer(devices: int, max_epochs: int) -> pl.Trainer:
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        callbacks=callbacks,
         **extra,
     )
 
@@ -98,6 +115,23 @@ def main() -> None:
 
     if t.is_global_zero:
         torch.save(results, args.out)
+
+    # SCRUB and UNSIR: each rank saves what it saw and its parameters (compared across ranks by the test)
+    mine: dict[str, object] = {}
+    seen = Seen()
+    sc = SCRUB(backbone(dm), lr=0.05, msteps=1, forget_batch_size=per_rank, batch_size=4 * per_rank)
+    trainer(args.devices, max_epochs=2, callbacks=[seen]).fit(sc, datamodule=dm)
+    mine["scrub_seen"], mine["scrub_state"] = seen.seen, _params(sc)
+    dm_c = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=8, augment=False, holdout_fraction=0.1)
+    seen = Seen()
+    un = UNSIR(backbone(dm_c), noise_batch_size=8, noise_steps=3, noise_copies=2, retain_per_class=20,
+               batch_size=4 * per_rank)  # fmt: skip
+    t = trainer(args.devices, max_epochs=2, callbacks=[seen])
+    t.fit(un, datamodule=dm_c)
+    mine["unsir_seen"], mine["unsir_state"] = seen.seen, _params(un)
+    mine["unsir_noise"] = {int(c): n.clone() for c, n in un.noise.items()}
+    name = Path(args.out).stem.split(".")[0]
+    torch.save(mine, Path(args.out).with_name(f"{name}.rank{t.global_rank}.pt"))
     print(f"rank {os.environ.get('LOCAL_RANK', '0')} done", flush=True)
 
 
