@@ -237,7 +237,8 @@ def test_method_restricted_to_some_scenarios(tmp_path):
     assert not result["failed"]  # UNSIR would refuse the random scenario: it was not run there
     runs = {(r["scenario"], r["method"]) for r in result["rows"]}
     assert ("class-wise", "UNSIR") in runs and ("random", "UNSIR") not in runs and ("random", "Finetune") in runs
-    assert not (tmp_path / "out" / "runs" / "random" / "fraction-0.1" / "seed0" / "UNSIR").exists()
+    assert list((tmp_path / "out" / "runs" / "random").glob("**/UNSIR")) == []
+    assert list((tmp_path / "out" / "runs" / "class-wise").glob("**/UNSIR/result.json"))
     again = run_benchmark(load_config(write_config(tmp_path / "c.yaml", cfg), report_only=True))
     assert len(again["rows"]) == len(result["rows"]) == 7
     cfg["methods"][1]["scenarios"] = ["classwise"]
