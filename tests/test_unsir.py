@@ -126,7 +126,8 @@ def test_cli_yaml(trained_digits, tmp_path):
             "unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / "unlearn/unsir.yaml"),
             "--original_ckpt", str(trained_digits.original_ckpt), "--trainer.limit_train_batches=2",
             "--model.init_args.noise_steps=2", "--model.init_args.noise_batch_size=8", "--trainer.logger=false",
-            "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
         ]  # fmt: skip
     )
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")

@@ -87,13 +87,14 @@ class UNSIR(TrainModeMethod):
     """UNSIR: error-maximising noise, then impair (epoch 0: noise + D_r subset) and repair (epochs 1..: D_r subset).
 
     Noise: for each forgotten class ``c``, :func:`error_maximizing_noise` with ``noise_batch_size`` samples,
-    ``noise_steps`` Adam steps (``noise_lr``, regulariser ``noise_reg``), seeded with ``seed``; learned when the training
-    loader is built (before the first step, outside autocast). Impair data: ``noise_copies`` copies of each noise batch,
-    labelled ``c``, plus ``retain_per_class`` random samples (seeded) of every retained class, shuffled together; loss
-    CE; optimizer ``optimizer``/``lr``. Repair: cross-entropy on the same D_r subset (``repair_on="retain"``: all of
-    D_r) with a fresh optimizer at ``repair_lr``. ``max_epochs`` = 1 impair + (max_epochs - 1) repair epochs (2 in the
-    paper and ``configs/unlearn/unsir.yaml``). Batches: ``{"impair": batch}`` / ``{"repair": batch}``
-    (:class:`PhasedLoader`). Class-wise forgetting only: any other forget spec is refused when the loader is built.
+    ``noise_steps`` Adam steps (``noise_lr``, regulariser ``noise_reg``), seeded with ``seed``; learned when the
+    training loader is built (before the first step, outside autocast). Impair data: ``noise_copies`` copies of each
+    noise batch, labelled ``c``, plus ``retain_per_class`` random samples (seeded) of every retained class, shuffled
+    together; loss CE; optimizer ``optimizer``/``lr``. Repair: cross-entropy on the same D_r subset
+    (``repair_on="retain"``: all of D_r) with a fresh optimizer at ``repair_lr``. ``max_epochs`` = 1 impair +
+    (max_epochs - 1) repair epochs (2 in the paper and ``configs/unlearn/unsir.yaml``). Batches: ``{"impair": batch}``
+    / ``{"repair": batch}`` (:class:`PhasedLoader`). Class-wise forgetting only: any other forget spec is refused when
+    the loader is built.
 
     Defaults (the reference notebook): noise batch 256, 5 x 8 = 40 noise steps, Adam lr 0.1, reg 0.1; 20 copies;
     1000 samples per retained class; batch 256; impair Adam lr 0.02, repair Adam lr 0.01.
@@ -158,7 +159,8 @@ class UNSIR(TrainModeMethod):
             raise ValueError(
                 f"UNSIR forgets whole classes only (its noise maximises the loss of a class); the forget spec is "
                 f"{spec.describe() if spec is not None else None} ({mode or 'nothing to forget'}). Use "
-                "`ForgetSpec(classes=[...])` without per_class, or another method for random/sub-class/index forgetting."
+                "`ForgetSpec(classes=[...])` without per_class, or another method for random/sub-class/index "
+                "forgetting."
             )
         return [int(c) for c in spec.classes]
 
