@@ -175,3 +175,19 @@ def test_cli_yaml(trained_digits, tmp_path):
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")
     assert meta["method"] == "SCRUB" and meta["hparams"]["msteps"] == 2 and meta["hparams"]["temperature"] == 4.0
     assert set(unlearned.state_dict()) == set(load_backbone(trained_digits.original_ckpt)[0].state_dict())
+
+
+def test_phased_loader_plans_each_epoch():
+    from torch.utils.data import DataLoader
+
+    from lightning_unlearn.methods.base import PhasedLoader
+
+    epoch = [0]
+    loaders = {"a": DataLoader(list(range(5)), batch_size=2), "b": DataLoader(list(range(10, 13)), batch_size=2)}
+    loader = PhasedLoader(loaders, lambda e: ("a", "b") if e < 1 else ("b",), lambda: epoch[0], horizon=2)
+    assert len(loader) == 5  # the longest planned epoch: 3 + 2 batches
+    assert [list(b) for b in loader] == ["a", "a", "a", "b", "b"]
+    epoch[0] = 1
+    assert [b["b"].tolist() for b in loader] == [[10, 11], [12]]
+    with pytest.raises(KeyError, match="c"):
+        PhasedLoader(loaders, lambda e: ("c",), lambda: 0)
