@@ -231,16 +231,21 @@ def test_yaml_configs_run_from_the_cli(name: str, trained_digits, tmp_path: Path
 
 
 def test_digits_forget_accuracy_drops(trained_digits) -> None:
-    """Sanity, not a benchmark: SSD (no training) and a short SalUn run on the session fixture lower D_f accuracy."""
+    """Sanity, not a benchmark: a short SalUn run and SSD (no training) on the session fixture forget class 3.
+
+    Bounds: SalUn (Random Labels on half the weights) reaches D_f ~0 with test-retain ~0.99 in one epoch. SSD's effect
+    depends strongly on the model: with alpha=30 on three class-wise digits All-CNNs (this fixture and two 8x8 ones)
+    the D_f accuracy fell by 0.98, 0.88 and 0.19 more than the test-retain accuracy did.
+    """
     dm = trained_digits.datamodule()
     original, _ = load_backbone(trained_digits.original_ckpt, dm)
-    base_f = accuracy(original, dm, "forget")
+    base_f, base_r = accuracy(original, dm, "forget"), accuracy(original, dm, "test_retain")
+    salun = SalUn(copy.deepcopy(original))
+    quiet_trainer(max_epochs=1).fit(salun, datamodule=dm)
+    out = salun.unlearned_backbone()
+    assert accuracy(out, dm, "forget") < base_f - 0.5 and accuracy(out, dm, "test_retain") > 0.85
     ssd = SelectiveSynapticDampening(copy.deepcopy(original), alpha=30.0)
     quiet_trainer(max_epochs=1).fit(ssd, datamodule=dm)
-    salun = SalUn(copy.deepcopy(original))
-    quiet_trainer(max_epochs=2).fit(salun, datamodule=dm)
-    for m in (ssd, salun):
-        out = m.unlearned_backbone()
-        print(type(m).__name__, accuracy(out, dm, "forget"), accuracy(out, dm, "test_retain"))
-        assert accuracy(out, dm, "forget") < base_f - 0.5
-        assert accuracy(out, dm, "test_retain") > 0.85
+    out = ssd.unlearned_backbone()
+    drop_f, drop_r = base_f - accuracy(out, dm, "forget"), base_r - accuracy(out, dm, "test_retain")
+    assert drop_f - drop_r > 0.1

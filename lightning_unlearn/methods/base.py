@@ -256,7 +256,9 @@ def set_training_mode(model: nn.Module, train_bn: bool) -> None:
                 m.eval()
 
 
-def loss_gradient(model: nn.Module, x: Tensor, y: Tensor, reduction: Literal["mean", "sum"] = "mean") -> dict[str, Tensor]:
+def loss_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, reduction: Literal["mean", "sum"] = "mean"
+) -> dict[str, Tensor]:
     """``grad_w CE(f_w(x), y)`` for every parameter with ``requires_grad``: ``{name: fp32 tensor}``.
 
     Computed as Fisher's :func:`~lightning_unlearn.methods.fisher.diagonal_fisher` does: through ``torch.func``

@@ -93,7 +93,7 @@ class SalUn(RandomLabels):
         mask_batch_size: int | None = None,
     ) -> None:
         if not 0.0 < mask_fraction <= 1.0:
-            raise ValueError(f"mask_fraction must be in (0, 1] (the fraction of weights SalUn trains), got {mask_fraction}.")
+            raise ValueError(f"mask_fraction must be in (0, 1] (the fraction of weights trained), got {mask_fraction}.")
         super().__init__(
             backbone=backbone,
             lr=lr,
