@@ -42,8 +42,11 @@ class _Batches(Dataset):
     """Whole batches as items: ``(x, y, source)``; ``source`` 0 = D_f, 1 = D, -1 = padding (ignored)."""
 
     def __init__(self, splits: list[tuple[int, SplitView]], batch_size: int, world: int) -> None:
-        self.items = [(src, ds, np.arange(i, min(i + batch_size, len(ds)))) for src, ds in splits
-                      for i in range(0, len(ds), batch_size)]  # fmt: skip
+        self.items = [
+            (src, ds, np.arange(i, min(i + batch_size, len(ds))))
+            for src, ds in splits
+            for i in range(0, len(ds), batch_size)
+        ]
         while len(self.items) % world:
             self.items.append((_PAD, *self.items[0][1:]))
 
