@@ -19,7 +19,16 @@ from conftest import FORGET_CLASS, quiet_trainer
 
 from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
-from lightning_unlearn.methods import SCRUB, UNSIR, BoundaryExpanding, BoundaryShrink, FisherForgetting
+from lightning_unlearn.methods import (
+    SCRUB,
+    UNSIR,
+    BoundaryExpanding,
+    BoundaryShrink,
+    FisherForgetting,
+    L1Sparse,
+    SalUn,
+    SelectiveSynapticDampening,
+)
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_methods.py"
 GLOO = dist.is_available() and dist.is_gloo_available()
@@ -66,6 +75,22 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
         torch.testing.assert_close(two["fisher_diag"][name], f, rtol=1e-4, atol=1e-10)
     assert _max_abs_diff(one["fisher_state"], one["init_state"]) > 1e-4
     assert _max_abs_diff(one["fisher_state"], two["fisher_state"]) < 1e-5
+    # SalUn: the mask is computed on every rank over all of D_f (identical); outside it nothing moves under DDP either.
+    assert one["salun_mask"].keys() == two["salun_mask"].keys()
+    assert all(torch.equal(one["salun_mask"][k], two["salun_mask"][k]) for k in one["salun_mask"])
+    for name, mask in two["salun_mask"].items():
+        assert torch.equal(two["salun_state"][name][~mask], two["init_state"][name][~mask]), name
+        assert not torch.equal(two["salun_state"][name][mask], two["init_state"][name][mask]), name
+    # l1-sparse: runs; the last epoch's weight is alpha * (1 - 1/2) on every process count.
+    assert one["l1_last_weight"] == two["l1_last_weight"] == 1e-3 * 0.5
+    assert _max_abs_diff(two["l1_state"], two["init_state"]) > 1e-3
+    # SSD: whole batches dealt to the ranks, sums and counts all-reduced: the one-process importances and weights.
+    for key in ("forget", "full"):
+        for name, imp in one["ssd_importances"][key].items():
+            torch.testing.assert_close(two["ssd_importances"][key][name], imp, rtol=1e-4, atol=1e-12)
+    assert all(torch.equal(one["ssd_selected"][k], two["ssd_selected"][k]) for k in one["ssd_selected"])
+    assert any(m.any() for m in one["ssd_selected"].values())
+    assert _max_abs_diff(one["ssd_state"], two["ssd_state"]) < 1e-6
 
     # SCRUB / UNSIR (shuffled loaders, BatchNorm in train mode: not the single-process numbers): every rank runs the
     # same passes in the same order, the ranks' batches of a pass together cover that pass's data, the replicas stay
@@ -95,8 +120,8 @@ def test_every_method_under_bf16_mixed() -> None:
         torch.manual_seed(0)
         return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
 
-    def fit(method, precision: str):
-        quiet_trainer(max_epochs=1, limit_train_batches=1, precision=precision).fit(method, datamodule=dm)
+    def fit(method, precision: str, batches: int | None = 1):
+        quiet_trainer(max_epochs=1, limit_train_batches=batches, precision=precision).fit(method, datamodule=dm)
         weights = method.unlearned_backbone().state_dict()
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
         assert method.unlearned_backbone().head.out_features == 10
@@ -118,3 +143,13 @@ def test_every_method_under_bf16_mixed() -> None:
     un32 = fit(UNSIR(net(), **small), "32-true")
     for c, noise in un32.noise.items():  # the noise is learned in fp32 outside autocast
         torch.testing.assert_close(un16.noise[c], noise)
+    sa16 = fit(SalUn(net(), lr=1e-2), "bf16-mixed")
+    sa32 = fit(SalUn(net(), lr=1e-2), "32-true")
+    assert sa16.saliency is not None and sa32.saliency is not None  # the mask pass runs in fp32 outside autocast
+    assert all(torch.equal(sa16.saliency[k], sa32.saliency[k]) for k in sa32.saliency)
+    fit(L1Sparse(net(), alpha=1e-3), "bf16-mixed")
+    ssd16 = fit(SelectiveSynapticDampening(net(), alpha=3.0), "bf16-mixed", batches=None)  # SSD needs every batch
+    ssd32 = fit(SelectiveSynapticDampening(net(), alpha=3.0), "32-true", batches=None)
+    for key in ("forget", "full"):  # squared gradients in fp32 outside autocast
+        for name, imp in ssd32.importances[key].items():
+            torch.testing.assert_close(ssd16.importances[key][name], imp, rtol=1e-5, atol=1e-12)

@@ -8,9 +8,12 @@ from lightning_unlearn.methods.boundary_shrink import BoundaryShrink
 from lightning_unlearn.methods.classifier import Classifier
 from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.fisher import FisherForgetting
+from lightning_unlearn.methods.l1_sparse import L1Sparse
 from lightning_unlearn.methods.negative_gradient import NegativeGradient
 from lightning_unlearn.methods.random_labels import RandomLabels
 from lightning_unlearn.methods.scrub import SCRUB
+from lightning_unlearn.methods.salun import SalUn
+from lightning_unlearn.methods.ssd import SelectiveSynapticDampening
 from lightning_unlearn.methods.twin import TwinUnlearning
 from lightning_unlearn.methods.unsir import UNSIR
 
@@ -25,9 +28,12 @@ __all__ = [
     "Finetune",
     "FisherForgetting",
     "Frozen",
+    "L1Sparse",
     "NegativeGradient",
     "RandomLabels",
     "SCRUB",
+    "SalUn",
+    "SelectiveSynapticDampening",
     "TwinUnlearning",
     "UNSIR",
     "UnlearningMethod",

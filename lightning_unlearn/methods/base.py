@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, grad
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.backbones import Backbone
@@ -301,3 +303,26 @@ class PhasedLoader:
                 loader.sampler.set_epoch(epoch)
             for batch in loader:
                 yield {name: batch}
+
+
+def loss_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, reduction: Literal["mean", "sum"] = "mean"
+) -> dict[str, Tensor]:
+    """``grad_w CE(f_w(x), y)`` for every parameter with ``requires_grad``: ``{name: fp32 tensor}``.
+
+    Computed as Fisher's :func:`~lightning_unlearn.methods.fisher.diagonal_fisher` does: through ``torch.func``
+    (``grad`` of a ``functional_call``), so no ``.grad`` is touched and no DDP gradient hook fires; in fp32 outside
+    autocast; with the model in eval mode (BatchNorm uses its running statistics; the modes are restored).
+    """
+    with eval_mode(model), torch.autocast(device_type=x.device.type, enabled=False):
+        all_params = {n: p.detach().float() for n, p in model.named_parameters()}
+        params = {n: all_params[n] for n, p in model.named_parameters() if p.requires_grad}
+        frozen = {n: p for n, p in all_params.items() if n not in params}
+        buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
+        inputs, targets = x.detach().float(), y.long()
+
+        def loss(p: dict[str, Tensor]) -> Tensor:
+            out = functional_call(model, ({**p, **frozen}, buffers), (inputs,))
+            return F.cross_entropy(out.float(), targets, reduction=reduction)
+
+        return grad(loss)(params)

@@ -1,4 +1,5 @@
-"""Run Boundary Shrink, Boundary Expanding and Fisher Forgetting on one process or under DDP and save the results.
+"""Run Boundary Shrink, Boundary Expanding, Fisher Forgetting, SalUn, l1-sparse and SSD on one process or under DDP and
+save the results.
 
 Run by ``tests/test_ddp_precision.py``: ``python tests/scripts/ddp_methods.py --devices N --out results.pt``. With
 ``--devices 2`` Lightning's ``strategy="ddp"`` re-launches this script for rank 1 (so it must be a standalone script);
@@ -22,7 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lightning_unlearn.backbones import AllCNN  # noqa: E402
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec  # noqa: E402
-from lightning_unlearn.methods import SCRUB, UNSIR, BoundaryExpanding, BoundaryShrink, FisherForgetting  # noqa: E402
+from lightning_unlearn.methods import (  # noqa: E402
+    SCRUB,
+    UNSIR,
+    BoundaryExpanding,
+    BoundaryShrink,
+    FisherForgetting,
+    L1Sparse,
+    SalUn,
+    SelectiveSynapticDampening,
+)
 
 GLOBAL_BATCH = 32
 FORGET_SIZE = 64  # a multiple of GLOBAL_BATCH: every global batch is the same set of samples in both runs
@@ -63,7 +73,9 @@ def _params(method: pl.LightningModule) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in method.model.named_parameters()}
 
 
-def trainer(devices: int, max_epochs: int, callbacks: list | None = None) -> pl.Trainer:
+def trainer(
+    devices: int, max_epochs: int, limit_train_batches: int | None = None, callbacks: list | None = None
+) -> pl.Trainer:
     extra = {"strategy": "ddp"} if devices > 1 else {}
     return pl.Trainer(
         accelerator="cpu",
@@ -75,6 +87,7 @@ def trainer(devices: int, max_epochs: int, callbacks: list | None = None) -> pl.
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        limit_train_batches=limit_train_batches,
         callbacks=callbacks,
         **extra,
     )
@@ -112,6 +125,29 @@ def main() -> None:
     results["fisher_n"] = fi.fisher_num_samples
     results["fisher_state"] = {k: v.detach().clone() for k, v in fi.unlearned_backbone().state_dict().items()}
     results["world_size"] = t.world_size
+
+    def state(method) -> dict:
+        return {k: v.detach().clone() for k, v in method.unlearned_backbone().state_dict().items()}
+
+    dm = datamodule()
+    sa = SalUn(backbone(dm), lr=0.05, batch_size=per_rank, mask_batch_size=GLOBAL_BATCH)
+    pl.seed_everything(0, verbose=False)
+    trainer(args.devices, max_epochs=1, limit_train_batches=4).fit(sa, datamodule=dm)
+    results["salun_mask"] = {k: v.cpu() for k, v in (sa.saliency or {}).items()}
+    results["salun_state"] = state(sa)
+
+    dm = datamodule()
+    l1 = L1Sparse(backbone(dm), alpha=1e-3, lr=0.05, batch_size=per_rank)
+    trainer(args.devices, max_epochs=2, limit_train_batches=4).fit(l1, datamodule=dm)
+    results["l1_state"] = state(l1)
+    results["l1_last_weight"] = l1.l1_weight
+
+    dm = datamodule()
+    ssd = SelectiveSynapticDampening(backbone(dm), alpha=3.0, lam=0.7, batch_size=GLOBAL_BATCH)
+    trainer(args.devices, max_epochs=1).fit(ssd, datamodule=dm)
+    results["ssd_importances"] = ssd.importances
+    results["ssd_selected"] = ssd.selected
+    results["ssd_state"] = state(ssd)
 
     if t.is_global_zero:
         torch.save(results, args.out)
