@@ -135,7 +135,12 @@ def _layerwise(model: nn.Module, state: dict[str, Tensor], names: set[str], x: T
     def hook(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
         if mod in inputs:
             raise _Unsupported(f"{type(mod).__name__} {owners[mod]} is called twice")
-        inputs[mod] = (args[0].detach(), args[0]._version)
+        a = args[0]
+        inputs[mod] = (a.detach(), a._version)
+        if isinstance(mod, nn.BatchNorm2d):  # eval mode: an affine map per channel, whose backward vmap batches
+            scale = (mod.running_var + mod.eps).rsqrt() * (mod.weight if mod.affine else 1.0)
+            shift = (mod.bias if mod.affine else 0.0) - mod.running_mean * scale
+            out = a * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
         outputs[mod] = out
         return out.clone()  # a later in-place op (ReLU(inplace), +=) must not touch the tensor we differentiate
 
