@@ -6,8 +6,9 @@
 ``diag``: the exact ("expected") diagonal Fisher of ``n`` samples by :func:`diagonal_fisher` against the batch-size-1
 recipe of the reference code (Golatkar et al., SelectiveForgetting ``hessian``: per sample one forward, then per class
 ``model.zero_grad(); loss.backward(retain_graph=True); grad2_acc += p_k * grad^2``; its unused ``grad_acc`` and the
-DataLoader are left out), both on the same model and samples, alternating within each repeat. Prints min and median of
-each, their ratios, and checks that the diagonals agree (max over tensors of max|a - b| / max|b| <= 1e-5; exit 1 if not).
+DataLoader are left out), both on the same model and samples, alternating within each repeat. Prints min and median
+of each, their ratios, and checks that the diagonals agree (max over tensors of max|a - b| / max|b| <= 1e-5; exit 1
+if not).
 
 ``retrain``: the FisherForgetting run of a benchmark config's first group (as the benchmark runs it: its
 ``init_args``, ``max_epochs`` and trainer overrides, the method's own timer) against training that group's gold model
