@@ -2,6 +2,7 @@
 
     python benchmarks/fisher_speed.py diag [--preset quickstart|fashion|resnet18] [--n 64] [--repeats 3]
     python benchmarks/fisher_speed.py retrain [--config configs/benchmark/quickstart.yaml] [--repeats 3]
+    python benchmarks/fisher_speed.py estimate --config CONFIG --shape 3,32,32 --classes 100 [--n 8]
 
 ``diag``: the exact ("expected") diagonal Fisher of ``n`` samples by :func:`diagonal_fisher` against the batch-size-1
 recipe of the reference code (Golatkar et al., SelectiveForgetting ``hessian``: per sample one forward, then per class
@@ -13,6 +14,11 @@ if not).
 ``retrain``: the FisherForgetting run of a benchmark config's first group (as the benchmark runs it: its
 ``init_args``, ``max_epochs`` and trainer overrides, the method's own timer) against training that group's gold model
 (a ``Classifier`` on D_r with the config's ``training``, its ``train_time_s``), alternating; prints the speed-up.
+
+``estimate``: for configs whose data or schedule is too big to run here: per-sample time of one training step of the
+config's backbone (its batch size, SGD, random inputs of ``--shape`` with ``--classes`` classes) against per-sample
+time of its Fisher pass (``--n`` samples, its ``fisher_type``), interleaved; the speed-up over retraining is
+``gold epochs x t_train / (fraction of D_r x t_fisher)`` (data loading left out of both).
 
 One torch thread unless ``--threads`` says otherwise; the model is put in eval mode (running BatchNorm statistics).
 """
@@ -170,19 +176,66 @@ def bench_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_estimate(args: argparse.Namespace) -> int:
+    from lightning_unlearn.benchmark import _import_class, load_config
+
+    cfg = load_config(args.config)
+    spec = next((m for m in cfg.methods if m.class_path.endswith(".FisherForgetting")), None)
+    if spec is None:
+        raise SystemExit(f"{args.config} has no FisherForgetting method")
+    channels, height, width = (int(v) for v in args.shape.split(","))
+    torch.manual_seed(0)
+    model = _import_class(cfg.backbone["class_path"])(
+        num_classes=args.classes, in_channels=channels, image_size=height, **cfg.backbone["init_args"]
+    )
+    batch = int(cfg.data["init_args"].get("batch_size", 64))
+    fisher_type = spec.init_args.get("fisher_type", "expected")
+    fraction = float(spec.trainer.get("limit_train_batches", 1.0))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    xb, yb = torch.rand(batch, channels, height, width), torch.randint(0, args.classes, (batch,))
+    xf = torch.rand(args.n, channels, height, width)
+
+    def train_step() -> None:
+        model.train()
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    train_step()
+    train_t: list[float] = []
+    fisher_t: list[float] = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        train_step()
+        train_t.append((time.perf_counter() - t0) / batch)
+        t0 = time.perf_counter()
+        diagonal_fisher(model, xf, fisher_type=fisher_type, chunk_size=spec.init_args.get("chunk_size"))
+        fisher_t.append((time.perf_counter() - t0) / args.n)
+    epochs = cfg.training.epochs("gold")
+    print(f"{args.config}: {cfg.backbone['class_path'].rsplit('.', 1)[1]} on {args.shape}, {args.classes} classes, "
+          f"{fisher_type} Fisher on {fraction:g} of D_r vs {epochs} epochs, {args.repeats} interleaved repeats")
+    print(f"  training step, batch {batch}: min {min(train_t) * 1e3:.2f} ms/sample; Fisher, {args.n} samples: "
+          f"min {min(fisher_t) * 1e3:.2f} ms/sample")
+    print(f"  estimated speed-up over retraining: {epochs * min(train_t) / (fraction * min(fisher_t)):.1f}x (min), "
+          f"{epochs * statistics.median(train_t) / (fraction * statistics.median(fisher_t)):.1f}x (median)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["diag", "retrain"])
+    parser.add_argument("what", choices=["diag", "retrain", "estimate"])
     parser.add_argument("--preset", default="quickstart", help="diag: quickstart, fashion or resnet18")
-    parser.add_argument("--n", type=int, default=64, help="diag: number of samples")
+    parser.add_argument("--n", type=int, default=64, help="diag, estimate: number of Fisher samples")
     parser.add_argument("--backend", default="auto", help="diag: diagonal_fisher backend")
     parser.add_argument("--device", default="cpu", help="diag: cpu or cuda")
     parser.add_argument("--config", default="configs/benchmark/quickstart.yaml", help="retrain: benchmark config")
+    parser.add_argument("--shape", default="3,32,32", help="estimate: input C,H,W")
+    parser.add_argument("--classes", type=int, default=10, help="estimate: number of classes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    return bench_diag(args) if args.what == "diag" else bench_retrain(args)
+    return {"diag": bench_diag, "retrain": bench_retrain, "estimate": bench_estimate}[args.what](args)
 
 
 if __name__ == "__main__":
