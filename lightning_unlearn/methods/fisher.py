@@ -9,101 +9,28 @@ beyond what D_r needs.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import UnlearningMethod, sharded_loader
+from lightning_unlearn.methods.fisher_diagonal import FisherBackend, FisherType, diagonal_fisher
 from lightning_unlearn.utils import eval_mode
 
-__all__ = ["FisherForgetting", "FisherType", "diagonal_fisher", "fisher_noise_variance"]
-
-FisherType = Literal["expected", "sampled", "empirical"]
+__all__ = ["FisherBackend", "FisherForgetting", "FisherType", "diagonal_fisher", "fisher_noise_variance"]
 
 #: Reference ``get_mean_var``: variance of the forgotten classes' head rows (before the x10 of the head).
 _FORGOTTEN_ROW_VAR = 1e-4
 #: Reference ``get_mean_var``: the head and every 1-D parameter (BatchNorm, biases) get 10x the variance.
 _REFERENCE_BOOST = 10.0
-
-
-def diagonal_fisher(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor | None = None,
-    fisher_type: FisherType = "expected",
-    weight: Tensor | None = None,
-    chunk_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> dict[str, Tensor]:
-    """Sum over the batch of per-sample squared gradients of the log-likelihood: the (unnormalised) diagonal Fisher.
-
-    Per-sample gradients come from ``torch.func``: ``vmap(grad(loss))`` over the batch with the model called through
-    ``functional_call`` (one vectorised pass per class, not a batch-size-1 loop), in fp32 outside autocast, with the
-    model in eval mode (BatchNorm uses its running statistics; the previous mode is restored). For sample ``i`` with
-    predictive distribution ``p_i = softmax(f(x_i))``::
-
-        expected  (reference code):  F += sum_k p_ik * (grad_w log p_k(x_i))^2      (C gradient passes)
-        sampled:                     F += (grad_w log p_{k_i}(x_i))^2, k_i ~ p_i    (one pass, Monte Carlo)
-        empirical:                   F += (grad_w log p_{y_i}(x_i))^2               (one pass, true labels)
-
-    Args:
-        model: the network; only parameters with ``requires_grad`` are included.
-        x: inputs ``(N, ...)``.
-        y: true labels (``empirical`` only).
-        fisher_type: see above.
-        weight: optional per-sample weights ``(N,)`` (e.g. 0 for padding samples).
-        chunk_size: ``vmap`` chunk size (bounds memory at ``chunk_size x #params``); ``None``: the whole batch.
-        generator: random generator for ``sampled``.
-
-    Returns:
-        ``{parameter name: tensor of the parameter's shape}``, fp32, summed over the (weighted) batch.
-    """
-    if fisher_type not in ("expected", "sampled", "empirical"):
-        raise ValueError(f"Unknown fisher_type {fisher_type!r}; choose 'expected', 'sampled' or 'empirical'.")
-    if fisher_type == "empirical" and y is None:
-        raise ValueError("fisher_type='empirical' needs the true labels `y`.")
-    with eval_mode(model), torch.autocast(device_type=x.device.type, enabled=False):
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        all_params = {n: p.detach().float() for n, p in model.named_parameters()}
-        params = {n: all_params[n] for n in names}
-        frozen = {n: p for n, p in all_params.items() if n not in params}
-        buffers = {n: (b.detach().float() if b.is_floating_point() else b) for n, b in model.named_buffers()}
-        x = x.detach().float()
-
-        def log_lik(p: dict[str, Tensor], xi: Tensor, k: Tensor) -> Tensor:
-            out = functional_call(model, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
-            return -F.cross_entropy(out.float(), k.unsqueeze(0))
-
-        per_sample = vmap(grad(log_lik), in_dims=(None, 0, 0), chunk_size=chunk_size)
-        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-        w = torch.ones(x.shape[0], device=x.device) if weight is None else weight.to(x.device).float()
-
-        def accumulate(labels: Tensor, coef: Tensor) -> None:
-            grads = per_sample(params, x, labels)
-            for n, g in grads.items():
-                fisher[n] += torch.einsum("b,b...->...", coef, g.pow(2))
-
-        if fisher_type == "empirical":
-            assert y is not None
-            accumulate(y.to(x.device).long(), w)
-        else:
-            with torch.no_grad():
-                probs = F.softmax(functional_call(model, (all_params, buffers), (x,)).float(), dim=1)
-            if fisher_type == "sampled":
-                k = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(x.device)
-                accumulate(k, w)
-            else:
-                for k in range(probs.shape[1]):
-                    accumulate(torch.full_like(w, k, dtype=torch.long), w * probs[:, k])
-        return fisher
 
 
 def fisher_noise_variance(
@@ -162,7 +89,8 @@ class FisherForgetting(UnlearningMethod):
 
     One training epoch over D_r (no optimizer: ``automatic_optimization=False``) accumulates the diagonal Fisher with
     :func:`diagonal_fisher` (``fisher_type="expected"``, the reference code's choice: every class ``k`` weighted by the
-    model's own ``p_k``; exact expectation over labels, ``C`` gradient passes per sample), averaged over the samples.
+    model's own ``p_k``; exact expectation over labels), averaged over the samples. ``fisher_type="sampled"`` is its
+    Monte-Carlo estimate (one label per sample drawn from ``p``: unbiased, ``C - 1`` times fewer gradients).
     At the end of the epoch the sum and the sample count are all-reduced across ranks (so DDP gives the result of one
     process) and every weight ``w`` becomes::
 
@@ -178,7 +106,8 @@ class FisherForgetting(UnlearningMethod):
 
     The noise is drawn on the CPU from a generator seeded with ``seed``, in ``named_parameters`` order, so it is the
     same on every rank and device. Defaults: ``alpha=1e-6`` (reference notebook), ``cap=1e3``, ``head_cap=1e2``.
-    Cost: ``C`` forward+backward passes per retain sample (``expected``), or one (``sampled``/``empirical``).
+    Cost: one forward and ``C - 1`` backward cotangents per retain sample (``expected``), or one (``sampled``/
+    ``empirical``), batched (docs/methods/fisher.md, docs/performance.md).
 
     Args:
         backbone: the trained model (from the CLI: ``--original_ckpt``).
@@ -192,7 +121,11 @@ class FisherForgetting(UnlearningMethod):
         reference_scaling: the reference's fan-in averaging and x10 for the head and 1-D parameters.
         seed: seed of the noise.
         batch_size: batch size of the Fisher pass (per rank).
-        chunk_size: ``vmap`` chunk size (memory: ``chunk_size x #params`` floats); ``None``: the whole batch.
+        chunk_size: samples per Fisher chunk; ``None``: as many as ``memory_budget_mb`` allows.
+        backend: how per-sample gradients are formed: ``auto`` (``layerwise`` for Conv2d/Linear/BatchNorm2d models,
+            else ``vmap``), ``layerwise``, ``vmap`` or ``loop`` (see :func:`diagonal_fisher`); same result up to float
+            rounding.
+        memory_budget_mb: memory for the per-sample, per-class intermediate tensors of one chunk.
     """
 
     train_splits = ("retain",)
@@ -211,11 +144,17 @@ class FisherForgetting(UnlearningMethod):
         seed: int = 0,
         batch_size: int | None = 64,
         chunk_size: int | None = None,
+        backend: FisherBackend = "auto",
+        memory_budget_mb: float = 512.0,
     ) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}.")
         if fisher_type not in ("expected", "sampled", "empirical"):
             raise ValueError(f"Unknown fisher_type {fisher_type!r}; choose 'expected', 'sampled' or 'empirical'.")
+        if backend not in ("auto", "layerwise", "vmap", "loop"):
+            raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'layerwise', 'vmap' or 'loop'.")
+        if memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}.")
         super().__init__(backbone=None, lr=0.0, batch_size=batch_size)
         self.automatic_optimization = False
         #: Normalised diagonal Fisher ``{name: tensor}`` (CPU, fp32), set at the end of the Fisher epoch.
@@ -268,7 +207,14 @@ class FisherForgetting(UnlearningMethod):
             y = self._sample_labels(model, x, idx)
             fisher_type = "empirical"
         fisher = diagonal_fisher(
-            model, x, y, fisher_type=fisher_type, weight=weight, chunk_size=self.hparams.chunk_size
+            model,
+            x,
+            y,
+            fisher_type=fisher_type,
+            weight=weight,
+            chunk_size=self.hparams.chunk_size,
+            backend=self.hparams.backend,
+            memory_budget_mb=float(self.hparams.memory_budget_mb),
         )
         for n, f in fisher.items():
             self._acc[n] += f
