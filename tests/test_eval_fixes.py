@@ -238,3 +238,23 @@ def test_bs_unclamped_fgsm_reproduces_the_authors_step() -> None:
     dm.setup()
     labels = method.compute_neighbour_labels(dm)
     assert labels.shape == (len(dm.dataset("forget")),) and method.hparams.clamp_adversarial is False
+
+
+def test_entropy_attack_members_are_all_of_d_r_up_to_the_cap(monkeypatch) -> None:
+    dm = _dm()
+    sizes: list[int] = []
+    real = evaluator_module.entropy_mia
+
+    def spy(members, *args, **kwargs):
+        sizes.append(len(members))
+        return real(members, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator_module, "entropy_mia", spy)
+    model = small_allcnn(dm)
+    UnlearningEvaluator(zrf=False).evaluate(model, dm)
+    assert sizes[-2:] == [len(dm.splits["retain"])] * 2  # SVC and logistic regression, on all of D_r
+    UnlearningEvaluator(zrf=False, entropy_max_members=100).evaluate(model, dm)
+    assert sizes[-2:] == [100, 100]
+    for bad in ({"entropy_max_members": 0}, {"zrf_inits": 0}, {"activation_p": 0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            UnlearningEvaluator(**bad)
