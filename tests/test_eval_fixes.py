@@ -89,7 +89,7 @@ def test_zrf_is_the_mean_over_the_random_initialisations() -> None:
     assert M.reference_seeds(4, 3) == M.reference_seeds(4, 3) != M.reference_seeds(5, 3)
 
 
-# -- MIA non-members in class-wise forgetting ---------------------------------------------------------------------------
+# -- MIA non-members in class-wise forgetting --------------------------------------------------------------------------
 def test_classwise_mia_nonmembers_exclude_the_forgotten_class(monkeypatch) -> None:
     dm = _dm()  # class 3 forgotten
     seen: list[np.ndarray] = []
@@ -114,7 +114,7 @@ def test_classwise_mia_nonmembers_exclude_the_forgotten_class(monkeypatch) -> No
         UnlearningEvaluator(classwise_nonmembers="some")  # type: ignore[arg-type]
 
 
-# -- the gold model's role -----------------------------------------------------------------------------------------------
+# -- the gold model's role ---------------------------------------------------------------------------------------------
 def test_gold_must_be_trained_on_the_retained_data(ckpts, tmp_path) -> None:
     dm = _dm()
     model = small_allcnn(dm)
@@ -152,7 +152,7 @@ def test_checkpoint_refuses_a_datamodule_that_shapes_input_differently(ckpts, tm
             load_backbone(tmp_path / f"{key}.ckpt", _dm())
 
 
-# -- evaluation never changes the result --------------------------------------------------------------------------------
+# -- evaluation never changes the result -------------------------------------------------------------------------------
 def test_unlearned_weights_do_not_depend_on_what_is_evaluated(ckpts, tmp_path) -> None:
     hashes = {}
     for name, gold, evaluate, callbacks in (
@@ -173,7 +173,7 @@ def test_unlearned_weights_do_not_depend_on_what_is_evaluated(ckpts, tmp_path) -
     assert len(set(hashes.values())) == 1, hashes
 
 
-# -- entropy attacks and activation distance ----------------------------------------------------------------------------
+# -- entropy attacks and activation distance ---------------------------------------------------------------------------
 def _entropy_probs(h: np.ndarray) -> np.ndarray:
     """Two-class probabilities whose entropy is ``h`` (in nats, < ln 2), found by bisection on p."""
     lo, hi = np.full_like(h, 1e-12), np.full_like(h, 0.5)
