@@ -46,7 +46,9 @@ def _sum_ce(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool = False) -> Tensor:
+def fgsm(
+    model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool = False, clamp: bool = True
+) -> Tensor:
     """Fast Gradient Sign Method (Goodfellow et al. 2015, sec. 4), L-inf, in [0, 1] pixel space.
 
     Untargeted (``y`` the true labels), one step up the loss::
@@ -57,7 +59,9 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool 
 
         x_adv = clip_[0,1]( x - epsilon * sign( grad_x CE(f(x), y) ) )
 
-    Pixels whose gradient is exactly zero do not move.
+    Pixels whose gradient is exactly zero do not move. ``clamp=False`` skips the clip to [0, 1]: Boundary Unlearning's
+    code, whose attack normalises with statistics that do not match its loader, in effect takes an unclipped step of
+    about 0.25 pixel units (``docs/methods/boundary_shrink.md``).
 
     Args:
         model: classifier taking [0, 1] images and returning logits. Put in eval mode for the attack; every
@@ -66,9 +70,10 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool 
         y: integer labels ``(N,)``: true labels, or target labels when ``targeted``.
         epsilon: L-inf step size in pixel units (e.g. ``0.1`` or ``8/255``).
         targeted: move towards ``y`` instead of away from it.
+        clamp: clip the result to [0, 1] (default).
 
     Returns:
-        The adversarial images, fp32, detached, in [0, 1].
+        The adversarial images, fp32, detached, in [0, 1] when ``clamp``.
     """
     if epsilon < 0:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
@@ -78,7 +83,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, targeted: bool 
         grad = _input_grad(model, x32, y, _sum_ce)
         step = epsilon * grad.sign()
         x_adv = x32 - step if targeted else x32 + step
-        return x_adv.clamp_(0.0, 1.0).detach()
+        return (x_adv.clamp_(0.0, 1.0) if clamp else x_adv).detach()
 
 
 def pgd(

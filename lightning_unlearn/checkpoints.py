@@ -66,16 +66,22 @@ def load_backbone(
     *,
     what: str | None = None,
     check_splits: bool = True,
+    trained_on: str | None = None,
 ) -> tuple[Backbone, dict[str, Any]]:
-    """Rebuild the backbone stored in ``path``; with a DataModule, check classes and split hashes against it.
+    """Rebuild the backbone stored in ``path``; with a DataModule, check classes, input and split hashes against it.
 
     Returns ``(backbone in eval mode, meta)``. Raises :class:`CheckpointError` for a checkpoint that does not match the
-    DataModule's classes, and :class:`~lightning_unlearn.data.SplitMismatchError` for different splits.
+    DataModule's classes or image size/channels, or (with ``trained_on``, e.g. ``"retain"`` for a gold model) was not
+    trained on that split; :class:`~lightning_unlearn.data.base.InputMismatchError` for a recorded input (DataModule
+    class, image size, channels, normalisation, classes) that differs, and
+    :class:`~lightning_unlearn.data.SplitMismatchError` for different splits. Loading leaves the global RNGs untouched.
     """
     what = what or f"checkpoint {path}"
     ckpt = read_checkpoint(path)
     meta = checkpoint_meta(ckpt, path)
     config = meta["backbone"]
+    if trained_on is not None:
+        check_trained_on(meta, trained_on, what)
     if datamodule is not None:
         ckpt_classes = int(config.get("init_args", {}).get("num_classes", -1))
         if ckpt_classes != datamodule.num_classes:
@@ -83,7 +89,10 @@ def load_backbone(
                 f"{what} has a head with {ckpt_classes} outputs but the DataModule ({datamodule.name}) has "
                 f"num_classes={datamodule.num_classes}. Use the checkpoint trained on this dataset."
             )
-    backbone = build_backbone(config)
+        _check_backbone_input(config, datamodule, what)
+    # The weights are overwritten below: building must not draw from (and so shift) the training RNG.
+    with torch.random.fork_rng(devices=[]):
+        backbone = build_backbone(config)
     state = backbone_state_dict(ckpt)
     result = backbone.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -94,6 +103,39 @@ def load_backbone(
     if datamodule is not None and check_splits and meta.get("splits"):
         datamodule.verify_splits(meta["splits"], what)
     return backbone.eval(), meta
+
+
+def check_trained_on(meta: dict[str, Any], expected: str, what: str) -> None:
+    """Refuse a checkpoint whose recorded ``splits["train_on"]`` is not ``expected`` (a gold model must have been
+    trained on D_r: ``"retain"``), naming what it records."""
+    splits = meta.get("splits") or {}
+    given = splits.get("train_on")
+    if given == expected:
+        return
+    names = {"retain": "D_r (the retained data, train_on=retain)", "all": "D = D_r + D_f (train_on=all)"}
+    recorded = (
+        f"records train_on={given!r} (role {meta.get('role', 'unknown')!r})"
+        if given is not None
+        else f"does not record which data it was trained on (role {meta.get('role', 'unknown')!r})"
+    )
+    raise CheckpointError(
+        f"{what} {recorded}, but it must have been trained on {names.get(expected, expected)}. A gold model is "
+        "retrained from scratch without D_f: train it with `lightning_unlearn fit ... --data.init_args.train_on "
+        "retain` and pass that checkpoint."
+    )
+
+
+def _check_backbone_input(config: dict[str, Any], datamodule: UnlearningDataModule, what: str) -> None:
+    """The input size and channels the backbone was built for (recorded in every checkpoint) against the DataModule's.
+    A fully convolutional network loads at any size, so without this an 8x8-trained model runs on 16x16 images."""
+    init_args = config.get("init_args") or {}
+    for key in ("image_size", "in_channels"):
+        given, actual = init_args.get(key), getattr(datamodule, key, None)
+        if given is not None and actual is not None and int(given) != int(actual):
+            raise CheckpointError(
+                f"{what} was built for {key}={given} but the DataModule ({datamodule.name}) serves {key}={actual}. "
+                f"Set the DataModule's {key} to {given} (as for training), or use a checkpoint trained on this input."
+            )
 
 
 def save_checkpoint(

@@ -52,8 +52,8 @@ class UnlearnTrainer(Trainer):
             model: the unlearning method (an ``UnlearningMethod``).
             datamodule: the data, with the same forget spec, holdout and seed as the original model's checkpoint.
             original_ckpt: the trained model to unlearn from (read only, loaded with ``weights_only=True``).
-            gold_ckpt: optional retrained (gold) model, checked to describe the same splits; methods and the evaluator
-                that need it find it as ``trainer.gold_model``.
+            gold_ckpt: optional retrained (gold) model, checked to be trained on D_r (``train_on: retain``) and to
+                describe the same splits; methods and the evaluator that need it find it as ``trainer.gold_model``.
             output: where to write the unlearned checkpoint (default: ``<log_dir>/unlearned.ckpt``). Never overwritten.
             evaluate: evaluate the unlearned model at the end (an ``UnlearningEvaluator``, against ``gold_ckpt`` when
                 given) and write ``metrics.json``/``metrics.md`` next to the checkpoint. An evaluator configured in
@@ -65,7 +65,9 @@ class UnlearnTrainer(Trainer):
         self.gold_model = None
         self.gold_meta: dict[str, Any] | None = None
         if gold_ckpt is not None:
-            self.gold_model, self.gold_meta = load_backbone(gold_ckpt, datamodule, what=f"gold checkpoint {gold_ckpt}")
+            self.gold_model, self.gold_meta = load_backbone(
+                gold_ckpt, datamodule, what=f"gold checkpoint {gold_ckpt}", trained_on="retain"
+            )
             check_same_forget_set(self.gold_meta, original_meta, f"gold checkpoint {gold_ckpt}", original_ckpt)
         if getattr(model, "model", None) is None:
             model.attach(backbone)

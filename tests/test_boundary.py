@@ -3,9 +3,10 @@
 The session fixture is a quarter-width All-CNN trained for 12 epochs (original: D_f 99.2%, test-retain 99.7%), smaller
 than the half-width, 30-epoch model of ``configs/model/allcnn.yaml`` that the YAML settings were tuned on (there BS
 stays within 5.3 and BE within 13.3 points of test-retain accuracy for every digit; docs/methods/boundary_*.md). On the
-fixture, BS with the YAML settings reaches D_f ~4% at ~98% test-retain; BE, which moves the whole network towards the
-shadow class, costs this small model more: D_f ~12% at ~83% with the authors' lr 1e-5 and the early stop (the YAML's
-lr 3e-5 overshoots to ~75%). The tests check D_f < 20% and a bounded test-retain drop.
+fixture, BS with the YAML settings reaches D_f 1-12% at a test-retain drop of 3-21 points (10 runs, see
+BS_MAX_RETAIN_DROP); BE, which moves the whole network towards the shadow class, costs this small model more: D_f ~12%
+at ~83% with the authors' lr 1e-5 and the early stop (the YAML's lr 3e-5 overshoots to ~75%). The tests check
+D_f < 20% and a bounded test-retain drop.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink
 ROOT = Path(__file__).resolve().parents[1]
 BS_TUNED = dict(lr=3e-3, train_bn=True, stop_at_forget_acc=0.15)  # configs/unlearn/boundary_shrink.yaml
 BE_TUNED = dict(lr=1e-5, train_bn=False, shadow_init="xavier", stop_at_forget_acc=0.15)  # YAML: lr 3e-5  # configs/unlearn/boundary_expanding.yaml
-BS_MAX_RETAIN_DROP = 0.05
+# Measured spread of test_bs_unlearns_digit_3_from_python (2026-12-01, 2-core x86, one thread): the fixture retrained
+# with seeds 0-4 and BS_TUNED run with seeds 0 and 1 on each (10 runs): test-retain drop (as a fraction) 0.205, 0.062,
+# 0.059, 0.075, 0.143, 0.093, 0.047, 0.031, 0.040, 0.137 (mean 0.089, std 0.055, max 0.205; fixture seed 0 / BS seed 0,
+# the test's own seeds, is the 0.205 run: test-retain 0.783, as a fresh machine reported), D_f at most 0.122. The
+# bound is mean + 3 std = 0.25; the old 0.05 held only for one lucky machine's run.
+BS_MAX_RETAIN_DROP = 0.25
 BE_MAX_RETAIN_DROP = 0.25
 
 

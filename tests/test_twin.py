@@ -230,10 +230,13 @@ def test_twin_unlearning_end_to_end(subclass_original: Path, tmp_path: Path) -> 
     clf = report["classifier"]
     assert 0.0 <= clf["heldout_accuracy"] <= 1.0 and clf["heldout_size"] > 0
     assert clf["heldout_size"] + clf["train_size"] == report["twin"]["size"]
-    # |D_e| = |D_f|; digits hold out ~14 samples of class 3, the rest are augmented copies
+    # |D_e| = |D_f| (|D_r| + |D_f|) / |D_r| (the twin problem retains D_r and D_f); digits hold out ~14 samples of
+    # class 3, the rest are augmented copies
     twin = report["twin"]
-    assert twin["size"] == twin["forget_size"] == 40
-    assert twin["augmented_copies"] == 40 - twin["real_samples"] > 0
+    n_r = len(dm.indices("retain"))
+    expected = round(40 * (n_r + 40) / n_r)
+    assert twin["forget_size"] == 40 and twin["size"] == expected > 40
+    assert twin["augmented_copies"] == expected - twin["real_samples"] > 0
     assert json.loads(split_file.read_text())["split"]["predicted_easy"] == easy
     assert method.unlearn_time_s is not None and method.unlearn_time_s >= report["timings_s"]["total"]
 

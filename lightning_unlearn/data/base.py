@@ -21,6 +21,10 @@ from lightning_unlearn.data.forget import (
 TrainOn = Literal["all", "retain"]
 
 
+class InputMismatchError(ValueError):
+    """A checkpoint was trained on input shaped differently from what this DataModule serves."""
+
+
 class UnlearningDataModule(pl.LightningDataModule):
     """Base DataModule: a training and a test set, a :class:`ForgetSpec`, and the splits it induces.
 
@@ -190,8 +194,47 @@ class UnlearningDataModule(pl.LightningDataModule):
             holdout_fraction=self.holdout_fraction,
             seed=self.seed,
             train_on=self.train_on,
+            input=self.input_info(),
         )
 
+    def input_info(self) -> dict[str, Any]:
+        """Everything that shapes what a network sees: the DataModule class, image size, channels, normalisation
+        statistics and class count. Recorded in checkpoints (``splits["input"]``) and checked on load, since split
+        hashes do not change when, e.g., the same digits are served at 8x8 instead of 16x16."""
+        cls = type(self)
+        return {
+            "datamodule": f"{cls.__module__}.{cls.__qualname__}",
+            "image_size": int(self.image_size),
+            "in_channels": int(self.in_channels),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "num_classes": int(self.num_classes),
+        }
+
+    def verify_input(self, recorded: dict[str, Any] | None, what: str) -> None:
+        """Stop with :class:`InputMismatchError` when ``recorded`` (a checkpoint's ``splits["input"]``) differs from
+        :meth:`input_info` in any entry; a checkpoint that records none (older files) is not checked here."""
+        if not recorded:
+            return
+        actual = self.input_info()
+        for key, value in actual.items():
+            if key not in recorded:
+                continue
+            given = recorded[key]
+            same = (
+                np.allclose(np.asarray(given, dtype=float), np.asarray(value, dtype=float), rtol=0, atol=1e-6)
+                if key in ("mean", "std") and len(given) == len(value)
+                else given == value
+            )
+            if not same:
+                raise InputMismatchError(
+                    f"{what} was trained on input with {key}={given!r} but this DataModule gives {key}={value!r}. "
+                    "Configure the data as it was for training (same DataModule class, image_size, channels, "
+                    "normalisation and classes), or use a checkpoint trained on this input."
+                )
+
     def verify_splits(self, recorded: dict[str, Any], what: str, names: Sequence[str] = SPLIT_NAMES) -> None:
-        """Stop with :class:`SplitMismatchError` when ``recorded`` (a checkpoint's splits) differs from ours."""
+        """Stop with :class:`InputMismatchError` when ``recorded`` (a checkpoint's splits) was made on differently
+        shaped input (:meth:`verify_input`), and with :class:`SplitMismatchError` when its splits differ from ours."""
+        self.verify_input(recorded.get("input"), what)
         check_hashes(recorded.get("hashes", {}), self.splits.hashes(), names=names, what=what, against="this DataModule")

@@ -15,6 +15,7 @@ from lightning_unlearn.evaluation.metrics import (
     js_divergence,
     per_class_accuracy,
     random_init_like,
+    random_references,
     speedup_vs_retrain,
     zrf,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "plot_per_class_accuracy",
     "project_2d",
     "random_init_like",
+    "random_references",
     "speedup_vs_retrain",
     "write_reports",
     "zrf",

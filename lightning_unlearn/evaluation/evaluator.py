@@ -15,10 +15,12 @@ From the CLI, ``lightning_unlearn unlearn`` attaches one unless ``--evaluate fal
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +38,7 @@ from lightning_unlearn.evaluation import metrics as M
 from lightning_unlearn.evaluation.mia import balanced_subset, entropy_mia, loss_mia, mia_efficacy
 from lightning_unlearn.evaluation.report import write_reports
 
-__all__ = ["METRIC_KEYS", "UnlearningEvaluator", "evaluated_backbone"]
+__all__ = ["METRIC_KEYS", "UnlearningEvaluator", "evaluated_backbone", "rng_isolated"]
 
 #: The keys of a full evaluation (with a gold model, MIA and known times); ``results`` may hold more
 #: (``n/<split>``, ``gold/acc/*``, ``gold/mia/*``, ``original/acc/*``).
@@ -44,6 +46,7 @@ METRIC_KEYS: tuple[str, ...] = (
     *(f"acc/{s}" for s in SPLIT_NAMES),
     "mia/efficacy",
     "mia/entropy",
+    "mia/entropy_logreg",
     "mia/loss_auc",
     "mia/loss_acc",
     "gold/forget_acc_gap",
@@ -111,8 +114,9 @@ class UnlearningEvaluator(Callback, nn.Module):
     evaluations is subtracted from the method's time as well (:attr:`fit_overhead_s`).
 
     Results (:attr:`results`, flat keys, see ``docs/metrics.md`` for each definition): ``acc/<split>`` for ``splits``
-    (``nan`` for an empty split), ``n/<split>``; with ``mia``: ``mia/efficacy``, ``mia/entropy``, ``mia/loss_auc``,
-    ``mia/loss_acc``; with a gold model: ``gold/forget_acc_gap``, ``gold/activation_distance``, ``gold/js_divergence``,
+    (``nan`` for an empty split), ``n/<split>``; with ``mia``: ``mia/efficacy``, ``mia/entropy`` (Golatkar's / Bad
+    Teacher's SVC), ``mia/entropy_logreg`` (SCRUB's logistic regression), ``mia/loss_auc``, ``mia/loss_acc``; with a
+    gold model: ``gold/forget_acc_gap``, ``gold/activation_distance``, ``gold/js_divergence``,
     ``gold/agreement_forget``, ``gold/agreement_test`` and the gold model's own ``gold/acc/*``, ``gold/mia/*`` (the
     values a good unlearned model should be close to); with ``zrf``: ``zrf``; with an original model:
     ``original/acc/*``; ``time/unlearn_s``, ``time/retrain_s``, ``time/speedup_vs_retrain`` when the times are known.
@@ -132,13 +136,22 @@ class UnlearningEvaluator(Callback, nn.Module):
             before/after plots. With ``plots`` and no original, an unlearning method's backbone is copied at fit start.
         every_n_epochs: also evaluate every n training epochs (0: only at the end).
         splits: the splits whose accuracy is reported.
-        mia: run the three membership-inference attacks. nonmember_split: the non-member reference for them
+        mia: run the membership-inference attacks. nonmember_split: the non-member reference for them
             (``"test"``, as in the papers, or ``"holdout"``).
-        zrf: compute ZRF against a randomly initialised copy of the architecture (seeded by ``seed``).
+        classwise_nonmembers: in class-wise forgetting, ``"retained"`` (default, the protocol of SalUn and
+            l1-sparse) keeps only the non-members of the retained classes (for ``"test"``: D_test_retain); ``"all"``
+            keeps the forgotten classes' non-members too (which inflates MIA-efficacy: they look like D_f).
+        entropy_max_members: the entropy attacks fit on all of D_r (the papers' protocol) up to this many samples, on
+            a seeded random subset of this size beyond (the RBF SVC costs O(n^2): ~14 s for 6k samples, ~4 min for
+            24k on a 2-core CPU); ``None``: always all of D_r.
+        activation_p: the norm of ``gold/activation_distance``: 2 (default, Bad Teacher's L2) or 1 (Golatkar's L1).
+        zrf: compute ZRF against randomly initialised copies of the architecture; zrf_inits: how many (the score is
+            the mean over them), their seeds drawn from the evaluator's own generator (``metrics.reference_seeds``).
         plots: write ``decision_space.png`` and ``per_class_accuracy.png``. projection: ``"pca"`` or ``"tsne"``.
             max_plot_points: at most this many test points (and half as many D_f points) per panel.
         output_dir: where reports go (default: ``trainer.log_dir``; for ``evaluate()`` without a Trainer: none).
-        seed: seed of the MIA member subsets, cross-validation folds, random ZRF model and plot subsampling.
+        seed: seed of the MIA member subsets, cross-validation folds, random ZRF models and plot subsampling. None of
+            these draws touches the global RNGs: evaluating never changes what a method trains afterwards.
         unlearn_time_s: the unlearning time when the module does not carry one (e.g. from a checkpoint's meta).
         retrain_time_s: the gold model's training time when it is not in the gold checkpoint's meta.
     """
@@ -159,6 +172,10 @@ class UnlearningEvaluator(Callback, nn.Module):
         max_plot_points: int = 2000,
         unlearn_time_s: float | None = None,
         retrain_time_s: float | None = None,
+        classwise_nonmembers: Literal["retained", "all"] = "retained",
+        entropy_max_members: int | None = 10_000,
+        activation_p: float = 2,
+        zrf_inits: int = 5,
     ) -> None:
         nn.Module.__init__(self)
         unknown = [s for s in splits if s not in SPLIT_NAMES]
@@ -170,6 +187,12 @@ class UnlearningEvaluator(Callback, nn.Module):
             raise ValueError(f"nonmember_split must be 'test' or 'holdout', got {nonmember_split!r}.")
         if projection not in ("pca", "tsne"):
             raise ValueError(f"projection must be 'pca' or 'tsne', got {projection!r}.")
+        if classwise_nonmembers not in ("retained", "all"):
+            raise ValueError(f"classwise_nonmembers must be 'retained' or 'all', got {classwise_nonmembers!r}.")
+        if not activation_p >= 1:
+            raise ValueError(f"activation_p must be >= 1 (1: Golatkar's L1, 2: Bad Teacher's L2), got {activation_p}.")
+        if zrf_inits < 1:
+            raise ValueError(f"zrf_inits must be >= 1, got {zrf_inits}.")
         self.gold_model: nn.Module | None = None
         self.original_model: nn.Module | None = None
         self.gold_path: str | None = None
@@ -186,6 +209,12 @@ class UnlearningEvaluator(Callback, nn.Module):
         self.nonmember_split = nonmember_split
         self.projection = projection
         self.max_plot_points = int(max_plot_points)
+        self.classwise_nonmembers = classwise_nonmembers
+        if entropy_max_members is not None and entropy_max_members < 1:
+            raise ValueError(f"entropy_max_members must be >= 1 or None, got {entropy_max_members}.")
+        self.entropy_max_members = entropy_max_members
+        self.activation_p = float(activation_p)
+        self.zrf_inits = int(zrf_inits)
         self.unlearn_time_s = unlearn_time_s
         self.retrain_time_s = retrain_time_s
         #: The last evaluation's results (flat keys), identical on every rank.
@@ -234,7 +263,7 @@ class UnlearningEvaluator(Callback, nn.Module):
 
         if self.gold_model is None and self.gold_path is not None:
             self.gold_model, self.gold_meta = load_backbone(
-                self.gold_path, datamodule, what=f"gold checkpoint {self.gold_path}"
+                self.gold_path, datamodule, what=f"gold checkpoint {self.gold_path}", trained_on="retain"
             )
         if self.original_model is None and self.original_path is not None:
             self.original_model, _ = load_backbone(
@@ -305,12 +334,22 @@ class UnlearningEvaluator(Callback, nn.Module):
             param = next(backbone.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
         t = unlearn_time_s if unlearn_time_s is not None else getattr(model, "unlearn_time_s", None)
-        results = self._compute(backbone, dm, torch.device(device), None, unlearn_time_s=t)
-        plot_data = results.pop("_plots", None)
-        self._finish(results, plot_data, epoch=None, out_dir=Path(self.output_dir) if self.output_dir else None, dm=dm)
+        with rng_isolated():
+            results = self._compute(backbone, dm, torch.device(device), None, unlearn_time_s=t)
+            plot_data = results.pop("_plots", None)
+            out_dir = Path(self.output_dir) if self.output_dir else None
+            self._finish(results, plot_data, epoch=None, out_dir=out_dir, dm=dm)
         return results
 
     def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, epoch: int | None, write: bool
+    ) -> dict[str, float]:
+        # Evaluation inside fit (every_n_epochs) must not shift what the method draws next: every global RNG (torch CPU
+        # and CUDA, numpy, random) is restored afterwards, and the evaluation's own draws use their own generators.
+        with rng_isolated():
+            return self._run_isolated(trainer, pl_module, epoch=epoch, write=write)
+
+    def _run_isolated(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, epoch: int | None, write: bool
     ) -> dict[str, float]:
         dm = _require_datamodule(trainer.datamodule)
@@ -366,45 +405,63 @@ class UnlearningEvaluator(Callback, nn.Module):
         gold = self.gold_model
         original = self.original_model if self.original_model is not None else self._snapshot
         want_plots = self.plots and hasattr(backbone, "features") and hasattr(backbone, "head")
-        random_model = M.random_init_like(backbone, self.seed) if self.zrf and n["forget"] else None
+        randoms = M.random_references(backbone, self.seed, self.zrf_inits) if self.zrf and n["forget"] else []
 
         # which (model, split) outputs are needed; "retain@members" is the MIA member subset of D_r
-        member_pos = balanced_subset(n["retain"], n[nonmember], self.seed)
-        need: dict[str, set[str]] = {"model": set(), "gold": set(), "original": set(), "random": set()}
+        self._nonmember_pos = self._nonmember_positions(dm)
+        member_pos = balanced_subset(n["retain"], len(self._nonmember_pos), self.seed)
+        self._member_pos = member_pos
+        nets: dict[str, nn.Module | None] = {"model": backbone, "gold": gold, "original": original}
+        nets.update({f"random{k}": r for k, r in enumerate(randoms)})
+        need: dict[str, set[str]] = {k: set() for k in nets}
         for s in self.splits:
             need["model"].add("test" if s.startswith("test") else s)
         need["model"] |= {"forget", "test"}
+        mia_sets = {nonmember, _MEMBERS, "retain"}
         if self.mia:
-            need["model"] |= {nonmember, _MEMBERS}
+            need["model"] |= mia_sets
         if gold is not None:
-            need["gold"] |= {"forget", "test"} | ({nonmember, _MEMBERS} if self.mia else set())
+            need["gold"] |= {"forget", "test"} | (mia_sets if self.mia else set())
         if original is not None:
             need["original"] |= {"forget", "test"}
-        if random_model is not None:
-            need["random"].add("forget")
-        if "retain" in need["model"]:
-            need["model"].discard(_MEMBERS)  # read off the full retain outputs
+        for k in range(len(randoms)):
+            need[f"random{k}"].add("forget")
+        for k in ("model", "gold"):
+            if "retain" in need[k]:
+                need[k].discard(_MEMBERS)  # read off the full retain outputs
 
-        nets = {"model": backbone, "gold": gold, "original": original, "random": random_model}
         feats = {k: want_plots and hasattr(nets[k], "features") and hasattr(nets[k], "head") for k in nets}
-        feats["random"] = False
+        for k in range(len(randoms)):
+            feats[f"random{k}"] = False
         outputs: dict[tuple[str, str], _Outputs] = {}
         with _evaluating([m for m in nets.values() if m is not None], device):
             for split in (*_BASE_SPLITS, _MEMBERS):
-                users = {k: nets[k] for k in nets if split in need[k]}
+                users = {k: net for k, net in nets.items() if net is not None and split in need[k]}
                 if not users:
                     continue
                 base = "retain" if split == _MEMBERS else split
                 positions = member_pos if split == _MEMBERS else np.arange(n[base])
                 with_feats = {k: feats[k] and split in ("forget", "test") for k in users}  # plots use D_f + test
-                got = _forward(users, with_feats, dm, base, positions, device, trainer)
+                got = _forward(users, with_feats, dm, base, positions, device, trainer, self.seed)
                 outputs.update({(k, split): v for k, v in got.items()})
-        if "retain" in need["model"] and self.mia:
-            outputs[("model", _MEMBERS)] = outputs[("model", "retain")].select(member_pos)
+        for k in ("model", "gold"):
+            if (k, "retain") in outputs and (k, _MEMBERS) not in outputs:
+                outputs[(k, _MEMBERS)] = outputs[(k, "retain")].select(member_pos)
 
         if trainer is not None and not trainer.is_global_zero:
             return {}  # rank 0 computes, then broadcasts
         return self._metrics(outputs, splits, dm, unlearn_time_s, want_plots)
+
+    def _nonmember_positions(self, dm: Any) -> np.ndarray:
+        """Positions, within the non-member split, of the MIA non-members: in class-wise forgetting with
+        ``classwise_nonmembers="retained"`` only the samples of retained classes (SalUn's protocol), else all."""
+        split = self.nonmember_split
+        count = len(dm.splits[split])
+        forgotten = list(getattr(dm.splits, "forget_classes", []) or [])
+        if not forgotten or self.classwise_nonmembers == "all" or not count:
+            return np.arange(count)
+        labels = np.asarray(dm.dataset(split).targets)
+        return np.flatnonzero(~np.isin(labels, forgotten))
 
     def _metrics(
         self,
@@ -433,13 +490,21 @@ class UnlearningEvaluator(Callback, nn.Module):
         def attacks(model: str, prefix: str) -> None:
             members, forget = view(model, _MEMBERS), view(model, "forget")
             nonmembers = view(model, self.nonmember_split)
-            if members is None or nonmembers is None or forget is None:
+            entropy_members = view(model, "retain")
+            if members is None or nonmembers is None or forget is None or entropy_members is None:
                 return
+            cap = self.entropy_max_members
+            if cap is not None and len(entropy_members) > cap:
+                entropy_members = entropy_members.select(balanced_subset(len(entropy_members), cap, self.seed + 1))
+            nonmembers = nonmembers.select(self._nonmember_pos)
             res[f"{prefix}mia/efficacy"] = mia_efficacy(
                 members.probs, members.targets, nonmembers.probs, nonmembers.targets, forget.probs, forget.targets,
                 seed=self.seed,
             )  # fmt: skip
-            res[f"{prefix}mia/entropy"] = entropy_mia(members.probs, nonmembers.probs, forget.probs, seed=self.seed)
+            for key, attack in (("mia/entropy", "svc"), ("mia/entropy_logreg", "logreg")):
+                res[prefix + key] = entropy_mia(
+                    entropy_members.probs, nonmembers.probs, forget.probs, attack=attack, seed=self.seed
+                )
             loss = loss_mia(forget.losses, nonmembers.losses, seed=self.seed)
             res[f"{prefix}mia/loss_auc"], res[f"{prefix}mia/loss_acc"] = loss["auc"], loss["acc"]
 
@@ -453,7 +518,7 @@ class UnlearningEvaluator(Callback, nn.Module):
                 o = view("gold", s)
                 res[f"gold/acc/{s}"] = M.accuracy(o.logits, o.targets) if o is not None else math.nan
             res["gold/forget_acc_gap"] = M.forget_acc_gap(M.accuracy(f.logits, f.targets), res["gold/acc/forget"])
-            res["gold/activation_distance"] = M.activation_distance(f.probs, g.probs)
+            res["gold/activation_distance"] = M.activation_distance(f.probs, g.probs, p=self.activation_p)
             res["gold/js_divergence"] = float(M.js_divergence(f.probs, g.probs))
             res["gold/agreement_forget"] = M.agreement(f.logits, g.logits)
             res["gold/agreement_test"] = M.agreement(t.logits, gt.logits)
@@ -464,8 +529,9 @@ class UnlearningEvaluator(Callback, nn.Module):
                 o = view("original", s)
                 res[f"original/acc/{s}"] = M.accuracy(o.logits, o.targets) if o is not None else math.nan
         if self.zrf:
-            r, f = view("random", "forget"), view("model", "forget")
-            res["zrf"] = M.zrf(f.probs, r.probs) if r is not None and f is not None else math.nan
+            f = view("model", "forget")
+            refs = [o.probs for (name, split), o in out.items() if name.startswith("random") and split == "forget"]
+            res["zrf"] = M.zrf(f.probs, refs) if refs and f is not None else math.nan
 
         retrain = self.retrain_time_s if self.retrain_time_s is not None else self.gold_meta.get("train_time_s")
         if unlearn_time_s is not None:
@@ -504,6 +570,22 @@ class UnlearningEvaluator(Callback, nn.Module):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def rng_isolated() -> Iterator[None]:
+    """Restore every global RNG afterwards: torch's CPU and (when initialised) CUDA generators, numpy's legacy global
+    state and Python's ``random``. What runs inside may draw from them; what runs after sees the same states as if it
+    had not run."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 def _require_datamodule(dm: Any) -> Any:
     if dm is None or not hasattr(dm, "splits") or not hasattr(dm, "dataset"):
         raise TypeError(
@@ -563,13 +645,19 @@ def _forward(
     positions: np.ndarray,
     device: torch.device,
     trainer: pl.Trainer | None,
+    seed: int = 0,
 ) -> dict[str, _Outputs]:
     """Outputs of each net on ``dm.dataset(split)[positions]``, in that order, gathered over ranks."""
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     total = len(positions)
     mine = positions[rank::world]
+    # Its own generator: a DataLoader without one draws its workers' base seed from the global torch RNG on every
+    # iteration, even unshuffled with num_workers=0.
     loader = DataLoader(
-        Subset(dm.dataset(split), mine.tolist()), batch_size=dm.eval_batch_size, num_workers=dm.num_workers
+        Subset(dm.dataset(split), mine.tolist()),
+        batch_size=dm.eval_batch_size,
+        num_workers=dm.num_workers,
+        generator=torch.Generator().manual_seed(int(seed)),
     )
     parts: dict[str, dict[str, list[Tensor]]] = {k: {"logits": [], "features": []} for k in nets}
     ys: list[Tensor] = []

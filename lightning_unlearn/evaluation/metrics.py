@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,8 @@ __all__ = [
     "js_divergence",
     "per_class_accuracy",
     "random_init_like",
+    "random_references",
+    "reference_seeds",
     "speedup_vs_retrain",
     "to_preds",
     "zrf",
@@ -94,22 +97,28 @@ def _probs(p: ArrayLike) -> Tensor:
     return t
 
 
-def activation_distance(p: ArrayLike, q: ArrayLike) -> float:
-    """Activation distance (Chundawat et al. 2023, "Can Bad Teaching Induce Forgetting?"; Golatkar et al. 2020):
-    ``(1/N) sum_i || p_i - q_i ||_2`` with ``p_i = softmax(f(x_i))``, ``q_i = softmax(f_gold(x_i))``.
+def activation_distance(a: ArrayLike, b: ArrayLike, p: float = 2) -> float:
+    """Activation distance ``(1/N) sum_i || softmax f(x_i) - softmax f_gold(x_i) ||_p`` on the same samples.
+
+    ``p=2`` (default) is the L2 distance of Chundawat et al. 2023 (Bad Teacher, ``actv_dist`` in their ``metrics.py``);
+    ``p=1`` is the L1 distance of Golatkar et al. 2020 ("Eternal Sunshine of the Spotless Net", their code's
+    activation distance between the scrubbed and the retrained model).
 
     Args:
-        p, q: ``(N, C)`` probabilities of the two models on the same samples (the evaluator uses D_f).
+        a, b: ``(N, C)`` probabilities of the two models on the same samples (the evaluator uses D_f).
+        p: the norm, 1 or 2 (any ``p >= 1`` is accepted).
 
     Returns:
-        Mean L2 distance in [0, sqrt(2)]; 0 when the models agree exactly; ``nan`` for ``N == 0``.
+        Mean distance in [0, 2^(1/p)]; 0 when the models agree exactly; ``nan`` for ``N == 0``.
     """
-    a, b = _probs(p), _probs(q)
-    if a.shape != b.shape:
-        raise ValueError(f"Shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}.")
-    if a.shape[0] == 0:
+    if not p >= 1:
+        raise ValueError(f"activation distance p must be >= 1 (1: Golatkar's L1, 2: Bad Teacher's L2), got {p}.")
+    x, y = _probs(a), _probs(b)
+    if x.shape != y.shape:
+        raise ValueError(f"Shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}.")
+    if x.shape[0] == 0:
         return math.nan
-    return torch.linalg.vector_norm(a - b, ord=2, dim=1).mean().item()
+    return torch.linalg.vector_norm(x - y, ord=float(p), dim=1).mean().item()
 
 
 def js_divergence(
@@ -149,23 +158,53 @@ def agreement(preds_a: ArrayLike, preds_b: ArrayLike) -> float:
     return (a == b).double().mean().item()
 
 
-def zrf(p_model: ArrayLike, p_random: ArrayLike) -> float:
+def zrf(p_model: ArrayLike, p_random: ArrayLike | Sequence[ArrayLike]) -> float:
     """Zero Retrain Forgetting score (Chundawat et al. 2023, "Can Bad Teaching Induce Forgetting? Unlearning in Deep
     Networks using an Incompetent Teacher", Eq. 9): ``ZRF = 1 - (1/N) sum_{x in D_f} JS(f(x), T_d(x))`` where ``T_d``
     is a randomly initialised model of the same architecture, JS in nats as in :func:`js_divergence`.
+
+    With several random models (a list of probability tensors, one per initialisation ``T_1 .. T_K``) the score is the
+    mean over them, ``1 - (1/K) sum_k (1/N) sum_x JS(f(x), T_k(x))``: one random initialisation is one draw of the
+    reference, and its ZRF moves with it (see ``docs/metrics.md``).
 
     The paper's code computes JS with ``F.kl_div`` argument order and element-mean reduction that differ from the
     definition; we follow the paper. ZRF is 1 when the model behaves exactly like the random model on D_f.
 
     Args:
-        p_model, p_random: ``(N, C)`` probabilities of the model and of the random model on D_f.
+        p_model: ``(N, C)`` probabilities of the model on D_f.
+        p_random: ``(N, C)`` probabilities of the random model on D_f, or a sequence of them.
     """
-    js = js_divergence(p_model, p_random)
-    return 1.0 - float(js)
+    refs = list(p_random) if isinstance(p_random, (list, tuple)) else [p_random]
+    if not refs:
+        raise ValueError("zrf needs at least one random model's probabilities.")
+    return 1.0 - float(np.mean([float(js_divergence(p_model, r)) for r in refs]))
+
+
+#: Entropy mixed into the ZRF reference seeds, so that they never coincide with a method's ``torch.manual_seed(seed)``.
+_REFERENCE_STREAM = 0x5A52_465F_5245_46  # "ZRF_REF"
+
+
+def reference_seeds(seed: int, count: int) -> list[int]:
+    """``count`` seeds for the random reference networks of ZRF, drawn from their own ``torch.Generator`` whose seed
+    mixes ``seed`` with a fixed stream constant (``numpy.random.SeedSequence``): independent of every method's
+    randomness (Bad Teacher builds its incompetent teacher under ``torch.manual_seed(seed)`` with a small ``seed``) and
+    of the global RNG, which is not touched."""
+    if count < 1:
+        raise ValueError(f"The number of random reference networks must be >= 1, got {count}.")
+    state = int(np.random.SeedSequence([int(seed), _REFERENCE_STREAM]).generate_state(1, dtype=np.uint64)[0])
+    gen = torch.Generator().manual_seed(state)
+    return [int(s) for s in torch.randint(0, 2**62, (count,), generator=gen)]
+
+
+def random_references(model: nn.Module, seed: int = 0, count: int = 5) -> list[nn.Module]:
+    """``count`` randomly initialised copies of ``model``'s architecture (ZRF's references), from
+    :func:`reference_seeds`; the global RNG is left untouched."""
+    return [random_init_like(model, s) for s in reference_seeds(seed, count)]
 
 
 def random_init_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A randomly initialised model of the same architecture, reproducible from ``seed`` (ZRF's incompetent teacher).
+    """A randomly initialised model of the same architecture, built under ``torch.manual_seed(seed)`` (use
+    :func:`random_references` for the evaluator's ZRF references, whose seeds are independent of any method's).
 
     A lightning_unlearn ``Backbone`` is rebuilt from its ``config()`` (its constructor's initialisation); any other
     module is deep-copied and every submodule with ``reset_parameters()`` is re-initialised. The global RNG state is

@@ -6,9 +6,10 @@ Three attacks, each following the code of the paper that introduced it as an unl
   l1-sparse) and Fan et al. 2024 (SalUn): an RBF ``SVC(C=3, gamma="auto")`` trained on the prediction confidence
   ``p(y|x)`` of members (a D_r subset the size of the non-member set) vs non-members (the test set); the score is the
   fraction of D_f the attack predicts as **non-member**.
-* :func:`entropy_mia` -- the entropy attack of Golatkar et al. 2020 / Chundawat et al. 2023 (Bad Teacher): a
-  ``LogisticRegression(class_weight="balanced")`` on the softmax entropy, same members/non-members; the score is the
-  mean predicted **membership** of D_f.
+* :func:`entropy_mia` -- the entropy attack on the softmax entropy, all of D_r vs the test set; the score is the mean
+  predicted **membership** of D_f. Golatkar et al. 2020 and Chundawat et al. 2023 (Bad Teacher) fit an RBF
+  ``SVC(C=3, gamma="auto")`` (``attack="svc"``); Kurmanji et al. 2023 (SCRUB) a
+  ``LogisticRegression(class_weight="balanced")`` (``attack="logreg"``).
 * :func:`loss_mia` -- the population loss attack of the NeurIPS 2023 Machine Unlearning Challenge starting kit: a
   logistic regression on the per-sample cross-entropy of D_f (label 1) vs an equal-size random test subset (label 0),
   cross-validated; reports accuracy and ROC AUC (0.5 = indistinguishable).
@@ -21,13 +22,14 @@ a good unlearned model scores close to the gold (retrained) model, not at an ext
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from torch import Tensor
 
 ArrayLike = Tensor | np.ndarray
 EfficacyFeature = Literal["confidence", "entropy", "m_entropy", "correctness", "prob"]
+EntropyAttack = Literal["svc", "logreg"]
 
 __all__ = [
     "balanced_subset",
@@ -146,16 +148,24 @@ def entropy_mia(
     nonmember_probs: ArrayLike,
     target_probs: ArrayLike,
     *,
-    balance: bool = True,
+    attack: EntropyAttack = "svc",
+    balance: bool = False,
     seed: int = 0,
 ) -> float:
-    """Entropy membership attack (Golatkar et al. 2020; Chundawat et al. 2023, Bad Teacher,
-    ``get_membership_attack_prob``): the mean predicted membership of the target set (D_f).
+    """Entropy membership attack: the mean predicted membership of the target set (D_f).
 
-    Feature: the softmax entropy ``H(p) = -sum_c p_c ln p_c``. Attack: ``sklearn.linear_model.LogisticRegression(
-    class_weight="balanced")`` (lbfgs) fitted on ``H(member) -> 1``, ``H(nonmember) -> 0``; score
-    ``= mean(clf.predict(H(target)))``. Bad Teacher fits on all of D_r vs the test set (class weights balance them);
-    with ``balance`` the members are a seeded random subset of size ``|nonmembers|``, as for :func:`mia_efficacy`.
+    Feature: the softmax entropy ``H(p) = -sum_c p_c ln p_c``, fitted on ``H(member) -> 1``, ``H(nonmember) -> 0``
+    with members = all of D_r and non-members = the test set; score ``= mean(clf.predict(H(target)))``. Two attacks:
+
+    * ``attack="svc"``: ``sklearn.svm.SVC(C=3, gamma="auto", kernel="rbf")``, the attack of Golatkar et al. 2020
+      ("Eternal Sunshine of the Spotless Net") and of Chundawat et al. 2023 (Bad Teacher,
+      ``get_membership_attack_prob``);
+    * ``attack="logreg"``: ``sklearn.linear_model.LogisticRegression(class_weight="balanced", solver="lbfgs")``, the
+      attack of Kurmanji et al. 2023 (SCRUB, "Towards Unbounded Machine Unlearning"), whose class weights compensate
+      the |D_r| : |test| imbalance (with two classes multinomial and one-vs-rest coincide).
+
+    With ``balance`` the members are a seeded random subset of size ``|nonmembers|`` (as for :func:`mia_efficacy`), a
+    cheaper variant for large D_r; the papers use all of D_r.
 
     Higher = more of D_f looks like training data (the opposite direction of MIA-efficacy). The gold model's value is
     the target.
@@ -164,7 +174,10 @@ def entropy_mia(
         A float in [0, 1]; ``nan`` if any set is empty.
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
 
+    if attack not in ("svc", "logreg"):
+        raise ValueError(f"entropy attack must be 'svc' (Golatkar, Bad Teacher) or 'logreg' (SCRUB), got {attack!r}.")
     h_in = mia_feature(member_probs, None, "entropy")
     h_out = mia_feature(nonmember_probs, None, "entropy")
     h_t = mia_feature(target_probs, None, "entropy")
@@ -174,7 +187,10 @@ def entropy_mia(
         h_in = h_in[balanced_subset(len(h_in), len(h_out), seed)]
     x = np.concatenate([h_in, h_out])
     y = np.concatenate([np.ones(len(h_in)), np.zeros(len(h_out))])
-    clf = LogisticRegression(class_weight="balanced", solver="lbfgs")
+    if attack == "svc":
+        clf: Any = SVC(C=3, gamma="auto", kernel="rbf")
+    else:
+        clf = LogisticRegression(class_weight="balanced", solver="lbfgs")
     clf.fit(x, y)
     return float(clf.predict(h_t).mean())
 

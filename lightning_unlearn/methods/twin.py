@@ -94,7 +94,9 @@ class TwinUnlearning(UnlearningMethod):
     deterministic and needs no communication):
 
     1. **Twin problem.** D_e = held-out samples (``datamodule.dataset("holdout")``) of the classes in D_f, matched to
-       D_f class by class so that ``|D_e| / |D_r| = |D_f| / |D_r|``; a class short of held-out samples is filled with
+       D_f class by class, of size ``|D_e| = |D_f| (|D_r| + |D_f|) / |D_r|``: the twin problem retains ``D_r ∪ D_f``
+       and forgets D_e, so this keeps its forgetting ratio equal to ``|D_f| / |D_r|`` (paper, Eq. 3); a class short of
+       held-out samples is filled with
        augmented copies (the DataModule's training augmentation; random crop if it has none). The twin model
        ``f_t`` = the original ``f_o`` fine-tuned on ``D ∪ D_e`` (``twin_*``). In the twin problem ``f_o`` is the gold
        model, so D_e's generalization labels are known: ``easy(x) = [argmax f_o(x) = y]``.
@@ -310,7 +312,8 @@ class TwinUnlearning(UnlearningMethod):
         x_f, y_f, idx_f = self._materialise(datamodule, forget_ds)
 
         # 1. the twin set D_e and the twin model f_t = f_o fine-tuned on D ∪ D_e
-        size = twin_set_size(len(forget_ds), len(retain_ds))
+        # The twin problem retains D = D_r ∪ D_f (paper, Eq. 3): |D_e| / |D| = |D_f| / |D_r|.
+        size = twin_set_size(len(forget_ds), len(retain_ds), len(retain_ds) + len(forget_ds))
         sel = select_twin_set(holdout_ds.targets, y_f.numpy(), seed=seed, size=size, augment=bool(hp.twin_augment))
         pool = SplitView(holdout_ds.base, holdout_ds.indices[np.unique(sel.positions)])
         x_pool, y_pool, idx_pool = self._materialise(datamodule, pool)

@@ -61,8 +61,9 @@ FEATURE_NAMES: tuple[str, ...] = ("nf", "af", "cf")
 def twin_set_size(n_forget: int, n_retain: int, n_twin_retain: int | None = None) -> int:
     """Size of D_e that keeps the twin problem's forgetting ratio equal to the original one.
 
-    ``|D_e| / |D_r^twin| = |D_f| / |D_r|``, so ``|D_e| = round(|D_f| * |D_r^twin| / |D_r|)``. The twin problem keeps the
-    original's retained data (``n_twin_retain`` defaults to ``n_retain``), hence ``|D_e| = |D_f|``.
+    ``|D_e| / |D_r^twin| = |D_f| / |D_r|``, so ``|D_e| = round(|D_f| * |D_r^twin| / |D_r|)``. TMU's twin problem
+    retains ``D_r^twin = D_r ∪ D_f`` (``TwinUnlearning`` passes ``n_twin_retain = |D_r| + |D_f|``); the default
+    ``n_twin_retain = n_retain`` gives ``|D_e| = |D_f|``.
     """
     if n_forget < 0 or n_retain <= 0:
         raise ValueError(f"Need n_forget >= 0 and n_retain > 0, got {n_forget} and {n_retain}.")
