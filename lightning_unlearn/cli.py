@@ -461,7 +461,7 @@ def error_line(err: BaseException) -> str:
     e: BaseException | None = err
     while e is not None and e not in chain:
         chain.append(e)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     package = str(Path(__file__).resolve().parent)
     ours = [x for x in chain if x.__traceback__ and traceback.extract_tb(x.__traceback__)[-1].filename.startswith(package)]
     chosen = ours[-1] if ours else chain[0]
