@@ -341,7 +341,19 @@ class UnlearnCLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub in _MODEL_OPTIONAL and self.config[sub].get("model") is None:
             return
-        super()._parse_ckpt_path()
+        import contextlib
+        import io
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                super()._parse_ckpt_path()
+        except SystemExit:
+            ckpt_path = self.config[sub].get("ckpt_path")
+            raise CheckpointError(
+                f"{ckpt_path} cannot be restored into the configured model (its recorded hyper-parameters do not fit "
+                f"{self.config[sub].get('model', {}).get('class_path', 'the model config')}). Leave out the model config "
+                "(`-c model.yaml`) to rebuild the network from the checkpoint, or use the config it was trained with."
+            ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         if getattr(self, "_preparing_subcommand", None) == "unlearn":

@@ -404,12 +404,26 @@ def test_head_contradicting_recorded_classes(trained_digits, tmp_path):
 
 
 def test_test_with_a_model_config_of_another_architecture(trained_digits, tmp_path, capsys):
-    code, first, _ = cli(["test", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), "--ckpt_path",
-                          str(trained_digits.original_ckpt), f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
-    assert code == 1
-    assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {trained_digits.original_ckpt} does not "
-                            "fit the configured model")  # fmt: skip
+    model = ["-c", str(CONFIGS / "model/allcnn.yaml")]
+    # a checkpoint whose recorded hyper-parameters do not parse as the configured model (saved outside the CLI)
+    code, first, _ = cli(["test", *DIGITS, *model, "--ckpt_path", str(trained_digits.original_ckpt),
+                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+    assert code == 2
+    assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {trained_digits.original_ckpt} cannot be "
+                            "restored into the configured model")  # fmt: skip
     assert "Leave out the model config" in first
+    # a `fit` checkpoint of a narrower All-CNN: its hyper-parameters parse, its weights do not fit
+    narrow = ["--model.init_args.backbone.init_args.width=0.125"]
+    main(["fit", *DIGITS, *model, *narrow, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path / 'fit'}", *QUIET])  # fmt: skip
+    ckpt = next((tmp_path / "fit").rglob("*.ckpt"))
+    before = sha256s(ckpt)
+    code, first, _ = cli(["test", *DIGITS, *model, "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={tmp_path}",
+                          *QUIET], capsys)  # fmt: skip
+    assert code == 1
+    assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {ckpt} does not fit the configured model")
+    assert "Leave out the model config" in first
+    unchanged(before, ckpt)
 
 
 # -- overriding the forget mode on the command line ------------------------------------------------------------------
@@ -447,5 +461,44 @@ def test_forget_override_runs_and_two_modes_are_still_refused(tmp_path, capsys):
     meta = read_checkpoint(next(tmp_path.rglob("*.ckpt")))[META_KEY]
     assert meta["splits"]["forget_spec"] == {"fraction": 0.1}
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), "--data.forget.fraction", "0.1",
-                          "--data.forget.classes", "[2]", "--print_config"], capsys)  # fmt: skip
-    assert code == 2 and "exactly one mode" in first
+                          "--data.forget.classes", "[2]", f"--trainer.default_root_dir={tmp_path / 'two'}", *QUIET],
+                         capsys)  # fmt: skip
+    assert code == 2 and "ForgetSpec needs exactly one mode" in first, first
+
+
+# -- focused unit tests ----------------------------------------------------------------------------------------------
+def test_finite_weights_guard_blocks_any_checkpoint():
+    from lightning_unlearn.methods.guards import FiniteWeightsGuard, UnlearningFailedError
+
+    guard = FiniteWeightsGuard()
+    ok = {"state_dict": {"model.w": torch.ones(3), "model.steps": torch.tensor(3)}}
+    guard.on_save_checkpoint(None, torch.nn.Module(), ok)  # type: ignore[arg-type]
+    bad = {"state_dict": {"model.w": torch.tensor([1.0, float("nan")]), "model.b": torch.tensor([float("inf")])}}
+    with pytest.raises(UnlearningFailedError, match=r"NaN/inf weights .*2 tensors, e\.g\. model\.w, model\.b"):
+        guard.on_save_checkpoint(None, torch.nn.Module(), bad)  # type: ignore[arg-type]
+
+
+def test_save_checkpoint_refuses_nan_weights(tmp_path):
+    from lightning_unlearn.backbones import AllCNN
+    from lightning_unlearn.checkpoints import save_checkpoint
+
+    net = AllCNN(num_classes=3, in_channels=1, image_size=8, width=0.05)
+    with torch.no_grad():
+        net.head.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN/inf weights \\(head.weight\\)"):
+        save_checkpoint(tmp_path / "x.ckpt", net, {})
+    assert not list(tmp_path.iterdir())
+
+
+def test_cached_model_without_digest_must_load(tmp_path):
+    """Caches written before digests were recorded are still reused when they load, retrained when they do not."""
+    from lightning_unlearn.benchmark import ModelJob, cache_problem
+
+    job = ModelJob("gold", "k", tmp_path / "gold-k", group=None, key_content={})  # type: ignore[arg-type]
+    assert cache_problem(job) == "not trained"
+    job.dir.mkdir()
+    torch.save({"state_dict": {"w": torch.ones(1)}}, job.ckpt)
+    (job.dir / "info.json").write_text("{}")
+    assert cache_problem(job) is None
+    job.ckpt.write_bytes(b"garbage")
+    assert "cannot be read" in cache_problem(job)
