@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -502,3 +503,19 @@ def test_cached_model_without_digest_must_load(tmp_path):
     assert cache_problem(job) is None
     job.ckpt.write_bytes(b"garbage")
     assert "cannot be read" in cache_problem(job)
+
+
+def test_cifar_unpickler_reads_python2_style_numpy_paths(tmp_path):
+    """torchvision's CIFAR files were pickled by Python 2 with numpy 1 (``numpy.core.multiarray._reconstruct``)."""
+    from lightning_unlearn.data.cifar import UnsafePickleError, _unpickle
+
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({"data": data, "labels": [1, 2]}, protocol=2)
+    assert b"numpy._core.multiarray" in raw
+    f = tmp_path / "data_batch_1"
+    f.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    entry = _unpickle(f)
+    assert entry["labels"] == [1, 2] and np.array_equal(entry["data"], data)
+    f.write_bytes(pickle.dumps({"x": os.system}, protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"Refusing to read .*data_batch_1: global 'posix.system'"):
+        _unpickle(f)
