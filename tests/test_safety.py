@@ -175,7 +175,8 @@ def test_indices_file_must_hold_integers(tmp_path, capsys, content, found):
         ForgetSpec(indices_file=str(f)).load_indices()
     before = sha256s(f)
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), f"--data.forget.indices_file={f}",
-                          "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET], capsys)  # fmt: skip
+                          "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET],
+                         capsys)  # fmt: skip
     assert code == 1 and str(f) in first and found in first, first
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     unchanged(before, f)

@@ -113,7 +113,8 @@ def _builtin_classes() -> dict[str, type[Backbone]]:
 
     out: dict[str, type[Backbone]] = {}
     for cls in (ResNet18, AllCNN, ViT):
-        for name in (cls.__name__.lower(), f"lightning_unlearn.backbones.{cls.__name__}", f"{cls.__module__}.{cls.__name__}"):
+        names = (cls.__name__.lower(), f"lightning_unlearn.backbones.{cls.__name__}", f"{cls.__module__}.{cls.__name__}")
+        for name in names:
             out[name] = cls
     return out
 

@@ -121,7 +121,9 @@ class ForgetSpec:
             values = _integers(values, f"Forget indices file {path}")
         except ValueError as err:
             msg = str(err)
-            raise ValueError(msg if msg.startswith("Forget indices file") else f"Could not read integer indices from {path}: {msg}.") from None
+            if not msg.startswith("Forget indices file"):
+                msg = f"Could not read integer indices from {path}: {msg}."
+            raise ValueError(msg) from None
         if not values:
             raise ValueError(f"{path} holds no indices: the forget set would be empty.")
         return np.asarray(values, dtype=np.int64)
