@@ -51,6 +51,7 @@ import numbers
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -601,11 +602,38 @@ class ModelJob:
 
     @property
     def cached(self) -> bool:
-        return (
-            self.ckpt.is_file()
-            and (self.dir / "info.json").is_file()
-            and all(self.updates_path(h).is_file() for h in self.record_forget)
-        )
+        return cache_problem(self) is None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_problem(job: ModelJob) -> str | None:
+    """Why ``job``'s cached model cannot be used (``None``: it can): missing files, or files that do not match the
+    sha256 digests ``info.json`` recorded when they were written (a corrupt or replaced cache is retrained)."""
+    files = [job.ckpt, *(job.updates_path(h) for h in job.record_forget)]
+    info_path = job.dir / "info.json"
+    if not info_path.is_file() or not all(f.is_file() for f in files):
+        return "not trained"
+    info = _read_any(info_path) or {}
+    digests = info.get("sha256")
+    if not isinstance(digests, dict):  # a cache from before digests were recorded: it must at least load
+        import torch
+
+        try:
+            torch.load(job.ckpt, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a cache that cannot be read is retrained
+            return f"{job.ckpt} cannot be read ({type(err).__name__})"
+        return None
+    for f in files:
+        if digests.get(f.name) != file_sha256(f):
+            return f"{f} does not match the sha256 recorded in {info_path}"
+    return None
 
 
 @dataclass
@@ -836,11 +864,12 @@ def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
     trainer.save_checkpoint(tmp)
     os.replace(tmp, job.ckpt)
     train_time = float(model.train_time_s())
+    digests = {f.name: file_sha256(f) for f in (job.ckpt, *(job.updates_path(h) for h in job.record_forget))}
     _write_json(
         job.dir / "info.json",
         {"role": job.role, "key": job.key, "key_content": job.key_content, "train_time_s": train_time,
          "epochs": cfg.training.epochs(job.role), "first_group": g.describe(),
-         "recorded_forget_sets": sorted(job.record_forget), "finished_at": _now()},
+         "recorded_forget_sets": sorted(job.record_forget), "finished_at": _now(), "sha256": digests},
     )  # fmt: skip
     return train_time
 
@@ -856,15 +885,19 @@ def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -
     from lightning_unlearn.checkpoints import META_KEY, write_splits_json
 
     path = group.dir / "original.ckpt"
+    source_sha = file_sha256(job.ckpt)
     if path.is_file():
-        meta = torch.load(path, map_location="cpu", weights_only=True).get(META_KEY, {})
-        if meta.get("benchmark_model") == job.dir.name:
+        try:
+            meta = torch.load(path, map_location="cpu", weights_only=True).get(META_KEY, {})
+        except Exception:  # noqa: BLE001 - a corrupt copy is made again
+            meta = {}
+        if meta.get("benchmark_model") == job.dir.name and meta.get("shared_checkpoint_sha256", source_sha) == source_sha:
             return path
         path.unlink()
     ckpt = torch.load(job.ckpt, map_location="cpu", weights_only=True)
     splits = dm.splits_info()
     ckpt[META_KEY] = {**ckpt[META_KEY], "splits": splits, "benchmark_model": job.dir.name,
-                      "shared_checkpoint": str(job.ckpt)}  # fmt: skip
+                      "shared_checkpoint": str(job.ckpt), "shared_checkpoint_sha256": source_sha}  # fmt: skip
     group.dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
@@ -934,7 +967,10 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
     trainer_kwargs = {**_trainer_kwargs(cfg, run_dir), **spec.trainer}
     trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **trainer_kwargs)
     out = run_dir / "unlearned.ckpt"
-    summary = trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=str(gold), output=str(out))
+    # a benchmark measures methods: a model a method destroyed is a result (its D_r accuracy is in the table), not an
+    # error; NaN/inf weights still fail the row (docs/safety.md)
+    summary = trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=str(gold), output=str(out),
+                              retain_collapse=None)  # fmt: skip
     if not cfg.keep_checkpoints and out.exists():
         out.unlink()
     row = _base_row(group, spec.name, "method", spec.class_path)
@@ -1010,10 +1046,16 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     try:
         _run_groups(cfg, plan, names, specs, progress, rows, failed)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as err:
+        if not is_interrupt(err):
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after catching one
         report.write_all(rows, out, cfg, failed=failed)
-        progress.log(f"interrupted: the {len(rows)} finished runs are in {out / 'report.md'}; start again to resume")
-        raise
+        progress.log(
+            f"interrupted: the {len(rows)} finished runs are in {out / 'results.csv'} and {out / 'report.md'}; run "
+            "the same command again to resume (finished runs and trained models are reused)"
+        )
+        raise KeyboardInterrupt from None
     files = report.write_all(rows, out, cfg, failed=failed)
     progress.log(
         f"done in {_hms(time.perf_counter() - progress.start)}: {len(rows)} runs"
@@ -1021,6 +1063,13 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
         + f". Report: {out / 'report.md'}"
     )
     return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
+
+
+def is_interrupt(err: BaseException) -> bool:
+    """Ctrl-C: a ``KeyboardInterrupt``, or the ``SystemExit(1)`` Lightning raises for one caught inside ``fit``."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    return isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
 
 
 def _run_groups(
@@ -1040,8 +1089,11 @@ def _run_groups(
         for group in plan.groups:
             ojob, gjob = plan.models[group.original_key], plan.models[group.gold_key]
             for job in (ojob, gjob):
-                if job.cached:
+                problem = cache_problem(job)
+                if problem is None:
                     continue
+                if problem != "not trained":
+                    progress.log(f"cached {job.role} model {job.dir.name} is unusable ({problem}); retraining it")
                 progress.log(f"training the {job.role} model for {group.describe()} ({cfg.training.epochs(job.role)} "
                              f"epochs) ...")  # fmt: skip
                 t0 = time.perf_counter()
@@ -1136,6 +1188,8 @@ def main(args: Sequence[str] | None = None) -> None:
     except BenchmarkConfigError as err:
         print(f"lightning_unlearn benchmark: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # run_benchmark wrote what finished and said how to resume
     if result["failed"] and not cfg.report_only:
         raise SystemExit(1)
 

@@ -30,18 +30,71 @@ class CheckpointError(ValueError):
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.rglob("*.ckpt"))[:3]
+        raise IsADirectoryError(
+            f"Checkpoint {path} is a directory: pass the checkpoint file itself"
+            + (f" (found inside: {', '.join(inside)})." if inside else " (no *.ckpt file in it).")
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}.")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a legacy pickle). Pass a .ckpt "
+            "written by `lightning_unlearn fit` or `lightning_unlearn unlearn`."
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with advice
         raise CheckpointError(
-            f"Could not read {path} as a weights-only checkpoint ({type(err).__name__}: {err}). Checkpoints are loaded "
-            "with torch.load(weights_only=True); re-save it as a plain state_dict or with `lightning_unlearn fit`."
+            f"Could not read {path} as a weights-only checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            "Checkpoints are loaded with torch.load(weights_only=True), which admits only tensors and plain "
+            "containers: use a checkpoint written by `lightning_unlearn fit`/`unlearn` (never a pickled module)."
         ) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} does not hold a dict (found {type(ckpt).__name__}).")
     return ckpt
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (``torch.save``'s format since 1.6) or a legacy pickle (starts with the PROTO opcode)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def check_state_shapes(backbone: Backbone, state: dict[str, torch.Tensor], what: str, config: dict[str, Any]) -> None:
+    """Refuse weights whose shapes contradict the architecture recorded beside them (before ``load_state_dict``)."""
+    own = backbone.state_dict()
+    head = state.get("head.weight")
+    recorded = config.get("init_args", {}).get("num_classes")
+    if head is not None and head.ndim == 2 and head.shape[0] != own["head.weight"].shape[0]:
+        raise CheckpointError(
+            f"{what} is inconsistent: its head has {head.shape[0]} outputs but its recorded backbone config says "
+            f"num_classes={recorded}. The file was edited or assembled by hand; use a checkpoint written by "
+            "`lightning_unlearn fit`/`unlearn`."
+        )
+    mismatched = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and v.shape != own[k].shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{what} is inconsistent: its weights do not fit its recorded backbone {config.get('class_path')} "
+            f"({'; '.join(mismatched[:3])}). Use a checkpoint written by `lightning_unlearn fit`/`unlearn`."
+        )
+
+
+def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf (one host sync for all of them)."""
+    names = [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).cpu().tolist()
+    return [k for k, ok in zip(names, flags, strict=True) if not ok]
 
 
 def checkpoint_meta(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
@@ -94,6 +147,7 @@ def load_backbone(
     with torch.random.fork_rng(devices=[]):
         backbone = build_backbone(config)
     state = backbone_state_dict(ckpt)
+    check_state_shapes(backbone, state, what, config)
     result = backbone.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
@@ -155,6 +209,14 @@ def save_checkpoint(
             raise FileExistsError(f"Refusing to write the output over the input checkpoint {p}.")
     if path.exists():
         raise FileExistsError(f"{path} exists; choose another output path (checkpoints are never overwritten).")
+    bad = non_finite_tensors(backbone.state_dict())
+    if bad:
+        raise FloatingPointError(
+            f"Refusing to write {path}: the model holds NaN/inf weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}). Nothing was written."
+        )
+    if meta.get("splits"):
+        check_splits_json(path.parent, meta["splits"])
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {PREFIX + k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     payload = {"state_dict": state, META_KEY: {**meta, "backbone": backbone.config()}}
@@ -165,9 +227,27 @@ def save_checkpoint(
 
 
 def write_splits_json(directory: str | Path, splits: dict[str, Any]) -> Path:
-    out = Path(directory) / "splits.json"
+    """Write ``splits.json`` in ``directory``; one that describes other splits is refused, never overwritten."""
+    out = check_splits_json(directory, splits)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(splits, indent=1))
+    if not out.is_file():  # an existing one describes the same splits (checked): left as it is
+        out.write_text(json.dumps(splits, indent=1))
+    return out
+
+
+def check_splits_json(directory: str | Path, splits: dict[str, Any]) -> Path:
+    """``directory/splits.json``, after checking that an existing one describes the same splits (else refused)."""
+    out = Path(directory) / "splits.json"
+    if out.exists():
+        try:
+            same = json.loads(out.read_text()).get("hashes") == splits.get("hashes")
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if not same:
+            raise FileExistsError(
+                f"{out} exists and describes other splits; write this run to another directory (files are never "
+                "overwritten)."
+            )
     return out
 
 

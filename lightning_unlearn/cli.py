@@ -12,7 +12,11 @@ hashes checked) and evaluates it with an :class:`~lightning_unlearn.evaluation.U
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.checkpoints import (
+    CheckpointError,
     check_same_forget_set,
+    check_splits_json,
     load_backbone,
+    read_checkpoint,
     save_checkpoint,
     write_splits_json,
 )
@@ -32,6 +39,11 @@ from lightning_unlearn.evaluation.report import metrics_to_json
 
 #: Subcommands whose ``model`` may be left out (it is then rebuilt from ``--ckpt_path``).
 _MODEL_OPTIONAL = ("test",)
+#: Set to 1 (or pass ``--debug``) for the full traceback of an error instead of its one-line message.
+DEBUG_ENV = "LIGHTNING_UNLEARN_DEBUG"
+#: The files an evaluation writes into its output directory (``plots=True`` adds the PNGs).
+REPORT_FILES = ("metrics.json", "metrics.md")
+PLOT_FILES = ("decision_space.png", "per_class_accuracy.png")
 
 
 class UnlearnTrainer(Trainer):
@@ -45,6 +57,7 @@ class UnlearnTrainer(Trainer):
         gold_ckpt: str | None = None,
         output: str | None = None,
         evaluate: bool = True,
+        retain_collapse: float | None = 0.1,
     ) -> dict[str, Any]:
         """Unlearn: run an unlearning method on the model in ``original_ckpt`` and write ``unlearned.ckpt``.
 
@@ -58,7 +71,18 @@ class UnlearnTrainer(Trainer):
             evaluate: evaluate the unlearned model at the end (an ``UnlearningEvaluator``, against ``gold_ckpt`` when
                 given) and write ``metrics.json``/``metrics.md`` next to the checkpoint. An evaluator configured in
                 ``trainer.callbacks`` is used (its unset gold/original/output_dir filled in) rather than a second one.
+            retain_collapse: end the run without writing a model when the accuracy on (a sample of) D_r falls below
+                ``chance + retain_collapse * (original - chance)``; ``None`` turns the check off. NaN/inf weights always
+                end the run (see ``docs/safety.md``).
+
+        Every file the run writes (the checkpoint, ``unlearn.json``, the evaluation's reports) is checked before
+        training starts: an existing one is refused, and so is an output directory that cannot be written.
         """
+        out_path = Path(output) if output else Path(self.log_dir or self.default_root_dir) / "unlearned.ckpt"
+        for p in (original_ckpt, gold_ckpt):
+            if p is not None and Path(p).resolve() == out_path.resolve():
+                raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
+        check_writable_dir(out_path.parent)
         datamodule.setup("fit")
         backbone, original_meta = load_backbone(original_ckpt, datamodule, what=f"original checkpoint {original_ckpt}")
         self.original_meta = original_meta
@@ -71,12 +95,7 @@ class UnlearnTrainer(Trainer):
             check_same_forget_set(self.gold_meta, original_meta, f"gold checkpoint {gold_ckpt}", original_ckpt)
         if getattr(model, "model", None) is None:
             model.attach(backbone)
-        out_path = Path(output) if output else Path(self.log_dir or self.default_root_dir) / "unlearned.ckpt"
-        for p in (original_ckpt, gold_ckpt):
-            if p is not None and Path(p).resolve() == out_path.resolve():
-                raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
-        if out_path.exists():
-            raise FileExistsError(f"{out_path} exists; pass another `--output` (checkpoints are never overwritten).")
+        model.retain_collapse = retain_collapse
         evaluators = [cb for cb in self.callbacks if isinstance(cb, UnlearningEvaluator)]
         if evaluate and not evaluators:
             evaluators = [self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)]
@@ -84,6 +103,14 @@ class UnlearnTrainer(Trainer):
             _fill_evaluator(evaluator, gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
             if evaluator.output_dir is None:
                 evaluator.output_dir = str(out_path.parent)
+        if self.is_global_zero:
+            planned = [out_path, out_path.parent / "unlearn.json"]
+            for evaluator in evaluators:
+                planned += report_files(evaluator, Path(evaluator.output_dir))
+            refuse_existing(planned, "pass another `--output`")
+            check_splits_json(out_path.parent, datamodule.splits_info())
+            for d in {Path(e.output_dir) for e in evaluators} - {out_path.parent}:
+                check_writable_dir(d)
 
         start = time.perf_counter()
         self.fit(model, datamodule=datamodule)
@@ -159,13 +186,28 @@ class UnlearnTrainer(Trainer):
             backbone, meta = load_backbone(ckpt_path, datamodule, what=f"checkpoint {ckpt_path}")
             model = Classifier(backbone)
             evaluator = self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            self._check_report_dir(evaluator)
             if evaluator.unlearn_time_s is None and meta.get("unlearn_time_s") is not None:
                 evaluator.unlearn_time_s = float(meta["unlearn_time_s"])
             rank_zero_info(f"Testing {meta.get('role', 'model')} checkpoint {ckpt_path} (rebuilt from its weights).")
             ckpt_path = None  # the weights are in `model` already; Lightning would try to restore a training state
-        elif gold_ckpt is not None or original_ckpt is not None:
-            self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+        else:
+            if model is not None and ckpt_path is not None and Path(ckpt_path).exists():
+                check_fits_model(ckpt_path, model)
+            if gold_ckpt is not None or original_ckpt is not None:
+                self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            for cb in self.callbacks:
+                if isinstance(cb, UnlearningEvaluator):
+                    self._check_report_dir(cb)
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+    def _check_report_dir(self, evaluator: UnlearningEvaluator) -> None:
+        """Refuse a ``test`` whose reports would overwrite another run's (e.g. ``--trainer.logger false``)."""
+        if not self.is_global_zero:
+            return
+        out_dir = Path(evaluator.output_dir or self.log_dir or self.default_root_dir)
+        check_writable_dir(out_dir)
+        refuse_existing(report_files(evaluator, out_dir), "pass another `--trainer.default_root_dir` or keep a logger")
 
     def _attach_evaluator(self, gold_ckpt: str | None, original_ckpt: str | None) -> UnlearningEvaluator:
         """The ``UnlearningEvaluator`` among the callbacks (gold/original filled in where unset), or a new one."""
@@ -197,6 +239,63 @@ def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: str | None, origi
                 f"The configured UnlearningEvaluator already has a {what} model ({current or 'a module'}) but "
                 f"--{what}_ckpt={path} was also given; set only one."
             )
+
+
+def report_files(evaluator: UnlearningEvaluator, out_dir: Path) -> list[Path]:
+    """The files ``evaluator`` will write into ``out_dir``."""
+    return [out_dir / f for f in (*REPORT_FILES, *(PLOT_FILES if evaluator.plots else ()))]
+
+
+def refuse_existing(paths: list[Path], advice: str) -> None:
+    """``FileExistsError`` naming the first of ``paths`` that exists (nothing a user has is overwritten)."""
+    for p in paths:
+        if p.exists():
+            raise FileExistsError(f"{p} exists and this run would overwrite it; {advice} (files are never overwritten).")
+
+
+def check_writable_dir(directory: Path) -> None:
+    """Make ``directory`` (and its parents) and check a file can be created in it, before any training starts."""
+    directory = Path(directory)
+    for parent in (directory, *directory.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    f"Cannot write to {directory}: {parent} is a file, not a directory. Choose another output path."
+                )
+            break
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"Cannot write to the output directory {directory} ({err.strerror or type(err).__name__}); choose a "
+            "writable one (`--output`, `--trainer.default_root_dir`)."
+        ) from None
+
+
+def check_fits_model(ckpt_path: str | Path, model: LightningModule) -> None:
+    """Refuse to restore a checkpoint into a configured model of another architecture (before Lightning tries)."""
+    try:
+        ckpt = read_checkpoint(ckpt_path)
+    except CheckpointError:
+        return  # not weights-only readable: Lightning's own loading decides
+    state, own = ckpt.get("state_dict"), model.state_dict()
+    if not isinstance(state, dict):
+        return
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k, v in state.items() if k in own and getattr(v, "shape", None) != own[k].shape]
+    if missing or unexpected or mismatched:
+        recorded = (ckpt.get("lightning_unlearn") or {}).get("backbone", {})
+        first = (mismatched or missing or unexpected)[0]
+        raise CheckpointError(
+            f"{ckpt_path} does not fit the configured model ({len(mismatched)} shape mismatches, {len(missing)} missing "
+            f"and {len(unexpected)} unexpected keys, e.g. {first!r}); it holds "
+            f"{recorded.get('class_path', 'another architecture')} {recorded.get('init_args', '')}. Leave out the "
+            "model config (`-c model.yaml`) to rebuild the network from the checkpoint, or use the config it was "
+            "trained with."
+        )
 
 
 class UnlearnCLI(LightningCLI):
@@ -244,7 +343,19 @@ class UnlearnCLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub in _MODEL_OPTIONAL and self.config[sub].get("model") is None:
             return
-        super()._parse_ckpt_path()
+        import contextlib
+        import io
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                super()._parse_ckpt_path()
+        except SystemExit:
+            ckpt_path = self.config[sub].get("ckpt_path")
+            raise CheckpointError(
+                f"{ckpt_path} cannot be restored into the configured model (its recorded hyper-parameters do not fit "
+                f"{self.config[sub].get('model', {}).get('class_path', 'the model config')}). Leave out the model config "
+                "(`-c model.yaml`) to rebuild the network from the checkpoint, or use the config it was trained with."
+            ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         if getattr(self, "_preparing_subcommand", None) == "unlearn":
@@ -256,6 +367,10 @@ class UnlearnCLI(LightningCLI):
                 f"data.{attr}", f"model.init_args.backbone.init_args.{attr}", compute_fn=list, apply_on="instantiate"
             )
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        _Stage.running = True
+        super()._run_subcommand(subcommand)
+
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
         path = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
@@ -264,17 +379,108 @@ class UnlearnCLI(LightningCLI):
             rank_zero_info(f"Checkpoint: {path}")
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning_unlearn`` command (``benchmark`` is parsed by ``lightning_unlearn.benchmark``)."""
-    import sys
+_FORGET_KEYS = ("classes", "per_class", "fraction", "indices", "indices_file")
+_FORGET_OPTIONS = ("--data.forget", "--data.init_args.forget")
 
+
+def forget_mode_overrides(argv: list[str]) -> list[str]:
+    """``argv`` where a forget spec given on the command line replaces the config's instead of merging into it.
+
+    A shipped data config sets a mode (``classes: [3]``); jsonargparse would merge ``--data.forget.fraction 0.1`` into
+    it, leaving two modes set, which ForgetSpec refuses. So the ``--data.forget.<key>`` options (and a whole
+    ``--data.forget '{...}'``) are gathered into one spec that replaces the config's: ``--data.forget.classes [5]``
+    alone is class-wise forgetting of class 5 whatever the config said.
+    """
+    import yaml
+
+    spec: dict[str, Any] = {}
+    keep: list[str] = []
+    first: int | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        opt, eq, value = arg.partition("=")
+        key = next((opt[len(o) + 1 :] for o in _FORGET_OPTIONS if opt.startswith(o + ".")), None)
+        whole = opt in _FORGET_OPTIONS
+        if (key in _FORGET_KEYS or whole) and arg.startswith("--"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    return list(argv)  # no value: let the parser say so
+                value = argv[i + 1]
+                i += 1
+            parsed = value if key == "indices_file" else yaml.safe_load(value)
+            if whole:
+                if parsed is not None and not isinstance(parsed, dict):
+                    return list(argv)
+                spec = dict(parsed or {})
+            else:
+                spec[key] = parsed
+            first = len(keep) if first is None else first
+        else:
+            keep.append(arg)
+        i += 1
+    if first is None:
+        return list(argv)
+    replaced = ["--data.init_args.forget=null"]
+    if spec:
+        replaced.append("--data.init_args.forget=" + json.dumps(spec))
+    return [*keep[:first], *replaced, *keep[first:]]
+
+
+class _Stage:
+    """Whether the subcommand itself has started (errors before it are usage errors: exit code 2)."""
+
+    running = False
+
+
+def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None:
+    """Entry point of the ``lightning_unlearn`` command (``benchmark`` is parsed by ``lightning_unlearn.benchmark``).
+
+    From the command line (``args=None``) an error prints one line -- ``lightning_unlearn <subcommand>: error: <what
+    to do>`` -- and exits with 2 (bad arguments or inputs, found before the run starts) or 1 (the run failed); the
+    traceback only with ``--debug`` or ``LIGHTNING_UNLEARN_DEBUG=1``. Called from Python with ``args`` the exception
+    propagates, unless ``friendly=True``.
+    """
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["benchmark"]:
-        from lightning_unlearn.benchmark import main as benchmark_main
+    friendly = args is None if friendly is None else friendly
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    _Stage.running = False
+    try:
+        if argv[:1] == ["benchmark"]:
+            from lightning_unlearn.benchmark import main as benchmark_main
 
-        benchmark_main(argv[1:])
-        return
-    UnlearnCLI(args=args, save_config_kwargs={"overwrite": True})
+            _Stage.running = True
+            benchmark_main(argv[1:])
+            return
+        UnlearnCLI(args=forget_mode_overrides(argv), save_config_kwargs={"overwrite": True})
+    except KeyboardInterrupt:
+        if debug or not friendly:
+            raise
+        print("lightning_unlearn: interrupted; nothing was written for the unfinished run.", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - one readable line, the traceback on request
+        if debug or not friendly:
+            raise
+        sub = next((a for a in argv if not a.startswith("-")), "")
+        print(f"lightning_unlearn{' ' + sub if sub else ''}: error: {error_line(err)}", file=sys.stderr)
+        print(f"(the full traceback: rerun with --debug or {DEBUG_ENV}=1)", file=sys.stderr)
+        raise SystemExit(1 if _Stage.running else 2) from None
+
+
+def error_line(err: BaseException) -> str:
+    """The message a person can act on: the innermost error raised by this package in the exception chain (the
+    arguments' parser wraps it in several of its own), else the outermost one; its first line, with its type."""
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    package = str(Path(__file__).resolve().parent)
+    ours = [x for x in chain if x.__traceback__ and traceback.extract_tb(x.__traceback__)[-1].filename.startswith(package)]
+    chosen = ours[-1] if ours else chain[0]
+    text = str(chosen).strip().splitlines()
+    return f"{type(chosen).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ Every backbone takes [0, 1] images, normalises them internally, exposes ``featur
 
 from .allcnn import AllCNN, allcnn
 from .base import Backbone
-from .io import build_backbone, load_weights
+from .io import build_backbone, load_weights, register_backbone
 from .resnet18 import ResNet18, resnet18
 from .vit import ViT, vit
 
@@ -18,6 +18,7 @@ __all__ = [
     "allcnn",
     "build_backbone",
     "load_weights",
+    "register_backbone",
     "resnet18",
     "vit",
 ]

@@ -1,7 +1,9 @@
 """Rebuilding backbones from their ``config()`` and loading local weight files.
 
-``build_backbone({"class_path": ..., "init_args": {...}})`` instantiates the class named by ``class_path`` (a dotted
-path, or the short name of a built-in backbone such as ``"ResNet18"``). ``load_weights(backbone, path)`` loads a file
+``build_backbone({"class_path": ..., "init_args": {...}})`` instantiates the class named by ``class_path``: the short or
+dotted name of a built-in backbone (``"ResNet18"``, ``"lightning_unlearn.backbones.ResNet18"``) or of a class the user
+registered with :func:`register_backbone` (or listed in ``$LIGHTNING_UNLEARN_BACKBONES``). A ``class_path`` is often read
+from a checkpoint, which is untrusted: nothing else is ever imported. ``load_weights(backbone, path)`` loads a file
 written by ``torch.save(model.state_dict(), path)`` or a Lightning checkpoint whose module holds the backbone as
 ``self.model`` (keys ``model.*``; other prefixes, e.g. a frozen ``original.*`` copy, are ignored).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,13 +23,28 @@ from torch import Tensor
 
 from .base import Backbone
 
-__all__ = ["build_backbone", "load_weights"]
+__all__ = ["build_backbone", "load_weights", "register_backbone"]
 
 _BUILTIN_BACKBONES = {
     "resnet18": "lightning_unlearn.backbones.resnet18.ResNet18",
     "allcnn": "lightning_unlearn.backbones.allcnn.AllCNN",
     "vit": "lightning_unlearn.backbones.vit.ViT",
 }
+#: Environment variable: comma-separated dotted paths of the user's own Backbone classes (trusted: set by the user).
+BACKBONES_ENV = "LIGHTNING_UNLEARN_BACKBONES"
+_REGISTERED: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """Allow :func:`build_backbone` (and so checkpoints) to name ``cls``; usable as a class decorator.
+
+    Checkpoints record their backbone's ``module.QualName``; only built-in and registered classes are rebuilt from
+    one. From the command line, list the classes in ``$LIGHTNING_UNLEARN_BACKBONES`` (``pkg.mod.MyNet,pkg.Other``).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+        raise TypeError(f"register_backbone takes a Backbone subclass, got {cls!r}.")
+    _REGISTERED[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
 _MODEL_PREFIX = "model."
 _MAX_LISTED = 5
 
@@ -89,20 +107,50 @@ def load_weights(backbone: Backbone, path: str | Path) -> Backbone:
     return backbone
 
 
+def _builtin_classes() -> dict[str, type[Backbone]]:
+    """Every name a built-in backbone is known by: short (any case), package-level and module-level dotted paths."""
+    from . import AllCNN, ResNet18, ViT
+
+    out: dict[str, type[Backbone]] = {}
+    for cls in (ResNet18, AllCNN, ViT):
+        names = (cls.__name__.lower(), f"lightning_unlearn.backbones.{cls.__name__}", f"{cls.__module__}.{cls.__name__}")
+        for name in names:
+            out[name] = cls
+    return out
+
+
+def _env_registered() -> dict[str, type[Backbone]]:
+    """Classes named in ``$LIGHTNING_UNLEARN_BACKBONES`` (the user's environment, not a file, names them)."""
+    out: dict[str, type[Backbone]] = {}
+    for path in filter(None, (p.strip() for p in os.environ.get(BACKBONES_ENV, "").split(","))):
+        module_name, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), name, None) if module_name else None
+        except ImportError as e:
+            raise ValueError(f"${BACKBONES_ENV} names '{path}', which cannot be imported ({e}).") from None
+        if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+            raise ValueError(f"${BACKBONES_ENV} names '{path}', which is not a Backbone subclass.")
+        out[path] = cls
+        out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return out
+
+
 def _resolve_backbone_class(class_path: str) -> type[Backbone]:
-    known = ", ".join(cls_path.rsplit(".", 1)[1] for cls_path in _BUILTIN_BACKBONES.values())
-    class_path = _BUILTIN_BACKBONES.get(class_path.lower(), class_path)
-    module_name, _, name = class_path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"Unknown backbone '{class_path}'. Built-in backbones: {known}; or give a dotted class path.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"Unknown backbone '{class_path}': cannot import '{module_name}' ({e}).") from None
-    cls = getattr(module, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-        what = "does not exist" if cls is None else "is not a Backbone subclass"
-        raise ValueError(f"Unknown backbone '{class_path}': '{name}' {what} in {module_name}. Built-in: {known}.")
+    """The class ``class_path`` names in the registry (built-in, registered, ``$LIGHTNING_UNLEARN_BACKBONES``).
+
+    Nothing is imported on behalf of ``class_path``: it may come from an untrusted checkpoint.
+    """
+    builtin = _builtin_classes()
+    cls = builtin.get(class_path.lower()) or builtin.get(class_path) or _REGISTERED.get(class_path)
+    if cls is None and os.environ.get(BACKBONES_ENV):
+        cls = _env_registered().get(class_path)
+    if cls is None:
+        known = ", ".join(c.__name__ for c in (builtin["resnet18"], builtin["allcnn"], builtin["vit"]))
+        raise ValueError(
+            f"Unknown backbone '{class_path}': not a built-in backbone ({known}) nor a registered one, so it is "
+            "refused (nothing was imported). For your own Backbone class call "
+            f"lightning_unlearn.backbones.register_backbone(cls) or list it in ${BACKBONES_ENV}."
+        )
     return cls
 
 

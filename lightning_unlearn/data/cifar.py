@@ -1,4 +1,9 @@
-"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009), read from torchvision's on-disk layout (the pickled python batches)."""
+"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009), read from torchvision's on-disk layout (the pickled python batches).
+
+The batches are pickles, and a pickle can run any code when it is loaded. They are read with :class:`CIFARUnpickler`,
+which admits only what the format holds (dicts, lists, str/bytes, numbers and numpy arrays with their reconstructors);
+a file that needs anything else is refused with its name (see ``docs/safety.md``).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,63 @@ from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_ui
 from lightning_unlearn.data.forget import ForgetSpec
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A CIFAR file that needs more than the format holds to be unpickled (refused, nothing of it was run)."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    # protocol-2 pickles written by Python 3 rebuild ``bytes`` as _codecs.encode(str, "latin1"); only that is allowed
+    if encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r} is not part of the CIFAR format.")
+    return text.encode(encoding, errors)
+
+
+class CIFARUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals a CIFAR batch/meta file uses (numpy arrays, dtypes, bytes)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        obj = _ALLOWED_GLOBALS.get((module, name))
+        if obj is None:
+            raise UnsafePickleError(
+                f"global '{module}.{name}' is not part of the CIFAR format (only numpy arrays, lists, dicts and strings "
+                "are); the file is refused and nothing in it was run"
+            )
+        return obj
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    reconstruct = multiarray._reconstruct
+    scalar = multiarray.scalar
+    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "_reconstruct")] = reconstruct
+        out[(mod, "scalar")] = scalar
+    out[("_codecs", "encode")] = _latin1_encode
+    return out
+
+
+_ALLOWED_GLOBALS = _numpy_globals()
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """Read a CIFAR batch or meta file with :class:`CIFARUnpickler`; refuse anything that is not a dict."""
+    try:
+        with open(path, "rb") as f:
+            obj = CIFARUnpickler(f, encoding="latin1").load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"Refusing to read {path}: {err}. Replace it with torchvision's original file.") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"Could not read {path} as a CIFAR python batch ({type(err).__name__}: {err}); replace it with "
+            "torchvision's original file."
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a CIFAR batch (a dict), found {type(obj).__name__}.")
+    return obj
 
 
 class _CIFARDataModule(UnlearningDataModule):
@@ -75,9 +134,18 @@ class _CIFARDataModule(UnlearningDataModule):
     def _read(self, files: tuple[str, ...]) -> InMemoryImages:
         xs, ys = [], []
         for name in files:
-            entry = _unpickle(self.root / name)
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.extend(entry[self.label_key])
+            path = self.root / name
+            entry = _unpickle(path)
+            data, labels = entry.get("data"), entry.get(self.label_key)
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.size % 3072 or not isinstance(
+                labels, list
+            ) or len(labels) * 3072 != data.size or not all(type(v) is int for v in labels):
+                raise ValueError(
+                    f"{path} is not a CIFAR batch: expected a uint8 'data' array of N x 3072 values and a list of N "
+                    f"integer '{self.label_key}'. Replace it with torchvision's original file."
+                )
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.extend(labels)
         images = resize_uint8(torch.from_numpy(np.concatenate(xs)), self.image_size).contiguous()
         return InMemoryImages(images, np.asarray(ys, dtype=np.int64))
 
@@ -97,7 +165,10 @@ class _CIFARDataModule(UnlearningDataModule):
     def class_names(self) -> list[str]:
         meta = self.root / self.meta_file
         if meta.is_file():
-            return list(_unpickle(meta)[self.names_key])
+            names = _unpickle(meta).get(self.names_key)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{meta} has no list of class names under {self.names_key!r}; replace the file.")
+            return names
         return super().class_names
 
     def train_transform(self) -> Transform | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,9 +52,9 @@ class ForgetSpec:
 
     def __post_init__(self) -> None:
         if self.classes is not None:
-            self.classes = [int(c) for c in self.classes]
+            self.classes = _integers(self.classes, "`classes`")
         if self.indices is not None:
-            self.indices = [int(i) for i in self.indices]
+            self.indices = _integers(self.indices, "`indices`")
         self.validate()
 
     @property
@@ -97,16 +98,53 @@ class ForgetSpec:
             return np.asarray(self.indices, dtype=np.int64)
         assert self.indices_file is not None
         path = Path(self.indices_file)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"Forget indices file {path} is a directory: pass the file itself (a JSON list of integers, or "
+                "whitespace/comma separated integers)."
+            )
         if not path.is_file():
             raise FileNotFoundError(f"Forget indices file not found: {path}.")
-        text = path.read_text().strip()
         try:
-            values = json.loads(text) if text.startswith("[") else [int(t) for t in text.replace(",", " ").split()]
+            text = path.read_text().strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"Forget indices file {path} is not text: give a JSON list of integers.") from None
+        try:
+            if text.startswith("["):
+                values = json.loads(text)
+            else:
+                tokens = text.replace(",", " ").split()
+                bad = [t for t in tokens if not _INT_TOKEN.fullmatch(t)]
+                if bad:
+                    raise ValueError(f"{bad[0]!r} is not an integer")
+                values = [int(t) for t in tokens]
+            values = _integers(values, f"Forget indices file {path}")
         except ValueError as err:
-            raise ValueError(f"Could not read integer indices from {path}: {err}.") from err
+            msg = str(err)
+            if not msg.startswith("Forget indices file"):
+                msg = f"Could not read integer indices from {path}: {msg}."
+            raise ValueError(msg) from None
         if not values:
             raise ValueError(f"{path} holds no indices: the forget set would be empty.")
         return np.asarray(values, dtype=np.int64)
+
+
+_INT_TOKEN = re.compile(r"[+-]?\d+")
+
+
+def _integers(values: Any, what: str) -> list[int]:
+    """``values`` as a list of ints; floats (even 2.0), booleans, strings and nested lists are refused, not cast."""
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise ValueError(f"{what} must be a list of integers, got {type(values).__name__}.")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(
+                f"{what} must hold only integers; found {v!r} ({type(v).__name__}). Write sample indices as whole "
+                "numbers, e.g. [12, 40, 7]."
+            )
+        out.append(int(v))
+    return out
 
 
 @dataclass
@@ -258,6 +296,12 @@ def make_splits(
     in_forget = np.zeros(n, dtype=bool)
     in_forget[forget] = True
     retain = np.flatnonzero(available & ~in_forget)
+    if spec is not None and len(retain) == 0:
+        raise ValueError(
+            f"The forget spec {spec.describe()} leaves the retained set D_r empty (it forgets every training sample "
+            "outside the holdout): there is nothing to retain, train the gold model on, or measure retained accuracy "
+            "with. Forget fewer classes/samples."
+        )
     if spec is not None and spec.mode in ("subclass", "random", "indices"):
         lost = sorted(set(np.unique(y[forget]).tolist()) - set(np.unique(y[retain]).tolist()))
         if lost:

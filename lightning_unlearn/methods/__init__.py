@@ -2,7 +2,7 @@
 
 from lightning_unlearn.methods.amnesiac import Amnesiac, AmnesiacRecorder, AmnesiacRelabel
 from lightning_unlearn.methods.bad_teacher import BadTeacher
-from lightning_unlearn.methods.base import Frozen, UnlearningMethod
+from lightning_unlearn.methods.base import Frozen, UnlearningFailedError, UnlearningMethod
 from lightning_unlearn.methods.boundary_expanding import BoundaryExpanding
 from lightning_unlearn.methods.boundary_shrink import BoundaryShrink
 from lightning_unlearn.methods.classifier import Classifier
@@ -36,5 +36,6 @@ __all__ = [
     "SelectiveSynapticDampening",
     "TwinUnlearning",
     "UNSIR",
+    "UnlearningFailedError",
     "UnlearningMethod",
 ]

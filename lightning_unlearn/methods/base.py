@@ -21,6 +21,7 @@ from torch.func import functional_call, grad
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.methods.guards import FiniteWeightsGuard, UnlearningFailedError, check_retain_collapse, retain_probe
 from lightning_unlearn.data.datasets import SplitView
 from lightning_unlearn.utils import eval_mode, param_dtype
 
@@ -60,6 +61,11 @@ class UnlearningMethod(pl.LightningModule):
     train_splits: tuple[str, ...] = ()
     #: Whether :meth:`attach` keeps a frozen copy of the original model as ``self.original``.
     keeps_original: bool = False
+    #: Retained-accuracy collapse guard: ``fit`` fails (:class:`UnlearningFailedError`) when the unlearned model's
+    #: accuracy on (a sample of) D_r ends below ``chance + retain_collapse * (original - chance)``; ``None``: off.
+    retain_collapse: float | None = 0.1
+    #: How many D_r samples (evenly spaced) the guard evaluates, before and after unlearning.
+    retain_probe_samples: int = 512
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class UnlearningMethod(pl.LightningModule):
         #: Epochs run when :meth:`stop_when_forgotten` ended ``fit`` early (``None``: ran the whole schedule).
         self.stopped_epoch: int | None = None
         self._t0: float | None = None
+        self._retain_before: float | None = None
         if backbone is not None:
             self.attach(backbone)
 
@@ -191,14 +198,20 @@ class UnlearningMethod(pl.LightningModule):
             self.stopped_epoch = int(self.current_epoch) + 1
             self.trainer.should_stop = True
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """A :class:`FiniteWeightsGuard`: a run whose weights become NaN/inf stops, and is never checkpointed."""
+        return [FiniteWeightsGuard()]
+
     # -- timing ----------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._require_model()
+        self._retain_before = retain_probe(self) if self.retain_collapse is not None else None
         self._t0 = time.perf_counter()
 
     def on_fit_end(self) -> None:
         if self._t0 is not None:
             self.unlearn_time_s = time.perf_counter() - self._t0
+        check_retain_collapse(self, self._retain_before)
 
     def method_config(self) -> dict[str, Any]:
         """Name and hyper-parameters, for reports and the output checkpoint."""
