@@ -377,9 +377,11 @@ def _comparison_lines(summary: dict[str, Any] | None) -> list[str]:
     nothing = " (doing nothing: no method is closer to retraining than the original itself)"
     lines = [f"Closest to Retrain: **{comp['best']}** (average gap {comp['best_mean']:.2f})"
              + (nothing if comp["best"] == "Original" else "") + "."]  # fmt: skip
-    lines[0] += (" Not significantly different from it" if tied else " Every other method is significantly further")
-    lines[0] += f" (paired t-test on the average gap over the (target, seed) pairs, α = {comp['alpha']:g})"
-    lines[0] += (": " + ", ".join(tied) + "." if tied else ".")
+    test = f"(paired t-test on the average gap over the (target, seed) pairs, α = {comp['alpha']:g})"
+    if tied:
+        lines[0] += f" Not significantly different from it {test}: " + ", ".join(tied) + "."
+    elif comp["different"]:
+        lines[0] += f" Every other tested method is significantly further {test}."
     if comp["untested"]:
         lines[0] += " Not testable (fewer than 2 pairs): " + ", ".join(comp["untested"]) + "."
     front = summary.get("pareto_front") if summary else None

@@ -82,6 +82,8 @@ def test_compare_to_best_over_seed_and_target_pairs():
     assert "Closest to Retrain: **Best**" in text and "Tied (p = " in text
     assert "| Tied | " in text and "\\*" in text.split("| Tied | ")[1].split("\n")[0]
     assert "\\*" not in text.split("| Worse | ")[1].split("\n")[0]
+    one_seed = br.render_report([r for r in rows if r["seed"] == 0 and r["target_spec"].endswith("0.1}")], provenance={})
+    assert "Not testable (fewer than 2 pairs)" in one_seed and "significantly" not in one_seed.split("## s")[1].split("## Columns")[0]
 
 
 def test_pareto_front_constructed():
