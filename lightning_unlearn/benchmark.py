@@ -65,6 +65,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightning_unlearn.data.forget import ForgetSpec, index_hash
+from lightning_unlearn.provenance import run_stamp
 
 __all__ = [
     "BASELINE_METHODS",
@@ -1139,7 +1140,7 @@ def _run_groups(
                     continue
                 wall = time.perf_counter() - t0
                 row.update({"status": "ok", "wall_s": wall, "run_dir": str(run_dir.relative_to(out)),
-                            "config_hash": run_hash, "finished_at": _now()})  # fmt: skip
+                            "config_hash": run_hash, "finished_at": _now(), **run_stamp()})  # fmt: skip
                 _write_json(run_dir / RESULT_FILE, row)
                 rows.append(row)
                 progress.finish(family, kind, what, wall, note=_short_summary(row))

@@ -10,6 +10,12 @@ A *row* is one run's flat result (what ``result.json`` holds): ``scenario``, ``t
 test_forget where defined) and MIA-efficacy of ``|metric - metric of Retrain|``, in percentage points, Retrain being the
 gold model of the same scenario, forget target and seed. The report averages it (mean ± std) over seeds and targets,
 like every other column; 0 is the gold model itself.
+
+**Uncertainty** (:mod:`lightning_unlearn.benchmark_stats`): every cell also shows the 95% Student-t confidence interval
+of its mean; per scenario the report names the method closest to Retrain, the methods not significantly further from
+it (paired t-test over (target, seed) pairs) and the Pareto front of unlearning time against average gap.
+**Provenance** (:mod:`lightning_unlearn.provenance`): ``results.json`` and ``report.md`` record the package version, git
+commit, library versions, device, threads and date; every row carries the ``git_commit`` that produced it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from lightning_unlearn.benchmark_stats import ALPHA, LEVEL, pareto_front, scenario_summary, t_interval
 
 __all__ = [
     "GAP_COLUMNS",
@@ -35,7 +43,8 @@ __all__ = [
 #: Columns whose distance to Retrain makes the average gap (accuracies and MIA-efficacy, as in SalUn).
 GAP_COLUMNS: tuple[str, ...] = ("acc/retain", "acc/forget", "acc/test_retain", "acc/test_forget", "mia/efficacy")
 _ID_COLUMNS = ("scenario", "target", "seed", "method", "kind", "status", "avg_gap")
-_TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at")
+_TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at",
+                 "package_version", "git_commit")
 _SKIP_COLUMNS = {"traceback"}
 
 #: (header, key, scale, decimals) of the per-scenario table; scale 100 shows a fraction in percent.
@@ -108,8 +117,34 @@ def _ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, 
     )  # fmt: skip
 
 
-def write_results(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
-    """``results.csv`` and ``results.json``: one row per finished run, every metric (``avg_gap`` included)."""
+def _provenance(cfg: Any = None) -> dict[str, Any]:
+    from lightning_unlearn.provenance import collect_provenance
+
+    t = getattr(cfg, "trainer", None)
+    return collect_provenance(getattr(t, "accelerator", None), getattr(t, "num_threads", None))
+
+
+def summaries(rows: Sequence[dict[str, Any]], cfg: Any = None) -> dict[str, dict[str, Any]]:
+    """Per scenario :func:`~lightning_unlearn.benchmark_stats.scenario_summary` (best method, methods tied with it,
+    p-values, Pareto front) of rows that have ``avg_gap`` (:func:`add_gaps`)."""
+    return {s: scenario_summary(rows, s) for s in _scenarios_in(rows, cfg)}
+
+
+def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many rows each ``git_commit`` produced (``"unknown"``: rows without a stamp, e.g. from older versions)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        c = str(r.get("git_commit") or "unknown")
+        counts[c] = counts.get(c, 0) + 1
+    return counts
+
+
+def write_results(
+    rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None, provenance: dict[str, Any] | None = None
+) -> list[Path]:
+    """``results.csv`` (one row per finished run, every metric, ``avg_gap`` included) and ``results.json``:
+    ``{"provenance", "row_commits", "summary", "rows"}`` (what produced it, per scenario the comparison with the best
+    method and the Pareto front, and the same rows as the CSV)."""
     out = Path(out)
     rows = _ordered(add_gaps([dict(r) for r in rows]), cfg)
     cols = _columns(rows)
@@ -123,10 +158,38 @@ def write_results(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = No
     tmp.replace(csv_path)
     clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()
               if k not in _SKIP_COLUMNS} for r in rows]  # fmt: skip
+    doc = {
+        "provenance": provenance if provenance is not None else _provenance(cfg),
+        "row_commits": row_commits(rows),
+        "summary": _json_safe(summaries(rows, cfg)),
+        "rows": clean,
+    }
     tmp = json_path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(clean, indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
     tmp.replace(json_path)
     return [csv_path, json_path]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def read_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(rows, provenance)`` of a ``results.json`` (or of the directory holding it); a bare list of rows (the format
+    before provenance was recorded) gives an empty provenance."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return data, {}
+    return list(data.get("rows") or []), dict(data.get("provenance") or {})
 
 
 def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
@@ -154,7 +217,11 @@ def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suf
     text = f"{mean * scale:.{decimals}f}"
     if n > 1:
         text += f" ± {std * scale:.{decimals}f}"
-    return text + suffix
+    text += suffix
+    ci = t_interval(mean, std, n)
+    if ci is not None:
+        text += f" [{ci[0] * scale:.{decimals}f}, {ci[1] * scale:.{decimals}f}]"
+    return text
 
 
 def _scenario_table(rows: Sequence[dict[str, Any]], scenario: str, methods: Sequence[str]) -> list[str]:
@@ -195,12 +262,15 @@ def render_report(
     failed: Sequence[dict[str, Any]] = (),
     plots: Sequence[Path] = (),
     out: Path | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> str:
-    """The Markdown report: a summary, then per scenario a table of every method (mean ± std over seeds and
-    targets), the column definitions, failures and plots."""
+    """The Markdown report: what produced it, a summary, then per scenario a table of every method (mean ± std and
+    95% confidence interval over seeds and targets), the best method and those tied with it, the Pareto front, the
+    column definitions, failures and plots."""
     rows = add_gaps([dict(r) for r in rows])
     methods = _methods_in(rows, cfg)
     scenarios = _scenarios_in(rows, cfg)
+    summary = summaries(rows, cfg)
     lines = ["# Unlearning benchmark", ""]
     if cfg is not None:
         data = cfg.data["class_path"].rsplit(".", 1)[-1]
@@ -216,11 +286,13 @@ def render_report(
             "- methods: " + ", ".join(f"{m.name} ({m.max_epochs} ep.)" for m in cfg.methods),
             "",
         ]
+    lines += _provenance_lines(provenance if provenance is not None else _provenance(cfg), rows)
     lines += [
-        "Each cell: mean ± std over seeds and forget targets. Accuracies, MIA-efficacy, |ΔAcc D_f| and the average gap",
-        "are in percent (points); the best method is the one closest to **Retrain** (the gold model, retrained on D_r),",
-        "not the one with the lowest D_f accuracy. Time: unlearning wall time (Retrain: its training time); speed-up:",
-        "retrain time / unlearning time, per run. Definitions below the tables and in `docs/benchmarks.md`.",
+        f"Each cell: mean ± std [{100 * LEVEL:g}% confidence interval of the mean, Student's t] over seeds and forget",
+        "targets. Accuracies, MIA-efficacy, |ΔAcc D_f| and the average gap are in percent (points); the best method is",
+        "the one closest to **Retrain** (the gold model, retrained on D_r), not the one with the lowest D_f accuracy.",
+        "Time: unlearning wall time (Retrain: its training time); speed-up: retrain time / unlearning time, per run.",
+        "Definitions below the tables, in `docs/benchmarks.md` and `docs/metrics.md`.",
         "",
     ]
     gap = aggregate(rows, "avg_gap")
@@ -230,13 +302,20 @@ def render_report(
     for m in methods:
         if m == "Retrain":
             continue
-        cells = [_fmt(gap.get((s, m)), 1.0, 2) for s in scenarios]
+        cells = [_fmt(gap.get((s, m)), 1.0, 2) + _marks(summary.get(s), m) for s in scenarios]
         means = [gap[(s, m)][0] for s in scenarios if gap.get((s, m))]
         sp = [speed[(s, m)][0] for s in scenarios if speed.get((s, m))]
         mean = f"{statistics.fmean(means):.2f}" if means else "-"
         spd = f"{statistics.fmean(sp):.1f}×" if sp else "-"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} | {spd} |")
-    lines += ["", "Speed-up: mean over scenarios of the mean per-run speed-up.", ""]
+    lines += [
+        "",
+        f"**\\*** lowest average gap of the scenario, or not significantly different from it (two-sided paired t-test "
+        f"over the (target, seed) pairs, α = {ALPHA:g}); **†** on the Pareto front of unlearning time against average "
+        "gap (no other method is both faster and closer to Retrain). Speed-up: mean over scenarios of the mean per-run "
+        "speed-up.",
+        "",
+    ]
     for s in scenarios:
         sub = [r for r in rows if r.get("scenario") == s]
         targets = sorted({str(r.get("target")) for r in sub})
@@ -244,6 +323,7 @@ def render_report(
         lines += [f"## {s}", "", f"Forget targets: {'; '.join(targets)}. Seeds: {', '.join(map(str, seeds))}.", ""]
         lines += _scenario_table(rows, s, methods)
         lines.append("")
+        lines += _comparison_lines(summary.get(s))
         figs = [r for r in sub if out is not None and r.get("run_dir")
                 and (out / str(r["run_dir"]) / "decision_space.png").is_file()]  # fmt: skip
         if figs:
@@ -279,6 +359,55 @@ def render_report(
     return "\n".join(lines)
 
 
+def _marks(summary: dict[str, Any] | None, method: str) -> str:
+    if not summary:
+        return ""
+    comp = summary.get("comparison") or {}
+    mark = " \\*" if method in comp.get("tied", []) else ""
+    return mark + (" †" if method in summary.get("pareto_front", []) else "")
+
+
+def _comparison_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The best method of a scenario, which are tied with it (with p-values), and the Pareto front."""
+    comp = (summary or {}).get("comparison")
+    if not comp:
+        return []
+    p = comp["p_values"]
+    tied = [f"{m} (p = {p[m]:.2f})" for m in comp["tied"][1:]]
+    nothing = " (doing nothing: no method is closer to retraining than the original itself)"
+    lines = [f"Closest to Retrain: **{comp['best']}** (average gap {comp['best_mean']:.2f})"
+             + (nothing if comp["best"] == "Original" else "") + "."]  # fmt: skip
+    test = f"(paired t-test on the average gap over the (target, seed) pairs, α = {comp['alpha']:g})"
+    if tied:
+        lines[0] += f" Not significantly different from it {test}: " + ", ".join(tied) + "."
+    elif comp["different"]:
+        lines[0] += f" Every other tested method is significantly further {test}."
+    if comp["untested"]:
+        lines[0] += " Not testable (fewer than 2 pairs): " + ", ".join(comp["untested"]) + "."
+    front = summary.get("pareto_front") if summary else None
+    if front:
+        lines.append("Pareto front of unlearning time against average gap (fastest first): " + ", ".join(front) + ".")
+    return [" ".join(lines), ""]
+
+
+def _provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    if not prov:
+        return []
+    commit = prov.get("git_commit") or "not in a git checkout"
+    if prov.get("git_dirty"):
+        commit += " (with uncommitted changes)"
+    threads = f"torch threads {prov.get('torch_num_threads')}, {prov.get('cpu_count')} CPUs"
+    lines = [
+        f"- produced by lightning_unlearn {prov.get('package_version')}, commit {commit}, on {prov.get('date')}",
+        f"- torch {prov.get('torch')}, lightning {prov.get('lightning')}, scikit-learn {prov.get('scikit-learn')}, "
+        f"Python {prov.get('python')}; device {prov.get('device')}; {threads}; {prov.get('platform')}",
+    ]
+    commits = row_commits(rows)
+    if commits:
+        lines.append("- rows by commit: " + ", ".join(f"{c} ({n})" for c, n in commits.items()))
+    return [*lines, ""]
+
+
 def _kv(d: dict[str, Any]) -> str:
     keep = {k: v for k, v in d.items() if v is not None and k not in ("num_workers", "eval_batch_size")}
     return "(" + ", ".join(f"{k}={v}" for k, v in keep.items()) + ")" if keep else ""
@@ -286,7 +415,8 @@ def _kv(d: dict[str, Any]) -> str:
 
 def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
     """``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (unlearning time against the
-    average gap, one point per method and scenario). Uses matplotlib's object API (no global backend change)."""
+    average gap, one point per method and scenario, each scenario's Pareto front ringed and joined by a dashed step
+    line). Uses matplotlib's object API (no global backend change)."""
     from matplotlib.figure import Figure
 
     out = Path(out)
@@ -330,7 +460,15 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
         pts = [(m, t[0], g[0]) for m, t, g in pts if t and g and t[0] > 0]
         if not pts:
             continue
-        ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
+        sc = ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
+        front = pareto_front({m: (t, g) for m, t, g in pts})
+        if front:
+            fx, fy = [t for m, t, g in pts if m in front], [g for m, t, g in pts if m in front]
+            order = sorted(range(len(fx)), key=lambda k: fx[k])
+            colour = sc.get_facecolor()[0]
+            ax.step([fx[k] for k in order], [fy[k] for k in order], where="post", linestyle="--", linewidth=0.8,
+                    color=colour)  # fmt: skip
+            ax.scatter(fx, fy, s=160, facecolors="none", edgecolors=[colour], linewidths=1.2)
         for m, t, g in pts:
             if m == "Retrain":
                 if labelled_retrain:
@@ -340,9 +478,10 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     ax.set_xscale("log")
     ax.set_xlabel("unlearning time (s, log scale; Retrain: training time)")
     ax.set_ylabel("average gap to Retrain (points)")
-    ax.set_title("Cost against distance to the gold model")
+    ax.set_title("Cost against distance to the gold model (ringed: Pareto front)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     path = out / "time_vs_gap.png"
     fig.savefig(path, dpi=120)
     written.append(path)
@@ -354,8 +493,9 @@ def write_all(
 ) -> list[Path]:
     """Write ``results.csv``, ``results.json``, the plots and ``report.md``; returns the paths."""
     out = Path(out)
-    files = write_results(rows, out, cfg)
+    prov = _provenance(cfg)
+    files = write_results(rows, out, cfg, provenance=prov)
     plots = write_plots(rows, out, cfg)
     report = out / "report.md"
-    report.write_text(render_report(rows, cfg, failed=failed, plots=plots, out=out))
+    report.write_text(render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
     return [*files, *plots, report]

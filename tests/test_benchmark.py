@@ -98,9 +98,21 @@ def test_outputs_and_columns(finished):
         assert by[(s, "Original")]["time/unlearn_s"] == ""  # the original costs nothing: no time, no speed-up
     assert by[("random", "Finetune")]["acc/test_forget"] == ""  # not defined outside class-wise forgetting
 
-    data = json.loads((out / "results.json").read_text())
+    doc = json.loads((out / "results.json").read_text())
+    data = doc["rows"]
     assert len(data) == len(rows) and all("avg_gap" in r for r in data)
+    # provenance: what produced the file, and every row stamped with the code that produced it
+    prov = doc["provenance"]
+    for key in ("package_version", "git_commit", "git_dirty", "torch", "lightning", "device", "torch_num_threads",
+                "date"):  # fmt: skip
+        assert key in prov, key
+    assert prov["device"].startswith("cpu") and prov["num_threads_config"] == 1
+    assert all(r["package_version"] == prov["package_version"] and "git_commit" in r for r in data)
+    assert set(doc["summary"]) == {"class-wise", "random"}
+    for s in doc["summary"].values():
+        assert s["comparison"]["best"] in ("Original", *METHODS) and "Retrain" in s["pareto_front"]
     report = (out / "report.md").read_text()
+    assert "produced by lightning_unlearn" in report and "Closest to Retrain" in report and "Pareto front" in report
     for s in ("## class-wise", "## random", "Avg. gap", "MIA-eff.", "Speed-up", "**Retrain**", *METHODS):
         assert s in report
     assert "Acc test_f" in report.split("## random")[0] and "Acc test_f" not in report.split("## random")[1].split(

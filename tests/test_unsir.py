@@ -128,6 +128,9 @@ def test_cli_yaml(trained_digits, tmp_path):
             "--model.init_args.noise_steps=2", "--model.init_args.noise_batch_size=8", "--trainer.logger=false",
             "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
+            # the notebook's impair lr (Adam 0.02) wrecks this small model in two batches (docs/methods/unsir.md):
+            # the retain-collapse guard would stop the run, and this test is about the YAML, not the result
+            "--retain_collapse=null",
         ]  # fmt: skip
     )
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")

@@ -1,0 +1,143 @@
+"""Uncertainty of a benchmark's results, as pure functions on its rows (``results.json``'s ``rows``).
+
+* :func:`t_interval`: the 95% confidence interval of a mean over runs (Student's t).
+* :func:`compare_to_best`: per scenario, the method closest to Retrain and which methods are not significantly further
+  from it (two-sided paired t-test over the (target, seed) pairs).
+* :func:`pareto_front`: the methods no other method beats on both unlearning time and average gap.
+
+Definitions and the reasons for the choices are in ``docs/metrics.md`` ("Uncertainty of benchmark results").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["ALPHA", "LEVEL", "compare_to_best", "paired_p_value", "pareto_front", "scenario_summary", "t_interval"]
+
+#: Confidence level of every interval in the report.
+LEVEL = 0.95
+#: Significance level of the comparisons with the best method.
+ALPHA = 0.05
+_REFERENCE = "Retrain"  # the gold model: gap 0 by definition, never a candidate for "best"
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def t_interval(mean: float, std: float, n: int, level: float = LEVEL) -> tuple[float, float] | None:
+    """``mean ± t_{(1+level)/2, n-1} · std / √n``: the Student-t confidence interval of a mean of ``n`` independent runs
+    with sample standard deviation ``std`` (``None`` for ``n < 2``, where it is undefined)."""
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    half = float(t.ppf((1.0 + level) / 2.0, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test (``scipy.stats.ttest_rel``) that ``a`` and ``b`` have the same mean.
+
+    Degenerate cases, where the t statistic is 0/0 or x/0: every difference zero gives 1 (no evidence of a difference);
+    identical non-zero differences give 0 (the same difference in every pair). ``nan`` with fewer than 2 pairs.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}.")
+    if len(a) < 2:
+        return math.nan
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if all(abs(v) <= 1e-12 for v in d):
+        return 1.0
+    if max(d) - min(d) <= 1e-12 * max(1.0, max(abs(v) for v in d)):
+        return 0.0
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)
+
+
+def _group(row: Mapping[str, Any]) -> tuple[str, int]:
+    return str(row.get("target_spec", row.get("target"))), int(row.get("seed", 0))
+
+
+def compare_to_best(
+    rows: Sequence[Mapping[str, Any]], scenario: str, key: str = "avg_gap", alpha: float = ALPHA
+) -> dict[str, Any] | None:
+    """The method of ``scenario`` with the lowest mean ``key`` (Retrain excluded, Original included: a method not
+    better than doing nothing has removed nothing measurable) and, for every other one, the paired t-test
+    (:func:`paired_p_value`) of its ``key`` against the best's over the (target, seed) pairs both have.
+
+    Returns ``{"best", "best_mean", "tied": [names], "different": [names], "untested": [names], "p_values": {name: p},
+    "pairs": {name: n}, "alpha", "test"}`` (``None`` without any value). ``tied``: not significantly different from
+    the best (p ≥ ``alpha``), the best itself first; ``untested``: fewer than 2 pairs.
+    """
+    per: dict[str, dict[tuple[str, int], float]] = {}
+    for r in rows:
+        if r.get("scenario") != scenario or r.get("method") == _REFERENCE:
+            continue
+        v = _num(r.get(key))
+        if v is not None:
+            per.setdefault(str(r.get("method")), {})[_group(r)] = v
+    if not per:
+        return None
+    means = {m: statistics.fmean(v.values()) for m, v in per.items()}
+    best = min(means, key=lambda m: (means[m], m))
+    out: dict[str, Any] = {"best": best, "best_mean": means[best], "tied": [best], "different": [], "untested": [],
+                           "p_values": {}, "pairs": {}, "alpha": alpha, "test": "paired t-test, two-sided"}  # fmt: skip
+    for m in sorted(per, key=lambda m: (means[m], m)):
+        if m == best:
+            continue
+        common = sorted(set(per[m]) & set(per[best]))
+        out["pairs"][m] = len(common)
+        if len(common) < 2:
+            out["untested"].append(m)
+            continue
+        p = paired_p_value([per[m][g] for g in common], [per[best][g] for g in common])
+        out["p_values"][m] = p
+        out["tied" if p >= alpha else "different"].append(m)
+    return out
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names whose ``(time, gap)`` no other point dominates (another with time ≤ and gap ≤, one of them strictly
+    less): the methods worth their cost. Sorted by time."""
+    front = []
+    for m, (t, g) in points.items():
+        dominated = any(
+            (t2 <= t and g2 <= g) and (t2 < t or g2 < g) for m2, (t2, g2) in points.items() if m2 != m
+        )
+        if not dominated:
+            front.append(m)
+    return sorted(front, key=lambda m: (points[m][0], points[m][1], m))
+
+
+def _mean_of(rows: Sequence[Mapping[str, Any]], scenario: str, method: str, key: str) -> float | None:
+    vals = [_num(r.get(key)) for r in rows if r.get("scenario") == scenario and r.get("method") == method]
+    vals = [v for v in vals if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def scenario_summary(rows: Sequence[Mapping[str, Any]], scenario: str) -> dict[str, Any]:
+    """``{"comparison": compare_to_best(...), "pareto_front": [...], "points": {method: [time, gap]}}`` of one
+    scenario; the Pareto points are the methods' and Retrain's mean ``time/unlearn_s`` and mean ``avg_gap`` (Original
+    has no unlearning time and is left out)."""
+    methods = sorted({str(r.get("method")) for r in rows if r.get("scenario") == scenario} - {"Original"})
+    points = {}
+    for m in methods:
+        t, g = _mean_of(rows, scenario, m, "time/unlearn_s"), _mean_of(rows, scenario, m, "avg_gap")
+        if t is not None and g is not None and t > 0:
+            points[m] = (t, g)
+    return {
+        "comparison": compare_to_best(rows, scenario),
+        "pareto_front": pareto_front(points),
+        "points": {m: list(p) for m, p in points.items()},
+    }
