@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_unlearn.benchmark_stats import ALPHA, LEVEL, pareto_front, scenario_summary, t_interval
+from lightning_unlearn.benchmark_stats import ALPHA, LEVEL, finite_float, pareto_front, scenario_summary, t_interval
 
 __all__ = [
     "GAP_COLUMNS",
@@ -62,16 +62,6 @@ _TABLE: tuple[tuple[str, str, float, int], ...] = (
 )
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _group_key(row: dict[str, Any]) -> tuple[str, str, int]:
     return (str(row.get("scenario")), str(row.get("target_spec", row.get("target"))), int(row.get("seed", 0)))
 
@@ -84,7 +74,7 @@ def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         gaps = []
         if ref is not None:
             for c in GAP_COLUMNS:
-                a, b = _num(r.get(c)), _num(ref.get(c))
+                a, b = finite_float(r.get(c)), finite_float(ref.get(c))
                 if a is not None and b is not None:
                     gaps.append(abs(a - b) * 100.0)
         r["avg_gap"] = sum(gaps) / len(gaps) if gaps else None
@@ -196,7 +186,7 @@ def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str],
     """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1)."""
     acc: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        v = _num(r.get(key))
+        v = finite_float(r.get(key))
         k = (str(r.get("scenario")), str(r.get("method")))
         acc.setdefault(k, [])
         if v is not None:
@@ -226,7 +216,7 @@ def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suf
 
 def _scenario_table(rows: Sequence[dict[str, Any]], scenario: str, methods: Sequence[str]) -> list[str]:
     sub = [r for r in rows if r.get("scenario") == scenario]
-    cols = [c for c in _TABLE if any(_num(r.get(c[1])) is not None for r in sub)]
+    cols = [c for c in _TABLE if any(finite_float(r.get(c[1])) is not None for r in sub)]
     stats = {c[1]: aggregate(sub, c[1]) for c in cols}
     lines = ["| Method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for m in methods:

@@ -15,7 +15,16 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ALPHA", "LEVEL", "compare_to_best", "paired_p_value", "pareto_front", "scenario_summary", "t_interval"]
+__all__ = [
+    "ALPHA",
+    "LEVEL",
+    "compare_to_best",
+    "finite_float",
+    "paired_p_value",
+    "pareto_front",
+    "scenario_summary",
+    "t_interval",
+]
 
 #: Confidence level of every interval in the report.
 LEVEL = 0.95
@@ -24,7 +33,8 @@ ALPHA = 0.05
 _REFERENCE = "Retrain"  # the gold model: gap 0 by definition, never a candidate for "best"
 
 
-def _num(v: Any) -> float | None:
+def finite_float(v: Any) -> float | None:
+    """``v`` as a finite float; ``None`` for missing, boolean, non-numeric, NaN or infinite values."""
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -84,7 +94,7 @@ def compare_to_best(
     for r in rows:
         if r.get("scenario") != scenario or r.get("method") == _REFERENCE:
             continue
-        v = _num(r.get(key))
+        v = finite_float(r.get(key))
         if v is not None:
             per.setdefault(str(r.get("method")), {})[_group(r)] = v
     if not per:
@@ -121,7 +131,7 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
 
 
 def _mean_of(rows: Sequence[Mapping[str, Any]], scenario: str, method: str, key: str) -> float | None:
-    vals = [_num(r.get(key)) for r in rows if r.get("scenario") == scenario and r.get("method") == method]
+    vals = [finite_float(r.get(key)) for r in rows if r.get("scenario") == scenario and r.get("method") == method]
     vals = [v for v in vals if v is not None]
     return statistics.fmean(vals) if vals else None
 
