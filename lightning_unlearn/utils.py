@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -33,3 +33,21 @@ def param_dtype(model: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, loader: Iterable, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> float:
+    """Top-1 accuracy over ``loader``'s ``(x, y, ...)`` batches with ``model`` in eval mode (modes restored), inputs
+    moved to its device and parameter dtype; predictions from ``forward`` (default: ``model`` itself, e.g. a
+    LightningModule whose forward wraps ``model``); 0.0 for an empty loader."""
+    forward = model if forward is None else forward
+    device, dtype = next(model.parameters()).device, param_dtype(model)
+    correct = total = 0
+    with eval_mode(model):
+        for batch in loader:
+            x, y = batch[0].to(device, dtype), batch[1].to(device)
+            correct += int((forward(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / max(total, 1)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.methods.guards import FiniteWeightsGuard, UnlearningFailedError, check_retain_collapse, retain_probe
 from lightning_unlearn.data.datasets import SplitView
-from lightning_unlearn.utils import eval_mode, param_dtype
+from lightning_unlearn.utils import accuracy, eval_mode
 
 OptimizerName = Literal["sgd", "adam"]
 
@@ -166,15 +166,8 @@ class UnlearningMethod(pl.LightningModule):
     def accuracy_on(self, data: str | Dataset) -> float:
         """Accuracy of the current model (eval mode, modes restored) on a split name or a dataset, on every rank."""
         model = self._require_model()
-        device, dtype = next(model.parameters()).device, param_dtype(model)
-        correct = total = 0
         loader = self.datamodule.loader(data, augment=False) if isinstance(data, str) else self.datamodule.loader(data)
-        with eval_mode(model):
-            for batch in loader:
-                x, y = batch[0].to(device, dtype), batch[1].to(device)
-                correct += int((self(x).argmax(1) == y).sum())
-                total += len(y)
-        return correct / max(total, 1)
+        return accuracy(model, loader, forward=self)
 
     @staticmethod
     def check_forget_acc_target(target: float | None) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from lightning_unlearn.checkpoints import non_finite_tensors
 from lightning_unlearn.data.datasets import SplitView
-from lightning_unlearn.utils import eval_mode, param_dtype
+from lightning_unlearn.utils import accuracy
 
 __all__ = ["FiniteWeightsGuard", "UnlearningFailedError", "check_retain_collapse", "retain_probe"]
 
@@ -67,15 +67,7 @@ def retain_probe(method: Any) -> float | None:
         return None
     retain = dm.splits.retain
     picks = retain[np.linspace(0, len(retain) - 1, min(len(retain), method.retain_probe_samples)).astype(int)]
-    model = method.unlearned_backbone()
-    device, dtype = next(model.parameters()).device, param_dtype(model)
-    correct = total = 0
-    with eval_mode(model):
-        for batch in dm.loader(SplitView(dm.train_set, picks)):
-            x, y = batch[0].to(device, dtype), batch[1].to(device)
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return correct / max(total, 1)
+    return accuracy(method.unlearned_backbone(), dm.loader(SplitView(dm.train_set, picks)))
 
 
 def check_retain_collapse(method: Any, before: float | None) -> None:
