@@ -1,0 +1,158 @@
+"""Executors: how the independent jobs of the benchmark, the tuner and the audit are run.
+
+A *job* is one model training, one unlearning run, one evaluation or one tuning trial: a module-level function and its
+keyword arguments (so that a process pool or Ray can ship it by reference), with the resources it needs. A job writes
+its own result files; the executor only runs it, records how it ended, and retries it when asked to. ``local`` runs
+the jobs one after the other in this process (the default, and exactly the behaviour of a plain loop); ``ray`` (the
+``lightning_unlearn[ray]`` extra, :mod:`lightning_unlearn.executors_ray`) runs each as a Ray task.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Executor", "Job", "JobResult", "LocalExecutor", "Resources", "make_executor", "register_executor"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job needs: CPU cores and GPUs (fractions allowed, as in Ray)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class Job:
+    """One independent unit of work: ``fn(**kwargs)``; ``key`` is unique within a batch and names it in records."""
+
+    key: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    description: str = ""
+
+
+@dataclass
+class JobResult:
+    """How a job ended: its return value, or the error (one line) and traceback of its last attempt."""
+
+    key: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    wall_s: float = 0.0
+    attempts: int = 1
+
+
+def is_interrupt(err: BaseException) -> bool:
+    """Ctrl-C: a ``KeyboardInterrupt``, or the ``SystemExit(1)`` Lightning raises for one caught inside ``fit``."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    return isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
+
+
+def run_job(job: Job, max_retries: int = 0) -> JobResult:
+    """Run one job in this process, up to ``1 + max_retries`` times; a Ctrl-C is never caught."""
+    t0 = time.perf_counter()
+    for attempt in range(1, max_retries + 2):
+        try:
+            value = job.fn(**job.kwargs)
+        except (KeyboardInterrupt, SystemExit) as err:
+            if is_interrupt(err) or isinstance(err, KeyboardInterrupt):
+                raise
+            err_line, tb = f"SystemExit: {err}", traceback.format_exc()
+        except Exception as err:  # noqa: BLE001 - recorded in the result; the caller decides what a failure means
+            err_line, tb = f"{type(err).__name__}: {err}", traceback.format_exc()
+        else:
+            return JobResult(job.key, True, value=value, wall_s=time.perf_counter() - t0, attempts=attempt)
+    return JobResult(job.key, False, error=err_line, traceback=tb, wall_s=time.perf_counter() - t0, attempts=attempt)
+
+
+class Executor(ABC):
+    """Runs a batch of independent jobs; ``on_done`` is called in the caller's process as each one finishes."""
+
+    name: str = "executor"
+
+    def __init__(self, max_retries: int = 0) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = int(max_retries)
+
+    @abstractmethod
+    def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        """Run every job; return their results in the order of ``jobs`` (a failed job is a result, not an error)."""
+
+    def close(self) -> None:
+        """Release what the executor started (nothing for ``local``)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """In process, one job after the other, in the given order: a plain loop."""
+
+    name = "local"
+
+    def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        _check_keys(jobs)
+        results = []
+        for job in jobs:
+            res = run_job(job, self.max_retries)
+            results.append(res)
+            if on_done is not None:
+                on_done(res)
+        return results
+
+
+def _check_keys(jobs: Sequence[Job]) -> None:
+    seen: set[str] = set()
+    for job in jobs:
+        if job.key in seen:
+            raise ValueError(f"two jobs share the key {job.key!r}; give every job of a batch its own key")
+        seen.add(job.key)
+
+
+_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+
+
+def register_executor(name: str, factory: Callable[..., Executor]) -> None:
+    """Make ``executor: {name: <name>, ...}`` in a config build ``factory(**options)``."""
+    _EXECUTORS[name] = factory
+
+
+def make_executor(spec: str | Mapping[str, Any] | Executor | None = None) -> Executor:
+    """``None``/``"local"`` -> :class:`LocalExecutor`; ``{"name": "ray", "address": "auto", ...}`` -> that executor."""
+    if isinstance(spec, Executor):
+        return spec
+    if spec is None:
+        spec = "local"
+    options: dict[str, Any] = {}
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        name = str(options.pop("name", "local"))
+    else:
+        name = str(spec)
+    if name == "ray" and name not in _EXECUTORS:
+        try:
+            import lightning_unlearn.executors_ray  # noqa: F401 - registers "ray"
+        except ImportError as err:
+            raise ValueError(
+                f"the ray executor needs Ray ({err}); install it with: pip install 'lightning_unlearn[ray]'"
+            ) from None
+    if name not in _EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; choose one of: {', '.join(sorted(_EXECUTORS))}")
+    try:
+        return _EXECUTORS[name](**options)
+    except TypeError as err:
+        raise ValueError(f"bad options for the {name} executor: {err}") from None
