@@ -1,0 +1,339 @@
+"""Shadow models: N originals, each on a random half of the pool with a random forget set inside it, their retrained
+models (the half minus the forget set), and every audited method's unlearned model, as cached independent jobs.
+
+The pool is the DataModule's training set. A target set T of ``targets`` pool examples is drawn once; shadow k forgets
+``forget_per_model`` examples of T drawn at random, and its half is that forget set plus a stratified random share of
+the rest of the pool (the DataModule's holdout, drawn with seed ``seed + k``, is the other half). Every model is cached
+under ``output_dir/models/<role>-<hash>/`` by a hash of what determines it (the benchmark's key: data, backbone and
+training settings, epochs, seed, sha256 of the indices it trains on), with the sha256 of its files in ``info.json``;
+its scores on T (``scores.json``) record the digest of the model they were computed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_unlearn.audit._bench import MethodSpec, _import_class, build_backbone_for, config_hash, file_sha256
+from lightning_unlearn.audit.config import ORIGINAL, RETRAIN, AuditConfig, AuditConfigError
+from lightning_unlearn.data.forget import ForgetSpec, index_hash
+
+__all__ = ["ModelEntry", "Shadow", "ShadowPlan", "make_shadow_plan", "score_job", "train_job", "unlearn_job"]
+
+RETRAIN_SEED_OFFSET = 100_003  #: the Retrain row's models: an independent retraining (another seed) on each D_r
+_CACHE_IRRELEVANT_DATA_ARGS = {"num_workers", "eval_batch_size"}
+
+
+@dataclass
+class Shadow:
+    """Shadow k: its seed, forget set (pool indices), the DataModule's holdout fraction giving a half, split hashes,
+    and which targets its retrained model trains on."""
+
+    index: int
+    seed: int
+    forget: list[int]
+    holdout_fraction: float
+    hashes: dict[str, str]
+    train_hash: str
+    target_in_retain: np.ndarray  # (M,) bool
+    target_forgotten: np.ndarray  # (M,) bool
+
+
+@dataclass
+class ModelEntry:
+    """A model of the audit: an ``original``, a ``gold`` (retrained) or an ``unlearned`` model of one shadow."""
+
+    name: str
+    role: str
+    row: str  # the audit row it stands for ("Original", "Retrain", a method) or "" for the reference gold model
+    shadow: int
+    seed: int
+    key_content: dict[str, Any]
+    dir: Path
+    method: MethodSpec | None = None
+    original: str = ""
+    gold: str = ""
+
+    @property
+    def ckpt(self) -> Path:
+        return self.dir / "model.ckpt"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.dir / "scores.json"
+
+
+@dataclass
+class ShadowPlan:
+    targets: np.ndarray
+    target_labels: np.ndarray
+    pool_size: int
+    shadows: list[Shadow]
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    def row_model(self, row: str, k: int) -> ModelEntry:
+        """The model standing for ``row`` in shadow k (Original: the original itself)."""
+        for m in self.models.values():
+            if m.shadow == k and m.row == row:
+                return m
+        raise KeyError(f"no model for row {row!r} in shadow {k}")
+
+    def gold(self, k: int) -> ModelEntry:
+        return next(m for m in self.models.values() if m.shadow == k and m.role == "gold" and m.row == "")
+
+
+def _datamodule(cfg: AuditConfig, shadow: Shadow | None, train_on: str = "all") -> Any:
+    cls = _import_class(cfg.data["class_path"])
+    if shadow is None:
+        return cls(**cfg.data["init_args"], forget=None, seed=cfg.seed, holdout_fraction=0.0)
+    return cls(**cfg.data["init_args"], forget=ForgetSpec(indices=list(shadow.forget)), seed=shadow.seed,
+               holdout_fraction=shadow.holdout_fraction, train_on=train_on)  # fmt: skip
+
+
+def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
+    """Draw T and every shadow's forget set and half, check their splits, and name every model by its content hash."""
+    pool_dm = _datamodule(cfg, None)
+    pool_dm.setup("fit")
+    y = np.asarray(pool_dm.train_set.targets, dtype=np.int64)  # type: ignore[attr-defined]
+    n = len(y)
+    if cfg.targets > n:
+        raise AuditConfigError(f"targets={cfg.targets} is larger than the pool ({n} training samples).")
+    half = n // 2
+    if cfg.forget_per_model > half:
+        raise AuditConfigError(
+            f"forget_per_model={cfg.forget_per_model} is larger than the half of the pool each shadow model trains on "
+            f"({half} of {n}); forget at most {half // 2} examples per shadow (the forget set must lie inside the half)."
+        )
+    rng = np.random.default_rng(cfg.seed)
+    targets = np.sort(rng.choice(n, size=cfg.targets, replace=False))
+    shadows = []
+    for k in range(cfg.shadow_models):
+        forget = np.sort(rng.choice(targets, size=cfg.forget_per_model, replace=False))
+        h = (n - half) / (n - len(forget))  # hold out n - half of the rest: the forget set + the rest's share = half
+        sh = Shadow(k, cfg.seed + k, [int(i) for i in forget], float(h), {}, "", np.zeros(0, bool), np.zeros(0, bool))
+        try:
+            dm = _datamodule(cfg, sh)
+            dm.setup("fit")
+        except (ValueError, IndexError) as err:
+            raise AuditConfigError(f"shadow model {k}: {err}") from err
+        sh.hashes = dm.splits.hashes()
+        sh.train_hash = index_hash(dm.indices("train"))
+        sh.target_in_retain = np.isin(targets, dm.splits.retain)
+        sh.target_forgotten = np.isin(targets, forget)
+        shadows.append(sh)
+    plan = ShadowPlan(targets, y[targets], n, shadows)
+    _add_models(cfg, plan)
+    return plan
+
+
+def _add_models(cfg: AuditConfig, plan: ShadowPlan) -> None:
+    out = Path(cfg.output_dir) / "models"
+    data_init = {k: v for k, v in cfg.data["init_args"].items() if k not in _CACHE_IRRELEVANT_DATA_ARGS}
+    methods = {m.name: m for m in cfg.methods}
+    for sh in plan.shadows:
+        common = {"data": {"class_path": cfg.data["class_path"],
+                           "init_args": {**data_init, "holdout_fraction": sh.holdout_fraction}},
+                  "backbone": cfg.backbone, "training": asdict(cfg.training)}  # fmt: skip
+
+        def add(role: str, row: str, seed: int, content: dict[str, Any], **kw: Any) -> ModelEntry:
+            name = f"{role}-{config_hash(content)}"
+            entry = ModelEntry(name, role, row, sh.index, seed, content, out / name, **kw)  # noqa: B023
+            plan.models[f"{name}:{row}"] = entry
+            return entry
+
+        orig = add("original", ORIGINAL, sh.seed, {**common, "role": "original", "epochs": cfg.training.epochs(
+            "original"), "seed": sh.seed, "train_indices": sh.train_hash})  # fmt: skip
+        gold_content = {**common, "role": "gold", "epochs": cfg.training.epochs("gold"), "seed": sh.seed,
+                        "train_indices": sh.hashes["retain"], "forget": sh.hashes["forget"]}  # fmt: skip
+        gold = add("gold", "", sh.seed, gold_content)
+        if RETRAIN in cfg.baselines:
+            s2 = sh.seed + RETRAIN_SEED_OFFSET
+            add("gold", RETRAIN, s2, {**gold_content, "seed": s2})
+        for name in cfg.rows:
+            spec = methods.get(name)
+            if spec is None:
+                continue
+            content = {"method": {"class_path": spec.class_path, "init_args": spec.init_args,
+                                  "max_epochs": spec.max_epochs, "trainer": spec.trainer},
+                       "name": name, "original": orig.name, "gold": gold.name, "hashes": sh.hashes,
+                       "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"}}  # fmt: skip
+            add("unlearned", name, sh.seed, content, method=spec, original=orig.name, gold=gold.name)
+
+
+# -- cache ---------------------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True, default=str))
+    os.replace(tmp, path)
+
+
+def model_problem(entry: ModelEntry) -> str | None:
+    """Why the cached model cannot be used (``None``: it can): missing, or not matching its recorded sha256."""
+    info = _read_json(entry.dir / "info.json")
+    if info is None or not entry.ckpt.is_file():
+        return "not trained"
+    if info.get("sha256", {}).get(entry.ckpt.name) != file_sha256(entry.ckpt):
+        return f"{entry.ckpt} does not match the sha256 recorded in info.json"
+    return None
+
+
+def cached_scores(entry: ModelEntry, targets: np.ndarray) -> dict[str, Any] | None:
+    """The model's scores on T if they were computed from the model now on disk and for this T."""
+    s = _read_json(entry.scores_path)
+    info = _read_json(entry.dir / "info.json")
+    if s is None or info is None or s.get("targets") != index_hash(targets):
+        return None
+    if s.get("model_sha256") != info.get("sha256", {}).get(entry.ckpt.name) or model_problem(entry) is not None:
+        return None
+    return s
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool) -> Iterator[None]:
+    """Silence Lightning's per-Trainer info lines and advice warnings (an audit starts hundreds of Trainers)."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning_unlearn")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def _trainer_kwargs(cfg: AuditConfig, run_dir: Path) -> dict[str, Any]:
+    t = cfg.trainer
+    return {"accelerator": t.accelerator, "devices": t.devices, "precision": t.precision,
+            "deterministic": t.deterministic, "logger": False, "enable_checkpointing": False,
+            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+            "limit_val_batches": 0, "default_root_dir": str(run_dir)}  # fmt: skip
+
+
+def _threads(cfg: AuditConfig) -> None:
+    if cfg.trainer.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+
+
+def _finish(entry: ModelEntry, extra: dict[str, Any]) -> None:
+    _write_json(entry.dir / "info.json", {"role": entry.role, "row": entry.row, "shadow": entry.shadow,
+                                          "key_content": entry.key_content, **extra,
+                                          "sha256": {entry.ckpt.name: file_sha256(entry.ckpt)}})  # fmt: skip
+
+
+# -- jobs (module-level functions with picklable arguments, run by an Executor) ------------------------------------
+def train_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow) -> float:
+    """Train an original (on the half) or a retrained model (on the half minus the forget set); returns seconds."""
+    import lightning.pytorch as pl
+
+    from lightning_unlearn.methods import Classifier
+
+    _threads(cfg)
+    if entry.dir.exists():
+        shutil.rmtree(entry.dir)
+    entry.dir.mkdir(parents=True)
+    with quiet(cfg.quiet):
+        dm = _datamodule(cfg, shadow, train_on="all" if entry.role == "original" else "retain")
+        pl.seed_everything(entry.seed, workers=True, verbose=False)
+        model = Classifier(build_backbone_for(cfg, dm), **cfg.training.classifier_kwargs())
+        trainer = pl.Trainer(max_epochs=cfg.training.epochs(entry.role), **_trainer_kwargs(cfg, entry.dir))
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        tmp = entry.dir / "model.ckpt.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, entry.ckpt)
+    seconds = time.perf_counter() - t0
+    _finish(entry, {"train_time_s": seconds})
+    return seconds
+
+
+def unlearn_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, original: str, gold: str) -> float:
+    """Run ``entry.method`` from shadow k's original through ``UnlearnTrainer.unlearn``; returns its unlearning time."""
+    import inspect
+
+    import lightning.pytorch as pl
+
+    from lightning_unlearn.cli import UnlearnTrainer
+
+    assert entry.method is not None
+    _threads(cfg)
+    if entry.dir.exists():
+        shutil.rmtree(entry.dir)
+    entry.dir.mkdir(parents=True)
+    spec = entry.method
+    cls = spec.resolve()
+    kwargs = dict(spec.init_args)
+    if "seed" in inspect.signature(cls).parameters and "seed" not in kwargs:
+        kwargs["seed"] = entry.seed
+    with quiet(cfg.quiet):
+        dm = _datamodule(cfg, shadow)
+        pl.seed_everything(entry.seed, workers=True, verbose=False)
+        method = cls(**kwargs)
+        trainer = UnlearnTrainer(max_epochs=spec.max_epochs, **{**_trainer_kwargs(cfg, entry.dir), **spec.trainer})
+        summary = trainer.unlearn(method, dm, original_ckpt=original, gold_ckpt=gold, output=str(entry.ckpt),
+                                  evaluate=False, retain_collapse=None)  # fmt: skip
+    seconds = float(summary["unlearn_time_s"])
+    _finish(entry, {"unlearn_time_s": seconds})
+    return seconds
+
+
+def _logits(net: Any, loader: Any, device: str) -> tuple[Any, Any]:
+    import torch
+
+    outs, ys = [], []
+    net = net.to(device).eval()
+    with torch.no_grad():
+        for x, y, *_ in loader:
+            outs.append(net(x.to(device)).float().cpu())
+            ys.append(y)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list[int]) -> dict[str, Any]:
+    """``phi`` (logit-scaled true-class confidence) of the model on every target, and its accuracies on D_r, D_f and
+    the test set; written to ``scores.json`` with the digest of the scored checkpoint."""
+    import torch
+
+    from lightning_unlearn.audit.ulira import logit_confidence
+    from lightning_unlearn.checkpoints import load_backbone
+    from lightning_unlearn.data.datasets import SplitView
+
+    _threads(cfg)
+    acc = str(cfg.trainer.accelerator).lower()
+    device = "cuda" if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+    dm = _datamodule(cfg, shadow, train_on="retain" if entry.role == "gold" else "all")
+    dm.setup("fit")
+    net, _ = load_backbone(entry.ckpt, dm, what=f"{entry.role} model {entry.ckpt}")
+    z, y = _logits(net, dm.loader(SplitView(dm.train_set, np.asarray(targets, dtype=np.int64))), device)
+    out: dict[str, Any] = {"targets": index_hash(np.asarray(targets)), "phi": logit_confidence(z, y).tolist()}
+    for split, key in (("retain", "RA"), ("forget", "FA"), ("test", "TA")):
+        zs, ys = _logits(net, dm.loader(split), device)
+        out[key] = float((zs.argmax(1) == ys).double().mean()) if len(ys) else float("nan")
+    out["model_sha256"] = file_sha256(entry.ckpt)
+    _write_json(entry.scores_path, out)
+    return out
