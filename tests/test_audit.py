@@ -72,12 +72,14 @@ def test_ulira_on_constructed_distributions_has_the_bayes_accuracy(seed):
     # in N(mu_j + 1, 1) vs out N(mu_j, 1): the likelihood-ratio test's accuracy is Phi(1/2) = 0.691, AUC Phi(1/sqrt 2)
     res = ulira(*_constructed(seed, 1.0), variance="per_example", bootstrap=100, seed=seed)
     acc, auc = res.metrics["accuracy"], res.metrics["auc"]
-    assert abs(acc - norm.cdf(0.5)) < 0.03 and abs(auc - norm.cdf(1 / math.sqrt(2))) < 0.03  # measured: < 0.012
+    # measured over seeds 0-4: |acc - 0.691| and |AUC - 0.760| <= 0.011, CI width 0.033-0.037
+    assert abs(acc - norm.cdf(0.5)) < 0.03 and abs(auc - norm.cdf(1 / math.sqrt(2))) < 0.03
     lo, hi = res.ci["accuracy"]
-    assert lo < acc < hi and hi - lo < 0.06
+    assert lo < acc < hi and hi - lo < 0.08
     same = ulira(*_constructed(seed, 0.0), bootstrap=100, seed=seed)
-    assert abs(same.metrics["accuracy"] - 0.5) < 0.03 and abs(same.metrics["auc"] - 0.5) < 0.04  # measured < 0.015
-    assert same.metrics["tpr@5%fpr"] < 0.12
+    # measured: |acc - 0.5| <= 0.011, |AUC - 0.5| <= 0.007, TPR at 5% FPR 0.051-0.059
+    assert abs(same.metrics["accuracy"] - 0.5) < 0.03 and abs(same.metrics["auc"] - 0.5) < 0.03
+    assert same.metrics["tpr@5%fpr"] < 0.1
 
 
 def test_threshold_rates_and_epsilon_known_values():
@@ -116,7 +118,7 @@ def test_epsilon_grows_with_separation(seed):
 
 
 # -- a miniature of real models: batched MLPs on digits with mislabelled canary targets ----------------------------
-def _train_batched(x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, seed: int, steps: int = 100) -> torch.Tensor:
+def _train_batched(x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, seed: int, steps: int = 80) -> torch.Tensor:
     """B independent MLPs (64-32-10) trained full batch with Adam, model b on the samples where masks[b]; returns
     their logits on every sample. Adam is elementwise, so this is B separate trainings done at once."""
     g = torch.Generator().manual_seed(seed)
@@ -139,7 +141,7 @@ def _train_batched(x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, seed: 
         return logits()
 
 
-def _miniature(seed: int, k: int = 12, m_targets: int = 40, forget: int = 20, pool: int = 600):
+def _miniature(seed: int, k: int = 10, m_targets: int = 40, forget: int = 20, pool: int = 400):
     from sklearn.datasets import load_digits
 
     xs, ys = load_digits(return_X_y=True)
@@ -166,11 +168,11 @@ def test_identity_is_exposed_and_retraining_is_not(seed):
     original, retrained, retrained2, forgotten, never_seen = _miniature(seed)
     ident = evaluate_scores(original, retrained, forgotten, never_seen, bootstrap=100, seed=seed)
     retrain = evaluate_scores(retrained2, retrained, forgotten, never_seen, bootstrap=100, seed=seed)
-    # measured over seeds 0-4 (AllCNN-free miniature): identity accuracy 0.95-0.98, F 0.07-0.09; retraining
-    # accuracy 0.49-0.51 with 0.5 inside its CI, F 0.32-0.37
+    # measured over seeds 0-4: identity accuracy 0.94-0.97 (CI low end >= 0.897), F 0.077-0.093; retraining accuracy
+    # 0.475-0.503 with 0.5 inside every CI (two-way bootstrap), F 0.33-0.41
     assert ident["ulira"]["ci95"]["accuracy"][0] > 0.8
     lo, hi = retrain["ulira"]["ci95"]["accuracy"]
-    assert lo <= 0.5 <= hi or abs(retrain["ulira"]["metrics"]["accuracy"] - 0.5) < 0.03
+    assert lo <= 0.5 <= hi
     assert retrain["challenge"]["F"] > 2 * ident["challenge"]["F"]
 
 

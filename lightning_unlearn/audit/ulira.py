@@ -151,7 +151,7 @@ def ulira(
         variance: ``per_example`` std, ``global`` (pooled) std, or ``auto``: per example when the median example has
             >= 8 ``in`` samples, else global (Carlini et al. 2022 recommend a fixed variance for few shadows).
         min_samples: fewest ``in`` and ``out`` fit samples an example needs (other shadows only) to be attacked.
-        bootstrap: resamples of the games for the 95% percentile intervals.
+        bootstrap: two-way resamples (target examples x shadow models) for the 95% percentile intervals.
     """
     u, r = np.asarray(unlearned, dtype=np.float64), np.asarray(retrained, dtype=np.float64)
     f = np.asarray(forgotten, dtype=bool)
@@ -171,7 +171,7 @@ def ulira(
     n_out, s_out, ss_out = _moments(r, out_mask)
     if variance == "auto":
         variance = "per_example" if np.median(n_in) >= 8 else "global"
-    llr_u, llr_r, which = [], [], []
+    llr_u, llr_r, which, shadow_of = [], [], [], []
     for k in range(k_models):
         mi, mo = in_mask[k].astype(float), out_mask[k].astype(float)
         ui, ro = np.where(in_mask[k], u[k], 0.0), np.where(out_mask[k], r[k], 0.0)
@@ -183,6 +183,7 @@ def ulira(
         llr_u.append(_log_normal(u[k, j], fin.mean[j], fin.std[j]) - _log_normal(u[k, j], fout.mean[j], fout.std[j]))
         llr_r.append(_log_normal(r[k, j], fin.mean[j], fin.std[j]) - _log_normal(r[k, j], fout.mean[j], fout.std[j]))
         which.append(j)
+        shadow_of.append(np.full(len(j), k))
     lu, lr, ex = np.concatenate(llr_u), np.concatenate(llr_r), np.concatenate(which)
     if len(lu) == 0:
         need = int(np.ceil((min_samples + 1) / max(f.mean(), 1e-9)))
@@ -195,13 +196,21 @@ def ulira(
     metrics = attack_metrics(scores, labels)
     rng = np.random.default_rng(seed)
     boots: dict[str, list[float]] = {k: [] for k in metrics}
-    g = len(lu)
+    # two-way bootstrap: resample the target examples and the shadow models (games sharing an example or a model are
+    # correlated); each game keeps its unlearned and its retrained model
+    examples, ex_of_game = np.unique(ex, return_inverse=True)
+    sh = np.concatenate(shadow_of)
     for _ in range(bootstrap):
-        idx = rng.integers(0, g, g)  # resample games: each keeps its unlearned and its retrained model
-        m = attack_metrics(np.concatenate([lu[idx], lr[idx]]), labels)
+        ce = np.bincount(rng.integers(0, len(examples), len(examples)), minlength=len(examples))
+        cs = np.bincount(rng.integers(0, k_models, k_models), minlength=k_models)
+        idx = np.repeat(np.arange(len(lu)), ce[ex_of_game] * cs[sh])
+        if len(idx) == 0:
+            continue
+        m = attack_metrics(np.concatenate([lu[idx], lr[idx]]), np.r_[np.ones(len(idx), bool), np.zeros(len(idx), bool)])
         for key, v in m.items():
             boots[key].append(v)
     ci = {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) if bootstrap else (np.nan, np.nan)
           for k, v in boots.items()}  # fmt: skip
+    g = len(lu)
     return ULiRAResult(metrics=metrics, ci=ci, games=g, examples=int(len(np.unique(ex))), variance=str(variance),
                        llr_unlearned=lu, llr_retrained=lr, game_example=ex)  # fmt: skip
