@@ -175,7 +175,7 @@ def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
 
 def _matrix(plan: ShadowPlan, entries: list[ModelEntry | None]) -> tuple[np.ndarray, dict[str, list[float]]]:
     mat = np.full((len(entries), len(plan.targets)), np.nan)
-    acc: dict[str, list[float]] = {"RA": [], "TA": [], "FA": []}
+    acc: dict[str, list[float]] = {"RA": [], "TA": [], "FA": [], "MIA": []}
     for k, e in enumerate(entries):
         s = cached_scores(e, plan.targets) if e is not None else None
         if s is None:
@@ -193,12 +193,13 @@ def summarise(cfg: AuditConfig, plan: ShadowPlan, failures: list[dict[str, Any]]
     never_seen = np.stack([~s.target_in_retain for s in plan.shadows])
     gold_mat, gold_acc = _matrix(plan, [plan.gold(k) for k in k_all])
     ref = {"RA_r": float(np.mean(gold_acc["RA"])) if gold_acc["RA"] else float("nan"),
-           "TA_r": float(np.mean(gold_acc["TA"])) if gold_acc["TA"] else float("nan")}  # fmt: skip
+           "TA_r": float(np.mean(gold_acc["TA"])) if gold_acc["TA"] else float("nan"), "MIA_r": _mean(gold_acc["MIA"])}  # fmt: skip
     rows: dict[str, Any] = {}
     for row in cfg.rows:
         mat, acc = _matrix(plan, [plan.row_model(row, k) for k in k_all])
         n_ok = int(np.isfinite(mat).all(1).sum())
-        entry: dict[str, Any] = {"models": n_ok, "RA": _mean(acc["RA"]), "TA": _mean(acc["TA"]), "FA": _mean(acc["FA"])}
+        entry: dict[str, Any] = {"models": n_ok, **{k: _mean(v) for k, v in acc.items()},
+                                 "MIA_std": float(np.std(acc["MIA"])) if acc["MIA"] else float("nan")}
         try:
             entry.update(evaluate_scores(mat, gold_mat, forgotten, never_seen, evaluations=cfg.evaluations,
                                          accuracies={"RA_u": entry["RA"], "TA_u": entry["TA"], **ref},

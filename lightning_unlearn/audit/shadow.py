@@ -322,6 +322,7 @@ def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list
     from lightning_unlearn.audit.ulira import logit_confidence
     from lightning_unlearn.checkpoints import load_backbone
     from lightning_unlearn.data.datasets import SplitView
+    from lightning_unlearn.evaluation.mia import mia_efficacy
 
     _threads(cfg)
     acc = str(cfg.trainer.accelerator).lower()
@@ -331,9 +332,13 @@ def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list
     net, _ = load_backbone(entry.ckpt, dm, what=f"{entry.role} model {entry.ckpt}")
     z, y = _logits(net, dm.loader(SplitView(dm.train_set, np.asarray(targets, dtype=np.int64))), device)
     out: dict[str, Any] = {"targets": index_hash(np.asarray(targets)), "phi": logit_confidence(z, y).tolist()}
+    probs = {}
     for split, key in (("retain", "RA"), ("forget", "FA"), ("test", "TA")):
         zs, ys = _logits(net, dm.loader(split), device)
         out[key] = float((zs.argmax(1) == ys).double().mean()) if len(ys) else float("nan")
+        probs[split] = (torch.softmax(zs.double(), 1), ys)
+    # the population attack every toolkit reports (SalUn's MIA-efficacy: D_r vs test, applied to D_f), for comparison
+    out["MIA"] = mia_efficacy(*probs["retain"], *probs["test"], *probs["forget"], seed=shadow.seed)
     out["model_sha256"] = file_sha256(entry.ckpt)
     _write_json(entry.scores_path, out)
     return out
