@@ -94,7 +94,12 @@ class _Progress:
         self.done += 1
         self.times.setdefault(kind, []).append(res.wall_s)
         everything = [t for ts in self.times.values() for t in ts]
-        left = sum(np.mean(self.times.get(k) or everything) for k in self.pending)
+
+        def mean_of(k: str) -> float:  # the same kind, else the same stage (train/unlearn/score), else any job
+            stage = [t for kk, ts in self.times.items() if kk.split(":")[0] == k.split(":")[0] for t in ts]
+            return float(np.mean(self.times.get(k) or stage or everything))
+
+        left = sum(mean_of(k) for k in self.pending)
         state = "ok" if res.ok else f"FAILED ({res.error})"[:200]
         self.log(f"[{self.done}/{self.total}] {what}: {res.wall_s:.1f}s {state} | elapsed "
                  f"{_hms(time.perf_counter() - self.start)}, ~{_hms(left)} left")  # fmt: skip
