@@ -23,6 +23,7 @@ from lightning_unlearn.audit import (
     forgetting_quality,
     load_config,
     logit_confidence,
+    model_confidences,
     per_example_epsilon,
     run_audit,
     threshold_attack_rates,
@@ -41,6 +42,16 @@ def test_logit_confidence_is_log_odds_and_stable():
     np.testing.assert_allclose(phi[2:], [1000 - math.log(2), -1000 - math.log(2)], rtol=1e-12)  # no inf/nan
     with pytest.raises(AuditError, match="labels"):
         logit_confidence(z, y[:2])
+
+
+def test_model_confidences_of_user_models():
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(5, 3) for _ in range(3)]
+    x, y = torch.randn(7, 5), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    phi = model_confidences(nets, x, y, batch_size=3)
+    assert phi.shape == (3, 7)
+    with torch.no_grad():
+        np.testing.assert_allclose(phi[1], logit_confidence(nets[1](x), y), rtol=1e-6)
 
 
 def test_gaussian_fit_recovers_known_parameters():

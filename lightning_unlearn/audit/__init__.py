@@ -18,11 +18,19 @@ from lightning_unlearn.audit.challenge import (
 )
 from lightning_unlearn.audit.config import AuditConfig, AuditConfigError, build_parser, load_config
 from lightning_unlearn.audit.run import evaluate_scores, run_audit
-from lightning_unlearn.audit.ulira import AuditError, ULiRAResult, attack_metrics, fit_gaussians, logit_confidence, ulira
+from lightning_unlearn.audit.ulira import (
+    AuditError,
+    ULiRAResult,
+    attack_metrics,
+    fit_gaussians,
+    logit_confidence,
+    model_confidences,
+    ulira,
+)
 
 __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "attack_metrics", "bin_index",
            "build_parser", "challenge_score", "epsilon_from_rates", "evaluate_scores", "fit_gaussians",
-           "forgetting_quality", "load_config", "logit_confidence", "main", "per_example_epsilon", "run_audit",
+           "forgetting_quality", "load_config", "logit_confidence", "main", "model_confidences", "per_example_epsilon", "run_audit",
            "threshold_attack_rates", "ulira"]  # fmt: skip
 
 

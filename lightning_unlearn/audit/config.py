@@ -43,6 +43,7 @@ class AuditConfig:
     shadow_models: int = 16
     targets: int = 100
     forget_per_model: int = 50
+    target_classes: list[int] | None = None
     seed: int = 0
     baselines: list[str] = field(default_factory=lambda: [ORIGINAL, RETRAIN])
     evaluations: list[str] = field(default_factory=lambda: list(EVALUATIONS))
@@ -90,6 +91,8 @@ def build_parser() -> Any:
     p.add_argument("--shadow_models", type=int, default=16, help="N: shadow originals (each on a random half).")
     p.add_argument("--targets", type=int, default=100, help="Size of the target set T drawn from the pool.")
     p.add_argument("--forget_per_model", type=int, default=50, help="Forget set size per shadow (drawn from T).")
+    p.add_argument("--target_classes", type=list[int] | None, default=None,
+                   help="Draw T from these classes only (sub-class forgetting); default: the whole pool (random).")
     p.add_argument("--seed", type=int, default=0, help="Seed of T, the forget sets and shadow k's seed (seed + k).")
     p.add_argument("--baselines", type=list[str], default=[ORIGINAL, RETRAIN],
                    help="Reference rows: Original (no unlearning) and Retrain (independent retraining on D_r).")
@@ -133,6 +136,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
         output_dir=str(d["output_dir"]), data=_class_spec(d["data"]), backbone=_class_spec(d["backbone"]),
         training=TrainingSettings(**d["training"]), methods=methods, trainer=TrainerSettings(**d["trainer"]),
         shadow_models=int(d["shadow_models"]), targets=int(d["targets"]), forget_per_model=int(d["forget_per_model"]),
+        target_classes=None if d.get("target_classes") is None else [int(c) for c in d["target_classes"]],
         seed=int(d["seed"]), baselines=list(d["baselines"]), evaluations=list(d["evaluations"]),
         delta=float(d["delta"]), variance=d["variance"], bootstrap=int(d["bootstrap"]), executor=d["executor"],
         num_cpus=float(d["num_cpus"]), num_gpus=float(d["num_gpus"]), quiet=bool(d["quiet"]), source=source,

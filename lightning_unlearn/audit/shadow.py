@@ -107,8 +107,14 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
     pool_dm.setup("fit")
     y = np.asarray(pool_dm.train_set.targets, dtype=np.int64)  # type: ignore[attr-defined]
     n = len(y)
-    if cfg.targets > n:
-        raise AuditConfigError(f"targets={cfg.targets} is larger than the pool ({n} training samples).")
+    candidates = np.arange(n)
+    if cfg.target_classes is not None:
+        candidates = np.flatnonzero(np.isin(y, cfg.target_classes))
+        if not len(candidates):
+            raise AuditConfigError(f"target_classes={cfg.target_classes}: the pool has no example of these classes.")
+    if cfg.targets > len(candidates):
+        raise AuditConfigError(f"targets={cfg.targets} is larger than the {len(candidates)} pool examples it is drawn "
+                               f"from; use targets <= {len(candidates)}.")  # fmt: skip
     half = n // 2
     if cfg.forget_per_model > half:
         raise AuditConfigError(
@@ -116,7 +122,7 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
             f"({half} of {n}); forget at most {half // 2} examples per shadow (the forget set must lie inside the half)."
         )
     rng = np.random.default_rng(cfg.seed)
-    targets = np.sort(rng.choice(n, size=cfg.targets, replace=False))
+    targets = np.sort(rng.choice(candidates, size=cfg.targets, replace=False))
     shadows = []
     for k in range(cfg.shadow_models):
         forget = np.sort(rng.choice(targets, size=cfg.forget_per_model, replace=False))

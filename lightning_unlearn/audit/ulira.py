@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["AuditError", "GaussianFit", "ULiRAResult", "attack_metrics", "fit_gaussians", "logit_confidence", "ulira"]
+__all__ = ["AuditError", "GaussianFit", "ULiRAResult", "attack_metrics", "fit_gaussians", "logit_confidence",
+           "model_confidences", "ulira"]
 
 Variance = Literal["auto", "per_example", "global"]
 _MIN_STD = 1e-3
@@ -41,6 +42,20 @@ def logit_confidence(logits: Tensor | np.ndarray, labels: Tensor | np.ndarray) -
     true = z.gather(1, y[:, None])[:, 0]
     others = z.scatter(1, y[:, None], float("-inf"))
     return (true - torch.logsumexp(others, dim=1)).numpy()
+
+
+def model_confidences(models: Any, inputs: Tensor, labels: Tensor, batch_size: int = 1024,
+                      device: str = "cpu") -> np.ndarray:  # fmt: skip
+    """``(K, M)`` :func:`logit_confidence` of each of your K models (``nn.Module`` returning logits, put in eval mode)
+    on M examples: the input of :func:`ulira` and :func:`~lightning_unlearn.audit.evaluate_scores`."""
+    rows = []
+    for net in models:
+        net = net.to(device).eval()
+        with torch.no_grad():
+            z = torch.cat([net(inputs[i : i + batch_size].to(device)).float().cpu()
+                           for i in range(0, len(inputs), batch_size)])  # fmt: skip
+        rows.append(logit_confidence(z, labels))
+    return np.stack(rows)
 
 
 @dataclass
