@@ -122,8 +122,8 @@ def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
     fails is recorded (``failures``, and ``error.json`` in its directory) and the audit goes on without it."""
     stream = stream if stream is not None else sys.stderr
     out = Path(cfg.output_dir)
+    plan = make_shadow_plan(cfg)  # every split is checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    plan = make_shadow_plan(cfg)
     sh = {s.index: s for s in plan.shadows}
     rows = set(cfg.rows)
     wanted = [e for e in plan.models.values() if e.role != "unlearned" or e.row in rows]

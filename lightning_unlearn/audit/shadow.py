@@ -119,7 +119,7 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
     if cfg.forget_per_model > half:
         raise AuditConfigError(
             f"forget_per_model={cfg.forget_per_model} is larger than the half of the pool each shadow model trains on "
-            f"({half} of {n}); forget at most {half // 2} examples per shadow (the forget set must lie inside the half)."
+            f"({half} of {n}); the forget set must lie inside the half and leave a retained set: use forget_per_model < {half}."
         )
     rng = np.random.default_rng(cfg.seed)
     targets = np.sort(rng.choice(candidates, size=cfg.targets, replace=False))
