@@ -100,7 +100,8 @@ def test_threshold_rates_and_epsilon_known_values():
     assert epsilon_from_rates([0.1], [0.2], delta=0.01) == pytest.approx(math.log(0.79 / 0.1))
     assert epsilon_from_rates([0.2], [0.1], delta=0.01) == pytest.approx(math.log(0.79 / 0.1))  # symmetric
     assert epsilon_from_rates([0.5], [0.5]) == 0.0  # a coin flip: epsilon clipped at 0
-    assert epsilon_from_rates([0.0, 0.3], [0.0, 0.3]) == pytest.approx(math.log(0.69 / 0.3))  # challenge: zero discarded
+    # the challenge's rule: an attack with a zero rate is discarded
+    assert epsilon_from_rates([0.0, 0.3], [0.0, 0.3]) == pytest.approx(math.log(0.69 / 0.3))
     # perfectly separated outputs of 10 models each: rates floored at half a count, 1/20
     eps = per_example_epsilon([np.arange(10) + 100.0], [np.arange(10.0)], delta=0.01)
     assert eps[0] == pytest.approx(math.log(0.94 / 0.05))

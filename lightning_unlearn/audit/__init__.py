@@ -30,7 +30,8 @@ from lightning_unlearn.audit.ulira import (
 
 __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "attack_metrics", "bin_index",
            "build_parser", "challenge_score", "epsilon_from_rates", "evaluate_scores", "fit_gaussians",
-           "forgetting_quality", "load_config", "logit_confidence", "main", "model_confidences", "per_example_epsilon", "run_audit",
+           "forgetting_quality", "load_config", "logit_confidence", "main", "model_confidences", "per_example_epsilon",
+           "run_audit",
            "threshold_attack_rates", "ulira"]  # fmt: skip
 
 

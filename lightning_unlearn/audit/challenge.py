@@ -63,7 +63,10 @@ def epsilon_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float = DELTA, f
 
 
 def per_example_epsilon(
-    unlearned: Sequence[np.ndarray], retrained: Sequence[np.ndarray], delta: float = DELTA, floor: str | float | None = "half"
+    unlearned: Sequence[np.ndarray],
+    retrained: Sequence[np.ndarray],
+    delta: float = DELTA,
+    floor: str | float | None = "half",
 ) -> np.ndarray:
     """One epsilon per example from its unlearned-model and retrained-model outputs (one array per example).
     ``floor="half"`` raises zero rates to half a count (``1/(2 n)`` of that class); ``None``: the challenge's

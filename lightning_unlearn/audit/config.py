@@ -150,7 +150,8 @@ def validate_config(cfg: AuditConfig) -> None:
     if cfg.shadow_models < 4:
         raise AuditConfigError(
             f"shadow_models={cfg.shadow_models}: U-LiRA fits two Gaussians per example on the other shadows and the "
-            "challenge score needs two outputs of each kind per example; use at least 4 (16 or more for stable numbers)."
+            "challenge score needs two outputs of each kind per example; use at least 4 (16 or more for stable "
+            "numbers)."
         )
     if cfg.targets < 1 or not 1 <= cfg.forget_per_model <= cfg.targets:
         raise AuditConfigError(f"need 1 <= forget_per_model ({cfg.forget_per_model}) <= targets ({cfg.targets}).")
@@ -178,4 +179,6 @@ def validate_config(cfg: AuditConfig) -> None:
     if not 0 < cfg.delta < 1:
         raise AuditConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
     if cfg.trainer.devices != 1:
-        raise AuditConfigError("trainer.devices must be 1: each job runs on one device (use the ray executor for more).")
+        raise AuditConfigError(
+            "trainer.devices must be 1: each job runs on one device (use the ray executor for more)."
+        )

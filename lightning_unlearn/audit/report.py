@@ -49,7 +49,8 @@ def audit_markdown(result: dict[str, Any]) -> str:
         "(accuracy, AUC) and TPR equal to the FPR; 95% bootstrap intervals in brackets. Challenge (Triantafillou et "
         "al. 2024): forgetting quality F (1 = indistinguishable from retraining) and the final score "
         "F x RA_u/RA_r x TA_u/TA_r.", "",
-        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F | score | median eps | RA (%) | TA (%) | FA (%) | pop. MIA-eff. (%) |",
+        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F | score | median eps | RA (%) | TA (%) "
+        "| FA (%) | pop. MIA-eff. (%) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name, row in result["rows"].items():
@@ -59,7 +60,8 @@ def audit_markdown(result: dict[str, Any]) -> str:
         eps = "-" if ch.get("epsilon_median") is None else f"{ch['epsilon_median']:.2f}"
         lines.append(f"| {name} | {row['models']} | {_ci(row, 'accuracy')} | {_ci(row, 'auc')} | "
                      f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {f} | {score} | {eps} | {_pct(row['RA'])} | "
-                     f"{_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± {_pct(row.get('MIA_std'))} |")  # fmt: skip
+                     f"{_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
+                     f"{_pct(row.get('MIA_std'))} |")  # fmt: skip
     errors = [(n, r["error"]) for n, r in result["rows"].items() if r.get("error")]
     if errors:
         lines += ["", "**Rows that could not be scored:**", ""] + [f"- {n}: {e}" for n, e in errors]
@@ -69,7 +71,8 @@ def audit_markdown(result: dict[str, Any]) -> str:
         lines += [f"- {f['stage']} {f['row']} on shadow {f['shadow']}: {f['error']}" for f in result["failures"]]
     ref = result["reference"]
     lines += ["", f"Reference (retrained models): RA {_pct(ref['RA_r'])}%, TA {_pct(ref['TA_r'])}%, population "
-              f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; mean ± "
+              f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; "
+              "mean ± "
               "std over shadows). A row is exposed when its U-LiRA accuracy interval lies above 50% or its F is far "
               "below Retrain's.", ""]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import numpy as np
 
 from lightning_unlearn.audit.challenge import challenge_score, per_example_epsilon
 from lightning_unlearn.audit.config import ORIGINAL, AuditConfig
+from lightning_unlearn.audit.jobs import score_job, train_job, unlearn_job
 from lightning_unlearn.audit.shadow import (
     ModelEntry,
     ShadowPlan,
@@ -20,9 +21,6 @@ from lightning_unlearn.audit.shadow import (
     cached_scores,
     make_shadow_plan,
     model_problem,
-    score_job,
-    train_job,
-    unlearn_job,
 )
 from lightning_unlearn.audit.ulira import AuditError, ulira
 from lightning_unlearn.executors import Job, JobResult, Resources, make_executor
@@ -198,7 +196,8 @@ def summarise(cfg: AuditConfig, plan: ShadowPlan, failures: list[dict[str, Any]]
     never_seen = np.stack([~s.target_in_retain for s in plan.shadows])
     gold_mat, gold_acc = _matrix(plan, [plan.gold(k) for k in k_all])
     ref = {"RA_r": float(np.mean(gold_acc["RA"])) if gold_acc["RA"] else float("nan"),
-           "TA_r": float(np.mean(gold_acc["TA"])) if gold_acc["TA"] else float("nan"), "MIA_r": _mean(gold_acc["MIA"])}  # fmt: skip
+           "TA_r": float(np.mean(gold_acc["TA"])) if gold_acc["TA"] else float("nan"),
+           "MIA_r": _mean(gold_acc["MIA"])}  # fmt: skip
     rows: dict[str, Any] = {}
     for row in cfg.rows:
         mat, acc = _matrix(plan, [plan.row_model(row, k) for k in k_all])

@@ -88,7 +88,9 @@ def _fit(n: np.ndarray, s: np.ndarray, ss: np.ndarray, variance: str) -> Gaussia
     return GaussianFit(mean=mean, std=std, count=n)
 
 
-def fit_gaussians(scores: np.ndarray, mask: np.ndarray, variance: Literal["per_example", "global"] = "per_example") -> GaussianFit:
+def fit_gaussians(
+    scores: np.ndarray, mask: np.ndarray, variance: Literal["per_example", "global"] = "per_example"
+) -> GaussianFit:
     """Fit one Gaussian per column of ``scores`` (K, M) to the entries where ``mask`` is true (``nan`` where a
     column has fewer than 2 samples; the standard deviation is floored at 1e-3)."""
     scores, mask = np.asarray(scores, dtype=np.float64), np.asarray(mask, dtype=bool)
@@ -175,7 +177,9 @@ def ulira(
         raise AuditError(f"unlearned, retrained, forgotten, never_seen must share one (K, M) shape; got "
                          f"{u.shape}, {r.shape}, {f.shape}, {ns.shape}")  # fmt: skip
     if (f & ~ns).any():
-        raise AuditError("an example is marked forgotten but seen by the retrained model: never_seen must include forgotten")
+        raise AuditError(
+            "an example is marked forgotten but seen by the retrained model: never_seen must include forgotten"
+        )
     k_models = u.shape[0]
     if k_models < min_samples + 1:
         raise AuditError(f"U-LiRA needs at least {min_samples + 1} shadow models (min_samples={min_samples} to fit "
