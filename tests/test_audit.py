@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -229,6 +230,9 @@ def test_audit_end_to_end_records_a_failed_method_and_resumes(tmp_path):
         baselines=["Original"], bootstrap=20, **{"training.max_epochs": 1},
         methods=[{"name": "Flaky", "class_path": f"{__name__}.FailOnSeed", "max_epochs": 1}],
     )  # fmt: skip
+    from lightning_unlearn.audit.shadow import make_shadow_plan
+
+    pickle.loads(pickle.dumps((cfg, make_shadow_plan(cfg))))  # what jobs receive must travel to other processes
     log = io.StringIO()
     result = run_audit(cfg, stream=log)
     assert [(f["row"], f["shadow"]) for f in result["failures"]] == [("Flaky", 2)]
