@@ -47,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (AuditConfigError, AuditError) as err:
         print(f"lightning_unlearn audit: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as err:
+        from lightning_unlearn.executors import is_interrupt
+
+        if not is_interrupt(err):
+            raise
         print("lightning_unlearn audit: interrupted; run the same command again to resume (finished models and scores "
               "are reused)", file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None

@@ -123,10 +123,7 @@ def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
     plan = make_shadow_plan(cfg)  # every split is checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     sh = {s.index: s for s in plan.shadows}
-    rows = set(cfg.rows)
-    wanted = [e for e in plan.models.values() if e.role != "unlearned" or e.row in rows]
-    wanted = [e for e in wanted if e.row in rows or e.role == "original" or e.row == ""]
-    unique = {e.name: e for e in wanted}  # one model may stand for two rows; each is built once
+    unique = {e.name: e for e in plan.models.values()}  # one model may stand for two rows; each is built once
     to_build = [e for e in unique.values() if model_problem(e) is not None]
     to_score = [e for e in unique.values() if cached_scores(e, plan.targets) is None]
     kinds = [_kind(e, "train" if e.role != "unlearned" else "unlearn") for e in to_build] + [
