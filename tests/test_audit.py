@@ -247,3 +247,9 @@ def test_audit_end_to_end_records_a_failed_method_and_resumes(tmp_path):
     assert "(1 to build, 1 to score)" in log2.getvalue()  # only the failed run is retried
     assert {p: p.stat().st_mtime_ns for p in ckpts} == stamps  # nothing redone
     assert again["rows"]["Original"] == result["rows"]["Original"]
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "fashion_mnist_gpu.yaml"])
+def test_shipped_audit_configs_parse(name):
+    cfg = load_config(f"configs/audit/{name}")
+    assert cfg.shadow_models >= 16 and len(cfg.methods) >= 3 and cfg.rows[:2] == ["Original", "Retrain"]
