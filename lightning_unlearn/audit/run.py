@@ -125,7 +125,8 @@ def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
     sh = {s.index: s for s in plan.shadows}
     unique = {e.name: e for e in plan.models.values()}  # one model may stand for two rows; each is built once
     to_build = [e for e in unique.values() if model_problem(e) is not None]
-    to_score = [e for e in unique.values() if cached_scores(e, plan.targets) is None]
+    rows = set(cfg.rows)  # the originals are scored only when the Original row is reported
+    to_score = [e for e in unique.values() if (e.row in rows or e.row == "") and cached_scores(e, plan.targets) is None]
     kinds = [_kind(e, "train" if e.role != "unlearned" else "unlearn") for e in to_build] + [
         _kind(e, "score") for e in to_score]  # fmt: skip
     progress = _Progress(kinds, stream)

@@ -125,6 +125,8 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
         sh = Shadow(k, cfg.seed + k, [int(i) for i in forget], float(h), {}, "", np.zeros(0, bool), np.zeros(0, bool))
         try:
             dm = _datamodule(cfg, sh)
+            # the same pool for every shadow: load the datasets once (only the splits differ)
+            dm._train, dm._test = pool_dm._train, pool_dm._test
             dm.setup("fit")
         except (ValueError, IndexError) as err:
             raise AuditConfigError(f"shadow model {k}: {err}") from err
