@@ -174,12 +174,13 @@ def _build(d: dict[str, Any]) -> TuneConfig:
         raise _err("`scenarios` is empty: list the tuning targets, e.g. {name: class-wise, targets: [{classes: [5]}]}")
     seeds = [int(s) for s in d.get("seeds") or []]
     names = d.get("methods")
-    known = [m.name for m in bench.methods]
+    untuned = [m for m in bench.methods if getattr(m, "tuned_record", None) is None]  # not the `tuned:` variants
+    known = [m.name for m in untuned]
     if names is not None:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise _err(f"methods {unknown} are not methods of {bpath}: {known}")
-    chosen = [m for m in bench.methods if names is None or m.name in names]
+    chosen = [m for m in untuned if names is None or m.name in names]
     chosen = [m for m in chosen if any(m.runs_in(s.name) for s in scenarios)]
     if not chosen:
         raise _err("no method to tune: none of the chosen methods runs in the tuning scenarios")
