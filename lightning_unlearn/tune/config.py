@@ -99,19 +99,19 @@ def build_parser() -> Any:
                    "targets that tuning must not use.")  # fmt: skip
     p.add_argument("--output_dir", type=str, default="runs/tune", help="Where studies, trials and best/ are written.")
     p.add_argument("--scenarios", type=list[dict[str, Any]], required=True,
-                   help="Tuning targets: [{name: <a benchmark scenario>, targets: [ForgetSpec dict, ...]}].")  # fmt: skip
+                   help="Tuning targets: [{name: <benchmark scenario>, targets: [ForgetSpec dict, ...]}].")  # fmt: skip
     p.add_argument("--seeds", type=list[int], default=[100], help="Seeds of the tuning splits and runs.")
     p.add_argument("--methods", type=list[str] | None, default=None, help="Names of benchmark methods (default: all).")
     p.add_argument("--n_trials", type=int, default=20, help="Trials per method (finished trials count).")
     p.add_argument("--trials_per_method", type=dict[str, int], default={}, help="{method: n_trials} overrides.")
     p.add_argument("--search_space", type=dict[str, dict[str, Any]], default={},
-                   help="{method: {key: {low, high, log} | {choices} | null}}: overrides of the declared spaces.")  # fmt: skip
+                   help="{method: {key: {low, high, log} | {choices} | null}}: overrides of the spaces.")  # fmt: skip
     p.add_argument("--objectives", type=list[Objective], default=["gap"],
-                   help="[gap] (average gap to Retrain) or [gap, time] (a Pareto front of gap and unlearning time).")  # fmt: skip
+                   help="[gap] (average gap to Retrain) or [gap, time] (a Pareto front of gap and time).")  # fmt: skip
     p.add_argument("--sampler", type=Literal["tpe", "random"], default="tpe", help="Optuna sampler.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the sampler.")
     p.add_argument("--n_startup_trials", type=int | None, default=None,
-                   help="Random trials before TPE models the results (default: a third of n_trials, 3 to 10).")  # fmt: skip
+                   help="Random trials before TPE (default: a third of n_trials, 3 to 10).")  # fmt: skip
     p.add_argument("--pruner", type=Literal["median", "none"], default="median",
                    help="Prune a trial whose running gap after a tuning target is worse than the median.")  # fmt: skip
     p.add_argument("--timeout_s", type=float | None, default=None, help="Time budget per method (this start).")
@@ -215,7 +215,8 @@ def _build(d: dict[str, Any]) -> TuneConfig:
         raise _err(f"timeout_s must be > 0 (or null), got {d['timeout_s']}")
     cfg = TuneConfig(
         benchmark_path=str(bpath), output_dir=str(out), bench=bench, evaluation=evaluation, methods=methods,
-        objectives=objectives, sampler=str(d["sampler"]), seed=int(d["seed"]), n_startup_trials=d.get("n_startup_trials"),
+        objectives=objectives, sampler=str(d["sampler"]), seed=int(d["seed"]),
+        n_startup_trials=d.get("n_startup_trials"),
         pruner=str(d["pruner"]), timeout_s=d.get("timeout_s"), executor=d.get("executor") or "local",
         parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=json.loads(json.dumps(d, default=str)),
     )  # fmt: skip

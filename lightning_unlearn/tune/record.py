@@ -33,7 +33,7 @@ def write_best(path: str | Path, *, method: str, class_path: str, init_args: Map
 
     path = Path(path)
     if path.exists() and RECORD_PREFIX not in path.read_text():
-        raise FileExistsError(f"{path} exists and was not written by the tuner; move it away or choose another output_dir")
+        raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
     body = yaml.safe_dump(
         {"model": {"class_path": class_path, "init_args": dict(init_args)},
          "trainer": {"max_epochs": int(max_epochs), **dict(trainer)}},

@@ -114,8 +114,8 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
     lines = [
         "# Tuning", "",
         f"Benchmark `{cfg.benchmark_path}`; objective: {objs} (average gap to Retrain as in the benchmark report: the "
-        "mean over Acc D_r, Acc D_f, Acc test_r, Acc test_f and MIA-efficacy of |metric - Retrain's|, in points, averaged "
-        f"over the tuning targets). Sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}. "
+        "mean over Acc D_r, Acc D_f, Acc test_r, Acc test_f and MIA-efficacy of |metric - Retrain's|, in points, "
+        f"averaged over the tuning targets). Sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}. "
         f"This start: {seconds:.0f} s.", "",
         "## Tuning targets (disjoint from the evaluation targets)", "",
         "| scenario | target | seed | forget sha256 | Original's gap |", "|---|---|---:|---|---:|",
@@ -126,12 +126,14 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
                      f"`{r['hashes']['forget'][:12]}` | {_fmt(c['original_gap'])} |")  # fmt: skip
     lines += ["", f"Evaluation targets of the benchmark ({len(cfg.evaluation_hashes)} groups), none of whose forget "
               "sets is a tuning one: " + ", ".join(f"`{e['hashes']['forget'][:8]}`" for e in cfg.evaluation_hashes), "",
-              "## Summary", "", "| Method | configured settings | tuned | best trial | trials (complete/pruned/failed) |",
+              "## Summary", "",
+              "| Method | configured settings | tuned | best trial | trials (complete/pruned/failed) |",
               "|---|---:|---:|---|---:|"]  # fmt: skip
     for name, s in summaries.items():
         best, dflt, c = s["best"], s["default"], s["counts"]
-        lines.append(f"| {name} | {_fmt(dflt['values'][0]) if dflt else '-'} | {_fmt(best['values'][0]) if best else '-'} | "
-                     f"{_params(best['params']) if best else '-'} | {c['complete']}/{c['pruned']}/{c['fail']} |")  # fmt: skip
+        d_val = _fmt(dflt["values"][0]) if dflt else "-"
+        b_val, b_par = (_fmt(best["values"][0]), _params(best["params"])) if best else ("-", "-")
+        lines.append(f"| {name} | {d_val} | {b_val} | {b_par} | {c['complete']}/{c['pruned']}/{c['fail']} |")
     for name, s in summaries.items():
         lines += ["", f"## {name}", "", f"Study `{s['study']}`; search space: "
                   + ", ".join(f"{k} {_space(v)}" for k, v in s["space"].items()) + "."]  # fmt: skip
@@ -149,7 +151,8 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
                   "|---:|---|" + "---:|" * len(cfg.objectives) + "---|---:|"]  # fmt: skip
         for r in s["trials"]:
             vals = r["values"] or [None] * len(cfg.objectives)
-            state = r["state"] + (" (configured)" if r["default"] else "") + (" (interrupted)" if r["interrupted"] else "")
+            state = r["state"] + (" (configured)" if r["default"] else "")
+            state += " (interrupted)" if r["interrupted"] else ""
             lines.append(f"| {r['number']} | {state} | " + " | ".join(_fmt(v) if v is not None else "-" for v in vals)
                          + f" | {_params(r['params'])} | {_fmt(r['seconds']) if r['seconds'] is not None else '-'} |")
     path = out / "tune.md"
