@@ -222,3 +222,41 @@ def test_tuning_uses_no_evaluation_target_and_reuses_finished_trials(tmp_path: P
         cli_main(["unlearn", "-c", str(data), "-c", str(out / "best" / "Finetune.yaml"), "--original_ckpt", "x.ckpt",
                   "--print_config"])  # fmt: skip
     assert info.value.code in (0, None)
+
+
+# -- the benchmark with tuned settings -----------------------------------------------------------------------------
+def _write_best(tmp_path: Path, bench_yaml: Path) -> Path:
+    """A best/ directory as the tuner writes it, tuned on class 5 / seed 7 (no training needed)."""
+    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.tune.config import group_record
+    from lightning_unlearn.tune.record import write_best
+
+    cfg = B.load_config(str(bench_yaml), scenarios=[{"name": "class-wise", "targets": [{"classes": [5]}]}], seeds=[7])
+    groups = [group_record(g) for g in B.make_plan(cfg).groups]
+    best = tmp_path / "best"
+    write_best(best / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
+               init_args={"lr": 0.02}, max_epochs=2, trainer={}, record={"method": "Finetune", "tuning_groups": groups})
+    return best
+
+
+def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_path: Path) -> None:
+    from lightning_unlearn.tune import _bench as B
+
+    bench_yaml = _bench_yaml(tmp_path)
+    best = _write_best(tmp_path, bench_yaml)
+    cfg = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "both"})
+    assert [m.name for m in cfg.methods] == ["Finetune", "Finetune (tuned)"]
+    tuned = cfg.methods[1]
+    assert tuned.init_args == {"lr": 0.02} and tuned.max_epochs == 2 and cfg.methods[0].init_args == {"lr": 0.01}
+    only = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"})
+    assert [m.name for m in only.methods] == ["Finetune (tuned)"]
+    # evaluating on the tuning target itself: refused before anything is trained
+    peek = B.load_config(str(bench_yaml), scenarios=[{"name": "class-wise", "targets": [{"classes": [5]}]}],
+                         seeds=[7], output_dir=str(tmp_path / "peek"), **{"tuned.dir": str(best)})  # fmt: skip
+    with pytest.raises(B.BenchmarkConfigError, match="cannot be called tuned"):
+        B.run_benchmark(peek, stream=open(os.devnull, "w"))  # noqa: SIM115
+    assert not (tmp_path / "peek" / "models").exists()
+    # a hand-written file without a tuning record is not shown as tuned
+    (best / "Finetune.yaml").write_text("model:\n  class_path: lightning_unlearn.methods.Finetune\n")
+    with pytest.raises(B.BenchmarkConfigError, match="no tuning record"):
+        B.load_config(str(bench_yaml), **{"tuned.dir": str(best)})
