@@ -1,52 +1,24 @@
 """The benchmark pieces the tuner reuses (plan, model cache and training, one method run, one reference row, the
-report's average gap), from the ``lightning_unlearn.benchmark`` package or, before its split, the flat modules."""
+report's average gap), in one place so that the tuner's modules name them alike."""
 
 from __future__ import annotations
 
-try:  # the package layout (lightning_unlearn/benchmark/)
-    from lightning_unlearn.benchmark.cache import cache_problem, group_original
-    from lightning_unlearn.benchmark.config import BenchmarkConfig, load_config, validate_config
-    from lightning_unlearn.benchmark.execution import run_method, run_reference, train_model
-    from lightning_unlearn.benchmark.plan import Group, ModelJob, Plan, build_datamodule, config_hash, make_plan
-    from lightning_unlearn.benchmark.progress import quiet
-    from lightning_unlearn.benchmark.report import add_gaps
-    from lightning_unlearn.benchmark.specs import (
-        ORIGINAL,
-        RETRAIN,
-        BenchmarkConfigError,
-        MethodSpec,
-        Scenario,
-        _check_method_args,
-        slug,
-        target_slug,
-    )
-except ImportError:  # the flat modules (lightning_unlearn/benchmark.py + benchmark_report.py)
-    from lightning_unlearn.benchmark import (  # type: ignore[no-redef]
-        ORIGINAL,
-        RETRAIN,
-        BenchmarkConfig,
-        BenchmarkConfigError,
-        Group,
-        MethodSpec,
-        ModelJob,
-        Plan,
-        Scenario,
-        _check_method_args,
-        build_datamodule,
-        cache_problem,
-        config_hash,
-        group_original,
-        load_config,
-        make_plan,
-        run_method,
-        run_reference,
-        target_slug,
-        train_model,
-        validate_config,
-    )
-    from lightning_unlearn.benchmark import _quiet as quiet  # type: ignore[no-redef]
-    from lightning_unlearn.benchmark import _slug as slug  # type: ignore[no-redef]
-    from lightning_unlearn.benchmark_report import add_gaps  # type: ignore[no-redef]
+from lightning_unlearn.benchmark.cache import cache_problem, group_original
+from lightning_unlearn.benchmark.config import BenchmarkConfig, load_config, validate_config
+from lightning_unlearn.benchmark.execution import run_benchmark, run_method, run_reference, train_model
+from lightning_unlearn.benchmark.plan import Group, ModelJob, Plan, build_datamodule, config_hash, make_plan
+from lightning_unlearn.benchmark.progress import quiet
+from lightning_unlearn.benchmark.report import add_gaps
+from lightning_unlearn.benchmark.specs import (
+    ORIGINAL,
+    RETRAIN,
+    BenchmarkConfigError,
+    MethodSpec,
+    Scenario,
+    _check_method_args,
+    slug,
+    target_slug,
+)
 
 __all__ = [
     "ORIGINAL",
@@ -67,6 +39,7 @@ __all__ = [
     "load_config",
     "make_plan",
     "quiet",
+    "run_benchmark",
     "run_method",
     "run_reference",
     "slug",
