@@ -260,3 +260,9 @@ def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_p
     (best / "Finetune.yaml").write_text("model:\n  class_path: lightning_unlearn.methods.Finetune\n")
     with pytest.raises(B.BenchmarkConfigError, match="no tuning record"):
         B.load_config(str(bench_yaml), **{"tuned.dir": str(best)})
+    from lightning_unlearn.tune.record import write_best
+
+    with pytest.raises(FileExistsError, match="not written by the tuner"):  # the tuner never overwrites a user's file
+        write_best(best / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
+                   init_args={}, max_epochs=1, trainer={}, record={"tuning_groups": []})
+    assert "tuning-record" not in (best / "Finetune.yaml").read_text()
