@@ -172,7 +172,7 @@ class UnlearnTrainer(Trainer):
             (out_path.parent / "unlearn.json").write_text(json.dumps(summary, indent=1, default=str))
             rank_zero_info(f"Unlearned model written to {out_path} ({summary['method']}, {unlearn_time:.2f} s).")
             if evaluators and evaluators[0].results:
-                rank_zero_info(metrics_table(evaluators[0].results))
+                print(metrics_table(evaluators[0].results), flush=True)  # the command's result, on stdout
         self.unlearn_summary = summary
         return summary
 
