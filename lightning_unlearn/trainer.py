@@ -281,18 +281,20 @@ def metrics_table(results: dict[str, Any]) -> str:
 
 def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: Any, original_ckpt: Any) -> None:
     """Give a configured evaluator the run's gold/original checkpoints where it has none; refuse a contradiction."""
-    for what, path, has, current, setter in (
-        ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.set_gold),
-        ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.set_original),
-    ):
-        if path is None:
-            continue
+    for what, path, has, current, module, setter in (
+        ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.gold_model, evaluator.set_gold),
+        ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.original_model,
+         evaluator.set_original),
+    ):  # fmt: skip
+        if path is None or (module is not None and module is path):
+            continue  # nothing given, or this very module (a checkpoint with no record, read by the trainer)
         if not has:
             setter(path)
         elif not isinstance(path, (str, Path)) or current is None or Path(current).resolve() != Path(path).resolve():
+            given = path if isinstance(path, (str, Path)) else f"(a {type(path).__name__} read from a checkpoint)"
             raise ValueError(
                 f"The configured UnlearningEvaluator already has a {what} model ({current or 'a module'}) but "
-                f"--{what}_ckpt={path} was also given; set only one."
+                f"--{what}_ckpt {given} was also given; set only one."
             )
 
 

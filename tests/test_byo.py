@@ -118,17 +118,22 @@ def test_adapter_for_a_model_with_no_classifier_head(dm):
     assert named.features(torch.rand(2, 1, 16, 16)).shape == (2, 256)
 
 
-def _unlearn(ckpt: Path, out: Path, *extra: str) -> list[str]:
+def _unlearn(ckpt: Path, out: Path, *extra: str, evaluate: bool = False) -> list[str]:
     return ["unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "--model", "Finetune", "--original_ckpt", str(ckpt),
             "--output", str(out / "unlearned.ckpt"), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-            "--evaluate", "false", f"--trainer.default_root_dir={out}", *QUIET, *extra]  # fmt: skip
+            "--evaluate", str(evaluate).lower(), f"--trainer.default_root_dir={out}", *QUIET, *extra]  # fmt: skip
 
 
 def test_unlearn_a_users_lightning_checkpoint_records_the_stated_forget_set(dm, tmp_path):
     path = tmp_path / "user.ckpt"
     torch.save({"state_dict": UserModule(small_allcnn(dm)).state_dict()}, path)
     out = tmp_path / "run"
-    main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--data.forget.classes", "[5]"))
+    gold = tmp_path / "gold.pt"  # a plain state_dict as the gold model too: given to the evaluator as a module
+    torch.save(small_allcnn(dm).state_dict(), gold)
+    main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--data.forget.classes", "[5]",
+                  "--gold_ckpt", str(gold), evaluate=True))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["original/acc/forget"] is not None and metrics["gold/forget_acc_gap"] is not None
     summary = json.loads((out / "unlearn.json").read_text())
     assert summary["original_source"]["network_attr"] == "net" and summary["original_source"]["arch"] == "AllCNN"
     assert "stated" in summary["forget_set"] and summary["splits"]["forget_spec"]["classes"] == [5]
