@@ -108,7 +108,7 @@ def load_model(
     config = source.config(datamodule)
     with torch.random.fork_rng(devices=[]):  # the weights are replaced: building must not shift the training RNG
         backbone = build_backbone(config)
-    prefix, weights = _fit_weights(backbone, dict(state), source, what)
+    prefix, weights = _fit_weights(backbone, dict(state), source, what, lightning)
     backbone.load_state_dict(weights)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     meta = {
@@ -128,7 +128,7 @@ def load_model(
 
 
 def _fit_weights(
-    backbone: Backbone, state: dict[str, Tensor], source: ModelSource, what: str
+    backbone: Backbone, state: dict[str, Tensor], source: ModelSource, what: str, lightning: bool
 ) -> tuple[str, dict[str, Tensor]]:
     """``(prefix, weights in the backbone's keys)``: the weights under ``network_attr`` (or under the one prefix that
     fits), mapped from the network's own keys for an adapter; refused with the first misfits named."""
@@ -169,7 +169,7 @@ def _fit_weights(
     raise CheckpointError(
         f"{what}: its weights{where} do not fit {source.arch}{' ' + str(source.arch_args) if source.arch_args else ''} ({count} misfits, e.g. "
         f"{first}); pass the architecture they were trained with ({_ARCH_HINT})"
-        + ("" if source.network_attr else ", or --network_attr ATTR for the module attribute holding the network")
+        + ("" if source.network_attr or not lightning else ", or --network_attr ATTR for the module attribute holding the network")
         + "."
     )
 
