@@ -90,12 +90,12 @@ class UnlearnTrainer(Trainer):
         for p in (original_ckpt, gold_ckpt):
             if p is not None and Path(p).resolve() == out_path.resolve():
                 raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
-        check_writable_dir(out_path.parent)
         datamodule.setup("fit")
         source = ModelSource(arch, dict(arch_args or {}), network_attr)
         what = f"original checkpoint {original_ckpt}"
         backbone, original_meta = load_model(original_ckpt, datamodule, source, what=what)
         check_forget_stated(datamodule, original_meta, what)
+        check_writable_dir(out_path.parent)  # after the inputs are known good: a refused run leaves no directory
         self.original_meta = original_meta
         self.gold_model = None
         self.gold_meta: dict[str, Any] | None = None

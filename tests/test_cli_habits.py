@@ -121,3 +121,27 @@ def test_quiet_terminal(tmp_path):
         assert notice not in stderr, f"{notice!r} still printed:\n{stderr[-3000:]}"
     assert "the user's own warning" in stderr
     assert "FisherForgetting: noise applied" in stderr and "Unlearned model written to" in stderr
+
+
+def test_decision_space_is_one_projection_for_all_panels(tmp_path, monkeypatch):
+    """Identical features give identical positions in every panel, and a panel's shift shows as a shift."""
+    import numpy as np
+
+    import lightning_unlearn.evaluation.plots as plots
+
+    seen: list[np.ndarray] = []
+    real = plots.project_2d
+    monkeypatch.setattr(plots, "project_2d", lambda f, *a, **k: seen.append(f) or real(f, *a, **k))
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 6))
+    panels = [plots.PanelData("a", feats, np.zeros(40)), plots.PanelData("b", feats + 5.0, np.ones(40))]
+    plots.plot_decision_space(panels, np.arange(40) < 10, tmp_path / "d.png", num_classes=2)
+    assert len(seen) == 1 and seen[0].shape == (80, 6)  # projected once, on both panels' features
+    xy = real(np.concatenate([feats, feats + 5.0]))
+    assert not np.allclose(xy[:40], xy[40:])  # the shift between panels is kept, not normalised away
+
+
+def test_error_bars_are_clipped_at_zero():
+    from lightning_unlearn.benchmark.plots import _clipped
+
+    assert _clipped([0.5, 3.0], [2.0, 1.0]) == [[0.5, 1.0], [2.0, 1.0]]
