@@ -104,7 +104,9 @@ def load_model(
         )
     state = ckpt["state_dict"] if lightning else ckpt
     if not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{what} does not hold a state dict of tensors; save it with torch.save(model.state_dict()).")
+        raise CheckpointError(
+            f"{what} does not hold a state dict of tensors; save it with torch.save(model.state_dict(), path)."
+        )
     config = source.config(datamodule)
     with torch.random.fork_rng(devices=[]):  # the weights are replaced: building must not shift the training RNG
         backbone = build_backbone(config)
@@ -150,7 +152,9 @@ def _fit_weights(
             sub.setdefault(key, own[key].clone())
         missing = [k for k in own if k not in sub]
         unexpected = [k for k in sub if k not in own]
-        mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sub.items() if k in own and v.shape != own[k].shape]
+        mismatched = [
+            f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sub.items() if k in own and v.shape != own[k].shape
+        ]
         if not (missing or unexpected or mismatched):
             return prefix, sub
         head = sub.get("head.weight")
@@ -165,11 +169,12 @@ def _fit_weights(
     if not report:
         raise CheckpointError(f"{what} has no weights under {source.network_attr!r}; check --network_attr.")
     count, prefix, first = min(report)
+    args = f" {source.arch_args}" if source.arch_args else ""
     where = f" under {prefix!r}" if prefix else ""
     raise CheckpointError(
-        f"{what}: its weights{where} do not fit {source.arch}{' ' + str(source.arch_args) if source.arch_args else ''} ({count} misfits, e.g. "
-        f"{first}); pass the architecture they were trained with ({_ARCH_HINT})"
-        + ("" if source.network_attr or not lightning else ", or --network_attr ATTR for the module attribute holding the network")
+        f"{what}: its weights{where} do not fit {source.arch}{args} ({count} misfits, e.g. {first}); pass the "
+        f"architecture they were trained with ({_ARCH_HINT})"
+        + ("" if source.network_attr or not lightning else ", or --network_attr ATTR: the attribute holding the network")
         + "."
     )
 

@@ -146,7 +146,9 @@ class TorchvisionBackbone(AdaptedBackbone):
 
         known = torchvision.models.list_models(module=torchvision.models)
         if arch not in known:
-            raise ValueError(f"torchvision has no classification model {arch!r}; choose one of {', '.join(known[:8])}, ...")
+            raise ValueError(
+                f"torchvision has no classification model {arch!r}; choose one of {', '.join(known[:8])}, ..."
+            )
         net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **(model_kwargs or {}))
         super().__init__(net, num_classes, in_channels, image_size, mean, std, head)
         self._record_config(
@@ -174,7 +176,8 @@ class TimmBackbone(AdaptedBackbone):
 
         if not timm.list_models(arch):
             raise ValueError(f"timm has no model {arch!r} (timm.list_models('{arch}') is empty).")
-        net = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **(model_kwargs or {}))
+        kwargs = {"num_classes": num_classes, "in_chans": in_channels, **(model_kwargs or {})}
+        net = timm.create_model(arch, pretrained=False, **kwargs)
         super().__init__(net, num_classes, in_channels, image_size, mean, std, head)
         self._record_config(
             arch=arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size, mean=mean, std=std,
