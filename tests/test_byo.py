@@ -202,3 +202,15 @@ def test_torchvision_style_dataset_recipe():
     assert batch[0].shape[1:] == (1, 8, 8) and 2 not in batch[1].tolist()
     with pytest.raises(TypeError, match="no `targets` attribute"):
         IndexedDataset([(x, 0)], 8, 1)
+
+
+def test_test_subcommand_reads_a_state_dict_and_a_foreign_gold(dm, tmp_path):
+    torch.save(small_allcnn(dm).state_dict(), tmp_path / "model.pt")
+    torch.save({"state_dict": UserModule(small_allcnn(dm)).state_dict()}, tmp_path / "gold.ckpt")
+    root = tmp_path / "test"
+    main(["test", "-c", str(CONFIGS / "data/digits.yaml"), "--ckpt_path", str(tmp_path / "model.pt"), "--gold_ckpt",
+          str(tmp_path / "gold.ckpt"), "--arch", "AllCNN", "--arch_args", '{"width": 0.25}',
+          f"--trainer.default_root_dir={root}", *QUIET])  # fmt: skip
+    (found,) = root.rglob("metrics.json")
+    metrics = json.loads(found.read_text())
+    assert metrics["acc/forget"] is not None and metrics["gold/forget_acc_gap"] is not None
