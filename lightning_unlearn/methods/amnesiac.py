@@ -483,9 +483,9 @@ class Amnesiac(Finetune):
         )
         if total and steps / total > 0.5:
             rank_zero_warn(
-                f"Amnesiac: {steps} of {total} training steps held sensitive samples, so subtracting them undoes "
-                "most of training (typical for class-wise forgetting, where nearly every batch holds D_f); expect to "
-                "need the repair epochs (Trainer `max_epochs`)."
+                f"Amnesiac: {steps} of {total} training steps held samples of D_f, so subtracting them undoes most "
+                "of training (D_f is spread over nearly every batch); expect to need the repair epochs (Trainer "
+                "`max_epochs`)."
             )
         return stats
 

@@ -64,6 +64,8 @@ class UnlearningMethod(pl.LightningModule):
     search_space: ClassVar[SearchSpace] = {}
     #: Whether :meth:`attach` keeps a frozen copy of the original model as ``self.original``.
     keeps_original: bool = False
+    #: False for a method that edits the weights without an optimizer (``configure_optimizers`` returns ``None``).
+    uses_optimizer: bool = True
     #: Retained-accuracy collapse guard: ``fit`` fails (:class:`UnlearningFailedError`) when the unlearned model's
     #: accuracy on (a sample of) D_r ends below ``chance + retain_collapse * (original - chance)``; ``None``: off.
     retain_collapse: float | None = 0.1

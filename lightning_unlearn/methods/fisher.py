@@ -135,6 +135,7 @@ class FisherForgetting(UnlearningMethod):
     }
 
     train_splits = ("retain",)
+    uses_optimizer = False  # one pass edits the weights; configure_optimizers returns None
 
     def __init__(
         self,

@@ -96,6 +96,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
     }
 
     train_splits = ("forget", "retain")
+    uses_optimizer = False  # one pass edits the weights; configure_optimizers returns None
 
     def __init__(
         self,
