@@ -217,8 +217,8 @@ def forget_mode_overrides(argv: list[str]) -> list[str]:
 #: Subcommands parsed by their own modules (imported only when used), each with its one-line summary.
 _DISPATCHED = {
     "benchmark": ("lightning_unlearn.benchmark", "Compare methods over scenarios and seeds: report.md, results, plots."),
-    "tune": ("lightning_unlearn.tune", "Search a method's hyper-parameters (optuna) against the gold model."),
-    "audit": ("lightning_unlearn.audit", "Audit an unlearned model: membership inference and forget-set checks."),
+    "tune": ("lightning_unlearn.tune", "Tune each method (Optuna) on targets the benchmark does not evaluate."),
+    "audit": ("lightning_unlearn.audit", "Per-example privacy audit on shadow models: U-LiRA, NeurIPS'23 score."),
 }
 _SUBCOMMANDS = {
     "fit": "Train a model: the original (on D = D_r + D_f) or, with --data.train_on retain, the gold model.",
