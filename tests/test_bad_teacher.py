@@ -101,6 +101,21 @@ def test_reads_forget_plus_a_retain_fraction(setup):
         BadTeacher(retain_fraction=0.0)
 
 
+def test_a_last_batch_of_one_is_dropped(setup):
+    """BatchNorm cannot train on one sample: a retain fraction leaving a 1-sample last batch must still run."""
+    dm, backbone = setup
+    s, bs = dm.splits, dm.batch_size
+    n = next(k for k in range(1, len(s.retain) + 1) if (len(s.forget) + k) % bs == 1)
+    method = BadTeacher(backbone=copy.deepcopy(backbone), retain_fraction=n / len(s.retain))
+    loader = method.build_train_dataloader(dm)
+    assert len(loader.dataset) % bs == 1 and loader.drop_last
+    assert min(len(b[0]) for b in loader) > 1
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(method, datamodule=dm)
+    assert BadTeacher(backbone=backbone, retain_fraction=0.3).build_train_dataloader(dm).drop_last is (
+        (len(s.forget) + round(0.3 * len(s.retain))) % bs == 1
+    )
+
+
 def test_cli_yaml(trained_digits, tmp_path):
     main(
         [

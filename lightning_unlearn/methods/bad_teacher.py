@@ -144,11 +144,15 @@ class BadTeacher(TrainModeMethod):
         subset = np.sort(rng.choice(len(retain), size=n, replace=False))
         retain_subset = SplitView(retain.base, retain.indices[subset], retain.transform)
         self._forget_sorted = torch.as_tensor(np.sort(forget.indices), dtype=torch.long)
+        batch_size = loader_batch_size(self, datamodule)
+        # A last batch of one sample cannot pass BatchNorm in train mode ("Expected more than 1 value per channel"):
+        # drop it then, and only then (found by tuning retain_fraction).
         return datamodule.loader(
             ConcatDataset([forget, retain_subset]),
             shuffle=True,
-            batch_size=loader_batch_size(self, datamodule),
+            batch_size=batch_size,
             train=True,
+            drop_last=(len(forget) + n) % batch_size == 1,
         )
 
     # -- step ------------------------------------------------------------------------------------------------------
