@@ -112,7 +112,7 @@ class L1Sparse(Finetune):
         ce = F.cross_entropy(self._require_model()(x), y)
         loss = ce + self.l1_weight * l1_norm(self.trainable_parameters()) if self.l1_weight > 0 else ce
         check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)
         self.log("train/ce", ce)
         self.log("train/l1_weight", self.l1_weight)
         return loss

@@ -253,14 +253,18 @@ def train_from_scratch(
     model.train()
     with torch.enable_grad(), torch.autocast(device_type=torch.device(device).type, enabled=False):
         for epoch in range(epochs):
+            bad = torch.zeros((), dtype=torch.bool, device=device)  # read back once per epoch, not per step
             for x, y in batches(epoch):
                 x, y = x.to(device), y.to(device)
                 loss = F.cross_entropy(model(x), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Loss became {loss.item()} training a TMU helper model; lower its lr.")
+                bad |= ~torch.isfinite(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            if bool(bad):
+                raise FloatingPointError(
+                    f"Loss became non-finite in epoch {epoch} training a TMU helper model; lower its lr."
+                )
     model.eval()
     return model
 
