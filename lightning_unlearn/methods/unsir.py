@@ -175,7 +175,7 @@ class UNSIR(TrainModeMethod):
             n = min(int(self.hparams.retain_per_class), len(members))
             keep.append(rng.choice(members, size=n, replace=False))
         picked = np.sort(np.concatenate(keep))
-        return SplitView(retain.base, retain.indices[picked], retain.transform)
+        return retain.subset(picked)
 
     def learn_noise(self, classes: list[int]) -> dict[int, Tensor]:
         model, hp = self._require_model(), self.hparams
