@@ -231,3 +231,22 @@ def test_evaluator_checks_svc_max_samples():
     with pytest.raises(ValueError, match="svc_max_samples"):
         UnlearningEvaluator(svc_max_samples=1)
     assert UnlearningEvaluator().svc_max_samples == 8192
+
+
+def test_reference_cache_gives_the_same_results_and_is_reused(trained_digits):
+    import math
+
+    from lightning_unlearn.evaluation import ReferenceCache, UnlearningEvaluator
+
+    dm = trained_digits.datamodule()
+    models = [load_backbone(p, dm)[0] for p in (trained_digits.original_ckpt, trained_digits.gold_ckpt)]
+    cache = ReferenceCache()
+    for model in models:
+        plain = UnlearningEvaluator(gold=str(trained_digits.gold_ckpt), original=str(trained_digits.original_ckpt))
+        shared = UnlearningEvaluator(gold=str(trained_digits.gold_ckpt), original=str(trained_digits.original_ckpt))
+        shared.reference_cache = cache
+        a, b = plain.evaluate(model, dm), shared.evaluate(model, dm)
+        assert a.keys() == b.keys() and list(a) == list(b)
+        for key in a:
+            assert a[key] == b[key] or (math.isnan(a[key]) and math.isnan(b[key])), key
+    assert cache.hits > 0  # the second evaluation read the gold/original/random outputs and the gold metrics
