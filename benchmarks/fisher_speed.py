@@ -137,8 +137,8 @@ def bench_retrain(args: argparse.Namespace) -> int:
 
     import lightning.pytorch as pl
 
-    from lightning_unlearn.benchmark import _trainer_kwargs, build_backbone_for, build_datamodule, load_config
-    from lightning_unlearn.benchmark import make_plan
+    from lightning_unlearn.benchmark import build_backbone_for, build_datamodule, load_config, make_plan
+    from lightning_unlearn.benchmark.plan import trainer_kwargs
     from lightning_unlearn.methods import Classifier
 
     cfg = load_config(args.config)
@@ -147,7 +147,7 @@ def bench_retrain(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.config} has no FisherForgetting method")
     group = make_plan(cfg).groups[0]
     target, seed = group.target, group.seed
-    kwargs = _trainer_kwargs(cfg, Path(tempfile.mkdtemp(prefix="fisher_speed_")))
+    kwargs = trainer_kwargs(cfg, Path(tempfile.mkdtemp(prefix="fisher_speed_")))
     dm_all = build_datamodule(cfg, target, seed, train_on="all")
     pl.seed_everything(seed, verbose=False)
     original = Classifier(build_backbone_for(cfg, dm_all), **cfg.training.classifier_kwargs())
@@ -177,7 +177,8 @@ def bench_retrain(args: argparse.Namespace) -> int:
 
 
 def bench_estimate(args: argparse.Namespace) -> int:
-    from lightning_unlearn.benchmark import _import_class, load_config
+    from lightning_unlearn.benchmark import load_config
+    from lightning_unlearn.benchmark.plan import import_class
 
     cfg = load_config(args.config)
     spec = next((m for m in cfg.methods if m.class_path.endswith(".FisherForgetting")), None)
@@ -185,7 +186,7 @@ def bench_estimate(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.config} has no FisherForgetting method")
     channels, height, width = (int(v) for v in args.shape.split(","))
     torch.manual_seed(0)
-    model = _import_class(cfg.backbone["class_path"])(
+    model = import_class(cfg.backbone["class_path"])(
         num_classes=args.classes, in_channels=channels, image_size=height, **cfg.backbone["init_args"]
     )
     batch = int(cfg.data["init_args"].get("batch_size", 64))

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    from lightning_unlearn.benchmark import _quiet
+    from lightning_unlearn.benchmark.progress import quiet
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
     ev_args = {k: v for k, v in cfg.evaluator.items() if k in ("nonmember_split", "seed")}
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     def put(key: str, value: float) -> None:
         table.setdefault(key, []).append(value)
 
-    with _quiet(True):
+    with quiet(True):
         for seed in cfg.seeds:
             first = cfg.scenarios[0].targets[0]
             original, t = train(cfg, first, seed, "all")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_unlearn import benchmark as bm
+from lightning_unlearn.benchmark import execution as bm
 from lightning_unlearn.benchmark import BenchmarkConfigError, load_config, run_benchmark
-from lightning_unlearn.benchmark_report import add_gaps
+from lightning_unlearn.benchmark.stats import add_gaps
 from lightning_unlearn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

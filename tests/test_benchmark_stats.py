@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lightning_unlearn import benchmark_report as br
-from lightning_unlearn.benchmark_protocol import Targets, main, protocol_checks
-from lightning_unlearn.benchmark_stats import compare_to_best, paired_p_value, pareto_front, t_interval
+from lightning_unlearn.benchmark import report as br
+from lightning_unlearn.benchmark.protocol import Targets, main, protocol_checks
+from lightning_unlearn.benchmark.stats import compare_to_best, paired_p_value, pareto_front, t_interval
 from lightning_unlearn.provenance import collect_provenance, git_info, run_stamp
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import torch
 from conftest import digits_dm, quiet_trainer, small_allcnn
 
 from lightning_unlearn.checkpoints import CheckpointError, load_backbone, read_checkpoint
-from lightning_unlearn.cli import UnlearnTrainer
+from lightning_unlearn.trainer import UnlearnTrainer
 from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.data.base import InputMismatchError
 from lightning_unlearn.evaluation import UnlearningEvaluator

@@ -494,7 +494,8 @@ def test_save_checkpoint_refuses_nan_weights(tmp_path):
 
 def test_cached_model_without_digest_must_load(tmp_path):
     """Caches written before digests were recorded are still reused when they load, retrained when they do not."""
-    from lightning_unlearn.benchmark import ModelJob, cache_problem
+    from lightning_unlearn.benchmark import ModelJob
+    from lightning_unlearn.benchmark.cache import cache_problem
 
     job = ModelJob("gold", "k", tmp_path / "gold-k", group=None, key_content={})  # type: ignore[arg-type]
     assert cache_problem(job) == "not trained"

@@ -4,6 +4,8 @@
 * :func:`compare_to_best`: per scenario, the method closest to Retrain and which methods are not significantly further
   from it (two-sided paired t-test over the (target, seed) pairs).
 * :func:`pareto_front`: the methods no other method beats on both unlearning time and average gap.
+* :func:`add_gaps`: SalUn's average gap to Retrain of every row; :func:`aggregate`: mean, std and n per (scenario,
+  method).
 
 Definitions and the reasons for the choices are in ``docs/metrics.md`` ("Uncertainty of benchmark results").
 """
@@ -12,17 +14,25 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "ALPHA",
+    "GAP_COLUMNS",
     "LEVEL",
+    "add_gaps",
+    "aggregate",
     "compare_to_best",
     "finite_float",
+    "methods_in",
+    "ordered",
     "paired_p_value",
     "pareto_front",
+    "row_commits",
     "scenario_summary",
+    "scenarios_in",
+    "summaries",
     "t_interval",
 ]
 
@@ -151,3 +161,89 @@ def scenario_summary(rows: Sequence[Mapping[str, Any]], scenario: str) -> dict[s
         "pareto_front": pareto_front(points),
         "points": {m: list(p) for m, p in points.items()},
     }
+
+#: Columns whose distance to Retrain makes the average gap (accuracies and MIA-efficacy, as in SalUn).
+GAP_COLUMNS: tuple[str, ...] = ("acc/retain", "acc/forget", "acc/test_retain", "acc/test_forget", "mia/efficacy")
+
+
+def _group_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return (str(row.get("scenario")), str(row.get("target_spec", row.get("target"))), int(row.get("seed", 0)))
+
+
+def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set ``avg_gap`` on every row (``None`` when the group's Retrain row is missing). Returns ``rows``."""
+    retrain = {_group_key(r): r for r in rows if r.get("method") == "Retrain"}
+    for r in rows:
+        ref = retrain.get(_group_key(r))
+        gaps = []
+        if ref is not None:
+            for c in GAP_COLUMNS:
+                a, b = finite_float(r.get(c)), finite_float(ref.get(c))
+                if a is not None and b is not None:
+                    gaps.append(abs(a - b) * 100.0)
+        r["avg_gap"] = sum(gaps) / len(gaps) if gaps else None
+    return rows
+
+
+def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many rows each ``git_commit`` produced (``"unknown"``: rows without a stamp, e.g. from older versions)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        c = str(r.get("git_commit") or "unknown")
+        counts[c] = counts.get(c, 0) + 1
+    return counts
+
+
+def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
+    """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1)."""
+    acc: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        v = finite_float(r.get(key))
+        k = (str(r.get("scenario")), str(r.get("method")))
+        acc.setdefault(k, [])
+        if v is not None:
+            acc[k].append(v)
+    out: dict[tuple[str, str], tuple[float, float, int] | None] = {}
+    for k, vals in acc.items():
+        if not vals:
+            out[k] = None
+            continue
+        out[k] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+    return out
+
+
+def methods_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
+    order = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+    seen = [m for m in order if any(r.get("method") == m for r in rows)]
+    seen += sorted({str(r.get("method")) for r in rows} - set(seen))
+    return seen
+
+
+def scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
+    order = [s.name for s in cfg.scenarios] if cfg is not None else []
+    seen = [s for s in order if any(r.get("scenario") == s for r in rows)]
+    for r in rows:
+        if r.get("scenario") not in seen:
+            seen.append(str(r.get("scenario")))
+    return seen
+
+
+def ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, Any]]:
+    """``rows`` in report order: scenarios and methods as configured (others after them), then target and seed."""
+    scen = [s.name for s in cfg.scenarios] if cfg is not None else []
+    meth = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+
+    def pos(seq: list[str], v: Any) -> int:
+        return seq.index(v) if v in seq else len(seq)
+
+    return sorted(
+        rows,
+        key=lambda r: (pos(scen, r.get("scenario")), str(r.get("scenario")), str(r.get("target")),
+                       int(r.get("seed", 0)), pos(meth, r.get("method")), str(r.get("method"))),
+    )  # fmt: skip
+
+
+def summaries(rows: Sequence[dict[str, Any]], cfg: Any = None) -> dict[str, dict[str, Any]]:
+    """Per scenario :func:`~lightning_unlearn.benchmark.stats.scenario_summary` (best method, methods tied with it,
+    p-values, Pareto front) of rows that have ``avg_gap`` (:func:`add_gaps`)."""
+    return {s: scenario_summary(rows, s) for s in scenarios_in(rows, cfg)}

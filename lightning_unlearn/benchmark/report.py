@@ -11,7 +11,7 @@ test_forget where defined) and MIA-efficacy of ``|metric - metric of Retrain|``,
 gold model of the same scenario, forget target and seed. The report averages it (mean ± std) over seeds and targets,
 like every other column; 0 is the gold model itself.
 
-**Uncertainty** (:mod:`lightning_unlearn.benchmark_stats`): every cell also shows the 95% Student-t confidence interval
+**Uncertainty** (:mod:`lightning_unlearn.benchmark.stats`): every cell also shows the 95% Student-t confidence interval
 of its mean; per scenario the report names the method closest to Retrain, the methods not significantly further from
 it (paired t-test over (target, seed) pairs) and the Pareto front of unlearning time against average gap.
 **Provenance** (:mod:`lightning_unlearn.provenance`): ``results.json`` and ``report.md`` record the package version, git
@@ -24,24 +24,38 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_unlearn.benchmark_stats import ALPHA, LEVEL, finite_float, pareto_front, scenario_summary, t_interval
+from lightning_unlearn.benchmark.plots import write_plots
+from lightning_unlearn.benchmark.stats import (
+    ALPHA,
+    GAP_COLUMNS,
+    LEVEL,
+    add_gaps,
+    aggregate,
+    finite_float,
+    methods_in,
+    ordered,
+    row_commits,
+    scenarios_in,
+    summaries,
+    t_interval,
+)
 
 __all__ = [
     "GAP_COLUMNS",
     "add_gaps",
     "aggregate",
+    "read_results",
     "render_report",
+    "summaries",
     "write_all",
     "write_plots",
     "write_results",
 ]
 
-#: Columns whose distance to Retrain makes the average gap (accuracies and MIA-efficacy, as in SalUn).
-GAP_COLUMNS: tuple[str, ...] = ("acc/retain", "acc/forget", "acc/test_retain", "acc/test_forget", "mia/efficacy")
 _ID_COLUMNS = ("scenario", "target", "seed", "method", "kind", "status", "avg_gap")
 _TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at",
                  "package_version", "git_commit")
@@ -62,25 +76,6 @@ _TABLE: tuple[tuple[str, str, float, int], ...] = (
 )
 
 
-def _group_key(row: dict[str, Any]) -> tuple[str, str, int]:
-    return (str(row.get("scenario")), str(row.get("target_spec", row.get("target"))), int(row.get("seed", 0)))
-
-
-def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Set ``avg_gap`` on every row (``None`` when the group's Retrain row is missing). Returns ``rows``."""
-    retrain = {_group_key(r): r for r in rows if r.get("method") == "Retrain"}
-    for r in rows:
-        ref = retrain.get(_group_key(r))
-        gaps = []
-        if ref is not None:
-            for c in GAP_COLUMNS:
-                a, b = finite_float(r.get(c)), finite_float(ref.get(c))
-                if a is not None and b is not None:
-                    gaps.append(abs(a - b) * 100.0)
-        r["avg_gap"] = sum(gaps) / len(gaps) if gaps else None
-    return rows
-
-
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     from lightning_unlearn.evaluation import METRIC_KEYS
 
@@ -93,40 +88,11 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [*fixed, *rest, *tail]
 
 
-def _ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, Any]]:
-    scen = [s.name for s in cfg.scenarios] if cfg is not None else []
-    meth = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
-
-    def pos(seq: list[str], v: Any) -> int:
-        return seq.index(v) if v in seq else len(seq)
-
-    return sorted(
-        rows,
-        key=lambda r: (pos(scen, r.get("scenario")), str(r.get("scenario")), str(r.get("target")),
-                       int(r.get("seed", 0)), pos(meth, r.get("method")), str(r.get("method"))),
-    )  # fmt: skip
-
-
 def _provenance(cfg: Any = None) -> dict[str, Any]:
     from lightning_unlearn.provenance import collect_provenance
 
     t = getattr(cfg, "trainer", None)
     return collect_provenance(getattr(t, "accelerator", None), getattr(t, "num_threads", None))
-
-
-def summaries(rows: Sequence[dict[str, Any]], cfg: Any = None) -> dict[str, dict[str, Any]]:
-    """Per scenario :func:`~lightning_unlearn.benchmark_stats.scenario_summary` (best method, methods tied with it,
-    p-values, Pareto front) of rows that have ``avg_gap`` (:func:`add_gaps`)."""
-    return {s: scenario_summary(rows, s) for s in _scenarios_in(rows, cfg)}
-
-
-def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """How many rows each ``git_commit`` produced (``"unknown"``: rows without a stamp, e.g. from older versions)."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        c = str(r.get("git_commit") or "unknown")
-        counts[c] = counts.get(c, 0) + 1
-    return counts
 
 
 def write_results(
@@ -136,7 +102,7 @@ def write_results(
     ``{"provenance", "row_commits", "summary", "rows"}`` (what produced it, per scenario the comparison with the best
     method and the Pareto front, and the same rows as the CSV)."""
     out = Path(out)
-    rows = _ordered(add_gaps([dict(r) for r in rows]), cfg)
+    rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
     cols = _columns(rows)
     csv_path, json_path = out / "results.csv", out / "results.json"
     tmp = csv_path.with_name("results.csv.tmp")
@@ -182,24 +148,6 @@ def read_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]
     return list(data.get("rows") or []), dict(data.get("provenance") or {})
 
 
-def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
-    """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1)."""
-    acc: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        v = finite_float(r.get(key))
-        k = (str(r.get("scenario")), str(r.get("method")))
-        acc.setdefault(k, [])
-        if v is not None:
-            acc[k].append(v)
-    out: dict[tuple[str, str], tuple[float, float, int] | None] = {}
-    for k, vals in acc.items():
-        if not vals:
-            out[k] = None
-            continue
-        out[k] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
-    return out
-
-
 def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suffix: str = "") -> str:
     if stat is None:
         return "-"
@@ -230,22 +178,6 @@ def _scenario_table(rows: Sequence[dict[str, Any]], scenario: str, methods: Sequ
     return lines
 
 
-def _methods_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
-    order = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
-    seen = [m for m in order if any(r.get("method") == m for r in rows)]
-    seen += sorted({str(r.get("method")) for r in rows} - set(seen))
-    return seen
-
-
-def _scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
-    order = [s.name for s in cfg.scenarios] if cfg is not None else []
-    seen = [s for s in order if any(r.get("scenario") == s for r in rows)]
-    for r in rows:
-        if r.get("scenario") not in seen:
-            seen.append(str(r.get("scenario")))
-    return seen
-
-
 def render_report(
     rows: Sequence[dict[str, Any]],
     cfg: Any = None,
@@ -258,8 +190,8 @@ def render_report(
     95% confidence interval over seeds and targets), the best method and those tied with it, the Pareto front, the
     column definitions, failures and plots."""
     rows = add_gaps([dict(r) for r in rows])
-    methods = _methods_in(rows, cfg)
-    scenarios = _scenarios_in(rows, cfg)
+    methods = methods_in(rows, cfg)
+    scenarios = scenarios_in(rows, cfg)
     summary = summaries(rows, cfg)
     lines = ["# Unlearning benchmark", ""]
     if cfg is not None:
@@ -401,81 +333,6 @@ def _provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]]) -> l
 def _kv(d: dict[str, Any]) -> str:
     keep = {k: v for k, v in d.items() if v is not None and k not in ("num_workers", "eval_batch_size")}
     return "(" + ", ".join(f"{k}={v}" for k, v in keep.items()) + ")" if keep else ""
-
-
-def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
-    """``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (unlearning time against the
-    average gap, one point per method and scenario, each scenario's Pareto front ringed and joined by a dashed step
-    line). Uses matplotlib's object API (no global backend change)."""
-    from matplotlib.figure import Figure
-
-    out = Path(out)
-    rows = add_gaps([dict(r) for r in rows])
-    methods = [m for m in _methods_in(rows, cfg) if m != "Retrain"]
-    scenarios = _scenarios_in(rows, cfg)
-    gap = aggregate(rows, "avg_gap")
-    tim = aggregate(rows, "time/unlearn_s")
-    written: list[Path] = []
-    if not methods or not any(gap.get((s, m)) for s in scenarios for m in methods):
-        return written
-
-    fig = Figure(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    width = 0.8 / max(1, len(scenarios))
-    for i, s in enumerate(scenarios):
-        xs, ys, es = [], [], []
-        for j, m in enumerate(methods):
-            st = gap.get((s, m))
-            if st:
-                xs.append(j + (i - (len(scenarios) - 1) / 2) * width)
-                ys.append(st[0])
-                es.append(st[1])
-        ax.bar(xs, ys, width=width, yerr=es, capsize=2, label=s)
-    ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels(methods, rotation=30, ha="right")
-    ax.set_ylabel("average gap to Retrain (points, lower is better)")
-    ax.set_title("Distance to the gold (retrained) model")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    path = out / "gap_to_gold.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
-
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    markers = "osD^vP*X"
-    labelled_retrain = False
-    for i, s in enumerate(scenarios):
-        pts = [(m, tim.get((s, m)), gap.get((s, m))) for m in [*methods, "Retrain"]]
-        pts = [(m, t[0], g[0]) for m, t, g in pts if t and g and t[0] > 0]
-        if not pts:
-            continue
-        sc = ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
-        front = pareto_front({m: (t, g) for m, t, g in pts})
-        if front:
-            fx, fy = [t for m, t, g in pts if m in front], [g for m, t, g in pts if m in front]
-            order = sorted(range(len(fx)), key=lambda k: fx[k])
-            colour = sc.get_facecolor()[0]
-            ax.step([fx[k] for k in order], [fy[k] for k in order], where="post", linestyle="--", linewidth=0.8,
-                    color=colour)  # fmt: skip
-            ax.scatter(fx, fy, s=160, facecolors="none", edgecolors=[colour], linewidths=1.2)
-        for m, t, g in pts:
-            if m == "Retrain":
-                if labelled_retrain:
-                    continue  # at gap 0 in every scenario: one label
-                labelled_retrain = True
-            ax.annotate(m, (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("unlearning time (s, log scale; Retrain: training time)")
-    ax.set_ylabel("average gap to Retrain (points)")
-    ax.set_title("Cost against distance to the gold model (ringed: Pareto front)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    path = out / "time_vs_gap.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
-    return written
 
 
 def write_all(

@@ -83,7 +83,7 @@ def _ms(v: Sequence[float]) -> str:
 
 
 def protocol_checks(rows: Sequence[Mapping[str, Any]], targets: Targets | None = None) -> list[Check]:
-    """Every target of the module docstring on ``rows`` (with ``avg_gap``; see ``benchmark_report.add_gaps``)."""
+    """Every target of the module docstring on ``rows`` (with ``avg_gap``; see ``benchmark.stats.add_gaps``)."""
     t = targets or Targets()
     checks: list[Check] = []
     seeds = sorted({int(r.get("seed", 0)) for r in rows})
@@ -147,7 +147,7 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print every check for ``argv[0]`` (a benchmark's ``output_dir`` or its ``results.json``); 0 if all held."""
-    from lightning_unlearn.benchmark_report import add_gaps, read_results
+    from lightning_unlearn.benchmark.report import add_gaps, read_results
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

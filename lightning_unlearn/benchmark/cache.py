@@ -1,0 +1,186 @@
+"""What is on disk: sha256 digests of cached models (:func:`cache_problem`), the hash of a run's configuration, finished
+runs read back (:func:`read_result`), each group's copy of its original, and JSON written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_unlearn.benchmark.config import BenchmarkConfig
+from lightning_unlearn.benchmark.plan import Group, ModelJob, config_hash
+from lightning_unlearn.benchmark.specs import RESULT_FILE, MethodSpec
+
+__all__ = [
+    "base_row",
+    "cache_problem",
+    "file_sha256",
+    "finite",
+    "group_original",
+    "now",
+    "read_json",
+    "read_result",
+    "run_hash",
+    "scalars",
+    "write_config",
+    "write_json",
+]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_problem(job: ModelJob) -> str | None:
+    """Why ``job``'s cached model cannot be used (``None``: it can): missing files, or files that do not match the
+    sha256 digests ``info.json`` recorded when they were written (a corrupt or replaced cache is retrained)."""
+    files = [job.ckpt, *(job.updates_path(h) for h in job.record_forget)]
+    info_path = job.dir / "info.json"
+    if not info_path.is_file() or not all(f.is_file() for f in files):
+        return "not trained"
+    info = read_json(info_path) or {}
+    digests = info.get("sha256")
+    if not isinstance(digests, dict):  # a cache from before digests were recorded: it must at least load
+        import torch
+
+        try:
+            torch.load(job.ckpt, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a cache that cannot be read is retrained
+            return f"{job.ckpt} cannot be read ({type(err).__name__})"
+        return None
+    for f in files:
+        if digests.get(f.name) != file_sha256(f):
+            return f"{f} does not match the sha256 recorded in {info_path}"
+    return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=json_default, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -> Path:
+    """The group's copy of its (possibly shared) original: same weights, this group's splits in its provenance."""
+    import torch
+
+    from lightning_unlearn.checkpoints import META_KEY, write_splits_json
+
+    path = group.dir / "original.ckpt"
+    source_sha = file_sha256(job.ckpt)
+    if path.is_file():
+        try:
+            meta = torch.load(path, map_location="cpu", weights_only=True).get(META_KEY, {})
+        except Exception:  # noqa: BLE001 - a corrupt copy is made again
+            meta = {}
+        if meta.get("benchmark_model") == job.dir.name and meta.get("shared_checkpoint_sha256", source_sha) == source_sha:
+            return path
+        path.unlink()
+    ckpt = torch.load(job.ckpt, map_location="cpu", weights_only=True)
+    splits = dm.splits_info()
+    ckpt[META_KEY] = {**ckpt[META_KEY], "splits": splits, "benchmark_model": job.dir.name,
+                      "shared_checkpoint": str(job.ckpt), "shared_checkpoint_sha256": source_sha}  # fmt: skip
+    group.dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    write_splits_json(group.dir, splits)
+    return path
+
+
+def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec | None) -> str:
+    return config_hash(
+        {
+            "method": None if spec is None else {"class_path": spec.class_path, "init_args": spec.init_args,
+                                                 "max_epochs": spec.max_epochs, "trainer": spec.trainer},  # fmt: skip
+            "name": method,
+            "original": group.original_key,
+            "gold": group.gold_key,
+            "hashes": group.hashes,
+            "evaluator": cfg.evaluator,
+            "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"},
+        }
+    )
+
+
+def base_row(group: Group, method: str, kind: str, class_path: str | None) -> dict[str, Any]:
+    return {
+        "scenario": group.scenario,
+        "target": group.label,
+        "target_spec": json.dumps(group.target.describe(), sort_keys=True),
+        "seed": group.seed,
+        "method": method,
+        "kind": kind,
+        "class_path": class_path,
+    }
+
+
+def read_result(run_dir: Path, run_hash: str) -> dict[str, Any] | None:
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if data.get("config_hash") != run_hash:
+        return None
+    return data
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def scalars(results: dict[str, Any]) -> dict[str, Any]:
+    """The evaluator's numeric results as plain ``int``/``float`` (numpy scalars included; nan/inf -> None)."""
+    out: dict[str, Any] = {}
+    for k, v in results.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            continue
+        out[k] = int(v) if isinstance(v, numbers.Integral) else finite(float(v))
+    return out
+
+
+def write_config(cfg: BenchmarkConfig, out: Path) -> None:
+    """``output_dir/config.yaml``: the parsed configuration the benchmark ran with."""
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.source, sort_keys=False))

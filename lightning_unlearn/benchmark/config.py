@@ -1,0 +1,235 @@
+"""Configuration of ``lightning_unlearn benchmark``: the parsed :class:`BenchmarkConfig`, its jsonargparse parser,
+:func:`load_config` and :func:`validate_config` (every check that can be made before anything is trained)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_unlearn.benchmark.specs import (
+    _BACKBONE_LINKED,
+    _DATA_SKIP,
+    _EVALUATOR_SKIP,
+    BASELINE_METHODS,
+    ORIGINAL,
+    RESULT_FILE,
+    RETRAIN,
+    BenchmarkConfigError,
+    MethodSpec,
+    Scenario,
+    TrainerSettings,
+    TrainingSettings,
+    _check_method_args,
+    _method_spec,
+    slug,
+    target_slug,
+)
+from lightning_unlearn.data.forget import ForgetSpec
+
+__all__ = [
+    "BASELINE_METHODS",
+    "ORIGINAL",
+    "RESULT_FILE",
+    "RETRAIN",
+    "BenchmarkConfig",
+    "BenchmarkConfigError",
+    "MethodSpec",
+    "Scenario",
+    "TrainerSettings",
+    "TrainingSettings",
+    "build_parser",
+    "config_from_namespace",
+    "load_config",
+    "validate_config",
+]
+
+
+@dataclass
+class BenchmarkConfig:
+    """A parsed benchmark configuration (see the module docstring and ``docs/benchmarks.md``)."""
+
+    output_dir: str
+    data: dict[str, Any]
+    backbone: dict[str, Any]
+    training: TrainingSettings
+    scenarios: list[Scenario]
+    seeds: list[int]
+    methods: list[MethodSpec]
+    trainer: TrainerSettings
+    evaluator: dict[str, Any]
+    keep_checkpoints: bool = True
+    fail_fast: bool = False
+    report_only: bool = False
+    quiet: bool = True
+    source: dict[str, Any] = field(default_factory=dict)  # the parsed config, written to output_dir/config.yaml
+
+    @property
+    def needs_recorded_updates(self) -> bool:
+        return any(m.needs_recorded_updates for m in self.methods)
+
+    def rows_for(self, scenario: str) -> list[str]:
+        """The rows of a group of ``scenario``: Original, Retrain and every method that runs in it."""
+        return [ORIGINAL, RETRAIN, *(m.name for m in self.methods if m.runs_in(scenario))]
+
+
+def build_parser() -> Any:
+    """The jsonargparse parser of ``lightning_unlearn benchmark``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_unlearn.backbones import Backbone
+    from lightning_unlearn.data.base import UnlearningDataModule
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    parser = ArgumentParser(
+        prog="lightning_unlearn benchmark",
+        description=(
+            "Run every listed unlearning method on every scenario x forget target x seed, against the original and the "
+            "gold (retrained) model, and write results.csv, results.json, report.md and plots into output_dir. "
+            "Finished runs and trained models are reused when run again. See docs/benchmarks.md."
+        ),
+        default_env=False,
+    )
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/benchmark/*.yaml).")
+    parser.add_argument("--output_dir", type=str, default="runs/benchmark", help="Where everything is written.")
+    parser.add_subclass_arguments(
+        UnlearningDataModule, "data", instantiate=False, required=True, skip=_DATA_SKIP,
+        help="The DataModule (class_path/init_args) without forget/seed/train_on, which the benchmark sets per run.",
+    )  # fmt: skip
+    parser.add_subclass_arguments(
+        Backbone, "backbone", instantiate=False, required=True, skip=set(_BACKBONE_LINKED),
+        help="The network (class_path/init_args); num_classes, in_channels, image_size, mean, std come from the data.",
+    )  # fmt: skip
+    parser.add_class_arguments(TrainingSettings, "training", instantiate=False)
+    parser.add_argument(
+        "--scenarios", type=list[Scenario], required=True,
+        help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}.",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
+    parser.add_argument(
+        "--methods", type=list[dict[str, Any]], required=True,
+        help="List of {name, class_path, init_args, max_epochs, trainer, scenarios}: UnlearningMethod classes, their "
+        "arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
+    )  # fmt: skip
+    parser.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
+    parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=_EVALUATOR_SKIP)
+    parser.add_argument("--keep_checkpoints", type=bool, default=True, help="Keep every run's unlearned.ckpt.")
+    parser.add_argument("--fail_fast", type=bool, default=False, help="Stop at the first failed run.")
+    parser.add_argument(
+        "--report_only", type=bool, default=False, help="Only rebuild the tables, report and plots from finished runs."
+    )
+    parser.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
+    return parser
+
+
+def load_config(source: str | Path | Sequence[str] | None = None, **overrides: Any) -> BenchmarkConfig:
+    """Parse a benchmark config: a YAML path, or a list of command-line arguments (``["-c", "x.yaml", ...]``).
+
+    ``overrides`` are dotted keys applied after parsing (``output_dir="/tmp/b"``, ``seeds=[0]``).
+    Raises :class:`BenchmarkConfigError` for a configuration that cannot run (unknown method class, bad arguments,
+    a forget target that is not a valid :class:`ForgetSpec`, ...).
+    """
+    parser = build_parser()
+    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source or [])
+    for key, value in overrides.items():
+        args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    ns = parser.parse_args(args)
+    return config_from_namespace(ns, parser)
+
+
+def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
+    """Turn a parsed namespace into a validated :class:`BenchmarkConfig`."""
+    d = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
+    d.pop("config", None)
+    d.pop("__path__", None)
+    source = json.loads(json.dumps(d, default=str))
+    scenarios = []
+    for i, sc in enumerate(d.get("scenarios") or []):
+        name = str(sc.get("name") or "").strip()
+        if not name:
+            raise BenchmarkConfigError(f"scenarios[{i}] has no name.")
+        targets = []
+        for j, t in enumerate(sc.get("targets") or []):
+            spec = {k: v for k, v in dict(t).items() if v is not None}
+            try:
+                targets.append(ForgetSpec(**spec))
+            except (TypeError, ValueError) as err:
+                raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
+        scenarios.append(Scenario(name=name, targets=targets))
+    methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
+    cfg = BenchmarkConfig(
+        output_dir=str(d["output_dir"]),
+        data=_class_spec(d["data"]),
+        backbone=_class_spec(d["backbone"]),
+        training=TrainingSettings(**d["training"]),
+        scenarios=scenarios,
+        seeds=[int(s) for s in d.get("seeds") or []],
+        methods=methods,
+        trainer=TrainerSettings(**d["trainer"]),
+        evaluator=dict(d.get("evaluator") or {}),
+        keep_checkpoints=bool(d.get("keep_checkpoints", True)),
+        fail_fast=bool(d.get("fail_fast", False)),
+        report_only=bool(d.get("report_only", False)),
+        quiet=bool(d.get("quiet", True)),
+        source=source,
+    )
+    validate_config(cfg)
+    return cfg
+
+
+def _class_spec(spec: Any) -> dict[str, Any]:
+    spec = dict(spec)
+    init = {k: v for k, v in dict(spec.get("init_args") or {}).items()}
+    return {"class_path": str(spec["class_path"]), "init_args": init}
+
+
+def validate_config(cfg: BenchmarkConfig) -> None:
+    """Every check that can be made before training anything (imports, arguments, names, devices)."""
+    if not cfg.scenarios:
+        raise BenchmarkConfigError("`scenarios` is empty: list at least one {name, targets}.")
+    names = [s.name for s in cfg.scenarios]
+    if len(set(names)) != len(names):
+        raise BenchmarkConfigError(f"Scenario names must be unique, got {names}.")
+    for s in cfg.scenarios:
+        if not s.targets:
+            raise BenchmarkConfigError(f"Scenario {s.name!r} has no targets.")
+        slugs = [target_slug(t) for t in s.targets]
+        if len(set(slugs)) != len(slugs):
+            raise BenchmarkConfigError(f"Scenario {s.name!r} lists a forget target twice: {slugs}.")
+    if not cfg.seeds:
+        raise BenchmarkConfigError("`seeds` is empty.")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise BenchmarkConfigError(f"`seeds` lists a seed twice: {cfg.seeds}.")
+    if not cfg.methods:
+        raise BenchmarkConfigError("`methods` is empty: list at least one {name, class_path, init_args, max_epochs}.")
+    mnames = [m.name for m in cfg.methods]
+    if len(set(mnames)) != len(mnames):
+        raise BenchmarkConfigError(f"Method names must be unique, got {mnames}.")
+    for m in cfg.methods:
+        if m.name in BASELINE_METHODS:
+            raise BenchmarkConfigError(f"{m.name!r} is reserved for the reference rows; rename that method.")
+        if not slug(m.name):
+            raise BenchmarkConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")
+        unknown_s = sorted(set(m.scenarios or []) - set(names))
+        if unknown_s or m.scenarios == []:
+            raise BenchmarkConfigError(
+                f"Method {m.name!r}: scenarios {unknown_s or '[]'} not among the configured scenarios {names}; list "
+                "some of those (or drop `scenarios` to run it in all)."
+            )
+        _check_method_args(m, m.resolve())
+    if cfg.trainer.devices != 1:
+        raise BenchmarkConfigError(
+            f"trainer.devices={cfg.trainer.devices}: the benchmark runs its trainings one after another in one process, "
+            "on one device. To use several GPUs, start one benchmark per GPU (CUDA_VISIBLE_DEVICES=k) with the same "
+            "`output_dir` and different `seeds`, then `--report_only true` with all seeds (docs/benchmarks.md)."
+        )
+    if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
+        raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    try:
+        UnlearningEvaluator(**cfg.evaluator)
+    except (TypeError, ValueError) as err:
+        raise BenchmarkConfigError(f"evaluator settings {cfg.evaluator}: {err}") from err

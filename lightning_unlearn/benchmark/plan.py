@@ -1,0 +1,238 @@
+"""The plan of a benchmark: every (scenario, forget target, seed) :class:`Group` and the :class:`ModelJob` of each
+original and gold model, keyed by what determines them (shared where the training set is the same); names, labels and
+hashes; the DataModule, backbone and Trainer arguments of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_unlearn.benchmark.config import BenchmarkConfig
+from lightning_unlearn.benchmark.specs import _CACHE_IRRELEVANT_DATA_ARGS, BenchmarkConfigError, slug, target_slug
+from lightning_unlearn.data.forget import ForgetSpec, index_hash
+
+__all__ = [
+    "Group",
+    "ModelJob",
+    "Plan",
+    "build_backbone_for",
+    "build_datamodule",
+    "config_hash",
+    "eval_device",
+    "import_class",
+    "make_plan",
+    "slug",
+    "target_label",
+    "target_slug",
+    "trainer_kwargs",
+]
+
+
+def target_label(spec: ForgetSpec, class_names: Sequence[str] | None = None) -> str:
+    """A readable forget target: ``class 3``, ``40 of class 3``, ``10% random``, ``indices (file x)``."""
+    d = spec.describe()
+
+    def cname(c: int) -> str:
+        if class_names and 0 <= c < len(class_names) and class_names[c] != str(c):
+            return f"{c} ({class_names[c]})"
+        return str(c)
+
+    if "classes" in d:
+        cls = ", ".join(cname(c) for c in d["classes"])
+        word = "class" if len(d["classes"]) == 1 else "classes"
+        return f"{d['per_class']} of {word} {cls}" if "per_class" in d else f"{word} {cls}"
+    if "fraction" in d:
+        return f"{100 * d['fraction']:g}% random"
+    if "indices" in d:
+        return f"{len(d['indices'])} indices"
+    return f"indices from {d.get('indices_file')}"
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def import_class(class_path: str) -> type:
+    module_name, _, attr = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_datamodule(cfg: BenchmarkConfig, target: ForgetSpec | None, seed: int, train_on: str = "all") -> Any:
+    """The configured DataModule with the benchmark's forget target, seed and ``train_on``."""
+    cls = import_class(cfg.data["class_path"])
+    return cls(**cfg.data["init_args"], forget=target, seed=seed, train_on=train_on)
+
+
+def build_backbone_for(cfg: BenchmarkConfig, dm: Any) -> Any:
+    """The configured backbone with ``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std`` from ``dm``."""
+    cls = import_class(cfg.backbone["class_path"])
+    params = inspect.signature(cls).parameters
+    linked = {
+        "num_classes": int(dm.num_classes),
+        "in_channels": int(dm.in_channels),
+        "image_size": int(dm.image_size),
+        "mean": [float(v) for v in dm.mean],
+        "std": [float(v) for v in dm.std],
+    }
+    kwargs = {k: v for k, v in linked.items() if k in params}
+    kwargs.update(cfg.backbone["init_args"])
+    return cls(**kwargs)
+
+
+def trainer_kwargs(cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
+    t = cfg.trainer
+    return {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "precision": t.precision,
+        "deterministic": t.deterministic,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        "default_root_dir": str(run_dir),
+    }
+
+
+def eval_device(cfg: BenchmarkConfig) -> str:
+    import torch
+
+    acc = str(cfg.trainer.accelerator).lower()
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if acc == "mps" and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class Group:
+    """One (scenario, forget target, seed): an original, a gold model, and a run per method plus two reference rows."""
+
+    scenario: str
+    target: ForgetSpec
+    seed: int
+    label: str
+    slug: str
+    dir: Path
+    hashes: dict[str, str]
+    train_hash: str
+    forget_indices: np.ndarray
+    original_key: str = ""
+    gold_key: str = ""
+
+    @property
+    def forget_hash(self) -> str:
+        return self.hashes["forget"]
+
+    def describe(self) -> str:
+        return f"{self.scenario} / {self.label} / seed {self.seed}"
+
+
+@dataclass
+class ModelJob:
+    """A model to train (or found in the cache): the original or the gold model of one or more groups."""
+
+    role: str  # "original" or "gold"
+    key: str
+    dir: Path
+    group: Group  # the first group that uses it: its DataModule trains the model
+    key_content: dict[str, Any]
+    record_forget: dict[str, np.ndarray] = field(default_factory=dict)  # forget hash -> D_f (AmnesiacRecorder)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.dir / "model.ckpt"
+
+    def updates_path(self, forget_hash: str) -> Path:
+        return self.dir / f"amnesiac_updates-{forget_hash[:16]}.pt"
+
+
+@dataclass
+class Plan:
+    groups: list[Group]
+    models: dict[str, ModelJob]
+
+    def run_dirs(self, group: Group, methods: Sequence[str]) -> list[tuple[str, Path]]:
+        return [(m, group.dir / slug(m)) for m in methods]
+
+
+def make_plan(cfg: BenchmarkConfig) -> Plan:
+    """Compute every group's splits (so a bad forget target stops the benchmark before any training) and the models
+    to train, keyed by what determines them."""
+    out = Path(cfg.output_dir)
+    data_for_key = {
+        "class_path": cfg.data["class_path"],
+        "init_args": {k: v for k, v in cfg.data["init_args"].items() if k not in _CACHE_IRRELEVANT_DATA_ARGS},
+    }
+    groups: list[Group] = []
+    for sc in cfg.scenarios:
+        for target in sc.targets:
+            for seed in cfg.seeds:
+                try:
+                    dm = build_datamodule(cfg, target, seed)
+                    dm.setup("fit")
+                    splits = dm.splits
+                    train_idx = dm.indices("train")
+                except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+                    raise BenchmarkConfigError(
+                        f"Scenario {sc.name!r}, target {target.describe()}, seed {seed}: {type(err).__name__}: {err}"
+                    ) from err
+                tslug = target_slug(target)
+                groups.append(
+                    Group(
+                        scenario=sc.name,
+                        target=target,
+                        seed=seed,
+                        label=target_label(target, getattr(dm, "class_names", None)),
+                        slug=tslug,
+                        dir=out / "runs" / slug(sc.name) / tslug / f"seed{seed}",
+                        hashes=splits.hashes(),
+                        train_hash=index_hash(train_idx),
+                        forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
+                    )
+                )
+                del dm
+    backbone_for_key = cfg.backbone
+    common = {"data": data_for_key, "backbone": backbone_for_key, "training": asdict(cfg.training)}
+    record = cfg.needs_recorded_updates
+    # originals: one per training set; with recorded updates, one recorder per forget set using it
+    base_keys: dict[str, list[Group]] = {}
+    for g in groups:
+        content = {**common, "role": "original", "epochs": cfg.training.epochs("original"), "seed": g.seed,
+                   "train_indices": g.train_hash}  # fmt: skip
+        base_keys.setdefault(config_hash(content), []).append(g)
+    models: dict[str, ModelJob] = {}
+    for members in base_keys.values():
+        g0 = members[0]
+        content = {**common, "role": "original", "epochs": cfg.training.epochs("original"), "seed": g0.seed,
+                   "train_indices": g0.train_hash}  # fmt: skip
+        forget = {g.forget_hash: g.forget_indices for g in members} if record else {}
+        if record:
+            content["recorded_forget_sets"] = sorted(forget)
+        key = config_hash(content)
+        job = ModelJob("original", key, out / "models" / f"original-{key}", g0, content, record_forget=forget)
+        models[job.dir.name] = job
+        for g in members:
+            g.original_key = job.dir.name
+    for g in groups:
+        content = {**common, "role": "gold", "epochs": cfg.training.epochs("gold"), "seed": g.seed,
+                   "train_indices": g.hashes["retain"], "forget": g.forget_hash}  # fmt: skip
+        key = config_hash(content)
+        name = f"gold-{key}"
+        if name not in models:
+            models[name] = ModelJob("gold", key, out / "models" / name, g, content)
+        g.gold_key = name
+    return Plan(groups, models)

@@ -1,0 +1,113 @@
+"""What the benchmark prints while it runs: one line per finished step with an estimate of the time left, and
+Lightning's per-Trainer messages silenced."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["Progress", "hms", "quiet", "short_summary"]
+
+
+class Progress:
+    """One line on stderr per finished step: which of how many, its time, elapsed and an estimate of the time left.
+
+    The estimate adds, for every remaining step, the mean time of finished steps of the same kind (a training of the
+    same role, the same method, an evaluation of a reference row), else the mean of all finished steps of that family.
+    """
+
+    def __init__(self, steps: Sequence[tuple[str, str]], stream: Any = None) -> None:
+        self.pending: list[tuple[str, str]] = list(steps)  # (family, kind)
+        self.total = len(steps)
+        self.done = 0
+        self.start = time.perf_counter()
+        self.times: dict[tuple[str, str], list[float]] = {}
+        self.stream = stream if stream is not None else sys.stderr
+
+    def _estimate(self) -> float | None:
+        total = 0.0
+        for family, kind in self.pending:
+            own = self.times.get((family, kind))
+            if own:
+                total += sum(own) / len(own)
+                continue
+            fam = [t for (f, _), ts in self.times.items() if f == family for t in ts]
+            if not fam:
+                return None
+            total += sum(fam) / len(fam)
+        return total
+
+    def finish(self, family: str, kind: str, what: str, seconds: float | None, note: str = "", show: bool = True) -> None:
+        """Mark a step done (``seconds=None``: read from disk, not timed; ``show=False``: no line)."""
+        with contextlib.suppress(ValueError):
+            self.pending.remove((family, kind))
+        self.done += 1
+        if seconds is not None:
+            self.times.setdefault((family, kind), []).append(seconds)
+        if not show:
+            return
+        took = "cached" if seconds is None else f"{hms(seconds)}"
+        left = self._estimate()
+        left_s = "?" if left is None else hms(left)
+        extra = f" {note}" if note else ""
+        self.log(
+            f"[{self.done}/{self.total}] {what}: {took}{extra} | elapsed {hms(time.perf_counter() - self.start)}, "
+            f"~{left_s} left"
+        )
+
+    def log(self, text: str) -> None:
+        print(f"benchmark {text}", file=self.stream, flush=True)
+
+
+def hms(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool) -> Iterator[None]:
+    """Silence Lightning's per-Trainer info lines and its advice warnings (one benchmark starts dozens of Trainers)."""
+    if not enabled:
+        yield
+        return
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "lightning_unlearn")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (
+            ".*does not have many workers.*",
+            ".*GPU available but not used.*",
+            ".*smaller than the logging interval.*",
+            ".*val_dataloader.*validation_step.*",
+            ".*Total length of .* across ranks is zero.*",
+            ".*`training_step` returned `None`.*",
+            ".*exists and is not empty.*",
+            ".*LeafSpec.*",
+        ):
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def short_summary(row: dict[str, Any]) -> str:
+    def pct(k: str) -> str:
+        v = row.get(k)
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    return f"(acc D_f {pct('acc/forget')}, test {pct('acc/test')}, MIA-eff {pct('mia/efficacy')})"
