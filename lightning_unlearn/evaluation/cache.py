@@ -30,7 +30,7 @@ def weights_digest(net: nn.Module) -> str:
         if not torch.is_tensor(t):
             continue
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -42,6 +42,7 @@ class ReferenceCache:
         self._outputs: dict[tuple[Any, ...], Any] = {}
         self._randoms: dict[tuple[Any, ...], list[nn.Module]] = {}
         self._metrics: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._checkpoints: dict[tuple[Any, ...], tuple[nn.Module, dict[str, Any]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -55,6 +56,19 @@ class ReferenceCache:
         value = weights_digest(net)
         self._digests[id(net)] = (weakref.ref(net), value)
         return value
+
+    def checkpoint(
+        self, path: str, load: Callable[[], tuple[nn.Module, dict[str, Any]]]
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """``load()`` of the checkpoint at ``path``, once per file version (path, size, modification time)."""
+        import os
+
+        st = os.stat(path)
+        key = ("checkpoint", os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        if key not in self._checkpoints:
+            self._checkpoints[key] = load()
+        model, meta = self._checkpoints[key]
+        return model, dict(meta)
 
     def randoms(self, key: tuple[Any, ...], build: Callable[[], list[nn.Module]]) -> list[nn.Module]:
         """ZRF's random networks for ``key`` (architecture, seed, count), built once."""

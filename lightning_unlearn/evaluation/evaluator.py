@@ -276,14 +276,23 @@ class UnlearningEvaluator(Callback, nn.Module):
     def _load_paths(self, datamodule: Any) -> None:
         from lightning_unlearn.checkpoints import load_backbone
 
+        cache = self.reference_cache
+
+        def load(path: str, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+            read = lambda: load_backbone(path, datamodule, **kwargs)  # noqa: E731
+            if cache is None:
+                return read()
+            model, meta = cache.checkpoint(path, read)  # read once per group (per file version) ...
+            if meta.get("splits"):
+                datamodule.verify_splits(meta["splits"], kwargs["what"])  # ... checked against every DataModule
+            return model, meta
+
         if self.gold_model is None and self.gold_path is not None:
-            self.gold_model, self.gold_meta = load_backbone(
-                self.gold_path, datamodule, what=f"gold checkpoint {self.gold_path}", trained_on="retain"
+            self.gold_model, self.gold_meta = load(
+                self.gold_path, what=f"gold checkpoint {self.gold_path}", trained_on="retain"
             )
         if self.original_model is None and self.original_path is not None:
-            self.original_model, _ = load_backbone(
-                self.original_path, datamodule, what=f"original checkpoint {self.original_path}"
-            )
+            self.original_model, _ = load(self.original_path, what=f"original checkpoint {self.original_path}")
 
     # -- Callback hooks ----------------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

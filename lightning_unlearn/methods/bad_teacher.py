@@ -158,5 +158,5 @@ class BadTeacher(TrainModeMethod):
             self._require_model()(x), good, bad, is_forget, temperature=hp.temperature, reduction=hp.kl_reduction
         )
         check_finite(loss, self)
-        self.log("train/loss", loss)
+        self.log("train/loss", loss, batch_size=len(x))
         return loss

@@ -72,10 +72,10 @@ class Classifier(pl.LightningModule):
         # at epoch end and before a checkpoint (on_train_batch_end, on_train_epoch_end, on_save_checkpoint)
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)
         self.train_acc(logits.detach(), y)
-        # the progress bar turns a logged value into a Python float (a sync) at every step: the epoch mean goes there
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # the progress bar turns a logged value into a Python float (a sync) at every step, so the step loss goes to
+        # the logger only; each self.log costs ~1 ms of Python on the CPU (batch_size given: no batch inspection)
+        self.log("train/loss", loss, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -129,5 +129,5 @@ class Finetune(TrainModeMethod):
         x, y = unpack_batch(batch)
         loss = F.cross_entropy(self._require_model()(x), y)
         check_finite(loss, self)
-        self.log("train/loss", loss)
+        self.log("train/loss", loss, batch_size=len(y))
         return loss

@@ -155,8 +155,8 @@ class NegativeGradient(TrainModeMethod):
             # reads it back every few steps, at epoch end and before a checkpoint, and raises the message below
             bad = ~torch.isfinite(loss) | ~torch.isfinite(ce_f) | (ce_f > hp.max_forget_loss)
             watch_step(self, bad, self._divergence_message, loss, ce_f, error=UnlearningDivergedError)
-        self.log("train/loss", loss)
-        self.log("train/forget_ce", ce_f)
+        self.log("train/loss", loss, batch_size=len(yf))
+        self.log("train/forget_ce", ce_f, batch_size=len(yf))
         return loss
 
     def _divergence_message(self, step: int, epoch: int, values: list[float]) -> str:

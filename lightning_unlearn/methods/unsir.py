@@ -228,7 +228,7 @@ class UNSIR(TrainModeMethod):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        self.log(f"train/{phase}_loss", loss)
+        self.log(f"train/{phase}_loss", loss, batch_size=len(y))
         return loss.detach()
 
     def method_config(self) -> dict[str, Any]:
