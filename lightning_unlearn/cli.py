@@ -18,12 +18,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.checkpoints import CheckpointError, write_splits_json
 from lightning_unlearn.data.base import UnlearningDataModule
-from lightning_unlearn.trainer import UnlearnTrainer
+from lightning_unlearn.trainer import UnlearnTrainer, check_writable_dir, refuse_existing
 
 #: Subcommands whose ``model`` may be left out (it is then rebuilt from ``--ckpt_path``).
 _MODEL_OPTIONAL = ("test",)
@@ -35,11 +36,27 @@ class UnlearnCLI(LightningCLI):
     """LightningCLI with the ``unlearn`` subcommand and the DataModule -> backbone links."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import lightning_unlearn.data  # noqa: F401 - the DataModules become known subclasses: `--data DigitsDataModule`
+        import lightning_unlearn.methods  # noqa: F401 - and the methods: `--model BoundaryShrink`, listed in --help
+
         kwargs.setdefault("trainer_class", UnlearnTrainer)
         kwargs.setdefault("datamodule_class", UnlearningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("subclass_mode_model", True)
+        # A fixed default seed (0, what Lightning picked with a notice before) and no "Seed set to" line: _set_seed.
+        kwargs.setdefault("seed_everything_default", 0)
         super().__init__(*args, **kwargs)
+
+    def _set_seed(self) -> None:
+        # Lightning's _set_seed, without the "Seed set to N" log line (the seed is in the saved config.yaml).
+        from lightning.fabric.utilities.seed import seed_everything
+
+        key = self.subcommand
+        config = self.config[key] if key else self.config
+        seed = config.get("seed_everything")
+        if seed is False:
+            return
+        config["seed_everything"] = seed_everything(None if seed is True else seed, workers=True, verbose=False)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -69,6 +86,20 @@ class UnlearnCLI(LightningCLI):
             self._model_class, "model", subclass_mode=self.subclass_mode_model, required=False
         )
         parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+
+    @property  # type: ignore[override]
+    def _model_class(self) -> Any:
+        # `unlearn` takes an unlearning method: its base class makes every method a known subclass (`--model
+        # BoundaryShrink`, `--model.help SCRUB`, listed in `unlearn --help`); other subcommands take any LightningModule.
+        if getattr(self, "_preparing_subcommand", None) == "unlearn" and self.__model_class is LightningModule:
+            from lightning_unlearn.methods.base import UnlearningMethod
+
+            return UnlearningMethod
+        return self.__model_class
+
+    @_model_class.setter
+    def _model_class(self, value: Any) -> None:
+        self.__model_class = value
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the model's hyper-parameters from `ckpt_path` into the model config. A `test` without a model
@@ -104,11 +135,34 @@ class UnlearnCLI(LightningCLI):
         _Stage.running = True
         super()._run_subcommand(subcommand)
 
+    def fixed_output(self) -> Path | None:
+        """Where ``fit`` puts its model under a predictable name: ``<default_root_dir>/original.ckpt`` (trained on D),
+        ``gold.ckpt`` (``--data.train_on retain``), ``model.ckpt`` (nothing to forget); ``None`` for other data."""
+        dm = self.datamodule
+        if not isinstance(dm, UnlearningDataModule):
+            return None
+        name = "model" if dm.forget is None else {"all": "original", "retain": "gold"}[dm.train_on]
+        return Path(self.trainer.default_root_dir) / f"{name}.ckpt"
+
+    def before_fit(self) -> None:
+        target = self.fixed_output()
+        if target is not None and self.trainer.is_global_zero:
+            refuse_existing([target], "pass another `--trainer.default_root_dir` or move it away")
+            check_writable_dir(target.parent)
+
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
         path = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
         if path and self.trainer.is_global_zero and isinstance(self.datamodule, UnlearningDataModule):
-            write_splits_json(Path(path).parent, self.datamodule.splits_info())
+            import shutil
+
+            splits = self.datamodule.splits_info()
+            write_splits_json(Path(path).parent, splits)
+            target = self.fixed_output()
+            if target is not None:
+                write_splits_json(target.parent, splits)
+                shutil.copyfile(path, target)
+                path = str(target)
             rank_zero_info(f"Checkpoint: {path}")
 
 
@@ -160,6 +214,108 @@ def forget_mode_overrides(argv: list[str]) -> list[str]:
     return [*keep[:first], *replaced, *keep[first:]]
 
 
+#: Subcommands parsed by their own modules (imported only when used), each with its one-line summary.
+_DISPATCHED = {
+    "benchmark": ("lightning_unlearn.benchmark", "Compare methods over scenarios and seeds: report.md, results, plots."),
+    "tune": ("lightning_unlearn.tune", "Tune each method (Optuna) on targets the benchmark does not evaluate."),
+    "audit": ("lightning_unlearn.audit", "Per-example privacy audit on shadow models: U-LiRA, NeurIPS'23 score."),
+}
+_SUBCOMMANDS = {
+    "fit": "Train a model: the original (on D = D_r + D_f) or, with --data.train_on retain, the gold model.",
+    "unlearn": "Run an unlearning method (--model NAME) on --original_ckpt; writes unlearned.ckpt and its metrics.",
+    "test": "Evaluate a checkpoint on every split (accuracy, MIA, gap to --gold_ckpt).",
+    "validate": "Lightning's validate: one evaluation epoch over the validation set.",
+    "predict": "Lightning's predict: run inference on the test set.",
+}
+
+
+def _dispatch(name: str) -> Any:
+    """The ``main`` of the module that parses ``name`` (imported only now), or one line saying it is missing."""
+    import importlib
+
+    module_name = _DISPATCHED[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise RuntimeError(
+            f"`lightning_unlearn {name}` needs the module {module_name}, which is not in this installation; "
+            "update lightning_unlearn (pip install -U lightning_unlearn) or run from a checkout that has it."
+        ) from None
+    return module.main
+
+
+def top_level_help() -> str:
+    """``lightning_unlearn --help``: every subcommand with one line, and the methods ``unlearn`` takes."""
+    from lightning_unlearn.methods.base import UnlearningMethod
+    import lightning_unlearn.methods  # noqa: F401 - registers the subclasses
+
+    lines = ["usage: lightning_unlearn SUBCOMMAND [options]   (SUBCOMMAND --help for its options)", "", "subcommands:"]
+    order = ["fit", "unlearn", "test", "benchmark", "tune", "audit", "validate", "predict"]
+    for name in order:
+        text = _SUBCOMMANDS.get(name) or _DISPATCHED[name][1]
+        lines.append(f"  {name:<10} {text}")
+    public = set(lightning_unlearn.methods.__all__)
+    methods = sorted(
+        c.__name__
+        for c in _subclasses(UnlearningMethod)
+        if c.__name__ in public or not c.__module__.startswith("lightning_unlearn.")  # not internal bases
+    )
+    lines += ["", "methods (unlearn --model NAME; NAME --model.help for its arguments):"]
+    lines += _wrap(", ".join(methods), "  ")
+    lines += [
+        "",
+        "example: lightning_unlearn unlearn --data configs/data/digits.yaml --model configs/unlearn/boundary_shrink.yaml"
+        " --original_ckpt runs/digits/original.ckpt --gold_ckpt runs/digits/gold.ckpt",
+        "errors print one line; --debug (or LIGHTNING_UNLEARN_DEBUG=1) shows the traceback.",
+    ]
+    return "\n".join(lines)
+
+
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return list(dict.fromkeys(out))
+
+
+def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
+
+
+def fragment_configs(argv: list[str]) -> list[str]:
+    """``--data F`` / ``--model F`` where ``F`` is a whole-config fragment (``data:``/``model:`` at its top, as the
+    shipped ``configs/data/*.yaml`` and ``configs/unlearn/*.yaml``) become ``-c F``, so both anomalib-style calls
+    (``--data configs/data/digits.yaml --model configs/unlearn/boundary_shrink.yaml``) and ``-c`` work with the same
+    files, trainer settings included. A file holding only ``class_path``/``init_args`` stays a group config."""
+    import yaml
+
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        opt, eq, value = arg.partition("=")
+        group = {"--data": "data", "--model": "model"}.get(opt)
+        if group and not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        path = Path(value) if group and value else None
+        if path is not None and path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+            try:
+                content = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                content = None
+            if isinstance(content, dict) and group in content and "class_path" not in content:
+                out += ["-c", value]
+                i += 1 if eq else 2
+                continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 class _Stage:
     """Whether the subcommand itself has started (errors before it are usage errors: exit code 2)."""
 
@@ -180,13 +336,24 @@ def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None
     argv = [a for a in argv if a != "--debug"]
     _Stage.running = False
     try:
-        if argv[:1] == ["benchmark"]:
-            from lightning_unlearn.benchmark import main as benchmark_main
-
-            _Stage.running = True
-            benchmark_main(argv[1:])
+        if not argv or argv[0] in ("-h", "--help"):
+            print(top_level_help())
             return
-        UnlearnCLI(args=forget_mode_overrides(argv), save_config_kwargs={"overwrite": True})
+        if argv[0] in _DISPATCHED:
+            _Stage.running = True
+            _dispatch(argv[0])(argv[1:])
+            return
+        argv = fragment_configs(forget_mode_overrides(argv))
+        from lightning_unlearn.quiet import framework_notices_silenced
+
+        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "lightning_unlearn"
+        # LightningCLI reads sys.argv (warning when `args` is also given): hand it our rewritten argv there instead.
+        saved, sys.argv = sys.argv, ["lightning_unlearn" if prog in ("__main__.py", "-c") else prog, *argv]
+        try:
+            with framework_notices_silenced():
+                UnlearnCLI(args=None, save_config_kwargs={"overwrite": True})
+        finally:
+            sys.argv = saved
     except KeyboardInterrupt:
         if debug or not friendly:
             raise

@@ -7,6 +7,7 @@ neither.
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 import time
@@ -20,13 +21,14 @@ from lightning_unlearn.checkpoints import (
     CheckpointError,
     check_same_forget_set,
     check_splits_json,
-    load_backbone,
     read_checkpoint,
     save_checkpoint,
 )
+from lightning_unlearn.byo import ModelSource, check_forget_stated, is_ours, load_model
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.evaluation import UnlearningEvaluator
 from lightning_unlearn.evaluation.report import metrics_to_json
+from lightning_unlearn.quiet import method_notices_silenced
 
 __all__ = [
     "PLOT_FILES",
@@ -55,6 +57,9 @@ class UnlearnTrainer(Trainer):
         output: str | None = None,
         evaluate: bool = True,
         retain_collapse: float | None = 0.1,
+        arch: str | None = None,
+        arch_args: dict[str, Any] | None = None,
+        network_attr: str | None = None,
     ) -> dict[str, Any]:
         """Unlearn: run an unlearning method on the model in ``original_ckpt`` and write ``unlearned.ckpt``.
 
@@ -71,6 +76,12 @@ class UnlearnTrainer(Trainer):
             retain_collapse: end the run without writing a model when the accuracy on (a sample of) D_r falls below
                 ``chance + retain_collapse * (original - chance)``; ``None`` turns the check off. NaN/inf weights always
                 end the run (see ``docs/safety.md``).
+            arch: the architecture of a checkpoint this package did not write (a Lightning checkpoint of your own
+                module, or a plain ``state_dict``): ``AllCNN``, ``ResNet18``, ``ViT``, ``torchvision:NAME``,
+                ``timm:NAME`` (``docs/embedding.md``). Such a checkpoint records no splits: the DataModule's forget
+                set is taken as stated and recorded.
+            arch_args: further init arguments of ``arch`` (e.g. ``{"width": 0.5}``).
+            network_attr: the attribute of your LightningModule that holds the network (default: found).
 
         Every file the run writes (the checkpoint, ``unlearn.json``, the evaluation's reports) is checked before
         training starts: an existing one is refused, and so is an output directory that cannot be written.
@@ -79,25 +90,32 @@ class UnlearnTrainer(Trainer):
         for p in (original_ckpt, gold_ckpt):
             if p is not None and Path(p).resolve() == out_path.resolve():
                 raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
-        check_writable_dir(out_path.parent)
         datamodule.setup("fit")
-        backbone, original_meta = load_backbone(original_ckpt, datamodule, what=f"original checkpoint {original_ckpt}")
+        source = ModelSource(arch, dict(arch_args or {}), network_attr)
+        what = f"original checkpoint {original_ckpt}"
+        backbone, original_meta = load_model(original_ckpt, datamodule, source, what=what)
+        check_forget_stated(datamodule, original_meta, what)
+        check_writable_dir(out_path.parent)  # after the inputs are known good: a refused run leaves no directory
         self.original_meta = original_meta
         self.gold_model = None
         self.gold_meta: dict[str, Any] | None = None
         if gold_ckpt is not None:
-            self.gold_model, self.gold_meta = load_backbone(
-                gold_ckpt, datamodule, what=f"gold checkpoint {gold_ckpt}", trained_on="retain"
+            self.gold_model, self.gold_meta = load_model(
+                gold_ckpt, datamodule, source, what=f"gold checkpoint {gold_ckpt}", trained_on="retain"
             )
-            check_same_forget_set(self.gold_meta, original_meta, f"gold checkpoint {gold_ckpt}", original_ckpt)
+            if self.gold_meta.get("splits") and original_meta.get("splits"):
+                check_same_forget_set(self.gold_meta, original_meta, f"gold checkpoint {gold_ckpt}", original_ckpt)
+        # a checkpoint with no record goes to the evaluator as a module (it cannot rebuild it from the path)
+        eval_gold = gold_ckpt if (self.gold_meta or {}).get("splits") else self.gold_model
+        eval_original = original_ckpt if original_meta.get("splits") else copy.deepcopy(backbone)
         if getattr(model, "model", None) is None:
             model.attach(backbone)
         model.retain_collapse = retain_collapse
         evaluators = [cb for cb in self.callbacks if isinstance(cb, UnlearningEvaluator)]
         if evaluate and not evaluators:
-            evaluators = [self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)]
+            evaluators = [self._attach_evaluator(gold_ckpt=eval_gold, original_ckpt=eval_original)]
         for evaluator in evaluators:
-            _fill_evaluator(evaluator, gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            _fill_evaluator(evaluator, gold_ckpt=eval_gold, original_ckpt=eval_original)
             if evaluator.output_dir is None:
                 evaluator.output_dir = str(out_path.parent)
         if self.is_global_zero:
@@ -110,7 +128,8 @@ class UnlearnTrainer(Trainer):
                 check_writable_dir(d)
 
         start = time.perf_counter()
-        self.fit(model, datamodule=datamodule)
+        with method_notices_silenced(model):
+            self.fit(model, datamodule=datamodule)
         wall = time.perf_counter() - start
         unlearn_time = model.unlearn_time_s if getattr(model, "unlearn_time_s", None) is not None else wall
         # periodic evaluations (every_n_epochs) ran inside the method's timer; they are not unlearning work
@@ -123,6 +142,11 @@ class UnlearnTrainer(Trainer):
             "gold_ckpt": str(gold_ckpt) if gold_ckpt else None,
             "original_train_time_s": original_meta.get("train_time_s"),
             "gold_train_time_s": (self.gold_meta or {}).get("train_time_s"),
+            "original_source": original_meta.get("source"),
+            "gold_source": (self.gold_meta or {}).get("source"),
+            "forget_set": "stated by the DataModule (no split record in the original)"
+            if not original_meta.get("splits")
+            else "checked against the original's split record",
             "splits": {k: v for k, v in datamodule.splits_info().items() if not k.endswith("_indices")},
             "output": str(out_path),
             "metrics": json.loads(metrics_to_json(evaluators[0].results)) if evaluators else None,
@@ -137,10 +161,14 @@ class UnlearnTrainer(Trainer):
                 "hparams": summary["hparams"],
                 "original_ckpt": str(original_ckpt),
                 "original_train_time_s": original_meta.get("train_time_s"),
+                "original_source": original_meta.get("source"),
+                "forget_set": summary["forget_set"],
             }
             save_checkpoint(out_path, model.unlearned_backbone(), meta, protect=(original_ckpt, gold_ckpt))
             (out_path.parent / "unlearn.json").write_text(json.dumps(summary, indent=1, default=str))
             rank_zero_info(f"Unlearned model written to {out_path} ({summary['method']}, {unlearn_time:.2f} s).")
+            if evaluators and evaluators[0].results:
+                print(metrics_table(evaluators[0].results), flush=True)  # the command's result, on stdout
         self.unlearn_summary = summary
         return summary
 
@@ -154,6 +182,9 @@ class UnlearnTrainer(Trainer):
         weights_only: bool | None = None,
         gold_ckpt: str | None = None,
         original_ckpt: str | None = None,
+        arch: str | None = None,
+        arch_args: dict[str, Any] | None = None,
+        network_attr: str | None = None,
     ) -> list[dict[str, float]]:
         """Test a model; with no model, rebuild it from ``ckpt_path`` and evaluate it on every split.
 
@@ -168,6 +199,7 @@ class UnlearnTrainer(Trainer):
             model, dataloaders, ckpt_path, verbose, datamodule, weights_only: as in ``lightning.pytorch.Trainer.test``.
             gold_ckpt: a retrained (gold) model to compare with (``gold/*`` metrics, ``time/speedup_vs_retrain``).
             original_ckpt: the model before unlearning (``original/acc/*``, before/after plots).
+            arch, arch_args, network_attr: how to read a checkpoint this package did not write (as for ``unlearn``).
         """
         if isinstance(dataloaders, LightningDataModule) and datamodule is None:
             datamodule, dataloaders = dataloaders, None
@@ -180,9 +212,13 @@ class UnlearnTrainer(Trainer):
                     "checkpoint's splits and evaluates every split): pass `-c configs/data/<dataset>.yaml` (CLI) or "
                     "`datamodule=` (Python)."
                 )
-            backbone, meta = load_backbone(ckpt_path, datamodule, what=f"checkpoint {ckpt_path}")
+            source = ModelSource(arch, dict(arch_args or {}), network_attr)
+            backbone, meta = load_model(ckpt_path, datamodule, source, what=f"checkpoint {ckpt_path}")
             model = Classifier(backbone)
-            evaluator = self._attach_evaluator(gold_ckpt=gold_ckpt, original_ckpt=original_ckpt)
+            evaluator = self._attach_evaluator(
+                gold_ckpt=_for_evaluator(gold_ckpt, datamodule, source, "gold", "retain"),
+                original_ckpt=_for_evaluator(original_ckpt, datamodule, source, "original", None),
+            )
             self._check_report_dir(evaluator)
             if evaluator.unlearn_time_s is None and meta.get("unlearn_time_s") is not None:
                 evaluator.unlearn_time_s = float(meta["unlearn_time_s"])
@@ -206,7 +242,7 @@ class UnlearnTrainer(Trainer):
         check_writable_dir(out_dir)
         refuse_existing(report_files(evaluator, out_dir), "pass another `--trainer.default_root_dir` or keep a logger")
 
-    def _attach_evaluator(self, gold_ckpt: str | None, original_ckpt: str | None) -> UnlearningEvaluator:
+    def _attach_evaluator(self, gold_ckpt: Any, original_ckpt: Any) -> UnlearningEvaluator:
         """The ``UnlearningEvaluator`` among the callbacks (gold/original filled in where unset), or a new one."""
         for cb in self.callbacks:
             if isinstance(cb, UnlearningEvaluator):
@@ -216,25 +252,49 @@ class UnlearnTrainer(Trainer):
         self.callbacks.append(evaluator)
         rank_zero_info(
             "Added an UnlearningEvaluator callback"
-            + (f" (gold: {gold_ckpt})" if gold_ckpt else " (no gold model: pass --gold_ckpt for the gold/* metrics)")
+            + (
+                f" (gold: {gold_ckpt if isinstance(gold_ckpt, (str, Path)) else type(gold_ckpt).__name__})"
+                if gold_ckpt is not None
+                else " (no gold model: pass --gold_ckpt for the gold/* metrics)"
+            )
         )
         return evaluator
 
 
-def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: str | None, original_ckpt: str | None) -> None:
+def _for_evaluator(path: str | None, datamodule: Any, source: Any, role: str, trained_on: str | None) -> Any:
+    """``path`` for a lightning_unlearn checkpoint (the evaluator loads and checks it), else the module read with
+    ``source`` (the evaluator cannot rebuild an architecture the file does not record)."""
+    if path is None or is_ours(path):
+        return path
+    module, _ = load_model(path, datamodule, source, what=f"{role} checkpoint {path}", trained_on=trained_on)
+    return module
+
+
+def metrics_table(results: dict[str, Any]) -> str:
+    """The accuracy table of ``metrics.md`` (and the gold comparison when there is one), for the terminal."""
+    from lightning_unlearn.evaluation.report import metrics_to_markdown
+
+    text = metrics_to_markdown(results).split("\n")
+    keep = [line for line in text if line.startswith("|") or line.startswith("## ")]
+    return "\n".join(keep)
+
+
+def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: Any, original_ckpt: Any) -> None:
     """Give a configured evaluator the run's gold/original checkpoints where it has none; refuse a contradiction."""
-    for what, path, has, current, setter in (
-        ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.set_gold),
-        ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.set_original),
-    ):
-        if path is None:
-            continue
+    for what, path, has, current, module, setter in (
+        ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.gold_model, evaluator.set_gold),
+        ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.original_model,
+         evaluator.set_original),
+    ):  # fmt: skip
+        if path is None or (module is not None and module is path):
+            continue  # nothing given, or this very module (a checkpoint with no record, read by the trainer)
         if not has:
             setter(path)
-        elif current is None or Path(current).resolve() != Path(path).resolve():
+        elif not isinstance(path, (str, Path)) or current is None or Path(current).resolve() != Path(path).resolve():
+            given = path if isinstance(path, (str, Path)) else f"(a {type(path).__name__} read from a checkpoint)"
             raise ValueError(
                 f"The configured UnlearningEvaluator already has a {what} model ({current or 'a module'}) but "
-                f"--{what}_ckpt={path} was also given; set only one."
+                f"--{what}_ckpt {given} was also given; set only one."
             )
 
 

@@ -118,7 +118,7 @@ def test_cli_record_then_unlearn(tmp_path):
             f"--trainer.default_root_dir={fit_dir}", *QUIET,
         ]  # fmt: skip
     )
-    (ckpt,) = sorted(fit_dir.rglob("*.ckpt"))
+    (ckpt,) = sorted((fit_dir / "lightning_logs").rglob("*.ckpt"))  # beside the recorder's updates file
     updates = ckpt.parent / "amnesiac_updates.pt"
     assert updates.is_file()
     before = ckpt.read_bytes()

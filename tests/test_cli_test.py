@@ -116,6 +116,9 @@ def test_cli_test_with_a_model_is_lightnings(tmp_path):
           "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={fit_root}", *QUIET])  # fmt: skip
     ckpt = next(fit_root.rglob("*.ckpt"))
     test_root = tmp_path / "test"
-    main(["test", *DIGITS, *model, "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={test_root}", *QUIET])
+    # Lightning's default logger is TensorBoard when tensorboard is installed, CSV otherwise: name it
+    main(["test", *DIGITS, *model, "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={test_root}",
+          "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={test_root}",
+          *QUIET])  # fmt: skip
     assert not list(test_root.rglob("metrics.json"))
     assert "test/acc" in next(test_root.rglob("metrics.csv")).read_text()

@@ -21,8 +21,11 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 def _only_ckpt(root: Path) -> Path:
-    found = sorted(root.rglob("*.ckpt"))
-    assert len(found) == 1, found
+    """The model `fit` wrote under its fixed name (original.ckpt or gold.ckpt), a copy of Lightning's one checkpoint."""
+    found = sorted(root.glob("*.ckpt"))
+    lightning = sorted((root / "lightning_logs").rglob("*.ckpt"))
+    assert len(found) == 1 and found[0].stem in ("original", "gold") and len(lightning) == 1, (found, lightning)
+    assert found[0].read_bytes() == lightning[0].read_bytes()
     return found[0]
 
 

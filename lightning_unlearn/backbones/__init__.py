@@ -4,6 +4,7 @@ Every backbone takes [0, 1] images, normalises them internally, exposes ``featur
 ``nn.Linear`` ``head`` and a ``config()`` that :func:`build_backbone` turns back into the same architecture.
 """
 
+from .adapters import AdaptedBackbone, NoClassifierHeadError, TimmBackbone, TorchvisionBackbone
 from .allcnn import AllCNN, allcnn
 from .base import Backbone
 from .io import build_backbone, load_weights, register_backbone
@@ -11,7 +12,11 @@ from .resnet18 import ResNet18, resnet18
 from .vit import ViT, vit
 
 __all__ = [
+    "AdaptedBackbone",
     "AllCNN",
+    "NoClassifierHeadError",
+    "TimmBackbone",
+    "TorchvisionBackbone",
     "Backbone",
     "ResNet18",
     "ViT",

@@ -109,10 +109,10 @@ def load_weights(backbone: Backbone, path: str | Path) -> Backbone:
 
 def _builtin_classes() -> dict[str, type[Backbone]]:
     """Every name a built-in backbone is known by: short (any case), package-level and module-level dotted paths."""
-    from . import AllCNN, ResNet18, ViT
+    from . import AllCNN, ResNet18, TimmBackbone, TorchvisionBackbone, ViT
 
     out: dict[str, type[Backbone]] = {}
-    for cls in (ResNet18, AllCNN, ViT):
+    for cls in (ResNet18, AllCNN, ViT, TorchvisionBackbone, TimmBackbone):
         names = (cls.__name__.lower(), f"lightning_unlearn.backbones.{cls.__name__}", f"{cls.__module__}.{cls.__name__}")
         for name in names:
             out[name] = cls
@@ -145,7 +145,9 @@ def _resolve_backbone_class(class_path: str) -> type[Backbone]:
     if cls is None and os.environ.get(BACKBONES_ENV):
         cls = _env_registered().get(class_path)
     if cls is None:
-        known = ", ".join(c.__name__ for c in (builtin["resnet18"], builtin["allcnn"], builtin["vit"]))
+        known = ", ".join(
+            c.__name__ for c in (builtin[n] for n in ("resnet18", "allcnn", "vit", "torchvisionbackbone", "timmbackbone"))
+        )
         raise ValueError(
             f"Unknown backbone '{class_path}': not a built-in backbone ({known}) nor a registered one, so it is "
             "refused (nothing was imported). For your own Backbone class call "

@@ -121,6 +121,9 @@ def build_parser() -> Any:
         "--report_only", type=bool, default=False, help="Only rebuild the tables, report and plots from finished runs."
     )
     parser.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
+    from lightning_unlearn.tune.apply import TunedSource
+
+    parser.add_class_arguments(TunedSource, "tuned", instantiate=False)  # {dir, mode}: docs/tuning.md
     return parser
 
 
@@ -159,6 +162,9 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
                 raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
         scenarios.append(Scenario(name=name, targets=targets))
     methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
+    from lightning_unlearn.tune.apply import expand_tuned
+
+    methods = expand_tuned(methods, d.get("tuned"), BenchmarkConfigError)  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
         data=_class_spec(d["data"]),

@@ -151,6 +151,9 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
     plan = make_plan(cfg)
+    from lightning_unlearn.tune.apply import check_tuned_targets
+
+    check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
     specs = {m.name: m for m in cfg.methods}
     progress = Progress([], stream=stream)

@@ -13,9 +13,10 @@ __all__ = ["write_plots"]
 
 
 def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None) -> list[Path]:
-    """``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (unlearning time against the
-    average gap, one point per method and scenario, each scenario's Pareto front ringed and joined by a dashed step
-    line). Uses matplotlib's object API (no global backend change)."""
+    """``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (one panel per scenario:
+    unlearning time against the average gap, one colour and marker per method named in a shared legend, error bars of
+    one std clipped at 0, the Pareto front ringed and joined by a dashed step line). Uses matplotlib's object API (no
+    global backend change)."""
     from matplotlib.figure import Figure
 
     out = Path(out)
@@ -39,7 +40,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
                 xs.append(j + (i - (len(scenarios) - 1) / 2) * width)
                 ys.append(st[0])
                 es.append(st[1])
-        ax.bar(xs, ys, width=width, yerr=es, capsize=2, label=s)
+        ax.bar(xs, ys, width=width, yerr=_clipped(ys, es), capsize=2, label=s)
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=30, ha="right")
     ax.set_ylabel("average gap to Retrain (points, lower is better)")
@@ -50,38 +51,66 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     fig.savefig(path, dpi=120)
     written.append(path)
 
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    markers = "osD^vP*X"
-    labelled_retrain = False
-    for i, s in enumerate(scenarios):
-        pts = [(m, tim.get((s, m)), gap.get((s, m))) for m in [*methods, "Retrain"]]
-        pts = [(m, t[0], g[0]) for m, t, g in pts if t and g and t[0] > 0]
-        if not pts:
-            continue
-        sc = ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=markers[i % len(markers)], label=s)
-        front = pareto_front({m: (t, g) for m, t, g in pts})
-        if front:
-            fx, fy = [t for m, t, g in pts if m in front], [g for m, t, g in pts if m in front]
-            order = sorted(range(len(fx)), key=lambda k: fx[k])
-            colour = sc.get_facecolor()[0]
-            ax.step([fx[k] for k in order], [fy[k] for k in order], where="post", linestyle="--", linewidth=0.8,
-                    color=colour)  # fmt: skip
-            ax.scatter(fx, fy, s=160, facecolors="none", edgecolors=[colour], linewidths=1.2)
-        for m, t, g in pts:
-            if m == "Retrain":
-                if labelled_retrain:
-                    continue  # at gap 0 in every scenario: one label
-                labelled_retrain = True
-            ax.annotate(m, (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("unlearning time (s, log scale; Retrain: training time)")
-    ax.set_ylabel("average gap to Retrain (points)")
-    ax.set_title("Cost against distance to the gold model (ringed: Pareto front)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    fig = _time_vs_gap(Figure, methods, scenarios, tim, gap)
+    if fig is None:
+        return written
     path = out / "time_vs_gap.png"
     fig.savefig(path, dpi=120)
     written.append(path)
     return written
+
+
+def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
+    """Asymmetric error bars ``mean - std .. mean + std`` cut at 0 (a gap, a time, cannot be negative)."""
+    return [[min(float(e), max(0.0, float(m))) for m, e in zip(means, stds, strict=True)], [float(e) for e in stds]]
+
+
+def _style(methods: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """One colour and marker per method, the same in every panel (Retrain last, black)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    markers = "osD^vPXhp<>d"  # 10 colours x 11 markers: (colour, marker) pairs differ for 110 methods
+    out = {m: (cmap(i % 10), markers[i % len(markers)]) for i, m in enumerate(methods)}
+    out["Retrain"] = ("black", "*")
+    return out
+
+
+def _time_vs_gap(figure: Any, methods: Sequence[str], scenarios: Sequence[str], tim: dict, gap: dict) -> Any:
+    """One panel per scenario: each method one point (its own colour and marker, named in one shared legend, so no
+    labels overlap), error bars of one std over seeds clipped at 0, the Pareto front ringed and joined."""
+    style = _style(methods)
+    panels = []
+    for s in scenarios:
+        pts = [(m, tim.get((s, m)), gap.get((s, m))) for m in [*methods, "Retrain"]]
+        pts = [(m, t, g) for m, t, g in pts if t and g and t[0] > 0]
+        if pts:
+            panels.append((s, pts))
+    if not panels:
+        return None
+    fig = figure(figsize=(4.2 * len(panels) + 2.4, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (s, pts) in zip(axes, panels, strict=True):
+        for m, t, g in pts:
+            colour, marker = style[m]
+            ax.errorbar(t[0], g[0], xerr=[[min(t[1], t[0] * 0.999)], [t[1]]], yerr=_clipped([g[0]], [g[1]]),
+                        fmt=marker, color=colour, markersize=7, capsize=2, elinewidth=0.8, label=m)  # fmt: skip
+        front = pareto_front({m: (t[0], g[0]) for m, t, g in pts})
+        on_front = sorted((t[0], g[0]) for m, t, g in pts if m in front)
+        if on_front:
+            ax.step(*zip(*on_front), where="post", linestyle="--", linewidth=0.8, color="grey")
+            ax.scatter(*zip(*on_front), s=220, facecolors="none", edgecolors="grey", linewidths=1.0)
+        ax.set_xscale("log")
+        ax.set_title(s)
+        ax.set_xlabel("unlearning time (s, log; Retrain: training)")
+        ax.grid(alpha=0.3)
+    top = max(g[0] + g[1] for _, pts in panels for _, _, g in pts)
+    axes[0].set_ylim(0, 1.05 * top if top > 0 else 1.0)  # shared: gaps compare across scenarios
+    axes[0].set_ylabel("average gap to Retrain (points, lower is better)")
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8, title="method (ringed: Pareto)")
+    fig.suptitle("Cost against distance to the gold model")
+    return fig

@@ -14,6 +14,7 @@ from lightning_unlearn.data.forget import (
     make_splits,
 )
 from lightning_unlearn.data.image_folder import ImageFolderDataModule
+from lightning_unlearn.data.indexed import IndexedDataset
 
 __all__ = [
     "SPLIT_NAMES",
@@ -23,6 +24,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ForgetSpec",
     "ImageFolderDataModule",
+    "IndexedDataset",
     "InMemoryImages",
     "SplitMismatchError",
     "SplitView",

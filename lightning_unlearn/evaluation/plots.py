@@ -76,9 +76,12 @@ def plot_decision_space(
 ) -> Path:
     """Decision space of each model side by side.
 
-    Every panel projects its own features (models have different feature spaces) with :func:`project_2d`; points are
-    coloured by the model's predicted class; D_f samples are crosses, test samples dots. After a good unlearning the
-    forgotten samples move out of their old cluster into the regions of other classes, as for the gold model.
+    The features of all panels are projected once, together (:func:`project_2d` on their concatenation, so one PCA
+    basis or one t-SNE embedding), and the panels share their axes: a position means the same in every panel, and a
+    sample that moves between panels moved in feature space. (Panels whose feature sizes differ cannot share a basis:
+    each is then projected alone, and the title says so.) Points are coloured by the model's predicted class; D_f
+    samples are crosses, test samples dots. After a good unlearning the forgotten samples move out of their old cluster
+    into the regions of other classes, as for the gold model.
 
     Args:
         panels: one :class:`PanelData` per model, all on the same samples in the same order.
@@ -101,12 +104,18 @@ def plot_decision_space(
     else:
         cmap = matplotlib.colormaps["viridis"]
         colours = [cmap(c / (num_classes - 1)) for c in range(num_classes)]
-    fig = _figure(figsize=(5.2 * len(panels) + 1.5, 4.8))
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for panel in panels:
         if len(panel.preds) != len(is_forget):
             raise ValueError(f"{panel.title}: {len(panel.preds)} samples but is_forget has {len(is_forget)}.")
-        xy = project_2d(panel.features, method, seed)
+    shared = len({p.features.shape[1:] for p in panels}) == 1
+    if shared:
+        joint = project_2d(np.concatenate([p.features for p in panels]), method, seed)
+        projected = np.split(joint, np.cumsum([len(p.features) for p in panels])[:-1])
+    else:
+        projected = [project_2d(p.features, method, seed) for p in panels]
+    fig = _figure(figsize=(5.2 * len(panels) + 1.5, 4.8))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=shared, sharey=shared)
+    for ax, panel, xy in zip(axes[0], panels, projected, strict=True):
         colour = np.array([colours[int(c) % len(colours)] for c in panel.preds]).reshape(-1, 4)
         test = ~is_forget
         ax.scatter(xy[test, 0], xy[test, 1], c=colour[test], s=8, marker="o", alpha=0.5, linewidths=0)
@@ -125,7 +134,8 @@ def plot_decision_space(
         Line2D([], [], marker="o", linestyle="", color="black", alpha=0.5, label="test"),
     ]
     fig.legend(handles=handles, loc="center right", fontsize=8, title="predicted class")
-    fig.suptitle(f"Decision space ({method.upper()} of penultimate features)")
+    how = "one projection for all panels" if shared else "each panel projected alone: feature sizes differ"
+    fig.suptitle(f"Decision space ({method.upper()} of penultimate features, {how})")
     fig.tight_layout(rect=(0, 0, 0.88, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,10 +178,12 @@ def plot_per_class_accuracy(
         ax.bar(x + (i - (len(arrays) - 1) / 2) * width, np.nan_to_num(acc, nan=0.0), width, label=label)
     ax.set_xticks(x)
     ax.set_xticklabels(ticks, rotation=90 if n > 20 else 0)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title + (" (* forgotten class)" if forget_classes else ""))
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("class" + (" (* forgotten)" if forget_classes else ""))
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="model")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from lightning_unlearn.data.datasets import batch_indices
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.random_labels import RandomLabels
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["Amnesiac", "AmnesiacRecorder", "AmnesiacRelabel", "AmnesiacUpdatesError", "UPDATES_FILENAME"]
 
@@ -54,6 +55,12 @@ class AmnesiacRelabel(RandomLabels):
     (``fit_one_unlearning_cycle(3, ..., lr=0.0001)`` with Adam, batch size 128); Graves et al.'s notebook instead
     continues the original Adam optimizer for several epochs. The batch size defaults to the DataModule's.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     def __init__(
         self,
@@ -379,6 +386,12 @@ class Amnesiac(Finetune):
         verify_weights: check that the model is the one the recording ended with.
     """
 
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "max_epochs": IntRange(0, 10),
+    }
+
     train_splits = ("retain",)
 
     def __init__(
@@ -470,9 +483,9 @@ class Amnesiac(Finetune):
         )
         if total and steps / total > 0.5:
             rank_zero_warn(
-                f"Amnesiac: {steps} of {total} training steps held sensitive samples, so subtracting them undoes "
-                "most of training (typical for class-wise forgetting, where nearly every batch holds D_f); expect to "
-                "need the repair epochs (Trainer `max_epochs`)."
+                f"Amnesiac: {steps} of {total} training steps held samples of D_f, so subtracting them undoes most "
+                "of training (D_f is spread over nearly every batch); expect to need the repair epochs (Trainer "
+                "`max_epochs`)."
             )
         return stats
 

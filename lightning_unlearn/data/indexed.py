@@ -1,0 +1,69 @@
+"""Any torchvision-style dataset (items ``(image, label)``, a ``targets`` attribute) as an unlearning dataset.
+
+:class:`IndexedDataset` turns each item into ``(image in [0, 1] as (C, H, W) float, label, index)`` -- the item every
+:class:`~lightning_unlearn.data.UnlearningDataModule` serves -- converting PIL images, uint8/float tensors and numpy
+arrays, resizing to ``image_size`` and matching ``channels``. The recipe for a DataModule over such a dataset is in
+``docs/data.md`` ("Bring your own data").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+class IndexedDataset(Dataset):
+    """``dataset[i] = (image, label)`` -> ``(x, label, i)`` with ``x`` a ``(channels, image_size, image_size)`` float
+    tensor in [0, 1]; ``targets`` is the dataset's own, as an int64 array (the splits are drawn from it).
+
+    Args:
+        dataset: a map-style dataset with a ``targets`` attribute (torchvision's MNIST, CIFAR10, ImageFolder, ...) and
+            no tensor-producing ``transform`` of its own beyond ``ToTensor`` (normalisation lives in the backbone).
+        image_size: side of the square images served.
+        channels: channels served (1 -> 3 repeats a grey channel, 3 -> 1 averages).
+    """
+
+    def __init__(self, dataset: Any, image_size: int, channels: int) -> None:
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            raise TypeError(
+                f"{type(dataset).__name__} has no `targets` attribute: the splits are drawn from the labels, so give it "
+                "one (a list of int labels, one per item), as torchvision's datasets have."
+            )
+        self.dataset = dataset
+        self.targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+        if len(self.targets) != len(dataset):
+            raise ValueError(f"{type(dataset).__name__} has {len(dataset)} items but {len(self.targets)} targets.")
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image, label = self.dataset[index][:2]
+        return to_unit_tensor(image, self.image_size, self.channels), int(label), int(index)
+
+
+def to_unit_tensor(image: Any, size: int, channels: int) -> Tensor:
+    """A PIL image, numpy array or tensor (HW, HWC or CHW; uint8 or float in [0, 1]) as a ``(channels, size, size)``
+    float tensor in [0, 1]."""
+    if not torch.is_tensor(image):
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+            array = array.transpose(2, 0, 1)  # HWC (PIL, numpy) -> CHW
+        image = torch.from_numpy(np.ascontiguousarray(array))
+    x = image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    x = x[:3]
+    if x.shape[0] != channels:
+        x = x.mean(0, keepdim=True) if channels == 1 else x.expand(channels, -1, -1) if x.shape[0] == 1 else x
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return x.clamp_(0.0, 1.0)
