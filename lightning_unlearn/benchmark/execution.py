@@ -91,8 +91,9 @@ def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
 
 
 def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: Path, gold: Path, run_dir: Path,
-               dm: Any, updates: Path | None) -> dict[str, Any]:  # fmt: skip
-    """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row."""
+               dm: Any, updates: Path | None, cache: Any = None) -> dict[str, Any]:  # fmt: skip
+    """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row.
+    ``cache``: the group's ``evaluation.ReferenceCache`` (reference outputs and gold metrics computed once)."""
     import lightning.pytorch as pl
 
     from lightning_unlearn.trainer import UnlearnTrainer
@@ -108,6 +109,7 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
     pl.seed_everything(group.seed, workers=True, verbose=False)
     method = cls(**kwargs)
     evaluator = UnlearningEvaluator(output_dir=str(run_dir), **cfg.evaluator)
+    evaluator.reference_cache = cache
     run_kwargs = {**trainer_kwargs(cfg, run_dir), **spec.trainer}
     trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **run_kwargs)
     out = run_dir / "unlearned.ckpt"
@@ -124,7 +126,7 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
 
 
 def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, run_dir: Path,
-                  dm: Any) -> dict[str, Any]:  # fmt: skip
+                  dm: Any, cache: Any = None) -> dict[str, Any]:  # fmt: skip
     """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost)."""
     from lightning_unlearn.checkpoints import load_backbone
     from lightning_unlearn.evaluation import UnlearningEvaluator
@@ -132,6 +134,7 @@ def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path
     path = original if which == ORIGINAL else gold
     backbone, meta = load_backbone(path, dm, what=f"{which.lower()} checkpoint {path}")
     evaluator = UnlearningEvaluator(gold=str(gold), output_dir=str(run_dir), **cfg.evaluator)
+    evaluator.reference_cache = cache
     t = float(meta["train_time_s"]) if which == RETRAIN and meta.get("train_time_s") is not None else None
     results = evaluator.evaluate(backbone, dm, device=eval_device(cfg), unlearn_time_s=t)
     row = base_row(group, which, "reference", None)
@@ -242,6 +245,9 @@ def _run_groups(
                                 time.perf_counter() - t0)  # fmt: skip
             dm = build_datamodule(cfg, group.target, group.seed)
             dm.setup("fit")
+            from lightning_unlearn.evaluation import ReferenceCache
+
+            refs = ReferenceCache()  # one per group: its runs share the gold/original/random outputs and gold metrics
             original = group_original(cfg, group, ojob, dm)
             reused = 0
             for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
@@ -261,10 +267,10 @@ def _run_groups(
                 t0 = time.perf_counter()
                 try:
                     if spec is None:
-                        row = run_reference(cfg, group, name, original, gjob.ckpt, run_dir, dm)
+                        row = run_reference(cfg, group, name, original, gjob.ckpt, run_dir, dm, cache=refs)
                     else:
                         updates = ojob.updates_path(group.forget_hash) if spec.needs_recorded_updates else None
-                        row = run_method(cfg, group, spec, original, gjob.ckpt, run_dir, dm, updates)
+                        row = run_method(cfg, group, spec, original, gjob.ckpt, run_dir, dm, updates, cache=refs)
                 except Exception as err:  # noqa: BLE001 - recorded, reported, and retried on the next start
                     wall = time.perf_counter() - t0
                     info = {**base_row(group, name, "reference" if spec is None else "method",

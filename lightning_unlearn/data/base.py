@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.data.datasets import SplitView, Transform
+from lightning_unlearn.data.tensor_loader import BatchAugment, TensorLoader, as_tensor_split, fits_on
 from lightning_unlearn.data.forget import (
     SPLIT_NAMES,
     ForgetSpec,
@@ -44,6 +46,12 @@ class UnlearningDataModule(pl.LightningDataModule):
     """
 
     name: str = "dataset"
+    #: Serve in-memory datasets through :class:`~lightning_unlearn.data.tensor_loader.TensorLoader` (whole batches by
+    #: index slicing, batched augmentation) in a single process; ``False``: the per-sample ``DataLoader`` path.
+    in_memory: bool = True
+    #: Largest image tensor (bytes, uint8) copied to the training device; larger ones stay on the CPU (on CUDA, also
+    #: at most half the free memory).
+    in_memory_max_bytes: int = 4 * 2**30
     num_classes: int = 0
     in_channels: int = 0
     mean: Sequence[float] = ()
@@ -80,6 +88,7 @@ class UnlearningDataModule(pl.LightningDataModule):
         self._train: Dataset | None = None
         self._test: Dataset | None = None
         self._splits: Splits | None = None
+        self._device_images: dict[tuple[int, str], torch.Tensor] = {}
 
     # -- to implement ----------------------------------------------------------------------------------------------
     def load_datasets(self) -> tuple[Dataset, Dataset]:  # pragma: no cover - abstract
@@ -88,6 +97,11 @@ class UnlearningDataModule(pl.LightningDataModule):
 
     def train_transform(self) -> Transform | None:
         """Per-sample augmentation of [0, 1] tensors for training loaders (``None``: no augmentation)."""
+        return None
+
+    def batch_augment(self) -> BatchAugment | None:
+        """The batched equivalent of :meth:`train_transform` (same distribution; on the CPU the same draws), or
+        ``None`` when there is none (the per-sample path is then used for augmented loaders)."""
         return None
 
     @property
@@ -159,7 +173,9 @@ class UnlearningDataModule(pl.LightningDataModule):
         if name not in (*SPLIT_NAMES, "train"):
             raise KeyError(f"Unknown split {name!r}; choose from train, {', '.join(SPLIT_NAMES)}.")
         base = self.test_set if name.startswith("test") else self.train_set
-        return SplitView(base, self.indices(name), self.train_transform() if augment else None)
+        if not augment:
+            return SplitView(base, self.indices(name))
+        return SplitView(base, self.indices(name), self.train_transform(), batch_augment=self.batch_augment())
 
     def loader(
         self,
@@ -171,10 +187,17 @@ class UnlearningDataModule(pl.LightningDataModule):
         train: bool = False,
         drop_last: bool = False,
     ) -> DataLoader:
-        """A DataLoader over a split name (or any dataset). ``train`` picks the training batch size."""
+        """A DataLoader over a split name (or any dataset). ``train`` picks the training batch size.
+
+        In a single process, a split of an in-memory dataset comes as a :class:`TensorLoader` (same batches, see
+        ``data/tensor_loader.py``), its images on the training device when they fit (``in_memory_max_bytes``).
+        """
         ds = self.dataset(name, augment=augment) if isinstance(name, str) else name
         if batch_size is None:
             batch_size = self.batch_size if train else self.eval_batch_size
+        fast = self.tensor_loader(ds, shuffle=shuffle, batch_size=batch_size, drop_last=drop_last)
+        if fast is not None:
+            return fast  # type: ignore[return-value]
         return DataLoader(
             ds,
             batch_size=batch_size,
@@ -183,6 +206,38 @@ class UnlearningDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=drop_last and len(ds) > batch_size,
         )
+
+    def tensor_loader(
+        self, ds: Dataset, *, shuffle: bool, batch_size: int, drop_last: bool = False
+    ) -> TensorLoader | None:
+        """A :class:`TensorLoader` over ``ds``, or ``None`` where the per-sample path must serve it (in-memory path
+        off, a dataset not held in memory, a per-sample transform without a batched equivalent, several processes:
+        Lightning shards only ``DataLoader``s)."""
+        if not self.in_memory or _distributed(self.trainer if self._has_trainer() else None):
+            return None
+        split = as_tensor_split(ds)
+        if split is None:
+            return None
+        device = self._device()
+        key = (id(split.images), str(device))
+        images = self._device_images.get(key)
+        if images is None:
+            images = split.images.to(device) if fits_on(split.images, device, self.in_memory_max_bytes) else split.images
+            self._device_images[key] = images
+        return TensorLoader(
+            split, batch_size, shuffle=shuffle, drop_last=drop_last and len(ds) > batch_size, dataset=ds, images=images
+        )
+
+    def _has_trainer(self) -> bool:
+        return getattr(self, "trainer", None) is not None
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer if self._has_trainer() else None
+        strategy = getattr(trainer, "strategy", None)
+        try:
+            return torch.device(strategy.root_device) if strategy is not None else torch.device("cpu")
+        except Exception:  # a strategy without a device yet
+            return torch.device("cpu")
 
     # -- provenance ------------------------------------------------------------------------------------------------
     def splits_info(self) -> dict[str, Any]:
@@ -238,3 +293,11 @@ class UnlearningDataModule(pl.LightningDataModule):
         shaped input (:meth:`verify_input`), and with :class:`SplitMismatchError` when its splits differ from ours."""
         self.verify_input(recorded.get("input"), what)
         check_hashes(recorded.get("hashes", {}), self.splits.hashes(), names=names, what=what, against="this DataModule")
+
+
+def _distributed(trainer: Any) -> bool:
+    """Whether more than one process trains (then Lightning's DistributedSampler shards the DataLoaders)."""
+    if trainer is not None and int(getattr(trainer, "world_size", 1) or 1) > 1:
+        return True
+    dist = torch.distributed
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.data.tensor_loader import BatchAugment
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -177,6 +178,9 @@ class _CIFARDataModule(UnlearningDataModule):
         return v2.Compose(
             [v2.RandomCrop(self.image_size, padding=self.image_size // 8), v2.RandomHorizontalFlip()]
         )
+
+    def batch_augment(self) -> BatchAugment | None:
+        return BatchAugment(pad=self.image_size // 8, flip=True)
 
 
 class CIFAR10DataModule(_CIFARDataModule):

@@ -65,7 +65,8 @@ class SplitView(Dataset):
     """A subset of ``base`` (by ``indices``), optionally transformed, optionally relabelled.
 
     ``labels`` (same length as ``indices``) replaces the labels, e.g. Boundary Shrink's neighbour labels or random labels;
-    the returned index stays the index in ``base``.
+    the returned index stays the index in ``base``. ``batch_augment`` is the batched equivalent of ``transform``
+    (``data.tensor_loader.BatchAugment``), which lets the in-memory path serve the view.
     """
 
     def __init__(
@@ -74,10 +75,12 @@ class SplitView(Dataset):
         indices: Sequence[int] | np.ndarray,
         transform: Transform | None = None,
         labels: Sequence[int] | np.ndarray | Tensor | None = None,
+        batch_augment: Any = None,
     ) -> None:
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
+        self.batch_augment = batch_augment if transform is not None else None
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         if self.labels is not None and len(self.labels) != len(self.indices):
             raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} samples.")
@@ -100,10 +103,16 @@ class SplitView(Dataset):
         return x, y, idx
 
     def with_labels(self, labels: Sequence[int] | np.ndarray | Tensor) -> SplitView:
-        return SplitView(self.base, self.indices, self.transform, labels)
+        return SplitView(self.base, self.indices, self.transform, labels, self.batch_augment)
 
     def with_transform(self, transform: Transform | None) -> SplitView:
         return SplitView(self.base, self.indices, transform, self.labels)
+
+    def subset(self, positions: Sequence[int] | np.ndarray) -> SplitView:
+        """The samples at ``positions`` of this view (same parent, transform and labels)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        labels = None if self.labels is None else self.labels[positions]
+        return SplitView(self.base, self.indices[positions], self.transform, labels, self.batch_augment)
 
 
 def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec, stratified_split
+from lightning_unlearn.data.tensor_loader import BatchAugment
 
 
 class DigitsDataModule(UnlearningDataModule):
@@ -71,3 +72,6 @@ class DigitsDataModule(UnlearningDataModule):
         from torchvision.transforms import v2
 
         return v2.RandomCrop(self.image_size, padding=max(1, self.image_size // 8))
+
+    def batch_augment(self) -> BatchAugment | None:
+        return BatchAugment(pad=max(1, self.image_size // 8))

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.data.tensor_loader import BatchAugment
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -144,3 +145,6 @@ class FashionMNISTDataModule(UnlearningDataModule):
         from torchvision.transforms import v2
 
         return v2.RandomCrop(self.image_size, padding=max(1, self.image_size // 14))
+
+    def batch_augment(self) -> BatchAugment | None:
+        return BatchAugment(pad=max(1, self.image_size // 14))

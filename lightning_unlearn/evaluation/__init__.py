@@ -4,6 +4,7 @@ callback that runs them on every split, reports (``metrics.json``/``metrics.md``
 Definitions and references: ``docs/metrics.md``.
 """
 
+from lightning_unlearn.evaluation.cache import ReferenceCache
 from lightning_unlearn.evaluation.evaluator import METRIC_KEYS, UnlearningEvaluator, evaluated_backbone
 from lightning_unlearn.evaluation.metrics import (
     accuracy,
@@ -25,6 +26,7 @@ from lightning_unlearn.evaluation.report import metrics_to_json, metrics_to_mark
 
 __all__ = [
     "METRIC_KEYS",
+    "ReferenceCache",
     "UnlearningEvaluator",
     "accuracy",
     "activation_distance",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import random
 import time
@@ -33,8 +34,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from lightning_unlearn.data.datasets import InMemoryImages, SplitView
 from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation import metrics as M
+from lightning_unlearn.evaluation.cache import ReferenceCache, options_key, positions_key
 from lightning_unlearn.evaluation.mia import balanced_subset, entropy_mia, loss_mia, mia_efficacy
 from lightning_unlearn.evaluation.report import write_reports
 
@@ -144,6 +147,9 @@ class UnlearningEvaluator(Callback, nn.Module):
         entropy_max_members: the entropy attacks fit on all of D_r (the papers' protocol) up to this many samples, on
             a seeded random subset of this size beyond (the RBF SVC costs O(n^2): ~14 s for 6k samples, ~4 min for
             24k on a 2-core CPU); ``None``: always all of D_r.
+        svc_max_samples: the RBF SVC attacks (MIA-efficacy, ``mia/entropy``) fit on at most this many samples, a
+            seeded subset of members and non-members in their proportion beyond (``mia.bounded_attack_set``; the fit
+            costs O(n^1.8-2)); ``None``: all. At 8192 the quickstart's attacks are unchanged (they fit on < 2,000).
         activation_p: the norm of ``gold/activation_distance``: 2 (default, Bad Teacher's L2) or 1 (Golatkar's L1).
         zrf: compute ZRF against randomly initialised copies of the architecture; zrf_inits: how many (the score is
             the mean over them), their seeds drawn from the evaluator's own generator (``metrics.reference_seeds``).
@@ -155,6 +161,11 @@ class UnlearningEvaluator(Callback, nn.Module):
         unlearn_time_s: the unlearning time when the module does not carry one (e.g. from a checkpoint's meta).
         retrain_time_s: the gold model's training time when it is not in the gold checkpoint's meta.
     """
+
+    #: Shared with the other evaluations of one setting (a benchmark group): the reference networks' outputs, ZRF's
+    #: random networks and the gold model's own metrics are computed once (``evaluation.cache``). Results are identical
+    #: with and without it. A class attribute, so an evaluator pickled by another version still has it.
+    reference_cache: ReferenceCache | None = None
 
     def __init__(
         self,
@@ -176,6 +187,7 @@ class UnlearningEvaluator(Callback, nn.Module):
         entropy_max_members: int | None = 10_000,
         activation_p: float = 2,
         zrf_inits: int = 5,
+        svc_max_samples: int | None = 8192,
     ) -> None:
         nn.Module.__init__(self)
         unknown = [s for s in splits if s not in SPLIT_NAMES]
@@ -213,6 +225,9 @@ class UnlearningEvaluator(Callback, nn.Module):
         if entropy_max_members is not None and entropy_max_members < 1:
             raise ValueError(f"entropy_max_members must be >= 1 or None, got {entropy_max_members}.")
         self.entropy_max_members = entropy_max_members
+        if svc_max_samples is not None and svc_max_samples < 2:
+            raise ValueError(f"svc_max_samples must be >= 2 or None, got {svc_max_samples}.")
+        self.svc_max_samples = svc_max_samples
         self.activation_p = float(activation_p)
         self.zrf_inits = int(zrf_inits)
         self.unlearn_time_s = unlearn_time_s
@@ -261,14 +276,23 @@ class UnlearningEvaluator(Callback, nn.Module):
     def _load_paths(self, datamodule: Any) -> None:
         from lightning_unlearn.checkpoints import load_backbone
 
+        cache = self.reference_cache
+
+        def load(path: str, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+            read = lambda: load_backbone(path, datamodule, **kwargs)  # noqa: E731
+            if cache is None:
+                return read()
+            model, meta = cache.checkpoint(path, read)  # read once per group (per file version) ...
+            if meta.get("splits"):
+                datamodule.verify_splits(meta["splits"], kwargs["what"])  # ... checked against every DataModule
+            return model, meta
+
         if self.gold_model is None and self.gold_path is not None:
-            self.gold_model, self.gold_meta = load_backbone(
-                self.gold_path, datamodule, what=f"gold checkpoint {self.gold_path}", trained_on="retain"
+            self.gold_model, self.gold_meta = load(
+                self.gold_path, what=f"gold checkpoint {self.gold_path}", trained_on="retain"
             )
         if self.original_model is None and self.original_path is not None:
-            self.original_model, _ = load_backbone(
-                self.original_path, datamodule, what=f"original checkpoint {self.original_path}"
-            )
+            self.original_model, _ = load(self.original_path, what=f"original checkpoint {self.original_path}")
 
     # -- Callback hooks ----------------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -405,7 +429,7 @@ class UnlearningEvaluator(Callback, nn.Module):
         gold = self.gold_model
         original = self.original_model if self.original_model is not None else self._snapshot
         want_plots = self.plots and hasattr(backbone, "features") and hasattr(backbone, "head")
-        randoms = M.random_references(backbone, self.seed, self.zrf_inits) if self.zrf and n["forget"] else []
+        randoms = self._random_references(backbone) if self.zrf and n["forget"] else []
 
         # which (model, split) outputs are needed; "retain@members" is the MIA member subset of D_r
         self._nonmember_pos = self._nonmember_positions(dm)
@@ -442,8 +466,18 @@ class UnlearningEvaluator(Callback, nn.Module):
                 base = "retain" if split == _MEMBERS else split
                 positions = member_pos if split == _MEMBERS else np.arange(n[base])
                 with_feats = {k: feats[k] and split in ("forget", "test") for k in users}  # plots use D_f + test
-                got = _forward(users, with_feats, dm, base, positions, device, trainer, self.seed)
+                keys = {k: self._output_key(net, k, dm, base, positions, with_feats[k]) for k, net in users.items()}
+                cache = self.reference_cache
+                for k, key in keys.items():
+                    found = cache.get_outputs(key) if cache is not None and key is not None else None
+                    if found is not None:
+                        outputs[(k, split)] = found
+                todo = {k: net for k, net in users.items() if (k, split) not in outputs}
+                got = _forward(todo, with_feats, dm, base, positions, device, trainer, self.seed) if todo else {}
                 outputs.update({(k, split): v for k, v in got.items()})
+                for k, v in got.items():
+                    if cache is not None and keys[k] is not None:
+                        cache.put_outputs(keys[k], v)
         for k in ("model", "gold"):
             if (k, "retain") in outputs and (k, _MEMBERS) not in outputs:
                 outputs[(k, _MEMBERS)] = outputs[(k, "retain")].select(member_pos)
@@ -451,6 +485,40 @@ class UnlearningEvaluator(Callback, nn.Module):
         if trainer is not None and not trainer.is_global_zero:
             return {}  # rank 0 computes, then broadcasts
         return self._metrics(outputs, splits, dm, unlearn_time_s, want_plots)
+
+    def _random_references(self, backbone: nn.Module) -> list[nn.Module]:
+        """ZRF's random networks (built once per architecture and seed when a :attr:`reference_cache` is set)."""
+        build = lambda: M.random_references(backbone, self.seed, self.zrf_inits)  # noqa: E731
+        config = getattr(backbone, "config", None)
+        if self.reference_cache is None or not callable(config):
+            return build()
+        key = ("randoms", json.dumps(config(), sort_keys=True, default=str), self.seed, self.zrf_inits)
+        return self.reference_cache.randoms(key, build)
+
+    def _data_key(self, dm: Any) -> str:
+        info = dm.input_info() if callable(getattr(dm, "input_info", None)) else type(dm).__name__
+        return json.dumps([info, dm.splits.hashes()], sort_keys=True, default=str)
+
+    def _output_key(
+        self, net: nn.Module, role: str, dm: Any, split: str, positions: np.ndarray, features: bool
+    ) -> tuple[Any, ...] | None:
+        """Cache key of a reference network's outputs (``None``: not cached; the evaluated model never is)."""
+        if self.reference_cache is None or role == "model":
+            return None
+        digest = self.reference_cache.digest(net)
+        data = self._data_key(dm)
+        return ("outputs", digest, data, split, positions_key(positions), features, int(dm.eval_batch_size))
+
+    def _reference_key(self, role: str, dm: Any) -> tuple[Any, ...]:
+        """Cache key of the metrics of the gold model alone: its weights, the data, every option they depend on."""
+        assert self.reference_cache is not None
+        net = self.gold_model if role == "gold" else self.original_model
+        options = {
+            "mia": self.mia, "seed": self.seed, "nonmember_split": self.nonmember_split,
+            "classwise_nonmembers": self.classwise_nonmembers, "entropy_max_members": self.entropy_max_members,
+            "svc_max_samples": self.svc_max_samples,
+        }  # fmt: skip
+        return ("metrics", role, self.reference_cache.digest(net), self._data_key(dm), options_key(options))
 
     def _nonmember_positions(self, dm: Any) -> np.ndarray:
         """Positions, within the non-member split, of the MIA non-members: in class-wise forgetting with
@@ -487,7 +555,7 @@ class UnlearningEvaluator(Callback, nn.Module):
             o = view("model", s)
             res[f"acc/{s}"] = M.accuracy(o.logits, o.targets) if o is not None else math.nan
 
-        def attacks(model: str, prefix: str) -> None:
+        def attacks(model: str, prefix: str, into: dict[str, Any] = res) -> None:
             members, forget = view(model, _MEMBERS), view(model, "forget")
             nonmembers = view(model, self.nonmember_split)
             entropy_members = view(model, "retain")
@@ -497,16 +565,17 @@ class UnlearningEvaluator(Callback, nn.Module):
             if cap is not None and len(entropy_members) > cap:
                 entropy_members = entropy_members.select(balanced_subset(len(entropy_members), cap, self.seed + 1))
             nonmembers = nonmembers.select(self._nonmember_pos)
-            res[f"{prefix}mia/efficacy"] = mia_efficacy(
+            into[f"{prefix}mia/efficacy"] = mia_efficacy(
                 members.probs, members.targets, nonmembers.probs, nonmembers.targets, forget.probs, forget.targets,
-                seed=self.seed,
+                seed=self.seed, max_samples=self.svc_max_samples,
             )  # fmt: skip
             for key, attack in (("mia/entropy", "svc"), ("mia/entropy_logreg", "logreg")):
-                res[prefix + key] = entropy_mia(
-                    entropy_members.probs, nonmembers.probs, forget.probs, attack=attack, seed=self.seed
-                )
+                into[prefix + key] = entropy_mia(
+                    entropy_members.probs, nonmembers.probs, forget.probs, attack=attack, seed=self.seed,
+                    max_samples=self.svc_max_samples,
+                )  # fmt: skip
             loss = loss_mia(forget.losses, nonmembers.losses, seed=self.seed)
-            res[f"{prefix}mia/loss_auc"], res[f"{prefix}mia/loss_acc"] = loss["auc"], loss["acc"]
+            into[f"{prefix}mia/loss_auc"], into[f"{prefix}mia/loss_acc"] = loss["auc"], loss["acc"]
 
         if self.mia:
             attacks("model", "")
@@ -514,16 +583,25 @@ class UnlearningEvaluator(Callback, nn.Module):
             f, g = view("model", "forget"), view("gold", "forget")
             t, gt = view("model", "test"), view("gold", "test")
             assert f is not None and g is not None and t is not None and gt is not None
-            for s in ("forget", "test", "test_retain", "test_forget"):
-                o = view("gold", s)
-                res[f"gold/acc/{s}"] = M.accuracy(o.logits, o.targets) if o is not None else math.nan
+
+            def gold_only() -> dict[str, Any]:  # what depends on the gold model alone: shared through the cache
+                values: dict[str, Any] = {}
+                for s in ("forget", "test", "test_retain", "test_forget"):
+                    o = view("gold", s)
+                    values[f"gold/acc/{s}"] = M.accuracy(o.logits, o.targets) if o is not None else math.nan
+                if self.mia:
+                    attacks("gold", "gold/", values)
+                return values
+
+            cache = self.reference_cache
+            gold = gold_only() if cache is None else cache.metrics(self._reference_key("gold", dm), gold_only)
+            res.update({k: v for k, v in gold.items() if k.startswith("gold/acc/")})
             res["gold/forget_acc_gap"] = M.forget_acc_gap(M.accuracy(f.logits, f.targets), res["gold/acc/forget"])
             res["gold/activation_distance"] = M.activation_distance(f.probs, g.probs, p=self.activation_p)
             res["gold/js_divergence"] = float(M.js_divergence(f.probs, g.probs))
             res["gold/agreement_forget"] = M.agreement(f.logits, g.logits)
             res["gold/agreement_test"] = M.agreement(t.logits, gt.logits)
-            if self.mia:
-                attacks("gold", "gold/")
+            res.update({k: v for k, v in gold.items() if not k.startswith("gold/acc/")})
         if ("original", "forget") in out:
             for s in ("forget", "test", "test_retain", "test_forget"):
                 o = view("original", s)
@@ -651,14 +729,7 @@ def _forward(
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     total = len(positions)
     mine = positions[rank::world]
-    # Its own generator: a DataLoader without one draws its workers' base seed from the global torch RNG on every
-    # iteration, even unshuffled with num_workers=0.
-    loader = DataLoader(
-        Subset(dm.dataset(split), mine.tolist()),
-        batch_size=dm.eval_batch_size,
-        num_workers=dm.num_workers,
-        generator=torch.Generator().manual_seed(int(seed)),
-    )
+    loader = _eval_batches(dm.dataset(split), mine, int(dm.eval_batch_size), int(dm.num_workers), seed)
     parts: dict[str, dict[str, list[Tensor]]] = {k: {"logits": [], "features": []} for k in nets}
     ys: list[Tensor] = []
     idx: list[Tensor] = []
@@ -695,6 +766,27 @@ def _forward(
             feats = _gather_rows(cat(parts[name]["features"], dim, torch.float32), total, trainer)
         result[name] = _Outputs(logits, y_all, i_all, feats)
     return result
+
+
+def _eval_batches(view: Any, positions: np.ndarray, batch_size: int, num_workers: int, seed: int) -> Iterable[Any]:
+    """Batches ``(x, y, index)`` of ``view[positions]`` in order. An untransformed view of in-memory images is sliced
+    as tensors (the same values as the per-sample path, without ``__getitem__`` and collation per sample)."""
+    base = getattr(view, "base", None)
+    if isinstance(view, SplitView) and isinstance(base, InMemoryImages) and view.transform is None:
+        index = torch.as_tensor(view.indices[positions], dtype=torch.long)
+        labels = torch.as_tensor(view.targets[positions], dtype=torch.long)
+        return (
+            (base.images[i].float().div_(255.0), y, i)
+            for i, y in zip(index.split(batch_size), labels.split(batch_size), strict=True)
+        )
+    # Its own generator: a DataLoader without one draws its workers' base seed from the global torch RNG on every
+    # iteration, even unshuffled with num_workers=0.
+    return DataLoader(
+        Subset(view, positions.tolist()),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
 
 
 def _gather_rows(local: Tensor, total: int, trainer: pl.Trainer | None) -> Tensor:

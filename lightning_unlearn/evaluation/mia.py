@@ -33,6 +33,7 @@ EntropyAttack = Literal["svc", "logreg"]
 
 __all__ = [
     "balanced_subset",
+    "bounded_attack_set",
     "entropy_mia",
     "loss_mia",
     "m_entropy",
@@ -55,6 +56,22 @@ def balanced_subset(n: int, k: int, seed: int) -> np.ndarray:
         return np.arange(n)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def bounded_attack_set(
+    x_in: np.ndarray, x_out: np.ndarray, max_samples: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_samples`` training samples for an attack: beyond it, a seeded random subset of each of the two
+    sets, in their proportion (so the attack sees the same member : non-member ratio). The RBF SVC's fit costs
+    O(n^1.8-2); the subsample bounds it. ``None``: all."""
+    n_in, n_out = len(x_in), len(x_out)
+    if max_samples is None or n_in + n_out <= max_samples:
+        return x_in, x_out
+    if max_samples < 2:
+        raise ValueError(f"max_samples must be >= 2 or None, got {max_samples}.")
+    k_in = min(max(1, round(max_samples * n_in / (n_in + n_out))), max_samples - 1)
+    k_out = max_samples - k_in
+    return x_in[balanced_subset(n_in, k_in, seed + 2)], x_out[balanced_subset(n_out, k_out, seed + 3)]
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -112,6 +129,7 @@ def mia_efficacy(
     feature: EfficacyFeature = "confidence",
     balance: bool = True,
     seed: int = 0,
+    max_samples: int | None = None,
 ) -> float:
     """MIA-Efficacy (Jia et al. 2023, l1-sparse, ``SVC_MIA``; Fan et al. 2024, SalUn): the fraction of the target set
     (D_f) that a membership classifier predicts as **non-member**.
@@ -120,7 +138,7 @@ def mia_efficacy(
     ``mia_feature(nonmember) -> 0``; efficacy ``= 1 - mean(clf.predict(mia_feature(target)))``. Their evaluation uses
     members = the first ``|test|`` samples of D_r and non-members = the test set; with ``balance`` we draw the members
     as a seeded random subset of size ``|nonmembers|`` (when there are more). The paper reports the ``confidence``
-    feature.
+    feature. ``max_samples`` bounds the SVC's training set (:func:`bounded_attack_set`; ``None``: all of it).
 
     Higher = more of D_f looks unseen. On D_f the gold model's value is the target: a perfect unlearner matches it.
 
@@ -136,6 +154,7 @@ def mia_efficacy(
         return math.nan
     if balance:
         x_in = x_in[balanced_subset(len(x_in), len(x_out), seed)]
+    x_in, x_out = bounded_attack_set(x_in, x_out, max_samples, seed)
     x = np.concatenate([x_in, x_out])
     y = np.concatenate([np.ones(len(x_in)), np.zeros(len(x_out))])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
@@ -151,6 +170,7 @@ def entropy_mia(
     attack: EntropyAttack = "svc",
     balance: bool = False,
     seed: int = 0,
+    max_samples: int | None = None,
 ) -> float:
     """Entropy membership attack: the mean predicted membership of the target set (D_f).
 
@@ -165,7 +185,8 @@ def entropy_mia(
       the |D_r| : |test| imbalance (with two classes multinomial and one-vs-rest coincide).
 
     With ``balance`` the members are a seeded random subset of size ``|nonmembers|`` (as for :func:`mia_efficacy`), a
-    cheaper variant for large D_r; the papers use all of D_r.
+    cheaper variant for large D_r; the papers use all of D_r. ``max_samples`` bounds the SVC's training set
+    (:func:`bounded_attack_set`; the logistic regression, linear in n, always fits on all).
 
     Higher = more of D_f looks like training data (the opposite direction of MIA-efficacy). The gold model's value is
     the target.
@@ -185,6 +206,8 @@ def entropy_mia(
         return math.nan
     if balance:
         h_in = h_in[balanced_subset(len(h_in), len(h_out), seed)]
+    if attack == "svc":
+        h_in, h_out = bounded_attack_set(h_in, h_out, max_samples, seed)
     x = np.concatenate([h_in, h_out])
     y = np.concatenate([np.ones(len(h_in)), np.zeros(len(h_out))])
     if attack == "svc":

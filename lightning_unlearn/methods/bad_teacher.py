@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader
 
 from lightning_unlearn.backbones import Backbone, build_backbone
-from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
+from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import Frozen, OptimizerName
 from lightning_unlearn.methods.finetune import (
     TrainModeMethod,
@@ -142,7 +142,7 @@ class BadTeacher(TrainModeMethod):
         rng = np.random.default_rng(int(self.hparams.seed))
         n = max(1, int(round(self.hparams.retain_fraction * len(retain))))
         subset = np.sort(rng.choice(len(retain), size=n, replace=False))
-        retain_subset = SplitView(retain.base, retain.indices[subset], retain.transform)
+        retain_subset = retain.subset(subset)
         self._forget_sorted = torch.as_tensor(np.sort(forget.indices), dtype=torch.long)
         batch_size = loader_batch_size(self, datamodule)
         # A last batch of one sample cannot pass BatchNorm in train mode ("Expected more than 1 value per channel"):
@@ -171,5 +171,5 @@ class BadTeacher(TrainModeMethod):
             self._require_model()(x), good, bad, is_forget, temperature=hp.temperature, reduction=hp.kl_reduction
         )
         check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, batch_size=len(x))
         return loss

@@ -26,6 +26,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
@@ -188,7 +189,10 @@ class BoundaryExpanding(UnlearningMethod):
         logits = self._require_model()(x)
         target = torch.full((x.shape[0],), self.shadow_class, dtype=torch.long, device=x.device)
         loss = F.cross_entropy(logits, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"BoundaryExpanding loss became {loss.item()}; lower `lr`.")
-        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
+        self.log("train/loss", loss, batch_size=x.shape[0])
         return loss
+
+
+def _loss_message(step: int, epoch: int, values: list[float]) -> str:
+    return f"BoundaryExpanding loss became {values[0]} at step {step} (epoch {epoch}); lower `lr`."

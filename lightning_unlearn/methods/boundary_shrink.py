@@ -27,6 +27,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryShrink"]
@@ -183,12 +184,15 @@ class BoundaryShrink(UnlearningMethod):
         x, y = unpack_batch(batch)
         logits = self._require_model()(x)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"BoundaryShrink loss became {loss.item()}; lower `lr`.")
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
+        self.log("train/loss", loss, batch_size=len(y))
         return loss
 
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()
         config["neighbour_stats"] = dict(self.neighbour_stats)
         return config
+
+
+def _loss_message(step: int, epoch: int, values: list[float]) -> str:
+    return f"BoundaryShrink loss became {values[0]} at step {step} (epoch {epoch}); lower `lr`."

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
+from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["Finetune"]
@@ -57,13 +58,21 @@ def split_or_error(datamodule: Any, name: str, augment: bool, method: str) -> Sp
 
 
 def check_finite(loss: Tensor, method: UnlearningMethod, what: str = "loss") -> None:
-    """Stop with advice when a training loss is inf/NaN (instead of silently writing NaN weights)."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"{type(method).__name__}: the {what} became {loss.item()} at step {method.global_step} "
-            f"(epoch {method.current_epoch}); the weights would turn to NaN. Lower `lr` (now {method.hparams.lr}) "
-            "or the number of epochs."
+    """Stop with advice when a training loss is inf/NaN (instead of silently writing NaN weights).
+
+    The check records the step on the device (:func:`~lightning_unlearn.methods.guards.watch_step`, no host sync per
+    step); the method's :class:`~lightning_unlearn.methods.guards.FiniteWeightsGuard` raises within
+    ``WATCH_EVERY_N_STEPS`` steps, at the epoch's end and before any checkpoint, naming the first bad step.
+    """
+    name, lr = type(method).__name__, method.hparams.get("lr")
+
+    def message(step: int, epoch: int, values: list[float]) -> str:
+        return (
+            f"{name}: the {what} became {values[0]} at step {step} (epoch {epoch}); the weights would turn to NaN. "
+            f"Lower `lr` (now {lr}) or the number of epochs."
         )
+
+    watch_step(method, ~torch.isfinite(loss), message, loss, key=what)
 
 
 def forget_mask(indices: Tensor, forget_sorted: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,5 +136,5 @@ class Finetune(TrainModeMethod):
         x, y = unpack_batch(batch)
         loss = F.cross_entropy(self._require_model()(x), y)
         check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, batch_size=len(y))
         return loss

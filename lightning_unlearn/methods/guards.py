@@ -4,18 +4,33 @@ collapses to chance, ends with :class:`UnlearningFailedError` and writes no mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_unlearn.checkpoints import non_finite_tensors
 from lightning_unlearn.data.datasets import SplitView
 from lightning_unlearn.utils import accuracy
 
-__all__ = ["FiniteWeightsGuard", "UnlearningFailedError", "check_retain_collapse", "retain_probe"]
+__all__ = [
+    "FiniteWeightsGuard",
+    "StepWatch",
+    "UnlearningFailedError",
+    "check_retain_collapse",
+    "check_step_watch",
+    "reset_step_watch",
+    "retain_probe",
+    "watch_step",
+]
+
+#: Steps between two reads of a :class:`StepWatch` during training (each read is one host sync); also read at every
+#: epoch end and before every checkpoint.
+WATCH_EVERY_N_STEPS = 50
+
 
 
 class UnlearningFailedError(FloatingPointError):
@@ -38,21 +53,110 @@ def non_finite_message(method: Any, bad: list[str], when: str) -> str:
     )
 
 
+class StepWatch:
+    """The first training step at which a condition held (e.g. a non-finite loss), remembered on the device.
+
+    :meth:`record` is a few tensor operations and never reads a value back to the host, so a training step stays
+    asynchronous (a per-step ``if not torch.isfinite(loss)`` is one host-device synchronisation per step). :meth:`first`
+    reads the result back (one sync); :func:`check_step_watch` does so every ``WATCH_EVERY_N_STEPS`` steps, at epoch
+    end and before a checkpoint, and raises the error ``message(step, epoch, values)`` describes.
+    """
+
+    def __init__(
+        self, message: Callable[[int, int, list[float]], str], error: type[Exception] = FloatingPointError
+    ) -> None:
+        self.message, self.error = message, error
+        self._step: Tensor | None = None
+        self._values: Tensor | None = None
+        self._epoch_starts: dict[int, int] = {}  # epoch -> first step recorded in it (host side, no sync)
+
+    def record(self, bad: Tensor, step: int, *values: Tensor, epoch: int = 0) -> None:
+        """Remember ``step`` and ``values`` (scalars) if ``bad`` (a bool scalar tensor) and nothing was recorded yet."""
+        self._epoch_starts.setdefault(int(epoch), int(step))
+        bad = bad.detach().reshape(())
+        vals = torch.stack([v.detach().float().reshape(()) for v in values]) if values else bad.new_zeros(0).float()
+        if self._step is None or self._values is None or self._step.device != bad.device:
+            self._step = torch.full((), -1, dtype=torch.long, device=bad.device)
+            self._values = torch.zeros_like(vals)
+        new = bad & (self._step < 0)
+        self._step = torch.where(new, torch.full_like(self._step, int(step)), self._step)
+        self._values = torch.where(new, vals, self._values)
+
+    def first(self) -> tuple[int, int, list[float]] | None:
+        """``(step, epoch, values)`` of the first recorded step, or ``None`` (one host sync)."""
+        if self._step is None or self._values is None:
+            return None
+        step = int(self._step)
+        if step < 0:
+            return None
+        epoch = max((e for e, s in self._epoch_starts.items() if s <= step), default=0)
+        return step, epoch, [float(v) for v in self._values.cpu()]
+
+    def check(self) -> None:
+        """Raise ``error(message(step, values))`` when a step was recorded."""
+        found = self.first()
+        if found is not None:
+            raise self.error(self.message(*found))
+
+
+def watch_step(
+    module: Any,
+    bad: Tensor,
+    message: Callable[[int, int, list[float]], str],
+    *values: Tensor,
+    error: type[Exception] = FloatingPointError,
+    key: str = "loss",
+) -> None:
+    """Record ``bad`` for the current step in ``module``'s :class:`StepWatch` named ``key`` (created on first use with
+    ``message`` and ``error``), without a host sync. :func:`check_step_watch` raises later."""
+    watches = module.__dict__.setdefault("_step_watches", {})
+    watch = watches.get(key)
+    if watch is None:
+        watch = watches[key] = StepWatch(message, error)
+    watch.record(bad, int(getattr(module, "global_step", 0)), *values, epoch=int(getattr(module, "current_epoch", 0)))
+
+
+def check_step_watch(module: Any, every: int | None = None, step: int | None = None) -> None:
+    """Raise the error of ``module``'s first recorded bad step, if any. With ``every``, only when ``step % every == 0``
+    (so a training loop reads the flags back once every ``every`` steps)."""
+    if every is not None and step is not None and step % every:
+        return
+    for watch in module.__dict__.get("_step_watches", {}).values():
+        watch.check()
+
+
+def reset_step_watch(module: Any) -> None:
+    """Forget recorded steps (at the start of a new fit)."""
+    module.__dict__.pop("_step_watches", None)
+
+
 class FiniteWeightsGuard(pl.Callback):
     """Ends ``fit`` when the weights stop being finite, and keeps any checkpoint of NaN/inf weights from being written.
 
     Checked at the end of every training epoch (one host sync per epoch, none per step) and in ``on_save_checkpoint``,
     which Lightning calls before a checkpoint file is written (``ModelCheckpoint``, ``trainer.save_checkpoint``).
+    The module's :class:`StepWatch` flags (non-finite losses, recorded per step without a sync) are read at the same
+    points and every ``WATCH_EVERY_N_STEPS`` steps, and raise their own, more specific, error first.
     Every :class:`UnlearningMethod` adds one through ``configure_callbacks``.
     """
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        reset_step_watch(pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        check_step_watch(pl_module, WATCH_EVERY_N_STEPS, batch_idx + 1)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_step_watch(pl_module)
         model = getattr(pl_module, "model", None)
         bad = non_finite_names(model) if isinstance(model, nn.Module) else []
         if bad:
             raise UnlearningFailedError(non_finite_message(pl_module, bad, f"in epoch {trainer.current_epoch}"))
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        check_step_watch(pl_module)
         bad = non_finite_tensors(checkpoint.get("state_dict") or {})
         if bad:
             raise UnlearningFailedError(non_finite_message(pl_module, bad, "when a checkpoint was to be saved"))

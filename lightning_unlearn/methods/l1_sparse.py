@@ -120,7 +120,8 @@ class L1Sparse(Finetune):
         ce = F.cross_entropy(self._require_model()(x), y)
         loss = ce + self.l1_weight * l1_norm(self.trainable_parameters()) if self.l1_weight > 0 else ce
         check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ce", ce)
-        self.log("train/l1_weight", self.l1_weight)
+        self.log("train/loss", loss, batch_size=len(y))
+        self.log("train/ce", ce, batch_size=len(y))
+        if batch_idx == 0:  # constant within an epoch: logged once per epoch, not per step
+            self.log("train/l1_weight", self.l1_weight, on_step=False, on_epoch=True, batch_size=1)
         return loss

@@ -8,6 +8,7 @@ without bound, so this module guards against divergence (``on_divergence``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -20,6 +21,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import TrainModeMethod, loader_batch_size, split_or_error
+from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["NegativeGradient", "UnlearningDivergedError", "negative_gradient_loss"]
@@ -146,9 +148,8 @@ class NegativeGradient(TrainModeMethod):
         loss, ce_f = negative_gradient_loss(
             lf, yf, lr_, yr, retain_weight=hp.retain_weight, max_forget_loss=hp.max_forget_loss if clip else None
         )
-        if not torch.isfinite(loss) or not torch.isfinite(ce_f) or (not clip and ce_f > hp.max_forget_loss):
-            if not clip:
-                raise UnlearningDivergedError(self._divergence_message(loss, ce_f))
+        if clip:
+            # skipping a step is a host decision, so "clip" mode reads the loss back every step (one sync per step)
             if not torch.isfinite(loss):
                 self.skipped_steps += 1
                 rank_zero_warn(
@@ -156,20 +157,25 @@ class NegativeGradient(TrainModeMethod):
                     "(on_divergence='clip')."
                 )
                 return None
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/forget_ce", ce_f, prog_bar=True)
+        else:
+            # "stop" mode records the first diverged step on the device (no sync per step); the FiniteWeightsGuard
+            # reads it back every few steps, at epoch end and before a checkpoint, and raises the message below
+            bad = ~torch.isfinite(loss) | ~torch.isfinite(ce_f) | (ce_f > hp.max_forget_loss)
+            watch_step(self, bad, self._divergence_message, loss, ce_f, error=UnlearningDivergedError)
+        self.log("train/loss", loss, batch_size=len(yf))
+        self.log("train/forget_ce", ce_f, batch_size=len(yf))
         return loss
 
-    def _divergence_message(self, loss: Tensor, ce_f: Tensor) -> str:
+    def _divergence_message(self, step: int, epoch: int, values: list[float]) -> str:
         hp = self.hparams
+        loss, ce_f = values
         what = (
-            f"the loss became {loss.item()}"
-            if not torch.isfinite(loss)
-            else f"the forget batch's mean cross-entropy reached {ce_f.item():.3g} > "
-            f"max_forget_loss={hp.max_forget_loss}"
+            f"the loss became {loss}"
+            if not math.isfinite(loss)
+            else f"the forget batch's mean cross-entropy reached {ce_f:.3g} > max_forget_loss={hp.max_forget_loss}"
         )
         return (
-            f"NegativeGradient diverged at step {self.global_step} (epoch {self.current_epoch}): {what}. Gradient "
+            f"NegativeGradient diverged at step {step} (epoch {epoch}): {what}. Gradient "
             "ascent has no minimum, so it runs away once D_f is forgotten and then destroys the rest of the model. "
             f"Lower `lr` (now {hp.lr}) or the number of epochs (Trainer `max_epochs`), add a retain term "
             "(`retain_weight`, e.g. 0.95 as in SCRUB's NegGrad+), or set `on_divergence: clip` to bound the ascent "

@@ -155,5 +155,5 @@ class RandomLabels(TrainModeMethod):
         y = self.relabel(y, idx)
         loss = F.cross_entropy(self._require_model()(x), y)
         check_finite(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, batch_size=len(y))
         return loss

@@ -177,7 +177,7 @@ class SCRUB(TrainModeMethod):
         phase = "max" if split == "forget" else "min"
         loss = scrub_loss(phase, self._require_model()(x), teacher, y, hp.alpha, hp.gamma, hp.temperature)
         check_finite(loss, self)
-        self.log(f"train/{phase}_loss", loss, prog_bar=True)
+        self.log(f"train/{phase}_loss", loss, batch_size=len(y))
         return loss
 
     # -- SCRUB+R ---------------------------------------------------------------------------------------------------

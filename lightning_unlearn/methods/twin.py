@@ -33,6 +33,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 from lightning_unlearn.backbones import Backbone, build_backbone
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
+from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.twin_features import (
     FEATURE_NAMES,
     FeatureName,
@@ -572,9 +573,8 @@ class TwinUnlearning(UnlearningMethod):
             hard_weight=float(hp.hard_weight),
             max_hard_loss=hp.max_hard_loss,
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"TwinUnlearning loss became {loss.item()}; lower `lr` or set `max_hard_loss`.")
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
+        self.log("train/loss", loss, batch_size=len(y))
         self.log("train/hard_ce", hard_ce, batch_size=len(y))
         return loss
 
@@ -615,3 +615,7 @@ class TwinUnlearning(UnlearningMethod):
         config = super().method_config()
         config["tmu"] = copy.deepcopy(self.tmu_report)
         return config
+
+
+def _loss_message(step: int, epoch: int, values: list[float]) -> str:
+    return f"TwinUnlearning loss became {values[0]} at step {step} (epoch {epoch}); lower `lr` or set `max_hard_loss`."

@@ -156,13 +156,16 @@ def nearest_distance(
     k: int = 5,
     normalize: bool = False,
     same_class: bool = True,
+    chunk_elements: int = 2**24,
 ) -> Tensor:
     """NF: mean of the ``k`` smallest Euclidean distances from each sample to the bank samples of its class.
 
     ``NF(x) = (1/k') sum_{j<=k'} d_(j)`` with ``d_(1) <= d_(2) <= ...`` the distances ``||phi(x) - phi(x_r)||_2`` to
     the bank (D_r) samples of class ``y`` and ``k' = min(k, number of them)``. ``normalize`` L2-normalises every
     feature vector first (the TMU code's choice). A class with no bank sample (class-wise forgetting) is measured
-    against the whole bank instead; so is every sample with ``same_class=False``.
+    against the whole bank instead; so is every sample with ``same_class=False``. Computed on the features' device in
+    chunks of ``chunk_elements`` distances (64 MiB of fp32 by default), so memory is bounded; the time is linear in
+    queries x bank, and the TMU option ``bank_per_class`` bounds the bank.
 
     Args:
         features: ``(N, D)`` query features; labels: ``(N,)`` their classes.
@@ -186,9 +189,16 @@ def nearest_distance(
         ref = bank if c is None else bank[bank_labels == c]
         if ref.shape[0] == 0:
             ref = bank
-        d = torch.cdist(q[rows], ref)
-        out[rows] = d.topk(min(k, ref.shape[0]), dim=1, largest=False).values.mean(dim=1)
+        out[rows] = _knn_mean(q[rows], ref, min(k, ref.shape[0]), chunk_elements)
     return out
+
+
+def _knn_mean(q: Tensor, ref: Tensor, k: int, chunk_elements: int) -> Tensor:
+    """Mean of the ``k`` smallest distances from each row of ``q`` to ``ref``, on their device, ``chunk_elements``
+    distances (queries x bank) at a time, so memory stays bounded whatever the number of queries."""
+    rows = max(1, chunk_elements // max(ref.shape[0], 1))
+    parts = [torch.cdist(c, ref).topk(k, dim=1, largest=False).values.mean(dim=1) for c in q.split(rows)]
+    return torch.cat(parts) if parts else q.new_zeros(0)
 
 
 def adversarial_feature(
@@ -253,14 +263,18 @@ def train_from_scratch(
     model.train()
     with torch.enable_grad(), torch.autocast(device_type=torch.device(device).type, enabled=False):
         for epoch in range(epochs):
+            bad = torch.zeros((), dtype=torch.bool, device=device)  # read back once per epoch, not per step
             for x, y in batches(epoch):
                 x, y = x.to(device), y.to(device)
                 loss = F.cross_entropy(model(x), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Loss became {loss.item()} training a TMU helper model; lower its lr.")
+                bad |= ~torch.isfinite(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            if bool(bad):
+                raise FloatingPointError(
+                    f"Loss became non-finite in epoch {epoch} training a TMU helper model; lower its lr."
+                )
     model.eval()
     return model
 

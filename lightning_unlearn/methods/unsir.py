@@ -183,7 +183,7 @@ class UNSIR(TrainModeMethod):
             n = min(int(self.hparams.retain_per_class), len(members))
             keep.append(rng.choice(members, size=n, replace=False))
         picked = np.sort(np.concatenate(keep))
-        return SplitView(retain.base, retain.indices[picked], retain.transform)
+        return retain.subset(picked)
 
     def learn_noise(self, classes: list[int]) -> dict[int, Tensor]:
         model, hp = self._require_model(), self.hparams
@@ -236,7 +236,7 @@ class UNSIR(TrainModeMethod):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        self.log(f"train/{phase}_loss", loss, prog_bar=True)
+        self.log(f"train/{phase}_loss", loss, batch_size=len(y))
         return loss.detach()
 
     def method_config(self) -> dict[str, Any]:

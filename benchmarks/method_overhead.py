@@ -1,0 +1,215 @@
+"""Each method's unlearning time against a bare torch loop doing exactly the passes its algorithm needs, interleaved.
+
+    python benchmarks/method_overhead.py [--repeats 3] [--methods Finetune,SCRUB] [--threads 1] [--epochs 10]
+
+Setting: the quickstart's data (digits 4x4, half held out, no augmentation, class 3 forgotten) and model (All-CNN
+width 0.25, trained ``--epochs`` epochs once at the start), each method with the quickstart's ``init_args`` and
+``max_epochs``. Per repeat and method, in turn: ``Trainer.fit`` of the method (no logger, checkpoint, progress bar or
+evaluation) timed by the method's own timer (``unlearn_time_s``: what the benchmark reports), then the bare loop.
+
+The bare loop holds the splits as tensors, shuffles with ``randperm``, slices batches, and does per batch only the
+algorithm's passes with the method's batch sizes (plus the optimizer step):
+
+==================  =================================================================================================
+Finetune, L1Sparse  D_r: forward, CE (+ L1 norm of the weights), backward, SGD step
+RandomLabels        D_f + D_r shuffled together: forward, CE, backward, step
+SalUn               once: gradient of CE over D_f (forward+backward, no step); then RandomLabels' passes
+NegativeGradient    D_f: forward, -CE, backward, step
+BadTeacher          D_f + 30% of D_r: 2 teacher forwards (no grad), student forward, KL, backward, step
+BoundaryShrink      once: FGSM over D_f on the original (forward+backward for the input gradient, forward of the
+                    adversarial batch); then D_f with the neighbour labels: forward, CE, backward, step
+BoundaryExpanding   D_f: forward (widened head), CE to the shadow class, backward, step
+SCRUB               epochs < msteps: D_f max-pass (teacher forward, student forward, -KL, backward, step); every
+                    epoch: D_r min-pass (teacher forward, student forward, KL + CE, backward, step)
+==================  =================================================================================================
+
+FisherForgetting (``benchmarks/fisher_speed.py``), SSD, UNSIR, the Amnesiac variants and TMU are not covered yet: their
+pass structure (a Fisher/importance pass, learned noise, recorded updates, helper models) needs a bare loop of its own.
+Prints per method min and median of both and the ratios method / bare (min/min, median/median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_unlearn.attacks import fgsm
+from lightning_unlearn.backbones import AllCNN
+from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.methods import (
+    SCRUB,
+    BadTeacher,
+    BoundaryExpanding,
+    BoundaryShrink,
+    Classifier,
+    Finetune,
+    L1Sparse,
+    NegativeGradient,
+    RandomLabels,
+    SalUn,
+)
+
+METHODS: dict[str, tuple[type, dict[str, Any], int]] = {  # the quickstart's settings
+    "Finetune": (Finetune, {"lr": 0.01}, 3),
+    "L1Sparse": (L1Sparse, {"lr": 0.01, "alpha": 0.0001}, 3),
+    "RandomLabels": (RandomLabels, {"lr": 0.01}, 3),
+    "SalUn": (SalUn, {"lr": 0.01}, 3),
+    "NegativeGradient": (NegativeGradient, {"lr": 0.001}, 5),
+    "BadTeacher": (BadTeacher, {"lr": 0.001, "retain_fraction": 0.3}, 1),
+    "BoundaryShrink": (BoundaryShrink, {"epsilon": 0.1, "lr": 0.003}, 5),
+    "BoundaryExpanding": (BoundaryExpanding, {"shadow_init": "linear", "train_bn": False, "lr": 0.0001}, 7),
+    "SCRUB": (SCRUB, {"lr": 0.01, "forget_batch_size": 32, "batch_size": 64}, 3),
+}
+
+
+def trainer(epochs: int) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+
+
+class Data:
+    """The splits as tensors (images float in [0, 1], labels)."""
+
+    def __init__(self, dm: DigitsDataModule) -> None:
+        base = dm.train_set
+        images = base.images.float().div(255.0)  # type: ignore[attr-defined]
+        targets = torch.as_tensor(base.targets)  # type: ignore[attr-defined]
+        self.split = {}
+        for name in ("retain", "forget"):
+            idx = torch.as_tensor(dm.indices(name))
+            self.split[name] = (images[idx], targets[idx])
+
+    def batches(self, x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(y))
+        return [(x[p], y[p]) for p in order.split(bs)]
+
+
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, wd: float = 5e-4) -> torch.optim.Optimizer:
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum,
+                           weight_decay=wd)  # fmt: skip
+
+
+def step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int, bs: int) -> float:
+    """Seconds of the bare loop of ``name`` (the model copy is made before the clock starts)."""
+    model = copy.deepcopy(net).train()
+    teacher = copy.deepcopy(net).eval().requires_grad_(False)
+    (xr, yr), (xf, yf) = data.split["retain"], data.split["forget"]
+    extra: dict[str, Any] = {}
+    if name == "BadTeacher":
+        extra["random"] = copy.deepcopy(net).eval().requires_grad_(False)
+    if name == "BoundaryExpanding":
+        model.head = nn.Linear(model.head.in_features, model.head.out_features + 1)
+    t0 = time.perf_counter()
+    lr = float(kw.get("lr", 0.01))
+    opt = sgd(model, lr)
+    if name in ("RandomLabels", "SalUn"):
+        if name == "SalUn":
+            model.zero_grad()
+            for x, y in data.batches(xf, yf, bs):
+                F.cross_entropy(model(x), y).backward()
+            model.zero_grad(set_to_none=True)
+        x_all, y_all = torch.cat([xf, xr]), torch.cat([torch.randint(0, 10, yf.shape), yr])
+    if name == "BoundaryShrink":
+        labels = []
+        for x, y in [(xf[i : i + 256], yf[i : i + 256]) for i in range(0, len(yf), 256)]:
+            adv = fgsm(teacher, x, y, float(kw["epsilon"]), clamp=True)
+            with torch.no_grad():
+                labels.append(teacher(adv).argmax(1))
+        yf = torch.cat(labels)
+    if name == "BadTeacher":
+        keep = torch.randperm(len(yr))[: max(1, round(0.3 * len(yr)))]
+        x_all, is_f = torch.cat([xf, xr[keep]]), torch.cat([torch.ones(len(yf)), torch.zeros(len(keep))]).bool()
+    for epoch in range(epochs):
+        if name in ("Finetune", "L1Sparse"):
+            for x, y in data.batches(xr, yr, bs):
+                loss = F.cross_entropy(model(x), y)
+                if name == "L1Sparse":
+                    loss = loss + float(kw["alpha"]) * sum(p.abs().sum() for p in model.parameters())
+                step(opt, loss)
+        elif name in ("RandomLabels", "SalUn"):
+            for x, y in data.batches(x_all, y_all, bs):
+                step(opt, F.cross_entropy(model(x), y))
+        elif name in ("NegativeGradient", "BoundaryShrink"):
+            sign = -1.0 if name == "NegativeGradient" else 1.0
+            for x, y in data.batches(xf, yf, bs):
+                step(opt, sign * F.cross_entropy(model(x), y))
+        elif name == "BoundaryExpanding":
+            for x, _ in data.batches(xf, yf, bs):
+                step(opt, F.cross_entropy(model(x), torch.full((len(x),), 10)))
+        elif name == "BadTeacher":
+            for x, f in data.batches(x_all, is_f, bs):
+                with torch.no_grad():
+                    good, badp = teacher(x), extra["random"](x)
+                target = torch.where(f[:, None], F.softmax(badp, 1), F.softmax(good, 1))
+                step(opt, F.kl_div(F.log_softmax(model(x), 1), target, reduction="batchmean"))
+        elif name == "SCRUB":
+            passes = [("max", xf, yf, int(kw["forget_batch_size"]))] if epoch < 2 else []
+            for phase, xs, ys, b in [*passes, ("min", xr, yr, int(kw["batch_size"]))]:
+                for x, y in data.batches(xs, ys, b):
+                    with torch.no_grad():
+                        t = teacher(x)
+                    s = model(x)
+                    kl = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean")
+                    step(opt, -kl if phase == "max" else 0.001 * kl + 0.99 * F.cross_entropy(s, y))
+    return time.perf_counter() - t0
+
+
+def run_method(name: str, net: nn.Module, dm: DigitsDataModule) -> float:
+    cls, kw, epochs = METHODS[name]
+    method = cls(backbone=copy.deepcopy(net), **kw)
+    method.retain_collapse = None  # its probes run outside the timer anyway
+    trainer(epochs).fit(method, datamodule=dm)
+    return float(method.unlearn_time_s)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of the original model")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dm = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=4, batch_size=64, holdout_fraction=0.5,
+                          augment=False)  # fmt: skip
+    dm.setup()
+    pl.seed_everything(0, verbose=False)
+    net = AllCNN(num_classes=10, in_channels=1, image_size=4, width=0.25, mean=list(dm.mean), std=list(dm.std))
+    clf = Classifier(net, lr=0.05)
+    trainer(args.epochs).fit(clf, datamodule=dm)
+    net = clf.model.eval()
+    data = Data(dm)
+    names = [n for n in args.methods.split(",") if n]
+    times: dict[str, dict[str, list[float]]] = {n: {"method": [], "bare": []} for n in names}
+    for r in range(args.repeats):
+        for n in names:
+            pl.seed_everything(r, verbose=False)
+            times[n]["method"].append(run_method(n, net, dm))
+            _, kw, epochs = METHODS[n]
+            times[n]["bare"].append(bare(n, net, data, kw, epochs, int(kw.get("batch_size") or dm.batch_size)))
+    print(f"\n{args.repeats} repeats, {args.threads} thread(s); seconds min / median; ratio method / bare")
+    print(f"{'method':18s} {'method s':>15s} {'bare s':>15s} {'min/min':>8s} {'med/med':>8s}")
+    for n in names:
+        m, b = times[n]["method"], times[n]["bare"]
+        print(f"{n:18s} {min(m):6.3f} / {statistics.median(m):6.3f} {min(b):6.3f} / {statistics.median(b):6.3f} "
+              f"{min(m) / min(b):8.2f} {statistics.median(m) / statistics.median(b):8.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
