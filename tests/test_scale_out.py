@@ -120,3 +120,29 @@ def test_ray_executor_retries_and_records(tmp_path, local_ray):
         assert ray.is_initialized()  # the caller's Ray is left running
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_executor_and_logger_settings(tmp_path):
+    """``executor``/``resources`` and ``logger`` keys: defaults, threads per job, and readable errors before training."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from lightning_unlearn.benchmark import BenchmarkConfigError
+    from lightning_unlearn.benchmark.config import executor_settings
+    from lightning_unlearn.benchmark.plan import run_logger
+
+    cfg = load_config(mini(tmp_path / "a"))
+    spec, res, threads = executor_settings(cfg)
+    assert spec == {"name": "local"} and (res.num_cpus, res.num_gpus) == (1.0, 0.0) and threads == 1
+    cfg = load_config(mini(tmp_path / "b", executor={"name": "ray", "address": "auto", "resources": {"num_cpus": 3}},
+                           trainer={"accelerator": "gpu"}))  # fmt: skip
+    spec, res, threads = executor_settings(cfg)
+    assert spec == {"name": "ray", "address": "auto"} and (res.num_cpus, res.num_gpus) == (3.0, 1.0) and threads == 3
+    for bad, match in (({"name": "dask"}, "unknown executor 'dask'"), ({"name": "ray", "resources": {"gpus": 1}},
+                       "unknown key.*gpus"), ({"name": "ray", "resources": {"num_cpus": 0}}, "num_cpus must be > 0")):  # fmt: skip
+        with pytest.raises(BenchmarkConfigError, match=match):
+            load_config(mini(tmp_path / "c", executor=bad))
+    run_dir = tmp_path / "a" / "runs" / "x"
+    assert isinstance(run_logger(cfg, run_dir), CSVLogger) and Path(run_logger(cfg, run_dir).log_dir) == run_dir / "logs"
+    tb = run_logger(load_config(mini(tmp_path / "d", logger="tensorboard")), run_dir)
+    assert isinstance(tb, TensorBoardLogger) and Path(tb.log_dir) == run_dir / "logs"
+    assert run_logger(load_config(mini(tmp_path / "e", logger="none")), run_dir) is False

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning_unlearn.benchmark.specs import (
     _BACKBONE_LINKED,
@@ -66,6 +66,7 @@ class BenchmarkConfig:
     fail_fast: bool = False
     report_only: bool = False
     quiet: bool = True
+    logger: str = "csv"  # per-run Lightning logger: csv, tensorboard, wandb or none
     executor: Any = "local"  # "local", "ray" or {name, ..., resources: {num_cpus, num_gpus}}
     source: dict[str, Any] = field(default_factory=dict)  # the parsed config, written to output_dir/config.yaml
 
@@ -125,6 +126,10 @@ def build_parser() -> Any:
     )
     parser.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     parser.add_argument(
+        "--logger", type=Literal["csv", "tensorboard", "wandb", "none"], default="csv",
+        help="Lightning logger of every training and run, in its directory's logs/ (wandb: one W&B run per job).",
+    )
+    parser.add_argument(
         "--executor", type=dict[str, Any] | str, default="local",
         help="Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, "
         "max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md.",
@@ -181,6 +186,7 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         fail_fast=bool(d.get("fail_fast", False)),
         report_only=bool(d.get("report_only", False)),
         quiet=bool(d.get("quiet", True)),
+        logger=str(d.get("logger") or "csv"),
         executor=d.get("executor") or "local",
         source=source,
     )
@@ -237,6 +243,12 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
         raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
     executor_settings(cfg)
+    if cfg.logger in ("tensorboard", "wandb"):
+        import importlib.util
+
+        module = "wandb" if cfg.logger == "wandb" else "tensorboard"
+        if importlib.util.find_spec(module) is None and (module != "tensorboard" or not importlib.util.find_spec("tensorboardX")):
+            raise BenchmarkConfigError(f"logger: {cfg.logger} needs the {module} package: pip install {module}.")
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
     try:
