@@ -246,8 +246,9 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if cfg.logger in ("tensorboard", "wandb"):
         import importlib.util
 
-        module = "wandb" if cfg.logger == "wandb" else "tensorboard"
-        if importlib.util.find_spec(module) is None and (module != "tensorboard" or not importlib.util.find_spec("tensorboardX")):
+        needs = ("wandb",) if cfg.logger == "wandb" else ("tensorboard", "tensorboardX")  # either writes TB files
+        module = needs[0]
+        if not any(importlib.util.find_spec(m) for m in needs):
             raise BenchmarkConfigError(f"logger: {cfg.logger} needs the {module} package: pip install {module}.")
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
@@ -278,7 +279,8 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
         raise BenchmarkConfigError(f"executor.resources: num_cpus must be > 0 and num_gpus >= 0, got {res}.")
     from lightning_unlearn.executors import _EXECUTORS
 
-    if spec["name"] not in (*_EXECUTORS, "ray"):
-        raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(sorted({*_EXECUTORS, 'ray'}))}.")
+    known = sorted({*_EXECUTORS, "ray"})
+    if spec["name"] not in known:
+        raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
     threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
     return spec, Resources(num_cpus=cpus, num_gpus=gpus), threads

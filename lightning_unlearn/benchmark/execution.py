@@ -18,8 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_unlearn.benchmark.cache import base_row, cache_problem, read_json, read_result, run_hash, write_config
-from lightning_unlearn.benchmark.cache import write_json
+from lightning_unlearn.benchmark.cache import (
+    base_row,
+    cache_problem,
+    read_json,
+    read_result,
+    run_hash,
+    write_config,
+    write_json,
+)
 from lightning_unlearn.benchmark.config import BenchmarkConfig, build_parser, config_from_namespace, executor_settings
 from lightning_unlearn.benchmark.jobs import row_job, run_method, run_reference, train_job, train_model
 from lightning_unlearn.benchmark.plan import Plan, make_plan
