@@ -134,6 +134,9 @@ def build_parser() -> Any:
         help="Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, "
         "max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md.",
     )  # fmt: skip
+    from lightning_unlearn.tune.apply import TunedSource
+
+    parser.add_class_arguments(TunedSource, "tuned", instantiate=False)  # {dir, mode}: docs/tuning.md
     return parser
 
 
@@ -172,6 +175,9 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
                 raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
         scenarios.append(Scenario(name=name, targets=targets))
     methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
+    from lightning_unlearn.tune.apply import expand_tuned
+
+    methods = expand_tuned(methods, d.get("tuned"), BenchmarkConfigError)  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
         data=_class_spec(d["data"]),

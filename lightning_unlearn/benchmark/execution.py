@@ -52,6 +52,9 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
     plan = make_plan(cfg)
+    from lightning_unlearn.tune.apply import check_tuned_targets
+
+    check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
     progress = Progress([], stream=stream)
     if cfg.report_only:

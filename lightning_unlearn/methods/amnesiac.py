@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from lightning_unlearn.data.datasets import batch_indices
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import Finetune
 from lightning_unlearn.methods.random_labels import RandomLabels
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["Amnesiac", "AmnesiacRecorder", "AmnesiacRelabel", "AmnesiacUpdatesError", "UPDATES_FILENAME"]
 
@@ -54,6 +55,12 @@ class AmnesiacRelabel(RandomLabels):
     (``fit_one_unlearning_cycle(3, ..., lr=0.0001)`` with Adam, batch size 128); Graves et al.'s notebook instead
     continues the original Adam optimizer for several epochs. The batch size defaults to the DataModule's.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     def __init__(
         self,
@@ -378,6 +385,12 @@ class Amnesiac(Finetune):
         subtract_buffers: also subtract the recorded buffer deltas (BatchNorm running statistics).
         verify_weights: check that the model is the one the recording ended with.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "max_epochs": IntRange(0, 10),
+    }
 
     train_splits = ("retain",)
 

@@ -8,7 +8,7 @@ forget samples, so it keeps its behaviour on D_r and answers like a random netwo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from lightning_unlearn.methods.finetune import (
     loader_batch_size,
     split_or_error,
 )
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BadTeacher", "bad_teacher_loss"]
 
@@ -85,6 +86,14 @@ class BadTeacher(TrainModeMethod):
         kl_reduction: ``"batchmean"`` (paper) or ``"mean"`` (authors' code).
         seed: seed of the incompetent teacher's initialisation and of the D_r subset.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "retain_fraction": FloatRange(0.1, 1.0),
+        "temperature": FloatRange(0.5, 4.0, log=True),
+        "max_epochs": IntRange(1, 5),
+    }
 
     keeps_original = True
     train_splits = ("forget", "retain")

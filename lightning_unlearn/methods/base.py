@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.methods.guards import FiniteWeightsGuard, UnlearningFailedError, check_retain_collapse, retain_probe
 from lightning_unlearn.data.datasets import SplitView
+from lightning_unlearn.search_space import SearchSpace
 from lightning_unlearn.utils import accuracy, eval_mode
 
 OptimizerName = Literal["sgd", "adam"]
@@ -59,6 +60,8 @@ class UnlearningMethod(pl.LightningModule):
 
     #: Splits the method trains on, for docs and reports.
     train_splits: tuple[str, ...] = ()
+    #: ``lightning_unlearn tune``'s search space: ``{argument or "max_epochs": FloatRange | IntRange | Choice}``.
+    search_space: ClassVar[SearchSpace] = {}
     #: Whether :meth:`attach` keeps a frozen copy of the original model as ``self.original``.
     keeps_original: bool = False
     #: Retained-accuracy collapse guard: ``fit`` fails (:class:`UnlearningFailedError`) when the unlearned model's

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
 
@@ -104,6 +105,12 @@ class BoundaryExpanding(UnlearningMethod):
             (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-6, 1e-2, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     train_splits = ("forget",)
 

@@ -8,7 +8,7 @@ forgotten class shrinks until its samples fall into the neighbouring classes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryShrink"]
 
@@ -71,6 +72,13 @@ class BoundaryShrink(UnlearningMethod):
             (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "epsilon": FloatRange(0.01, 0.5, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     train_splits = ("forget",)
     keeps_original = True

@@ -9,7 +9,7 @@ This file also holds the small helpers the other baselines share (loss guard, lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["Finetune"]
 
@@ -91,6 +92,12 @@ class Finetune(TrainModeMethod):
         lr, momentum, weight_decay, optimizer: optimizer settings (see above).
         batch_size: batch size of the D_r loader (default: the DataModule's).
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     train_splits = ("retain",)
 

@@ -9,7 +9,7 @@ beyond what D_r needs.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import UnlearningMethod, sharded_loader
 from lightning_unlearn.methods.fisher_diagonal import FisherBackend, FisherType, diagonal_fisher
+from lightning_unlearn.search_space import FloatRange, SearchSpace
 from lightning_unlearn.utils import eval_mode
 
 __all__ = ["FisherBackend", "FisherForgetting", "FisherType", "diagonal_fisher", "fisher_noise_variance"]
@@ -127,6 +128,11 @@ class FisherForgetting(UnlearningMethod):
             rounding.
         memory_budget_mb: memory for the per-sample, per-class intermediate tensors of one chunk.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "alpha": FloatRange(1e-9, 1e-4, log=True),
+    }
 
     train_splits = ("retain",)
 

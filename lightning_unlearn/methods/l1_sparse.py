@@ -7,7 +7,7 @@ model towards weights that D_r alone supports.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import Finetune, check_finite
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["L1Sparse", "l1_norm", "l1_weight"]
 
@@ -65,6 +66,13 @@ class L1Sparse(Finetune):
         no_l1_epochs: final epochs without the penalty.
         lr, momentum, weight_decay, optimizer, batch_size: as Finetune.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "alpha": FloatRange(1e-6, 1e-3, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ without bound, so this module guards against divergence (``on_divergence``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import TrainModeMethod, loader_batch_size, split_or_error
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["NegativeGradient", "UnlearningDivergedError", "negative_gradient_loss"]
 
@@ -81,6 +82,12 @@ class NegativeGradient(TrainModeMethod):
         max_forget_loss: bound on the forget cross-entropy (both modes).
         max_grad_norm: gradient-norm bound in ``"clip"`` mode (``None``: no norm clipping).
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-5, 1e-2, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     train_splits = ("forget", "retain")
 

@@ -7,7 +7,7 @@ Classification", ICLR 2024 (SalUn is RL restricted to salient weights); the same
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from lightning_unlearn.methods.finetune import (
     loader_batch_size,
     split_or_error,
 )
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["RandomLabels", "draw_random_labels"]
 
@@ -78,6 +79,12 @@ class RandomLabels(TrainModeMethod):
         redraw_each_epoch: new random labels every epoch (SalUn code) instead of one fixed draw.
         seed: seed of the label draws (epoch ``e`` uses ``seed + e`` when redrawing).
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "max_epochs": IntRange(1, 10),
+    }
 
     train_splits = ("forget", "retain")
 

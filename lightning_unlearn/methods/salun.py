@@ -7,7 +7,7 @@ then trains only those weights, the others stay exactly at the original's values
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -17,6 +17,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, forget_split, loss_gradient
 from lightning_unlearn.methods.random_labels import RandomLabels
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["SalUn", "forgetting_gradient", "saliency_mask"]
 
@@ -77,6 +78,13 @@ class SalUn(RandomLabels):
         lr, momentum, weight_decay, optimizer, batch_size, include_true, redraw_each_epoch, seed: as RandomLabels.
         mask_batch_size: batch size of the saliency pass over D_f (default: ``batch_size`` or the DataModule's).
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "mask_fraction": FloatRange(0.1, 0.9),
+        "max_epochs": IntRange(1, 10),
+    }
 
     def __init__(
         self,

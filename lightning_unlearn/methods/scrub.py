@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, PhasedLoader, sharded_loader
 from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, split_or_error
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["SCRUB", "distill_kl", "rewind_index", "scrub_loss"]
 
@@ -90,6 +91,15 @@ class SCRUB(TrainModeMethod):
         lr_decay_epochs, lr_decay_rate: the step schedule (``MultiStepLR`` per epoch).
         rewind: SCRUB+R. rewind_reference: ``"holdout"``, ``"test"`` or a D_f error in [0, 1].
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "alpha": FloatRange(1e-4, 1.0, log=True),
+        "gamma": FloatRange(0.5, 1.0),
+        "msteps": IntRange(1, 3),
+        "max_epochs": IntRange(2, 8),
+    }
 
     keeps_original = True
     train_splits = ("forget", "retain")

@@ -7,7 +7,7 @@ important to D_f than to D are scaled down. No training: two gradient passes and
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView
 from lightning_unlearn.methods.base import UnlearningMethod, forget_split, loss_gradient
 from lightning_unlearn.methods.fisher import diagonal_fisher
+from lightning_unlearn.search_space import FloatRange, SearchSpace
 
 __all__ = ["SelectiveSynapticDampening", "ImportanceType", "ssd_dampen"]
 
@@ -87,6 +88,12 @@ class SelectiveSynapticDampening(UnlearningMethod):
         importance: ``"batch"`` (reference code) or ``"per_sample"`` (diagonal empirical Fisher).
         batch_size: batch size of both importance passes (per rank; the reference: 64).
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "alpha": FloatRange(1.0, 100.0, log=True),
+        "lam": FloatRange(0.1, 10.0, log=True),
+    }
 
     train_splits = ("forget", "retain")
 

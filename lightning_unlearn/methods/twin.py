@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from lightning_unlearn.methods.twin_features import (
     twin_set_size,
     twin_unlearning_loss,
 )
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 from lightning_unlearn.utils import eval_mode
 
 __all__ = ["TwinUnlearning"]
@@ -152,6 +153,13 @@ class TwinUnlearning(UnlearningMethod):
         seed: seed of every random choice of the method (D_e, subsets, initialisations, shuffles, random labels).
         split_file: also write the predicted split and the classifier's accuracy to this JSON file.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "hard_weight": FloatRange(0.1, 10.0, log=True),
+        "max_epochs": IntRange(1, 5),
+    }
 
     train_splits = ("forget", "retain")
     keeps_original = True

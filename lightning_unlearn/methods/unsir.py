@@ -8,7 +8,7 @@ D_r; repair it by training one epoch on D_r. Reference code: github.com/vikram20
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, PhasedLoader, sharded_loader
 from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, split_or_error
+from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 from lightning_unlearn.utils import eval_mode, param_dtype
 
 __all__ = ["UNSIR", "error_maximizing_noise"]
@@ -109,6 +110,13 @@ class UNSIR(TrainModeMethod):
         repair_on: ``"subset"`` (reference code) or ``"retain"`` (all of D_r).
         seed: seed of the noise and of the D_r subset.
     """
+
+    #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
+    search_space: ClassVar[SearchSpace] = {
+        "lr": FloatRange(1e-4, 1e-1, log=True),
+        "repair_lr": FloatRange(1e-4, 1e-1, log=True),
+        "max_epochs": IntRange(2, 4),
+    }
 
     train_splits = ("retain",)
 

@@ -1,0 +1,127 @@
+"""``audit.json``, ``audit.md`` and ``audit.png`` (per-example epsilons and likelihood ratios per audited row)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["audit_markdown", "plot_distributions", "write_reports"]
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.1f}"
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    u = row.get("ulira")
+    if not u:
+        return "-"
+    v, (lo, hi) = u["metrics"].get(key), u["ci95"].get(key, (None, None))
+    if v is None or lo is None:
+        return _pct(v)
+    return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def audit_markdown(result: dict[str, Any]) -> str:
+    """The report: one line per audited row, the failures, and how to read it."""
+    lines = [
+        "# Privacy audit", "",
+        f"{result['shadow_models']} shadow models, each on a random half of a pool of {result['pool_size']} examples, "
+        f"forgetting {result['forget_per_model']} of {result['targets']} target examples. U-LiRA (Hayes et al. 2024, "
+        "sec. 4): a per-example likelihood-ratio attack telling an unlearned model from a retrained one, ideal 50% "
+        "(accuracy, AUC) and TPR equal to the FPR; 95% bootstrap intervals in brackets. Challenge (Triantafillou et "
+        "al. 2024): forgetting quality F (1 = indistinguishable from retraining) and the final score "
+        "F x RA_u/RA_r x TA_u/TA_r.", "",
+        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F | score | median eps | RA (%) | TA (%) "
+        "| FA (%) | pop. MIA-eff. (%) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for name, row in result["rows"].items():
+        ch = row.get("challenge") or {}
+        f = "-" if ch.get("F") is None else f"{ch['F']:.3f}"
+        score = "-" if ch.get("score") is None else f"{ch['score']:.3f}"
+        eps = "-" if ch.get("epsilon_median") is None else f"{ch['epsilon_median']:.2f}"
+        lines.append(f"| {name} | {row['models']} | {_ci(row, 'accuracy')} | {_ci(row, 'auc')} | "
+                     f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {f} | {score} | {eps} | {_pct(row['RA'])} | "
+                     f"{_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
+                     f"{_pct(row.get('MIA_std'))} |")  # fmt: skip
+    errors = [(n, r["error"]) for n, r in result["rows"].items() if r.get("error")]
+    if errors:
+        lines += ["", "**Rows that could not be scored:**", ""] + [f"- {n}: {e}" for n, e in errors]
+    if result["failures"]:
+        lines += ["", f"**{len(result['failures'])} failed job(s)** (left out of the statistics; run again to retry; "
+                  "the traceback is in error.json in the model's directory):", ""]  # fmt: skip
+        lines += [f"- {f['stage']} {f['row']} on shadow {f['shadow']}: {f['error']}" for f in result["failures"]]
+    ref = result["reference"]
+    lines += ["", f"Reference (retrained models): RA {_pct(ref['RA_r'])}%, TA {_pct(ref['TA_r'])}%, population "
+              f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; "
+              "mean ± "
+              "std over shadows). A row is exposed when its U-LiRA accuracy interval lies above 50% or its F is far "
+              "below Retrain's.", ""]
+    return "\n".join(lines)
+
+
+def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
+    """Per row: the histogram of per-example epsilons and of the held-out models' log-likelihood ratios."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(n, r) for n, r in result["rows"].items() if r.get("epsilons") or r.get("llr")]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 5.5), squeeze=False)
+    for i, (name, r) in enumerate(rows):
+        ax = axes[0, i]
+        if r.get("epsilons"):
+            ax.hist(r["epsilons"], bins=np.arange(0, 6.5, 0.5), color="tab:purple")
+            ax.set_title(f"{name}\nF={r['challenge']['F']:.3f}", fontsize=9)
+        ax.set_xlabel("per-example epsilon", fontsize=8)
+        ax = axes[1, i]
+        if r.get("llr"):
+            lu, lr = np.asarray(r["llr"]["unlearned"]), np.asarray(r["llr"]["retrained"])
+            both = np.concatenate([lu, lr])
+            lo, hi = np.percentile(both, [1, 99]) if len(both) else (0, 1)
+            bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
+            ax.hist(np.clip(lr, lo, hi), bins=bins, alpha=0.6, label="retrained")
+            ax.hist(np.clip(lu, lo, hi), bins=bins, alpha=0.6, label="unlearned")
+            ax.set_title(f"U-LiRA acc {100 * r['ulira']['metrics']['accuracy']:.1f}%", fontsize=9)
+            ax.legend(fontsize=7)
+        ax.set_xlabel("log-likelihood ratio", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_reports(result: dict[str, Any], out: Path) -> list[str]:
+    """Write the three files (each replaced atomically); returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in (("audit.json", json.dumps(_clean(result), indent=1)), ("audit.md", audit_markdown(result))):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+        files.append(str(out / name))
+    png = plot_distributions(result, out / "audit.png")
+    if png is not None:
+        files.append(str(png))
+    return files

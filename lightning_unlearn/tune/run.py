@@ -1,0 +1,139 @@
+"""``run_tuning``: one Optuna study per method, persisted in SQLite, trials as executor jobs; then best/ and tune.md."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_unlearn.search_space import Choice, FloatRange, IntRange
+
+__all__ = ["main", "run_tuning", "study_name"]
+
+
+def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
+    """``<method>-<hash>``: the hash covers everything a trial's value depends on, so a changed setting starts a new
+    study and an unchanged one reuses every finished trial."""
+    from lightning_unlearn.tune import _bench as B
+
+    content = {
+        "method": {"class_path": mt.spec.class_path, "init_args": mt.spec.init_args, "max_epochs": mt.spec.max_epochs,
+                   "trainer": mt.spec.trainer},  # fmt: skip
+        "space": {k: p.describe() for k, p in sorted(mt.space.items())},
+        "groups": [(c["group"].original_key, c["group"].gold_key, c["record"]["hashes"]) for c in contexts],
+        "evaluator": cfg.bench.evaluator,
+        "objectives": cfg.objectives,
+    }
+    return f"{B.slug(mt.name)}-{B.config_hash(content, 12)}"
+
+
+def _in_space(params: dict[str, Any], space: dict[str, Any]) -> bool:
+    for k, p in space.items():
+        v = params.get(k)
+        if isinstance(p, Choice):
+            if v not in p.choices:
+                return False
+        elif isinstance(p, (FloatRange, IntRange)):
+            if v is None or isinstance(v, bool) or not (p.low <= v <= p.high):
+                return False
+    return True
+
+
+def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
+    """Tune every configured method; returns ``{method: summary}`` and writes ``best/`` and ``tune.md``."""
+    import yaml
+
+    from lightning_unlearn.executors import Job, make_executor
+    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.tune.objective import prepare, run_trial
+    from lightning_unlearn.tune.report import summarise, write_best_file, write_report
+    from lightning_unlearn.tune.study import make_pruner, make_sampler, open_study, run_study, storage_url
+
+    stream = stream if stream is not None else sys.stderr
+    start = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"tune {text}", file=stream, flush=True)
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.source, sort_keys=False))
+    storage = storage_url(out)
+    executor = make_executor(cfg.executor)
+    contexts = prepare(cfg, executor, log)
+    multi = len(cfg.objectives) > 1
+    directions = ["minimize"] * len(cfg.objectives)
+    summaries: dict[str, Any] = {}
+    try:
+        for i, mt in enumerate(cfg.methods, 1):
+            ctx = [c for c in contexts if mt.spec.runs_in(c["group"].scenario)]
+            name = study_name(cfg, mt, ctx)
+            sampler = make_sampler(cfg.sampler, cfg.seed, cfg.n_startup_trials, mt.n_trials, multi_objective=multi)
+            pruner = "none" if multi else cfg.pruner
+            study = open_study(name, storage, directions, sampler, make_pruner(pruner))
+            if not study.get_trials(deepcopy=False):
+                study.set_user_attr("method", mt.name)
+                study.set_user_attr("tuning_groups", [c["record"] for c in ctx])
+                default = mt.default_params()
+                if len(default) == len(mt.space) and _in_space(default, mt.space):
+                    study.enqueue_trial(default, user_attrs={"default": True})
+                else:
+                    log(f"{mt.name}: its configured settings {default} are outside the search space; no default trial")
+            trial_root = out / "trials" / B.slug(mt.name)
+
+            def make_job(trial: Any, mt: Any = mt, ctx: Any = ctx, name: str = name, pruner: str = pruner,
+                         trial_root: Path = trial_root) -> Job:  # fmt: skip
+                return Job(
+                    key=f"trial-{trial.number}", fn=run_trial,
+                    kwargs={"bench": cfg.bench, "spec": mt.spec, "params": dict(trial.params), "contexts": ctx,
+                            "trial_dir": str(trial_root / f"trial-{trial.number:04d}"), "objectives": cfg.objectives,
+                            "study_name": name, "storage": storage, "trial_id": trial._trial_id, "pruner": pruner},
+                    description=f"{mt.name} trial {trial.number}",
+                )  # fmt: skip
+
+            def on_trial(trial: Any, res: Any, mt: Any = mt, study: Any = study) -> None:
+                if res.ok and isinstance(res.value, dict):
+                    gaps = [g["gap"] for g in res.value.get("groups", [])]
+                    study._storage.set_trial_user_attr(trial._trial_id, "gaps", gaps)
+                    study._storage.set_trial_user_attr(trial._trial_id, "tuning_hashes",
+                                                       [g["used_hashes"] for g in res.value.get("groups", [])])
+                    state = "pruned" if res.value.get("pruned") else "gap " + "/".join(
+                        f"{v:.3g}" for v in res.value.get("values", []))
+                else:
+                    state = f"FAILED ({res.error})"[:200]
+                log(f"[{i}/{len(cfg.methods)}] {mt.name} trial {trial.number}: {state} {dict(trial.params)} "
+                    f"({res.wall_s:.1f}s)")  # fmt: skip
+
+            counts = run_study(study, mt.space, mt.n_trials, make_job, executor=executor, parallel=cfg.parallel,
+                               timeout_s=cfg.timeout_s, on_trial=on_trial)  # fmt: skip
+            log(f"[{i}/{len(cfg.methods)}] {mt.name}: {counts['run']} trial(s) run, {counts['reused']} reused from "
+                f"{storage}" + (f", {counts['recovered']} interrupted trial(s) redone" if counts["recovered"] else ""))
+            summary = summarise(study, mt, ctx, cfg)
+            summaries[mt.name] = summary
+            if summary.get("best") is not None:
+                write_best_file(out / "best" / f"{B.slug(mt.name)}.yaml", summary, mt, cfg)
+    finally:
+        executor.close()
+    write_report(out, summaries, cfg, contexts, time.perf_counter() - start)
+    log(f"done in {time.perf_counter() - start:.0f}s: {out / 'tune.md'}, {out / 'best'}")
+    return summaries
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``lightning_unlearn tune -c configs/tune/<name>.yaml [--key value ...]``."""
+    from lightning_unlearn.tune.config import TuneConfigError, print_error, tune_config_from_args
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = tune_config_from_args(args)
+    except TuneConfigError as err:
+        print_error(err)
+        raise SystemExit(2) from None
+    try:
+        run_tuning(cfg)
+    except KeyboardInterrupt:
+        print("lightning_unlearn tune: interrupted; run the same command again to resume (finished trials are "
+              "reused)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
