@@ -95,11 +95,12 @@ def run_logger(cfg: BenchmarkConfig, run_dir: Path) -> Any:
     ``tensorboard``, ``wandb`` (one W&B run per job, grouped by the benchmark's directory) or ``none``)."""
     from lightning.pytorch import loggers
 
-    if cfg.logger == "none":
+    kind = getattr(cfg, "logger", "none")  # a config without the key (the audit's) keeps its runs unlogged
+    if kind == "none":
         return False
-    if cfg.logger == "csv":
+    if kind == "csv":
         return loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
-    if cfg.logger == "tensorboard":
+    if kind == "tensorboard":
         return loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
     out = Path(cfg.output_dir)
     name = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else run_dir.name
