@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_unlearn.benchmark import execution as bm
+from lightning_unlearn.benchmark import jobs as bm
 from lightning_unlearn.benchmark import BenchmarkConfigError, load_config, run_benchmark
 from lightning_unlearn.benchmark.stats import add_gaps
 from lightning_unlearn.cli import main

@@ -27,6 +27,7 @@ __all__ = [
     "group_original",
     "now",
     "read_json",
+    "read_results",
     "read_result",
     "run_hash",
     "scalars",
@@ -184,3 +185,15 @@ def write_config(cfg: BenchmarkConfig, out: Path) -> None:
     import yaml
 
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.source, sort_keys=False))
+
+
+def read_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(rows, provenance)`` of a ``results.json`` (or of the directory holding it); a bare list of rows (the format
+    before provenance was recorded) gives an empty provenance."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return data, {}
+    return list(data.get("rows") or []), dict(data.get("provenance") or {})

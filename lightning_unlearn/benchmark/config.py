@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning_unlearn.benchmark.specs import (
     _BACKBONE_LINKED,
@@ -28,6 +28,7 @@ from lightning_unlearn.benchmark.specs import (
     target_slug,
 )
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.executors import Resources
 
 __all__ = [
     "BASELINE_METHODS",
@@ -42,6 +43,7 @@ __all__ = [
     "TrainingSettings",
     "build_parser",
     "config_from_namespace",
+    "executor_settings",
     "load_config",
     "validate_config",
 ]
@@ -64,6 +66,8 @@ class BenchmarkConfig:
     fail_fast: bool = False
     report_only: bool = False
     quiet: bool = True
+    logger: str = "csv"  # per-run Lightning logger: csv, tensorboard, wandb or none
+    executor: Any = "local"  # "local", "ray" or {name, ..., resources: {num_cpus, num_gpus}}
     source: dict[str, Any] = field(default_factory=dict)  # the parsed config, written to output_dir/config.yaml
 
     @property
@@ -121,6 +125,15 @@ def build_parser() -> Any:
         "--report_only", type=bool, default=False, help="Only rebuild the tables, report and plots from finished runs."
     )
     parser.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
+    parser.add_argument(
+        "--logger", type=Literal["csv", "tensorboard", "wandb", "none"], default="csv",
+        help="Lightning logger of every training and run, in its directory's logs/ (wandb: one W&B run per job).",
+    )
+    parser.add_argument(
+        "--executor", type=dict[str, Any] | str, default="local",
+        help="Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, "
+        "max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md.",
+    )  # fmt: skip
     from lightning_unlearn.tune.apply import TunedSource
 
     parser.add_class_arguments(TunedSource, "tuned", instantiate=False)  # {dir, mode}: docs/tuning.md
@@ -179,6 +192,8 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         fail_fast=bool(d.get("fail_fast", False)),
         report_only=bool(d.get("report_only", False)),
         quiet=bool(d.get("quiet", True)),
+        logger=str(d.get("logger") or "csv"),
+        executor=d.get("executor") or "local",
         source=source,
     )
     validate_config(cfg)
@@ -227,15 +242,51 @@ def validate_config(cfg: BenchmarkConfig) -> None:
         _check_method_args(m, m.resolve())
     if cfg.trainer.devices != 1:
         raise BenchmarkConfigError(
-            f"trainer.devices={cfg.trainer.devices}: the benchmark runs its trainings one after another in one process, "
-            "on one device. To use several GPUs, start one benchmark per GPU (CUDA_VISIBLE_DEVICES=k) with the same "
-            "`output_dir` and different `seeds`, then `--report_only true` with all seeds (docs/benchmarks.md)."
+            f"trainer.devices={cfg.trainer.devices}: every training and run of the benchmark uses one device. To use "
+            "several GPUs, run its jobs side by side: `executor: {name: ray, resources: {num_gpus: 1}}` "
+            "(docs/scale-out.md)."
         )
     if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
         raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
+    executor_settings(cfg)
+    if cfg.logger in ("tensorboard", "wandb"):
+        import importlib.util
+
+        needs = ("wandb",) if cfg.logger == "wandb" else ("tensorboard", "tensorboardX")  # either writes TB files
+        module = needs[0]
+        if not any(importlib.util.find_spec(m) for m in needs):
+            raise BenchmarkConfigError(f"logger: {cfg.logger} needs the {module} package: pip install {module}.")
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
     try:
         UnlearningEvaluator(**cfg.evaluator)
     except (TypeError, ValueError) as err:
         raise BenchmarkConfigError(f"evaluator settings {cfg.evaluator}: {err}") from err
+
+
+def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, int | None]:
+    """``(executor spec for make_executor, resources of every job, torch threads per job)`` from ``cfg.executor``.
+
+    Resources default to ``trainer.num_threads`` (else 1) CPUs and, on a GPU accelerator, 1 GPU per job. Threads: the
+    local executor keeps today's rule (``trainer.num_threads`` if set, else PyTorch's choice); any other one gives
+    each job ``trainer.num_threads`` or its whole CPUs, so that jobs side by side do not oversubscribe the cores.
+    """
+    raw = cfg.executor
+    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
+    spec.setdefault("name", "local")
+    res = dict(spec.pop("resources", None) or {})
+    unknown = sorted(set(res) - {"num_cpus", "num_gpus"})
+    if unknown:
+        raise BenchmarkConfigError(f"executor.resources: unknown key(s) {unknown}; it takes num_cpus and num_gpus.")
+    gpu = str(cfg.trainer.accelerator).lower() in ("gpu", "cuda")
+    cpus = float(res.get("num_cpus", cfg.trainer.num_threads or 1))
+    gpus = float(res.get("num_gpus", 1.0 if gpu else 0.0))
+    if cpus <= 0 or gpus < 0:
+        raise BenchmarkConfigError(f"executor.resources: num_cpus must be > 0 and num_gpus >= 0, got {res}.")
+    from lightning_unlearn.executors import _EXECUTORS
+
+    known = sorted({*_EXECUTORS, "ray"})
+    if spec["name"] not in known:
+        raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
+    threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
+    return spec, Resources(num_cpus=cpus, num_gpus=gpus), threads

@@ -1,16 +1,19 @@
-"""Running a benchmark: :func:`train_model` (original and gold models), :func:`run_method` (one method on one group),
-:func:`run_reference` (the Original and Retrain rows), :func:`run_benchmark` (all of it, resumed from disk) and
-:func:`main` (the ``lightning_unlearn benchmark`` command)."""
+"""Running a benchmark: :func:`run_benchmark` (all of it, resumed from disk) and :func:`main` (the
+``lightning_unlearn benchmark`` command).
+
+Every independent piece of work is a job of an executor (:mod:`lightning_unlearn.executors`; ``executor:`` in the
+config): phase A trains every model that is not cached (:func:`~.jobs.train_job`), phase B produces every row that is
+not finished (:func:`~.jobs.row_job`). Results are collected here as the jobs finish, so the files on disk (one
+directory per model and per row) are the same whichever executor ran them, and a rerun, ``--report_only`` or another
+executor picks them up. ``local`` (the default) runs the jobs one after the other in this process, in the order of the
+sequential benchmark: the models group by group, then the rows group by group.
+"""
 
 from __future__ import annotations
 
-import inspect
-import os
-import shutil
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,133 +21,31 @@ from typing import Any
 from lightning_unlearn.benchmark.cache import (
     base_row,
     cache_problem,
-    file_sha256,
-    finite,
-    group_original,
-    now,
     read_json,
     read_result,
     run_hash,
-    scalars,
     write_config,
     write_json,
 )
-from lightning_unlearn.benchmark.config import BenchmarkConfig, build_parser, config_from_namespace
-from lightning_unlearn.benchmark.plan import (
-    Group,
-    ModelJob,
-    Plan,
-    build_backbone_for,
-    build_datamodule,
-    eval_device,
-    make_plan,
-    trainer_kwargs,
-)
+from lightning_unlearn.benchmark.config import BenchmarkConfig, build_parser, config_from_namespace, executor_settings
+from lightning_unlearn.benchmark.jobs import row_job, run_method, run_reference, train_job, train_model
+from lightning_unlearn.benchmark.plan import Plan, make_plan
 from lightning_unlearn.benchmark.progress import Progress, hms, quiet, short_summary
-from lightning_unlearn.benchmark.specs import (
-    BASELINE_METHODS,
-    ORIGINAL,
-    RESULT_FILE,
-    RETRAIN,
-    BenchmarkConfigError,
-    MethodSpec,
-)
-from lightning_unlearn.executors import is_interrupt
-from lightning_unlearn.provenance import run_stamp
+from lightning_unlearn.benchmark.specs import BASELINE_METHODS, ORIGINAL, RESULT_FILE, RETRAIN, BenchmarkConfigError
+from lightning_unlearn.executors import Executor, Job, JobResult, is_interrupt, make_executor
 
-__all__ = ["main", "run_benchmark", "run_method", "run_reference", "train_model"]
+__all__ = ["BenchmarkRunError", "main", "run_benchmark", "run_method", "run_reference", "train_model"]
 
 
-def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
-    """Train ``job``'s model (a ``Classifier`` on D for the original, on D_r for the gold) and save it with
-    ``trainer.save_checkpoint``; for the original, one ``AmnesiacRecorder`` per forget set that needs it. Returns the
-    training time recorded in the checkpoint (``train_time_s``)."""
-    import lightning.pytorch as pl
-
-    from lightning_unlearn.methods import AmnesiacRecorder, Classifier
-
-    g = job.group
-    if job.dir.exists():
-        shutil.rmtree(job.dir)  # an unfinished earlier attempt (no info.json) or a partial recording
-    job.dir.mkdir(parents=True)
-    dm = build_datamodule(cfg, g.target, g.seed, train_on="all" if job.role == "original" else "retain")
-    pl.seed_everything(g.seed, workers=True, verbose=False)
-    model = Classifier(build_backbone_for(cfg, dm), **cfg.training.classifier_kwargs())
-    recorders = [
-        AmnesiacRecorder(sensitive=[int(i) for i in idx], path=str(job.updates_path(h)))
-        for h, idx in sorted(job.record_forget.items())
-    ]
-    trainer = pl.Trainer(max_epochs=cfg.training.epochs(job.role), callbacks=recorders, **trainer_kwargs(cfg, job.dir))
-    trainer.fit(model, datamodule=dm)
-    tmp = job.dir / "model.ckpt.tmp"
-    trainer.save_checkpoint(tmp)
-    os.replace(tmp, job.ckpt)
-    train_time = float(model.train_time_s())
-    digests = {f.name: file_sha256(f) for f in (job.ckpt, *(job.updates_path(h) for h in job.record_forget))}
-    write_json(
-        job.dir / "info.json",
-        {"role": job.role, "key": job.key, "key_content": job.key_content, "train_time_s": train_time,
-         "epochs": cfg.training.epochs(job.role), "first_group": g.describe(),
-         "recorded_forget_sets": sorted(job.record_forget), "finished_at": now(), "sha256": digests},
-    )  # fmt: skip
-    return train_time
+class BenchmarkRunError(RuntimeError):
+    """A model could not be trained (its rows cannot run), or a row failed under ``fail_fast``."""
 
 
-def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: Path, gold: Path, run_dir: Path,
-               dm: Any, updates: Path | None, cache: Any = None) -> dict[str, Any]:  # fmt: skip
-    """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row.
-    ``cache``: the group's ``evaluation.ReferenceCache`` (reference outputs and gold metrics computed once)."""
-    import lightning.pytorch as pl
+def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark and write every output. Returns ``{"rows", "failed", "output_dir", "files"}``.
 
-    from lightning_unlearn.trainer import UnlearnTrainer
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
-    cls = spec.resolve()
-    kwargs = dict(spec.init_args)
-    params = inspect.signature(cls).parameters
-    if "seed" in params and "seed" not in kwargs:
-        kwargs["seed"] = group.seed
-    if updates is not None:
-        kwargs["updates"] = str(updates)
-    pl.seed_everything(group.seed, workers=True, verbose=False)
-    method = cls(**kwargs)
-    evaluator = UnlearningEvaluator(output_dir=str(run_dir), **cfg.evaluator)
-    evaluator.reference_cache = cache
-    run_kwargs = {**trainer_kwargs(cfg, run_dir), **spec.trainer}
-    trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **run_kwargs)
-    out = run_dir / "unlearned.ckpt"
-    # a benchmark measures methods: a model a method destroyed is a result (its D_r accuracy is in the table), not an
-    # error; NaN/inf weights still fail the row (docs/safety.md)
-    summary = trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=str(gold), output=str(out),
-                              retain_collapse=None)  # fmt: skip
-    if not cfg.keep_checkpoints and out.exists():
-        out.unlink()
-    row = base_row(group, spec.name, "method", spec.class_path)
-    row.update(scalars(evaluator.results))
-    row["unlearn_time_s"] = finite(float(summary["unlearn_time_s"]))
-    return row
-
-
-def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, run_dir: Path,
-                  dm: Any, cache: Any = None) -> dict[str, Any]:  # fmt: skip
-    """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost)."""
-    from lightning_unlearn.checkpoints import load_backbone
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
-    path = original if which == ORIGINAL else gold
-    backbone, meta = load_backbone(path, dm, what=f"{which.lower()} checkpoint {path}")
-    evaluator = UnlearningEvaluator(gold=str(gold), output_dir=str(run_dir), **cfg.evaluator)
-    evaluator.reference_cache = cache
-    t = float(meta["train_time_s"]) if which == RETRAIN and meta.get("train_time_s") is not None else None
-    results = evaluator.evaluate(backbone, dm, device=eval_device(cfg), unlearn_time_s=t)
-    row = base_row(group, which, "reference", None)
-    row.update(scalars(results))
-    row["unlearn_time_s"] = t
-    return row
-
-
-def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
-    """Run (or resume) the benchmark and write every output. Returns ``{"rows", "failed", "output_dir", "files"}``."""
+    ``executor``: run the jobs there instead of on the one ``cfg.executor`` describes (which is then not started).
+    """
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
@@ -155,7 +56,6 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
 
     check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
-    specs = {m.name: m for m in cfg.methods}
     progress = Progress([], stream=stream)
     if cfg.report_only:
         rows, failed = [], []
@@ -175,11 +75,12 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
         )
         return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
 
-    if cfg.trainer.num_threads:
+    spec, resources, threads = executor_settings(cfg)
+    if spec["name"] == "local" and cfg.trainer.num_threads:
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    to_train = [j for j in plan.models.values() if cache_problem(j) is not None]
+    to_train = _models_to_train(plan)
     steps: list[tuple[str, str]] = [("train", j.role) for j in to_train]
     for g in plan.groups:
         for m in cfg.rows_for(g.scenario):
@@ -189,13 +90,17 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     progress.log(
         f"{len(cfg.scenarios)} scenario(s), {len(plan.groups)} (scenario, target, seed) groups x <= {len(names)} rows "
         f"({', '.join(names)}) = {n_runs} runs; {len(plan.models)} models ({len(to_train)} to train, "
-        f"{len(plan.models) - len(to_train)} cached) -> {out}"
+        f"{len(plan.models) - len(to_train)} cached) -> {out} [executor: {spec['name']}]"
     )
 
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    own = executor is None
+    ex = make_executor(spec) if own else executor
     try:
-        _run_groups(cfg, plan, names, specs, progress, rows, failed)
+        with quiet(cfg.quiet), progress:
+            _train_models(cfg, plan, to_train, ex, progress, resources, threads)
+            _run_rows(cfg, plan, ex, progress, resources, threads, rows, failed)
     except (KeyboardInterrupt, SystemExit) as err:
         if not is_interrupt(err):
             raise
@@ -206,6 +111,9 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
             "the same command again to resume (finished runs and trained models are reused)"
         )
         raise KeyboardInterrupt from None
+    finally:
+        if own:
+            ex.close()
     files = report.write_all(rows, out, cfg, failed=failed)
     progress.log(
         f"done in {hms(time.perf_counter() - progress.start)}: {len(rows)} runs"
@@ -215,85 +123,96 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None) -> dict[str, Any]:
     return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
 
 
-def _run_groups(
-    cfg: BenchmarkConfig,
-    plan: Plan,
-    names: list[str],
-    specs: dict[str, MethodSpec],
-    progress: Progress,
-    rows: list[dict[str, Any]],
-    failed: list[dict[str, Any]],
-) -> None:
-    """Every group in turn: its models (unless cached), then each row (unless finished); appends to ``rows``/``failed``."""
+def _models_to_train(plan: Plan) -> list[Any]:
+    """The models whose cache cannot be used, in the order the groups need them (each group's original, then gold)."""
+    seen: dict[str, Any] = {}
+    for g in plan.groups:
+        for key in (g.original_key, g.gold_key):
+            job = plan.models[key]
+            if key not in seen and cache_problem(job) is not None:
+                seen[key] = job
+    return list(seen.values())
+
+
+def _train_models(cfg: BenchmarkConfig, plan: Plan, to_train: list[Any], ex: Executor, progress: Progress,
+                  resources: Any, threads: int | None) -> None:  # fmt: skip
+    """Phase A: every model to train, one job each; a failed training stops the benchmark (its rows cannot run)."""
+    jobs = []
+    for job in to_train:
+        problem = cache_problem(job)
+        if problem is not None and problem != "not trained":
+            progress.log(f"cached {job.role} model {job.dir.name} is unusable ({problem}); retraining it")
+        progress.log(f"training the {job.role} model for {job.group.describe()} ({cfg.training.epochs(job.role)} "
+                     f"epochs) ...")  # fmt: skip
+        jobs.append(Job(job.dir.name, train_job, {"cfg": cfg, "job": job, "threads": threads}, resources,
+                        f"{job.role} model ({job.group.describe()})"))  # fmt: skip
+    by_key = {j.key: j for j in jobs}
+
+    def done(res: JobResult) -> None:
+        what = by_key[res.key].description
+        if not res.ok:
+            raise BenchmarkRunError(f"training the {what} failed after {res.attempts} attempt(s): {res.error}")
+        progress.finish("train", by_key[res.key].kwargs["job"].role, what, res.wall_s)
+
+    ex.map(jobs, on_done=done)
+
+
+def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Any,
+              threads: int | None, rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Phase B: every row not finished with this configuration, one job each; finished ones are read back."""
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
-    with quiet(cfg.quiet):
-        for group in plan.groups:
-            ojob, gjob = plan.models[group.original_key], plan.models[group.gold_key]
-            for job in (ojob, gjob):
-                problem = cache_problem(job)
-                if problem is None:
-                    continue
-                if problem != "not trained":
-                    progress.log(f"cached {job.role} model {job.dir.name} is unusable ({problem}); retraining it")
-                progress.log(f"training the {job.role} model for {group.describe()} ({cfg.training.epochs(job.role)} "
-                             f"epochs) ...")  # fmt: skip
-                t0 = time.perf_counter()
-                train_model(cfg, job)
-                progress.finish("train", job.role, f"{job.role} model ({group.describe()})",
-                                time.perf_counter() - t0)  # fmt: skip
-            dm = build_datamodule(cfg, group.target, group.seed)
-            dm.setup("fit")
-            from lightning_unlearn.evaluation import ReferenceCache
+    specs = {m.name: m for m in cfg.methods}
+    jobs: list[Job] = []
+    meta: dict[str, tuple[Any, str, Path]] = {}
+    pending: dict[str, int] = {}
+    for group in plan.groups:
+        reused = 0
+        for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
+            spec = specs.get(name)
+            done = read_result(run_dir, run_hash(cfg, group, name, spec))
+            if done is not None:
+                rows.append(done)
+                reused += 1
+                progress.finish(*_family(name, spec), f"{group.describe()} / {name}", None, show=False)
+                continue
+            key = str(run_dir.relative_to(out))
+            meta[key] = (group, name, run_dir)
+            pending[group.describe()] = pending.get(group.describe(), 0) + 1
+            kwargs = {"cfg": cfg, "group": group, "name": name, "original": plan.models[group.original_key],
+                      "gold": plan.models[group.gold_key], "threads": threads}  # fmt: skip
+            jobs.append(Job(key, row_job, kwargs, resources, f"{group.describe()} / {name}"))
+        if reused:
+            progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
+                         "from disk (cached)")  # fmt: skip
 
-            refs = ReferenceCache()  # one per group: its runs share the gold/original/random outputs and gold metrics
-            original = group_original(cfg, group, ojob, dm)
-            reused = 0
-            for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
-                spec = specs.get(name)
-                family, kind = ("eval", "reference") if spec is None else ("method", name)
-                what = f"{group.describe()} / {name}"
-                rhash = run_hash(cfg, group, name, spec)
-                done = read_result(run_dir, rhash)
-                if done is not None:
-                    rows.append(done)
-                    reused += 1
-                    progress.finish(family, kind, what, None, show=False)
-                    continue
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)  # unfinished or made with another configuration
-                run_dir.mkdir(parents=True)
-                t0 = time.perf_counter()
-                try:
-                    if spec is None:
-                        row = run_reference(cfg, group, name, original, gjob.ckpt, run_dir, dm, cache=refs)
-                    else:
-                        updates = ojob.updates_path(group.forget_hash) if spec.needs_recorded_updates else None
-                        row = run_method(cfg, group, spec, original, gjob.ckpt, run_dir, dm, updates, cache=refs)
-                except Exception as err:  # noqa: BLE001 - recorded, reported, and retried on the next start
-                    wall = time.perf_counter() - t0
-                    info = {**base_row(group, name, "reference" if spec is None else "method",
-                                        spec.class_path if spec else None),  # fmt: skip
-                            "status": "failed", "error": f"{type(err).__name__}: {err}", "wall_s": wall,
-                            "traceback": traceback.format_exc(), "run_dir": str(run_dir)}  # fmt: skip
-                    write_json(run_dir / "error.json", info)
-                    failed.append(info)
-                    progress.finish(family, kind, what, wall, note=f"FAILED ({type(err).__name__}: {err})"[:300])
-                    if cfg.fail_fast:
-                        raise
-                    continue
-                wall = time.perf_counter() - t0
-                row.update({"status": "ok", "wall_s": wall, "run_dir": str(run_dir.relative_to(out)),
-                            "config_hash": rhash, "finished_at": now(), **run_stamp()})  # fmt: skip
-                write_json(run_dir / RESULT_FILE, row)
-                rows.append(row)
-                progress.finish(family, kind, what, wall, note=short_summary(row))
-            if reused:
-                progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
-                             "from disk (cached)")  # fmt: skip
+    def finished(res: JobResult) -> None:
+        group, name, run_dir = meta[res.key]
+        spec = specs.get(name)
+        what = f"{group.describe()} / {name}"
+        if res.ok:
+            rows.append(res.value)
+            progress.finish(*_family(name, spec), what, res.value["wall_s"], note=short_summary(res.value))
+        else:
+            info = {**base_row(group, name, "reference" if spec is None else "method", spec.class_path if spec else None),
+                    "status": "failed", "error": res.error, "wall_s": res.wall_s, "attempts": res.attempts,
+                    "traceback": res.traceback, "run_dir": str(run_dir)}  # fmt: skip
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "error.json", info)
+            failed.append(info)
+            progress.finish(*_family(name, spec), what, res.wall_s, note=f"FAILED ({res.error})"[:300])
+            if cfg.fail_fast:
+                raise BenchmarkRunError(f"{what} failed (fail_fast): {res.error}")
+        pending[group.describe()] -= 1
+        if not pending[group.describe()]:
             report.write_results(rows, out, cfg)  # partial tables after every group
-            del dm
+
+    ex.map(jobs, on_done=finished)
+
+
+def _family(name: str, spec: Any) -> tuple[str, str]:
+    return ("eval", "reference") if spec is None else ("method", name)
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -308,11 +227,10 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         result = run_benchmark(cfg)
-    except BenchmarkConfigError as err:
+    except (BenchmarkConfigError, BenchmarkRunError) as err:
         print(f"lightning_unlearn benchmark: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2 if isinstance(err, BenchmarkConfigError) else 1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None  # run_benchmark wrote what finished and said how to resume
     if result["failed"] and not cfg.report_only:
         raise SystemExit(1)
-

@@ -29,6 +29,7 @@ __all__ = [
     "eval_device",
     "import_class",
     "make_plan",
+    "run_logger",
     "slug",
     "target_label",
     "target_slug",
@@ -89,14 +90,33 @@ def build_backbone_for(cfg: BenchmarkConfig, dm: Any) -> Any:
     return cls(**kwargs)
 
 
+def run_logger(cfg: BenchmarkConfig, run_dir: Path) -> Any:
+    """The Lightning logger of one training or run, writing into ``run_dir/logs`` (``cfg.logger``: ``csv``,
+    ``tensorboard``, ``wandb`` (one W&B run per job, grouped by the benchmark's directory) or ``none``)."""
+    from lightning.pytorch import loggers
+
+    kind = getattr(cfg, "logger", "none")  # a config without the key (the audit's) keeps its runs unlogged
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+    if kind == "tensorboard":
+        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
+    out = Path(cfg.output_dir)
+    name = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else run_dir.name
+    return loggers.WandbLogger(save_dir=str(run_dir / "logs"), name=name, group=out.name, project="lightning_unlearn")
+
+
 def trainer_kwargs(cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
+    """The Trainer arguments of every training and run of the benchmark (no checkpointing, no validation loop,
+    no progress bar, a per-run logger)."""
     t = cfg.trainer
     return {
         "accelerator": t.accelerator,
         "devices": t.devices,
         "precision": t.precision,
         "deterministic": t.deterministic,
-        "logger": False,
+        "logger": run_logger(cfg, run_dir),
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,

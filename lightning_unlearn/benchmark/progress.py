@@ -1,5 +1,6 @@
-"""What the benchmark prints while it runs: one line per finished step with an estimate of the time left, and
-Lightning's per-Trainer messages silenced."""
+"""What the benchmark prints while it runs: a rich progress bar (done/total, elapsed, time left) under one line per
+finished step, and Lightning's per-Trainer messages silenced (:func:`quiet`). The bar is drawn on a terminal only; to
+a file or a pipe the lines alone are written, as plain text."""
 
 from __future__ import annotations
 
@@ -15,19 +16,38 @@ __all__ = ["Progress", "hms", "quiet", "short_summary"]
 
 
 class Progress:
-    """One line on stderr per finished step: which of how many, its time, elapsed and an estimate of the time left.
+    """One line per finished step (which of how many, its time, elapsed, an estimate of the time left) above a rich bar.
 
     The estimate adds, for every remaining step, the mean time of finished steps of the same kind (a training of the
-    same role, the same method, an evaluation of a reference row), else the mean of all finished steps of that family.
+    same role, the same method, an evaluation of a reference row), else the mean of all finished steps of that family,
+    and divides by how many steps ran side by side so far (1 with the local executor). Use it as a context manager:
+    the bar is shown inside (what is written to stderr meanwhile is printed above the bar, not through it).
     """
 
     def __init__(self, steps: Sequence[tuple[str, str]], stream: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
         self.pending: list[tuple[str, str]] = list(steps)  # (family, kind)
         self.total = len(steps)
         self.done = 0
         self.start = time.perf_counter()
         self.times: dict[tuple[str, str], list[float]] = {}
-        self.stream = stream if stream is not None else sys.stderr
+        self.console = Console(file=stream if stream is not None else sys.stderr, soft_wrap=True, highlight=False)
+        self.bar = RichProgress(
+            TextColumn("benchmark"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("~{task.fields[left]} left"), console=self.console, transient=True,
+            disable=not self.total or not self.console.is_terminal,
+        )  # fmt: skip
+        self.task = self.bar.add_task("runs", total=self.total, left="?")
+
+    def __enter__(self) -> Progress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
 
     def _estimate(self) -> float | None:
         total = 0.0
@@ -40,7 +60,9 @@ class Progress:
             if not fam:
                 return None
             total += sum(fam) / len(fam)
-        return total
+        busy = sum(t for ts in self.times.values() for t in ts)
+        side_by_side = max(1.0, busy / max(time.perf_counter() - self.start, 1e-9))
+        return total / side_by_side
 
     def finish(self, family: str, kind: str, what: str, seconds: float | None, note: str = "", show: bool = True) -> None:
         """Mark a step done (``seconds=None``: read from disk, not timed; ``show=False``: no line)."""
@@ -49,11 +71,12 @@ class Progress:
         self.done += 1
         if seconds is not None:
             self.times.setdefault((family, kind), []).append(seconds)
+        left = self._estimate()
+        left_s = "?" if left is None else hms(left)
+        self.bar.update(self.task, completed=self.done, left=left_s)
         if not show:
             return
         took = "cached" if seconds is None else f"{hms(seconds)}"
-        left = self._estimate()
-        left_s = "?" if left is None else hms(left)
         extra = f" {note}" if note else ""
         self.log(
             f"[{self.done}/{self.total}] {what}: {took}{extra} | elapsed {hms(time.perf_counter() - self.start)}, "
@@ -61,7 +84,7 @@ class Progress:
         )
 
     def log(self, text: str) -> None:
-        print(f"benchmark {text}", file=self.stream, flush=True)
+        self.console.print(f"benchmark {text}", markup=False, crop=False, overflow="ignore")
 
 
 def hms(seconds: float) -> str:

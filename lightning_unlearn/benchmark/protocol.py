@@ -147,7 +147,8 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print every check for ``argv[0]`` (a benchmark's ``output_dir`` or its ``results.json``); 0 if all held."""
-    from lightning_unlearn.benchmark.report import add_gaps, read_results
+    from lightning_unlearn.benchmark.cache import read_results
+    from lightning_unlearn.benchmark.stats import add_gaps
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

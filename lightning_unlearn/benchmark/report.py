@@ -20,7 +20,6 @@ commit, library versions, device, threads and date; every row carries the ``git_
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
@@ -28,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.benchmark.cache import read_results
 from lightning_unlearn.benchmark.plots import write_plots
 from lightning_unlearn.benchmark.stats import (
     ALPHA,
@@ -37,7 +37,7 @@ from lightning_unlearn.benchmark.stats import (
     aggregate,
     finite_float,
     methods_in,
-    ordered,
+    results_frame,
     row_commits,
     scenarios_in,
     summaries,
@@ -50,16 +50,12 @@ __all__ = [
     "aggregate",
     "read_results",
     "render_report",
+    "results_frame",
     "summaries",
     "write_all",
     "write_plots",
     "write_results",
 ]
-
-_ID_COLUMNS = ("scenario", "target", "seed", "method", "kind", "status", "avg_gap")
-_TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at",
-                 "package_version", "git_commit")
-_SKIP_COLUMNS = {"traceback"}
 
 #: (header, key, scale, decimals) of the per-scenario table; scale 100 shows a fraction in percent.
 _TABLE: tuple[tuple[str, str, float, int], ...] = (
@@ -76,18 +72,6 @@ _TABLE: tuple[tuple[str, str, float, int], ...] = (
 )
 
 
-def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    from lightning_unlearn.evaluation import METRIC_KEYS
-
-    seen: set[str] = set()
-    for r in rows:
-        seen.update(r)
-    fixed = [*_ID_COLUMNS, *(k for k in METRIC_KEYS if k in seen)]
-    tail = [k for k in _TAIL_COLUMNS if k in seen]
-    rest = sorted(k for k in seen if k not in fixed and k not in tail and k not in _SKIP_COLUMNS)
-    return [*fixed, *rest, *tail]
-
-
 def _provenance(cfg: Any = None) -> dict[str, Any]:
     from lightning_unlearn.provenance import collect_provenance
 
@@ -100,30 +84,30 @@ def write_results(
 ) -> list[Path]:
     """``results.csv`` (one row per finished run, every metric, ``avg_gap`` included) and ``results.json``:
     ``{"provenance", "row_commits", "summary", "rows"}`` (what produced it, per scenario the comparison with the best
-    method and the Pareto front, and the same rows as the CSV)."""
+    method and the Pareto front, and the same rows as the CSV, ``null`` where a run has no value), both from one
+    :func:`results_frame` and each written atomically."""
     out = Path(out)
-    rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
-    cols = _columns(rows)
+    frame = results_frame(rows, cfg)
+    records = frame.to_dict(orient="records")
     csv_path, json_path = out / "results.csv", out / "results.json"
     tmp = csv_path.with_name("results.csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    frame.to_csv(tmp, index=False, na_rep="")
     tmp.replace(csv_path)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()
-              if k not in _SKIP_COLUMNS} for r in rows]  # fmt: skip
     doc = {
         "provenance": provenance if provenance is not None else _provenance(cfg),
-        "row_commits": row_commits(rows),
-        "summary": _json_safe(summaries(rows, cfg)),
-        "rows": clean,
+        "row_commits": row_commits(records),
+        "summary": _json_safe(summaries(records, cfg)),
+        "rows": records,
     }
     tmp = json_path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_plain))
     tmp.replace(json_path)
     return [csv_path, json_path]
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (pandas may hand them back) as Python numbers."""
+    return v.item() if hasattr(v, "item") else str(v)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -134,18 +118,6 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
-
-
-def read_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``(rows, provenance)`` of a ``results.json`` (or of the directory holding it); a bare list of rows (the format
-    before provenance was recorded) gives an empty provenance."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    data = json.loads(path.read_text())
-    if isinstance(data, list):
-        return data, {}
-    return list(data.get("rows") or []), dict(data.get("provenance") or {})
 
 
 def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suffix: str = "") -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "ordered",
     "paired_p_value",
     "pareto_front",
+    "results_frame",
     "row_commits",
     "scenario_summary",
     "scenarios_in",
@@ -195,20 +196,18 @@ def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
-    """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1)."""
-    acc: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        v = finite_float(r.get(key))
-        k = (str(r.get("scenario")), str(r.get("method")))
-        acc.setdefault(k, [])
-        if v is not None:
-            acc[k].append(v)
+    """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1;
+    ``None`` where no run has a finite value), by a pandas group-by."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"scenario": [str(r.get("scenario")) for r in rows],
+                          "method": [str(r.get("method")) for r in rows],
+                          "v": pd.Series([finite_float(r.get(key)) for r in rows], dtype=float)})  # fmt: skip
+    stats = frame.groupby(["scenario", "method"], sort=False)["v"].agg(["mean", "std", "count"])
     out: dict[tuple[str, str], tuple[float, float, int] | None] = {}
-    for k, vals in acc.items():
-        if not vals:
-            out[k] = None
-            continue
-        out[k] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+    for (scenario, method), s in stats.iterrows():
+        n = int(s["count"])
+        out[(scenario, method)] = None if n == 0 else (float(s["mean"]), float(s["std"]) if n > 1 else 0.0, n)
     return out
 
 
@@ -247,3 +246,33 @@ def summaries(rows: Sequence[dict[str, Any]], cfg: Any = None) -> dict[str, dict
     """Per scenario :func:`~lightning_unlearn.benchmark.stats.scenario_summary` (best method, methods tied with it,
     p-values, Pareto front) of rows that have ``avg_gap`` (:func:`add_gaps`)."""
     return {s: scenario_summary(rows, s) for s in scenarios_in(rows, cfg)}
+
+
+_ID_COLUMNS = ("scenario", "target", "seed", "method", "kind", "status", "avg_gap")
+_TAIL_COLUMNS = ("unlearn_time_s", "wall_s", "class_path", "target_spec", "run_dir", "config_hash", "finished_at",
+                 "package_version", "git_commit")
+_SKIP_COLUMNS = {"traceback"}
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    from lightning_unlearn.evaluation import METRIC_KEYS
+
+    seen: set[str] = set()
+    for r in rows:
+        seen.update(r)
+    fixed = [*_ID_COLUMNS, *(k for k in METRIC_KEYS if k in seen)]
+    tail = [k for k in _TAIL_COLUMNS if k in seen]
+    rest = sorted(k for k in seen if k not in fixed and k not in tail and k not in _SKIP_COLUMNS)
+    return [*fixed, *rest, *tail]
+
+
+def results_frame(rows: Sequence[dict[str, Any]], cfg: Any = None) -> Any:
+    """The rows as a pandas ``DataFrame`` in report order, ``avg_gap`` added, columns ordered (identification, the
+    evaluator's metrics, the rest, then cost and provenance); object dtype, so integers stay integers and a value a
+    row does not have is ``None``."""
+    import pandas as pd
+
+    rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    frame = pd.DataFrame(clean, columns=_columns(rows), dtype=object)
+    return frame.where(frame.notna(), None)

@@ -1,0 +1,58 @@
+"""Wall time of the benchmark under different executors (and, optionally, of another checkout), interleaved.
+
+    OMP_NUM_THREADS=1 python benchmarks/scale_out_speed.py local,ray2,ray2,local [--old /path/to/old/checkout]
+
+Each entry of the comma-separated order runs ``lightning_unlearn benchmark -c configs/benchmark/quickstart.yaml`` in a
+fresh process and a fresh output directory, reduced to seed 0 and the class-wise scenario (``--full``: the whole
+quickstart). ``local``: the local executor; ``ray2``: a local Ray with 2 workers of 1 CPU each; ``old``: the same
+command with ``--old`` first on ``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C /tmp/old``). Prints each wall
+time (process start to exit: imports and Ray's start-up included), the CPU time of the benchmark process (less
+sensitive to a shared machine's load; Ray's workers are not in it) and the load average, then the wall times as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REDUCE = ["--seeds", "[0]", "--scenarios", "[{name: class-wise, targets: [{classes: [3]}]}]"]
+EXTRA = {"local": [], "old": [], "ray2": ["--executor", "{name: ray, num_cpus: 2, resources: {num_cpus: 1}}"]}
+
+
+def main(argv: list[str]) -> int:
+    order = argv[0].split(",") if argv else ["local", "ray2", "ray2", "local"]
+    old = argv[argv.index("--old") + 1] if "--old" in argv else None
+    reduce = [] if "--full" in argv else REDUCE
+    times: dict[str, list[float]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="scale_out_speed_"))
+    for i, name in enumerate(order):
+        code = old if name == "old" else str(ROOT)
+        if code is None:
+            raise SystemExit("`old` in the order needs --old PATH")
+        out = scratch / f"{name}_{i}"
+        env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        cmd = [sys.executable, "-m", "lightning_unlearn", "benchmark", "-c", str(ROOT / "configs/benchmark/quickstart.yaml"),
+               "--output_dir", str(out), *reduce, *EXTRA[name]]  # fmt: skip
+        c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        r = subprocess.run(cmd, env=env, cwd=code, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime  # the benchmark process (not Ray's workers)
+        times.setdefault(name, []).append(wall)
+        last = r.stderr.strip().splitlines()[-1][:150] if r.stderr.strip() else ""
+        print(f"{i} {name}: {wall:.1f} s (CPU {cpu:.1f} s), exit {r.returncode}, load {os.getloadavg()[0]:.1f} | {last}", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(times))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

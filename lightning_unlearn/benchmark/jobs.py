@@ -1,0 +1,210 @@
+"""What one job of the benchmark runs, in whichever process the executor puts it (:mod:`lightning_unlearn.executors`):
+:func:`train_job` trains an original or gold model (:func:`train_model`), :func:`row_job` produces one row of a group
+(:func:`run_method` for a method, :func:`run_reference` for Original and Retrain) and writes it to ``result.json``.
+
+A job is self-contained: it rebuilds its DataModule (one per process and group is kept, as the sequential benchmark
+kept one per group), writes only into its own directory, and sets the process's torch threads when told to. The
+group's copy of its original is made once, under a file lock, by the first of its rows to need it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning_unlearn.benchmark.cache import (
+    base_row,
+    file_sha256,
+    finite,
+    group_original,
+    now,
+    run_hash,
+    scalars,
+    write_json,
+)
+from lightning_unlearn.benchmark.config import BenchmarkConfig
+from lightning_unlearn.benchmark.plan import (
+    Group,
+    ModelJob,
+    build_backbone_for,
+    build_datamodule,
+    config_hash,
+    eval_device,
+    slug,
+    trainer_kwargs,
+)
+from lightning_unlearn.benchmark.progress import quiet
+from lightning_unlearn.benchmark.specs import ORIGINAL, RESULT_FILE, RETRAIN, MethodSpec
+from lightning_unlearn.provenance import run_stamp
+
+__all__ = ["group_datamodule", "row_job", "run_method", "run_reference", "train_job", "train_model"]
+
+_DATAMODULES: dict[str, Any] = {}  # this process's DataModule of the group it ran last
+_REFERENCES: dict[str, Any] = {}  # and that group's ReferenceCache (gold/original/random outputs, gold metrics)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` (``None``: leave the process's setting alone)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _group_key(cfg: BenchmarkConfig, group: Group) -> str:
+    return config_hash({"data": cfg.data, "dir": str(group.dir), "seed": group.seed})
+
+
+def group_datamodule(cfg: BenchmarkConfig, group: Group) -> Any:
+    """The group's DataModule, set up for ``fit``; the last one is kept, so the rows of a group share one, as before."""
+    key = _group_key(cfg, group)
+    dm = _DATAMODULES.get(key)
+    if dm is None:
+        _DATAMODULES.clear()
+        dm = build_datamodule(cfg, group.target, group.seed)
+        dm.setup("fit")
+        _DATAMODULES[key] = dm
+    return dm
+
+
+def group_references(cfg: BenchmarkConfig, group: Group) -> Any:
+    """The group's :class:`~lightning_unlearn.evaluation.ReferenceCache`, kept like its DataModule: the rows a process
+    runs for one group compute the gold/original/random outputs and the gold metrics once (keys are content digests,
+    so a cache is never wrong, only missed, when a worker of another executor runs the group's next row)."""
+    from lightning_unlearn.evaluation import ReferenceCache
+
+    key = _group_key(cfg, group)
+    refs = _REFERENCES.get(key)
+    if refs is None:
+        _REFERENCES.clear()
+        refs = _REFERENCES[key] = ReferenceCache()
+    return refs
+
+
+def train_job(cfg: BenchmarkConfig, job: ModelJob, threads: int | None = None) -> float:
+    """A job: :func:`train_model` with Lightning's messages silenced (``cfg.quiet``); returns the training time."""
+    set_threads(threads)
+    with quiet(cfg.quiet):
+        return train_model(cfg, job)
+
+
+def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, gold: ModelJob,
+            threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """A job: one row (``name``: a method, Original or Retrain) of ``group`` from scratch in its own directory, written
+    to ``result.json`` last (a directory without it is unfinished and is redone); returns the row."""
+    from filelock import FileLock
+
+    set_threads(threads)
+    spec = next((m for m in cfg.methods if m.name == name), None)
+    run_dir = group.dir / slug(name)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # unfinished, failed, or made with another configuration
+    run_dir.mkdir(parents=True)
+    with quiet(cfg.quiet):
+        dm = group_datamodule(cfg, group)
+        with FileLock(str(group.dir / ".original.lock")):
+            original_ckpt = group_original(cfg, group, original, dm)
+        refs = group_references(cfg, group)
+        t0 = time.perf_counter()
+        if spec is None:
+            row = run_reference(cfg, group, name, original_ckpt, gold.ckpt, run_dir, dm, cache=refs)
+        else:
+            updates = original.updates_path(group.forget_hash) if spec.needs_recorded_updates else None
+            row = run_method(cfg, group, spec, original_ckpt, gold.ckpt, run_dir, dm, updates, cache=refs)
+    row.update({"status": "ok", "wall_s": time.perf_counter() - t0,
+                "run_dir": str(run_dir.relative_to(Path(cfg.output_dir))), "config_hash": run_hash(cfg, group, name, spec),
+                "finished_at": now(), **run_stamp()})  # fmt: skip
+    write_json(run_dir / RESULT_FILE, row)
+    return row
+
+
+def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
+    """Train ``job``'s model (a ``Classifier`` on D for the original, on D_r for the gold) and save it with
+    ``trainer.save_checkpoint``; for the original, one ``AmnesiacRecorder`` per forget set that needs it. Returns the
+    training time recorded in the checkpoint (``train_time_s``)."""
+    import lightning.pytorch as pl
+
+    from lightning_unlearn.methods import AmnesiacRecorder, Classifier
+
+    g = job.group
+    if job.dir.exists():
+        shutil.rmtree(job.dir)  # an unfinished earlier attempt (no info.json) or a partial recording
+    job.dir.mkdir(parents=True)
+    dm = build_datamodule(cfg, g.target, g.seed, train_on="all" if job.role == "original" else "retain")
+    pl.seed_everything(g.seed, workers=True, verbose=False)
+    model = Classifier(build_backbone_for(cfg, dm), **cfg.training.classifier_kwargs())
+    recorders = [
+        AmnesiacRecorder(sensitive=[int(i) for i in idx], path=str(job.updates_path(h)))
+        for h, idx in sorted(job.record_forget.items())
+    ]
+    trainer = pl.Trainer(max_epochs=cfg.training.epochs(job.role), callbacks=recorders, **trainer_kwargs(cfg, job.dir))
+    trainer.fit(model, datamodule=dm)
+    tmp = job.dir / "model.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    os.replace(tmp, job.ckpt)
+    train_time = float(model.train_time_s())
+    digests = {f.name: file_sha256(f) for f in (job.ckpt, *(job.updates_path(h) for h in job.record_forget))}
+    write_json(
+        job.dir / "info.json",
+        {"role": job.role, "key": job.key, "key_content": job.key_content, "train_time_s": train_time,
+         "epochs": cfg.training.epochs(job.role), "first_group": g.describe(),
+         "recorded_forget_sets": sorted(job.record_forget), "finished_at": now(), "sha256": digests},
+    )  # fmt: skip
+    return train_time
+
+
+def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: Path, gold: Path, run_dir: Path,
+               dm: Any, updates: Path | None, cache: Any = None) -> dict[str, Any]:  # fmt: skip
+    """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row.
+    ``cache``: the group's ``evaluation.ReferenceCache`` (reference outputs and gold metrics computed once)."""
+    import lightning.pytorch as pl
+
+    from lightning_unlearn.trainer import UnlearnTrainer
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    cls = spec.resolve()
+    kwargs = dict(spec.init_args)
+    params = inspect.signature(cls).parameters
+    if "seed" in params and "seed" not in kwargs:
+        kwargs["seed"] = group.seed
+    if updates is not None:
+        kwargs["updates"] = str(updates)
+    pl.seed_everything(group.seed, workers=True, verbose=False)
+    method = cls(**kwargs)
+    evaluator = UnlearningEvaluator(output_dir=str(run_dir), **cfg.evaluator)
+    evaluator.reference_cache = cache
+    run_kwargs = {**trainer_kwargs(cfg, run_dir), **spec.trainer}
+    trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=[evaluator], **run_kwargs)
+    out = run_dir / "unlearned.ckpt"
+    # a benchmark measures methods: a model a method destroyed is a result (its D_r accuracy is in the table), not an
+    # error; NaN/inf weights still fail the row (docs/safety.md)
+    summary = trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=str(gold), output=str(out),
+                              retain_collapse=None)  # fmt: skip
+    if not cfg.keep_checkpoints and out.exists():
+        out.unlink()
+    row = base_row(group, spec.name, "method", spec.class_path)
+    row.update(scalars(evaluator.results))
+    row["unlearn_time_s"] = finite(float(summary["unlearn_time_s"]))
+    return row
+
+
+def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, run_dir: Path,
+                  dm: Any, cache: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost)."""
+    from lightning_unlearn.checkpoints import load_backbone
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    path = original if which == ORIGINAL else gold
+    backbone, meta = load_backbone(path, dm, what=f"{which.lower()} checkpoint {path}")
+    evaluator = UnlearningEvaluator(gold=str(gold), output_dir=str(run_dir), **cfg.evaluator)
+    evaluator.reference_cache = cache
+    t = float(meta["train_time_s"]) if which == RETRAIN and meta.get("train_time_s") is not None else None
+    results = evaluator.evaluate(backbone, dm, device=eval_device(cfg), unlearn_time_s=t)
+    row = base_row(group, which, "reference", None)
+    row.update(scalars(results))
+    row["unlearn_time_s"] = t
+    return row

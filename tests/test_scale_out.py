@@ -1,0 +1,148 @@
+"""Scale-out: the benchmark's jobs through an executor. The two-method miniature on the local executor and on a local
+Ray with two CPU workers writes the same result files (same files, rows and metric values); the Ray executor records
+a job that raises or whose worker dies, after its retries. Needs Ray (the ``ray`` extra, which ``test`` pulls)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_unlearn.benchmark import load_config, run_benchmark
+from lightning_unlearn.executors import Job, make_executor
+
+ray = pytest.importorskip("ray")
+
+#: Columns that measure time or say when/where a row was made: they differ between any two runs.
+VOLATILE = ("time/", "unlearn_time_s", "wall_s", "finished_at", "attempts")
+
+
+def mini(out: Path, **changes) -> Path:
+    cfg = {
+        "output_dir": str(out),
+        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule", "init_args": {"image_size": 8,
+                                                                                       "batch_size": 256}},
+        "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.125}},
+        "training": {"max_epochs": 1, "lr": 0.05},
+        "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]}],
+        "seeds": [0],
+        "methods": [
+            {"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
+             "max_epochs": 1},
+            {"name": "Amnesiac", "class_path": "lightning_unlearn.methods.Amnesiac", "max_epochs": 1},
+        ],
+        "trainer": {"accelerator": "cpu", "num_threads": 1},
+        "evaluator": {"mia": True, "zrf": False},
+        **changes,
+    }  # fmt: skip
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+
+
+def stable(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not any(k.startswith(p) for p in VOLATILE)}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_benchmark_matches_local(tmp_path, local_ray):
+    local = run_benchmark(load_config(mini(tmp_path / "local")))
+    remote = run_benchmark(load_config(mini(tmp_path / "ray", executor={"name": "ray", "resources": {"num_cpus": 1}})))
+    assert not local["failed"] and not remote["failed"] and len(local["rows"]) == 4
+    assert files(tmp_path / "local") == files(tmp_path / "ray")
+    key = lambda r: (r["scenario"], r["target"], r["seed"], r["method"])  # noqa: E731
+    a = {key(r): stable(r) for r in json.loads((tmp_path / "local" / "results.json").read_text())["rows"]}
+    b = {key(r): stable(r) for r in json.loads((tmp_path / "ray" / "results.json").read_text())["rows"]}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].keys() == b[k].keys(), k
+        for col, v in a[k].items():
+            if isinstance(v, float):
+                assert b[k][col] == pytest.approx(v, rel=1e-5, abs=1e-6), (k, col)
+            else:
+                assert b[k][col] == v, (k, col)
+    # the Ray run's files are the local executor's: a rerun with the local executor redoes nothing
+    again = run_benchmark(load_config(mini(tmp_path / "ray")))
+    assert len(again["rows"]) == 4 and all(r["finished_at"] == s["finished_at"] for r, s in
+                                           zip(sorted(again["rows"], key=key), sorted(remote["rows"], key=key)))  # fmt: skip
+
+
+def _flaky(marker: str) -> str:
+    """Fails the first time it is called for ``marker`` (a file records the attempt), succeeds the second."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("1")
+        raise RuntimeError("first attempt fails")
+    return "ok"
+
+
+def _dies(marker: str) -> str:
+    """The worker process dies on the first attempt (as if killed), succeeds on the second."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("1")
+        os._exit(1)
+    return "ok"
+
+
+def _always_fails() -> None:
+    raise ValueError("bad input")
+
+
+def test_ray_executor_retries_and_records(tmp_path, local_ray):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        done = []
+        with make_executor({"name": "ray", "max_retries": 1}) as ex:
+            res = ex.map([Job("flaky", _flaky, {"marker": str(tmp_path / "f")}),
+                          Job("dies", _dies, {"marker": str(tmp_path / "d")}),
+                          Job("bad", _always_fails)], on_done=lambda r: done.append(r.key))  # fmt: skip
+        assert sorted(done) == ["bad", "dies", "flaky"] and [r.key for r in res] == ["flaky", "dies", "bad"]
+        assert res[0].ok and res[0].value == "ok" and res[0].attempts == 2
+        assert res[1].ok and res[1].value == "ok"  # retried by Ray after the worker died
+        assert not res[2].ok and res[2].error == "ValueError: bad input" and res[2].attempts == 2
+        assert ray.is_initialized()  # the caller's Ray is left running
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_executor_and_logger_settings(tmp_path):
+    """``executor``/``resources`` and ``logger`` keys: defaults, threads per job, and readable errors before training."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from lightning_unlearn.benchmark import BenchmarkConfigError
+    from lightning_unlearn.benchmark.config import executor_settings
+    from lightning_unlearn.benchmark.plan import run_logger
+
+    cfg = load_config(mini(tmp_path / "a"))
+    spec, res, threads = executor_settings(cfg)
+    assert spec == {"name": "local"} and (res.num_cpus, res.num_gpus) == (1.0, 0.0) and threads == 1
+    cfg = load_config(mini(tmp_path / "b", executor={"name": "ray", "address": "auto", "resources": {"num_cpus": 3}},
+                           trainer={"accelerator": "gpu"}))  # fmt: skip
+    spec, res, threads = executor_settings(cfg)
+    assert spec == {"name": "ray", "address": "auto"} and (res.num_cpus, res.num_gpus) == (3.0, 1.0) and threads == 3
+    for bad, match in (({"name": "dask"}, "unknown executor 'dask'"), ({"name": "ray", "resources": {"gpus": 1}},
+                       "unknown key.*gpus"), ({"name": "ray", "resources": {"num_cpus": 0}}, "num_cpus must be > 0")):  # fmt: skip
+        with pytest.raises(BenchmarkConfigError, match=match):
+            load_config(mini(tmp_path / "c", executor=bad))
+    run_dir = tmp_path / "a" / "runs" / "x"
+    assert isinstance(run_logger(cfg, run_dir), CSVLogger) and Path(run_logger(cfg, run_dir).log_dir) == run_dir / "logs"
+    tb = run_logger(load_config(mini(tmp_path / "d", logger="tensorboard")), run_dir)
+    assert isinstance(tb, TensorBoardLogger) and Path(tb.log_dir) == run_dir / "logs"
+    assert run_logger(load_config(mini(tmp_path / "e", logger="none")), run_dir) is False
