@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.checkpoints import CheckpointError, write_splits_json
 from lightning_unlearn.data.base import UnlearningDataModule
-from lightning_unlearn.trainer import UnlearnTrainer, check_writable_dir, refuse_existing
+from lightning_unlearn.trainer import UnlearnTrainer, check_writable_dir, metrics_table, refuse_existing
 
 #: Subcommands whose ``model`` may be left out (it is then rebuilt from ``--ckpt_path``).
 _MODEL_OPTIONAL = ("test",)
@@ -164,6 +164,13 @@ class UnlearnCLI(LightningCLI):
                 shutil.copyfile(path, target)
                 path = str(target)
             rank_zero_info(f"Checkpoint: {path}")
+
+
+    def after_unlearn(self) -> None:
+        """``unlearn`` ends with its result: the metrics table, on stdout (rank 0)."""
+        results = getattr(self.trainer, "unlearn_results", None)
+        if results and self.trainer.is_global_zero:
+            print(metrics_table(results), flush=True)
 
 
 _FORGET_KEYS = ("classes", "per_class", "fraction", "indices", "indices_file")

@@ -167,8 +167,8 @@ class UnlearnTrainer(Trainer):
             save_checkpoint(out_path, model.unlearned_backbone(), meta, protect=(original_ckpt, gold_ckpt))
             (out_path.parent / "unlearn.json").write_text(json.dumps(summary, indent=1, default=str))
             rank_zero_info(f"Unlearned model written to {out_path} ({summary['method']}, {unlearn_time:.2f} s).")
-            if evaluators and evaluators[0].results:
-                print(metrics_table(evaluators[0].results), flush=True)  # the command's result, on stdout
+        # the CLI prints these as the command's result (UnlearnCLI.after_unlearn); the benchmark and audit do not
+        self.unlearn_results = dict(evaluators[0].results) if evaluators and evaluators[0].results else None
         self.unlearn_summary = summary
         return summary
 
