@@ -5,8 +5,8 @@ configuration errors that must stop the benchmark before it trains anything."""
 from __future__ import annotations
 
 import contextlib
-import io
 import csv
+import io
 import json
 from pathlib import Path
 
