@@ -143,6 +143,12 @@ def test_executor_and_logger_settings(tmp_path):
             load_config(mini(tmp_path / "c", executor=bad))
     run_dir = tmp_path / "a" / "runs" / "x"
     assert isinstance(run_logger(cfg, run_dir), CSVLogger) and Path(run_logger(cfg, run_dir).log_dir) == run_dir / "logs"
-    tb = run_logger(load_config(mini(tmp_path / "d", logger="tensorboard")), run_dir)
-    assert isinstance(tb, TensorBoardLogger) and Path(tb.log_dir) == run_dir / "logs"
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        tb = run_logger(load_config(mini(tmp_path / "d", logger="tensorboard")), run_dir)
+        assert isinstance(tb, TensorBoardLogger) and Path(tb.log_dir) == run_dir / "logs"
+    else:  # not a dependency: without it the config is refused before anything runs, saying what to install
+        with pytest.raises(BenchmarkConfigError, match="pip install tensorboard"):
+            load_config(mini(tmp_path / "d", logger="tensorboard"))
     assert run_logger(load_config(mini(tmp_path / "e", logger="none")), run_dir) is False
