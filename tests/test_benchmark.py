@@ -263,3 +263,25 @@ def test_method_restricted_to_some_scenarios(tmp_path):
     cfg["methods"][1]["scenarios"] = ["classwise"]
     with pytest.raises(BenchmarkConfigError, match="UNSIR.*classwise.*not among"):
         load_config(write_config(tmp_path / "c.yaml", cfg))
+
+
+def test_row_hash_covers_the_evaluators_defaults(monkeypatch):
+    """A cached row is reused only under the evaluator settings that measured it: stating a default changes nothing,
+    a changed default (a new release's svc_max_samples) or a changed setting invalidates the row."""
+    import inspect
+
+    from lightning_unlearn.benchmark.cache import evaluator_settings
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    default = inspect.signature(UnlearningEvaluator).parameters["svc_max_samples"].default
+    assert evaluator_settings({}) == evaluator_settings({"svc_max_samples": default})
+    assert evaluator_settings({})["svc_max_samples"] == default
+    assert evaluator_settings({"svc_max_samples": None}) != evaluator_settings({})
+    assert "gold" not in evaluator_settings({}) and "output_dir" not in evaluator_settings({})
+
+    sig = inspect.signature(UnlearningEvaluator)
+    changed = sig.replace(parameters=[p.replace(default=1024) if p.name == "svc_max_samples" else p
+                                      for p in sig.parameters.values()])  # fmt: skip
+    before = evaluator_settings({})
+    monkeypatch.setattr(UnlearningEvaluator, "__signature__", changed, raising=False)
+    assert evaluator_settings({}) != before

@@ -22,6 +22,7 @@ from lightning_unlearn.benchmark.specs import RESULT_FILE, MethodSpec
 __all__ = [
     "base_row",
     "cache_problem",
+    "evaluator_settings",
     "file_sha256",
     "finite",
     "group_original",
@@ -121,6 +122,20 @@ def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -
     return path
 
 
+def evaluator_settings(configured: dict[str, Any]) -> dict[str, Any]:
+    """The evaluator's effective settings: its signature's defaults overridden by ``configured``. A row's hash holds
+    these, so that a changed default (e.g. the SVC's ``svc_max_samples``) invalidates the rows it measured, as a
+    changed config does."""
+    import inspect
+
+    from lightning_unlearn.evaluation import UnlearningEvaluator
+
+    skip = {"gold", "original", "output_dir", "unlearn_time_s", "retrain_time_s"}  # set per run, not settings
+    params = inspect.signature(UnlearningEvaluator).parameters.items()
+    defaults = {k: p.default for k, p in params if k not in skip and p.default is not inspect.Parameter.empty}
+    return {**defaults, **configured}
+
+
 def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec | None) -> str:
     return config_hash(
         {
@@ -130,7 +145,7 @@ def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec |
             "original": group.original_key,
             "gold": group.gold_key,
             "hashes": group.hashes,
-            "evaluator": cfg.evaluator,
+            "evaluator": evaluator_settings(cfg.evaluator),
             "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"},
         }
     )

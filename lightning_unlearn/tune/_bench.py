@@ -3,7 +3,7 @@ report's average gap), in one place so that the tuner's modules name them alike.
 
 from __future__ import annotations
 
-from lightning_unlearn.benchmark.cache import cache_problem, group_original
+from lightning_unlearn.benchmark.cache import cache_problem, evaluator_settings, group_original
 from lightning_unlearn.benchmark.config import BenchmarkConfig, load_config, validate_config
 from lightning_unlearn.benchmark.execution import run_benchmark, run_method, run_reference, train_model
 from lightning_unlearn.benchmark.plan import Group, ModelJob, Plan, build_datamodule, config_hash, make_plan
@@ -35,6 +35,7 @@ __all__ = [
     "build_datamodule",
     "cache_problem",
     "config_hash",
+    "evaluator_settings",
     "group_original",
     "load_config",
     "make_plan",

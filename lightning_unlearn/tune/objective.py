@@ -41,7 +41,7 @@ def _reference(cfg: Any, group: Any, which: str, original: Path, gold: Path, dm:
 
     run_dir = group.dir / B.slug(which)
     key = B.config_hash({"which": which, "original": group.original_key, "gold": group.gold_key,
-                         "hashes": group.hashes, "evaluator": cfg.evaluator})  # fmt: skip
+                         "hashes": group.hashes, "evaluator": B.evaluator_settings(cfg.evaluator)})  # fmt: skip
     path = run_dir / "reference.json"
     if path.is_file():
         try:

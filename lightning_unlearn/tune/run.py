@@ -23,7 +23,7 @@ def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
                    "trainer": mt.spec.trainer},  # fmt: skip
         "space": {k: p.describe() for k, p in sorted(mt.space.items())},
         "groups": [(c["group"].original_key, c["group"].gold_key, c["record"]["hashes"]) for c in contexts],
-        "evaluator": cfg.bench.evaluator,
+        "evaluator": B.evaluator_settings(cfg.bench.evaluator),
         "objectives": cfg.objectives,
     }
     return f"{B.slug(mt.name)}-{B.config_hash(content, 12)}"
