@@ -152,3 +152,34 @@ def test_executor_and_logger_settings(tmp_path):
         with pytest.raises(BenchmarkConfigError, match="pip install tensorboard"):
             load_config(mini(tmp_path / "d", logger="tensorboard"))
     assert run_logger(load_config(mini(tmp_path / "e", logger="none")), run_dir) is False
+
+
+def test_group_rows_one_job_per_group(tmp_path):
+    """``executor.group_rows``: a group's rows as one job (the default of every executor but local). A row that fails
+    is recorded (error.json) and the group's other rows still run; the job, rerun after its worker died, reads back
+    the rows already finished instead of redoing them."""
+    from lightning_unlearn.benchmark import BenchmarkConfigError
+    from lightning_unlearn.benchmark.config import executor_settings, group_rows
+    from lightning_unlearn.benchmark.jobs import group_rows_job
+    from lightning_unlearn.benchmark.plan import make_plan
+
+    assert not group_rows(load_config(mini(tmp_path / "a")))
+    assert group_rows(load_config(mini(tmp_path / "b", executor={"name": "ray"})))
+    with pytest.raises(BenchmarkConfigError, match="group_rows must be true or false"):
+        load_config(mini(tmp_path / "c", executor={"name": "ray", "group_rows": "sometimes"}))
+    methods = [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
+                "max_epochs": 1},
+               {"name": "Broken", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": -1.0},
+                "max_epochs": 1}]  # fmt: skip
+    cfg = load_config(mini(tmp_path / "g", methods=methods, executor={"name": "local", "group_rows": True}))
+    assert executor_settings(cfg)[0] == {"name": "local"}  # not an option of the executor
+    result = run_benchmark(cfg)
+    assert sorted(r["method"] for r in result["rows"]) == ["Finetune", "Original", "Retrain"]
+    assert [f["method"] for f in result["failed"]] == ["Broken"] and "learning rate" in result["failed"][0]["error"]
+    assert (tmp_path / "g" / result["failed"][0]["run_dir"] / "error.json").is_file()
+    plan = make_plan(cfg)
+    group = plan.groups[0]
+    again = group_rows_job(cfg, group, ["Original", "Finetune"], plan.models[group.original_key],
+                           plan.models[group.gold_key])  # fmt: skip
+    first = {r["method"]: r for r in result["rows"]}
+    assert [r.value["finished_at"] for r in again] == [first["Original"]["finished_at"], first["Finetune"]["finished_at"]]

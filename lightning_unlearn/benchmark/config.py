@@ -44,6 +44,7 @@ __all__ = [
     "build_parser",
     "config_from_namespace",
     "executor_settings",
+    "group_rows",
     "load_config",
     "validate_config",
 ]
@@ -249,6 +250,7 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
         raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
     executor_settings(cfg)
+    group_rows(cfg)
     if cfg.logger in ("tensorboard", "wandb"):
         import importlib.util
 
@@ -275,6 +277,7 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
     spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
     spec.setdefault("name", "local")
     res = dict(spec.pop("resources", None) or {})
+    spec.pop("group_rows", None)  # the benchmark's own choice (group_rows()), not the executor's
     unknown = sorted(set(res) - {"num_cpus", "num_gpus"})
     if unknown:
         raise BenchmarkConfigError(f"executor.resources: unknown key(s) {unknown}; it takes num_cpus and num_gpus.")
@@ -290,3 +293,19 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
         raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
     threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
     return spec, Resources(num_cpus=cpus, num_gpus=gpus), threads
+
+
+def group_rows(cfg: BenchmarkConfig) -> bool:
+    """Whether a group's unfinished rows are one executor job (``executor.group_rows``; default: yes for every
+    executor but ``local``). One job per group keeps the group's DataModule and reference outputs (the gold's and the
+    original's outputs and attacks, :class:`~lightning_unlearn.evaluation.ReferenceCache`) in one worker, computed
+    once, instead of once per worker that happens to run one of its rows; ``local`` runs in one process anyway and
+    keeps a progress line per row as it finishes."""
+    raw = cfg.executor
+    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
+    value = spec.get("group_rows")
+    if value is None:
+        return str(spec.get("name", "local")) != "local"
+    if not isinstance(value, bool):
+        raise BenchmarkConfigError(f"executor.group_rows must be true or false, got {value!r}.")
+    return value

@@ -27,8 +27,14 @@ from lightning_unlearn.benchmark.cache import (
     write_config,
     write_json,
 )
-from lightning_unlearn.benchmark.config import BenchmarkConfig, build_parser, config_from_namespace, executor_settings
-from lightning_unlearn.benchmark.jobs import row_job, run_method, run_reference, train_job, train_model
+from lightning_unlearn.benchmark.config import (
+    BenchmarkConfig,
+    build_parser,
+    config_from_namespace,
+    executor_settings,
+    group_rows,
+)
+from lightning_unlearn.benchmark.jobs import group_rows_job, row_job, run_method, run_reference, train_job, train_model
 from lightning_unlearn.benchmark.plan import Plan, make_plan
 from lightning_unlearn.benchmark.progress import Progress, hms, quiet, short_summary
 from lightning_unlearn.benchmark.specs import BASELINE_METHODS, ORIGINAL, RESULT_FILE, RETRAIN, BenchmarkConfigError
@@ -159,16 +165,15 @@ def _train_models(cfg: BenchmarkConfig, plan: Plan, to_train: list[Any], ex: Exe
 
 def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Any,
               threads: int | None, rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:  # fmt: skip
-    """Phase B: every row not finished with this configuration, one job each; finished ones are read back."""
+    """Phase B: every row not finished with this configuration, one job each (or one job per group,
+    :func:`~.config.group_rows`); finished ones are read back."""
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
     specs = {m.name: m for m in cfg.methods}
-    jobs: list[Job] = []
-    meta: dict[str, tuple[Any, str, Path]] = {}
-    pending: dict[str, int] = {}
+    todo: list[tuple[Any, list[tuple[str, Path]]]] = []
     for group in plan.groups:
-        reused = 0
+        reused, names = 0, []
         for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
             spec = specs.get(name)
             done = read_result(run_dir, run_hash(cfg, group, name, spec))
@@ -176,19 +181,16 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
                 rows.append(done)
                 reused += 1
                 progress.finish(*_family(name, spec), f"{group.describe()} / {name}", None, show=False)
-                continue
-            key = str(run_dir.relative_to(out))
-            meta[key] = (group, name, run_dir)
-            pending[group.describe()] = pending.get(group.describe(), 0) + 1
-            kwargs = {"cfg": cfg, "group": group, "name": name, "original": plan.models[group.original_key],
-                      "gold": plan.models[group.gold_key], "threads": threads}  # fmt: skip
-            jobs.append(Job(key, row_job, kwargs, resources, f"{group.describe()} / {name}"))
+            else:
+                names.append((name, run_dir))
         if reused:
             progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
                          "from disk (cached)")  # fmt: skip
+        if names:
+            todo.append((group, names))
+    pending = {group.describe(): len(names) for group, names in todo}
 
-    def finished(res: JobResult) -> None:
-        group, name, run_dir = meta[res.key]
+    def finished(group: Any, name: str, run_dir: Path, res: JobResult) -> None:
         spec = specs.get(name)
         what = f"{group.describe()} / {name}"
         if res.ok:
@@ -208,7 +210,34 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
         if not pending[group.describe()]:
             report.write_results(rows, out, cfg)  # partial tables after every group
 
-    ex.map(jobs, on_done=finished)
+    models = {g.describe(): (plan.models[g.original_key], plan.models[g.gold_key]) for g, _ in todo}
+    meta: dict[str, tuple[Any, list[tuple[str, Path]]]] = {}
+    jobs: list[Job] = []
+    for group, names in todo:
+        original, gold = models[group.describe()]
+        common = {"cfg": cfg, "group": group, "original": original, "gold": gold, "threads": threads}
+        if group_rows(cfg):
+            key = str(group.dir.relative_to(out))
+            meta[key] = (group, names)
+            kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
+            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)"))
+        else:
+            for name, run_dir in names:
+                key = str(run_dir.relative_to(out))
+                meta[key] = (group, [(name, run_dir)])
+                jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}"))
+
+    def on_done(res: JobResult) -> None:
+        group, names = meta[res.key]
+        if not group_rows(cfg):
+            finished(group, *names[0], res)
+            return
+        inner = res.value if res.ok else [JobResult(n, False, error=res.error, traceback=res.traceback,
+                                                    wall_s=res.wall_s, attempts=res.attempts) for n, _ in names]  # fmt: skip
+        for (name, run_dir), r in zip(names, inner, strict=True):
+            finished(group, name, run_dir, r)
+
+    ex.map(jobs, on_done=on_done)
 
 
 def _family(name: str, spec: Any) -> tuple[str, str]:

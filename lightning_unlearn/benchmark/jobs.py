@@ -41,7 +41,7 @@ from lightning_unlearn.benchmark.progress import quiet
 from lightning_unlearn.benchmark.specs import ORIGINAL, RESULT_FILE, RETRAIN, MethodSpec
 from lightning_unlearn.provenance import run_stamp
 
-__all__ = ["group_datamodule", "row_job", "run_method", "run_reference", "train_job", "train_model"]
+__all__ = ["group_datamodule", "group_rows_job", "row_job", "run_method", "run_reference", "train_job", "train_model"]
 
 _DATAMODULES: dict[str, Any] = {}  # this process's DataModule of the group it ran last
 _REFERENCES: dict[str, Any] = {}  # and that group's ReferenceCache (gold/original/random outputs, gold metrics)
@@ -120,6 +120,27 @@ def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, g
                 "finished_at": now(), **run_stamp()})  # fmt: skip
     write_json(run_dir / RESULT_FILE, row)
     return row
+
+
+def group_rows_job(cfg: BenchmarkConfig, group: Group, names: list[str], original: ModelJob, gold: ModelJob,
+                   threads: int | None = None, max_retries: int = 0) -> list[Any]:  # fmt: skip
+    """A job: the rows ``names`` of ``group``, one after the other in this process (so they share its DataModule and
+    :class:`~lightning_unlearn.evaluation.ReferenceCache`); each row is :func:`row_job` with its own retries and its
+    own :class:`~lightning_unlearn.executors.JobResult`, so one failing row does not stop the others. A row already
+    finished with this configuration (a rerun of this job after its worker died) is read back, not redone."""
+    from lightning_unlearn.benchmark.cache import read_result
+    from lightning_unlearn.executors import Job, JobResult, run_job
+
+    results = []
+    for name in names:
+        spec = next((m for m in cfg.methods if m.name == name), None)
+        done = read_result(group.dir / slug(name), run_hash(cfg, group, name, spec))
+        if done is not None:
+            results.append(JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0)))
+            continue
+        kwargs = {"cfg": cfg, "group": group, "name": name, "original": original, "gold": gold, "threads": threads}
+        results.append(run_job(Job(name, row_job, kwargs), max_retries))
+    return results
 
 
 def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
