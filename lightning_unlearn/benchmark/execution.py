@@ -21,6 +21,7 @@ from typing import Any
 from lightning_unlearn.benchmark.cache import (
     base_row,
     cache_problem,
+    import_given,
     read_json,
     read_result,
     run_hash,
@@ -49,12 +50,12 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
-    plan = make_plan(cfg)
+    plan = make_plan(cfg)  # every split and every given model checked before anything is written
     from lightning_unlearn.tune.apply import check_tuned_targets
 
     check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out)
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
     progress = Progress([], stream=stream)
     if cfg.report_only:
@@ -80,6 +81,8 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
+    for job in (j for j in plan.models.values() if j.given is not None):  # the user's models: imported, never trained
+        import_given(cfg, job)
     to_train = _models_to_train(plan)
     steps: list[tuple[str, str]] = [("train", j.role) for j in to_train]
     for g in plan.groups:
