@@ -81,8 +81,10 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    for job in (j for j in plan.models.values() if j.given is not None):  # the user's models: imported, never trained
+    given = [j for j in plan.models.values() if j.given is not None]
+    for job in given:  # the user's models: imported into models/ (their file only read), never trained
         import_given(cfg, job)
+    n_given = len(given)
     to_train = _models_to_train(plan)
     steps: list[tuple[str, str]] = [("train", j.role) for j in to_train]
     for g in plan.groups:
@@ -93,7 +95,8 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     progress.log(
         f"{len(cfg.scenarios)} scenario(s), {len(plan.groups)} (scenario, target, seed) groups x <= {len(names)} rows "
         f"({', '.join(names)}) = {n_runs} runs; {len(plan.models)} models ({len(to_train)} to train, "
-        f"{len(plan.models) - len(to_train)} cached) -> {out} [executor: {spec['name']}]"
+        f"{len(plan.models) - len(to_train) - n_given} cached{f', {n_given} given' if n_given else ''}) -> {out} "
+        f"[executor: {spec['name']}]"
     )
 
     rows: list[dict[str, Any]] = []

@@ -76,7 +76,7 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
     except BenchmarkConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - CheckpointError, SplitMismatchError, InputMismatchError, OSError, ...
-        raise BenchmarkConfigError(f"{where}: {' '.join(str(err).split())}") from err
+        raise BenchmarkConfigError(f"{where}: {_in_config_terms(err)}") from err
     bad = non_finite_tensors(backbone.state_dict())
     if bad:
         raise BenchmarkConfigError(f"{where}: {what} holds NaN/inf weights ({', '.join(bad[:3])}); it cannot be used.")
@@ -90,3 +90,11 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         "source": None if ours else {"arch": source.arch, "arch_args": source.arch_args,
                                      "network_attr": src.get("network_attr")},  # fmt: skip
     }
+
+
+def _in_config_terms(err: Exception) -> str:
+    """The loader's message on one line, its ``unlearn`` flags named as this config's keys."""
+    text = " ".join(str(err).split())
+    for flag in ("arch_args", "network_attr", "arch"):
+        text = text.replace(f"--{flag}", f"model_source.{flag}")
+    return text
