@@ -158,6 +158,24 @@ def test_bad_given_models_stop_before_anything(trained, tmp_path):
     refused(tmp_path, with_gold(tiny(out), gold, {"classes": [4]}), r"classes.*4.*'forget' split.*does not match")
     # an original of seed 0 given for seed 1: another holdout, so another D
     refused(tmp_path, tiny(out, seeds=[1], original_ckpt={1: original}), r"seed 1.*'holdout' split")
+    broken = tmp_path / "nan.pt"
+    state = torch.load(trained["plain_original"], weights_only=True)
+    state["head.weight"] = torch.full_like(state["head.weight"], float("nan"))
+    torch.save(state, broken)
+    refused(tmp_path, tiny(out, original_ckpt=str(broken)), r"NaN/inf weights \(head.weight\)")
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    from lightning_unlearn.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path / "out", original_ckpt=str(tmp_path / "nowhere.ckpt"))))
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", "-c", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "original_ckpt (seed 0)" in err[0] and "nowhere.ckpt not found" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_given_settings_stop_at_load(trained, tmp_path):

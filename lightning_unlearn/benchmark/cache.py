@@ -115,7 +115,9 @@ def import_given(cfg: BenchmarkConfig, job: ModelJob) -> float | None:
     if job.dir.exists():
         import shutil
 
-        shutil.rmtree(job.dir)  # an unfinished earlier import (the user's file is elsewhere: never in models/)
+        if job.given.resolve().is_relative_to(job.dir.resolve()):
+            raise BenchmarkConfigError(f"{job.given} lies in the benchmark's {job.dir}: copy it elsewhere, give the copy.")
+        shutil.rmtree(job.dir)  # an unfinished earlier import (the user's file is not in it: checked above)
     job.dir.mkdir(parents=True)
     tmp = job.dir / "model.ckpt.tmp"
     torch.save(ckpt, tmp)
