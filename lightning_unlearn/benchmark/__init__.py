@@ -14,6 +14,11 @@ For each *group* (scenario, forget target, seed) the benchmark
 3. runs every method from the group's original through :meth:`~lightning_unlearn.trainer.UnlearnTrainer.unlearn` with an
    :class:`~lightning_unlearn.evaluation.UnlearningEvaluator` against the gold model.
 
+The user's own models can stand in for the trained ones: ``original_ckpt`` (a path or ``{seed: path}``) and a
+target's ``gold_ckpt``, read weights-only (with ``model_source`` for files this package did not write), checked before
+anything is trained and imported into ``output_dir/models/<role>-given-<hash>/`` (:mod:`~.given`,
+``docs/embedding.md``).
+
 Every run writes ``result.json`` into its own directory (``output_dir/runs/<scenario>/<target>/seed<k>/<method>/``)
 last: a run with that file is finished and is read back instead of redone when the benchmark is started again (unless
 its configuration changed, which its stored ``config_hash`` tells). At the end ``results.csv``, ``results.json``,
@@ -38,9 +43,9 @@ Config (YAML, parsed with jsonargparse; ``lightning_unlearn benchmark --help`` l
 Python: ``run_benchmark(load_config("configs/benchmark/quickstart.yaml"))``.
 
 The package: :mod:`~.config` (the parsed configuration, its parser, loading and validation; the settings dataclasses
-come from :mod:`~.specs`), :mod:`~.plan` (groups, models to train, names and hashes), :mod:`~.cache` (what is on disk),
-:mod:`~.execution` (training, runs, :func:`run_benchmark`, :func:`main`), :mod:`~.progress`, :mod:`~.report`,
-:mod:`~.plots`, :mod:`~.stats` and :mod:`~.protocol`.
+come from :mod:`~.specs`), :mod:`~.given` (checks of the user's models), :mod:`~.plan` (groups, models to train,
+names and hashes), :mod:`~.cache` (what is on disk), :mod:`~.execution` (training, runs, :func:`run_benchmark`,
+:func:`main`), :mod:`~.progress`, :mod:`~.report`, :mod:`~.plots`, :mod:`~.stats` and :mod:`~.protocol`.
 """
 
 from lightning_unlearn.benchmark.config import (

@@ -26,6 +26,7 @@ __all__ = [
     "file_sha256",
     "finite",
     "group_original",
+    "import_given",
     "now",
     "read_json",
     "read_results",
@@ -66,6 +67,69 @@ def cache_problem(job: ModelJob) -> str | None:
         if digests.get(f.name) != file_sha256(f):
             return f"{f} does not match the sha256 recorded in {info_path}"
     return None
+
+
+def import_given(cfg: BenchmarkConfig, job: ModelJob) -> float | None:
+    """Import ``job``'s given model (the user's file, checked by ``make_plan``) into ``job.dir`` as a checkpoint of this
+    package, so that every row reads it as it reads a trained model: same weights, the architecture, the splits (the
+    file's own when it records them, else the ones the benchmark states, with ``train_on`` of its role), and
+    ``given``: where it came from, its sha256, whether its splits were checked. The user's file is only read (nothing is
+    written beside it); an import already made from the same file is kept. Returns the training time the file records
+    (``None``: unknown)."""
+    import torch
+
+    from lightning_unlearn.benchmark.plan import build_datamodule
+    from lightning_unlearn.benchmark.specs import BenchmarkConfigError
+    from lightning_unlearn.checkpoints import META_KEY, PREFIX, read_checkpoint
+
+    info = dict(job.given_info)
+    if job.given is None:
+        raise ValueError(f"{job.dir.name} is not a given model.")
+    if cache_problem(job) is None:
+        return info.get("train_time_s")
+    if file_sha256(job.given) != info["sha256"]:
+        raise BenchmarkConfigError(
+            f"{job.given} changed while the benchmark was starting (its sha256 is not the one checked); run it again."
+        )
+    g = job.group
+    dm = build_datamodule(cfg, g.target, g.seed, train_on="all" if job.role == "original" else "retain")
+    dm.setup("fit")
+    record = {k: info[k] for k in ("path", "sha256", "format", "splits_checked", "source")}
+    if info["format"] == "lightning_unlearn":
+        ckpt = read_checkpoint(job.given)  # weights-only; the weights are kept as they are
+        meta = dict(ckpt[META_KEY])
+        if not meta.get("splits"):
+            meta["splits"] = dm.splits_info()
+            meta["forget_set"] = "stated by the benchmark (the given checkpoint records no splits)"
+        ckpt = {"state_dict": ckpt.get("state_dict", {}), META_KEY: {**meta, "given": record}}
+    else:
+        from lightning_unlearn.benchmark.given import given_source
+        from lightning_unlearn.byo import load_model
+
+        backbone, meta = load_model(job.given, dm, given_source(cfg), what=f"the given {job.role} model {job.given}")
+        state = {PREFIX + k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+        ckpt = {"state_dict": state,
+                META_KEY: {"version": 1, "role": job.role, "backbone": backbone.config(), "splits": dm.splits_info(),
+                           "forget_set": "stated by the benchmark (the given file records no splits)",
+                           "source": meta.get("source"), "given": record}}  # fmt: skip
+    if job.dir.exists():
+        import shutil
+
+        if job.given.resolve().is_relative_to(job.dir.resolve()):
+            raise BenchmarkConfigError(f"{job.given} lies in the benchmark's {job.dir}: copy it elsewhere, give the copy.")
+        shutil.rmtree(job.dir)  # an unfinished earlier import (the user's file is not in it: checked above)
+    job.dir.mkdir(parents=True)
+    tmp = job.dir / "model.ckpt.tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, job.ckpt)
+    train_time = ckpt[META_KEY].get("train_time_s")
+    write_json(
+        job.dir / "info.json",
+        {"role": job.role, "key": job.key, "key_content": job.key_content, "given": record, "train_time_s": train_time,
+         "first_group": g.describe(), "recorded_forget_sets": [], "finished_at": now(),
+         "sha256": {job.ckpt.name: file_sha256(job.ckpt)}},
+    )  # fmt: skip
+    return train_time
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -152,7 +216,10 @@ def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec |
 
 
 def base_row(group: Group, method: str, kind: str, class_path: str | None) -> dict[str, Any]:
-    return {
+    """The columns every row of ``group`` starts with; a group whose models the user gave adds, per given model,
+    ``<role>_ckpt`` (the file), ``<role>_sha256`` and ``<role>_splits_checked`` (false: the file records no splits,
+    the forget set is the one the benchmark states)."""
+    row = {
         "scenario": group.scenario,
         "target": group.label,
         "target_spec": json.dumps(group.target.describe(), sort_keys=True),
@@ -161,6 +228,10 @@ def base_row(group: Group, method: str, kind: str, class_path: str | None) -> di
         "kind": kind,
         "class_path": class_path,
     }
+    for role, info in sorted(getattr(group, "given", {}).items()):
+        row.update({f"{role}_ckpt": info["path"], f"{role}_sha256": info["sha256"],
+                    f"{role}_splits_checked": info["splits_checked"]})  # fmt: skip
+    return row
 
 
 def read_result(run_dir: Path, run_hash: str) -> dict[str, Any] | None:

@@ -20,10 +20,12 @@ from lightning_unlearn.benchmark.specs import (
     BenchmarkConfigError,
     MethodSpec,
     Scenario,
+    ScenarioEntry,
     TrainerSettings,
     TrainingSettings,
     _check_method_args,
     _method_spec,
+    given_paths,
     slug,
     target_slug,
 )
@@ -70,6 +72,13 @@ class BenchmarkConfig:
     logger: str = "csv"  # per-run Lightning logger: csv, tensorboard, wandb or none
     executor: Any = "local"  # "local", "ray" or {name, ..., resources: {num_cpus, num_gpus}}
     source: dict[str, Any] = field(default_factory=dict)  # the parsed config, written to output_dir/config.yaml
+    original_ckpt: dict[int, str] = field(default_factory=dict)  # the user's original per seed (none: trained)
+    model_source: dict[str, Any] = field(default_factory=dict)  # how to read a given file not ours: byo.ModelSource
+
+    @property
+    def gives_models(self) -> bool:
+        """Whether the user brings any model (``original_ckpt`` or a target's ``gold_ckpt``)."""
+        return bool(self.original_ckpt) or any(s.gold_ckpt for s in self.scenarios)
 
     @property
     def needs_recorded_updates(self) -> bool:
@@ -109,9 +118,19 @@ def build_parser() -> Any:
     )  # fmt: skip
     parser.add_class_arguments(TrainingSettings, "training", instantiate=False)
     parser.add_argument(
-        "--scenarios", type=list[Scenario], required=True,
-        help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}.",
+        "--scenarios", type=list[ScenarioEntry], required=True,
+        help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}; a "
+        "target's gold_ckpt (a path, or {seed: path}) is your gold model of it (trained on its D_r) instead of a "
+        "trained one.",
     )  # fmt: skip
+    parser.add_argument(
+        "--original_ckpt", type=str | dict[int, str] | None, default=None,
+        help="Your original model (trained on all of D) instead of a trained one: a path, or {seed: path}; it serves "
+        "every forget target of its seed. Read weights-only, never written to. See docs/embedding.md.",
+    )  # fmt: skip
+    from lightning_unlearn.byo import ModelSource
+
+    parser.add_class_arguments(ModelSource, "model_source", instantiate=False)  # {arch, arch_args, network_attr}
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
     parser.add_argument(
         "--methods", type=list[dict[str, Any]], required=True,
@@ -167,14 +186,19 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         name = str(sc.get("name") or "").strip()
         if not name:
             raise BenchmarkConfigError(f"scenarios[{i}] has no name.")
-        targets = []
+        targets, golds = [], {}
         for j, t in enumerate(sc.get("targets") or []):
             spec = {k: v for k, v in dict(t).items() if v is not None}
+            gold = spec.pop("gold_ckpt", None)
             try:
                 targets.append(ForgetSpec(**spec))
             except (TypeError, ValueError) as err:
                 raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
-        scenarios.append(Scenario(name=name, targets=targets))
+            where = f"scenarios[{i}] ({name}) targets[{j}] gold_ckpt"
+            paths = given_paths(gold, [int(s) for s in d.get("seeds") or []], where)
+            if paths:
+                golds[target_slug(targets[-1])] = paths
+        scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
     methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
     from lightning_unlearn.tune.apply import expand_tuned
 
@@ -196,6 +220,8 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         logger=str(d.get("logger") or "csv"),
         executor=d.get("executor") or "local",
         source=source,
+        original_ckpt=given_paths(d.get("original_ckpt"), [int(s) for s in d.get("seeds") or []], "original_ckpt"),
+        model_source={k: v for k, v in dict(d.get("model_source") or {}).items() if v not in (None, {})},
     )
     validate_config(cfg)
     return cfg
@@ -241,6 +267,7 @@ def validate_config(cfg: BenchmarkConfig) -> None:
                 "some of those (or drop `scenarios` to run it in all)."
             )
         _check_method_args(m, m.resolve())
+    _check_given(cfg)
     if cfg.trainer.devices != 1:
         raise BenchmarkConfigError(
             f"trainer.devices={cfg.trainer.devices}: every training and run of the benchmark uses one device. To use "
@@ -264,6 +291,28 @@ def validate_config(cfg: BenchmarkConfig) -> None:
         UnlearningEvaluator(**cfg.evaluator)
     except (TypeError, ValueError) as err:
         raise BenchmarkConfigError(f"evaluator settings {cfg.evaluator}: {err}") from err
+
+
+def _check_given(cfg: BenchmarkConfig) -> None:
+    """The settings of the models the user brings (the files themselves are checked by ``make_plan``, before any
+    training): a given original has no recorded training updates, ``model_source`` needs a given model."""
+    needs = [m.name for m in cfg.methods if m.needs_recorded_updates]
+    if cfg.original_ckpt and needs:
+        raise BenchmarkConfigError(
+            f"{', '.join(needs)} need(s) the updates recorded while the benchmark trains the original model, which a "
+            "given original_ckpt does not have: remove it from `methods`, or drop original_ckpt to train the original."
+        )
+    ms = cfg.model_source
+    if ms and not cfg.gives_models:
+        raise BenchmarkConfigError(
+            "model_source says how to read your checkpoints, but no original_ckpt or gold_ckpt is given: add them, or "
+            "remove model_source."
+        )
+    if not ms.get("arch") and ms.get("arch_args"):
+        raise BenchmarkConfigError(
+            "model_source.arch_args needs model_source.arch; without it the configured `backbone:` is the "
+            "architecture: put its arguments in backbone.init_args."
+        )
 
 
 def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, int | None]:

@@ -21,6 +21,7 @@ from typing import Any
 from lightning_unlearn.benchmark.cache import (
     base_row,
     cache_problem,
+    import_given,
     read_json,
     read_result,
     run_hash,
@@ -55,12 +56,12 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
-    plan = make_plan(cfg)
+    plan = make_plan(cfg)  # every split and every given model checked before anything is written
     from lightning_unlearn.tune.apply import check_tuned_targets
 
     check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out)
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
     progress = Progress([], stream=stream)
     if cfg.report_only:
@@ -86,6 +87,10 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
+    given = [j for j in plan.models.values() if j.given is not None]
+    for job in given:  # the user's models: imported into models/ (their file only read), never trained
+        import_given(cfg, job)
+    n_given = len(given)
     to_train = _models_to_train(plan)
     steps: list[tuple[str, str]] = [("train", j.role) for j in to_train]
     for g in plan.groups:
@@ -96,7 +101,8 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     progress.log(
         f"{len(cfg.scenarios)} scenario(s), {len(plan.groups)} (scenario, target, seed) groups x <= {len(names)} rows "
         f"({', '.join(names)}) = {n_runs} runs; {len(plan.models)} models ({len(to_train)} to train, "
-        f"{len(plan.models) - len(to_train)} cached) -> {out} [executor: {spec['name']}]"
+        f"{len(plan.models) - len(to_train) - n_given} cached{f', {n_given} given' if n_given else ''}) -> {out} "
+        f"[executor: {spec['name']}]"
     )
 
     rows: list[dict[str, Any]] = []

@@ -152,6 +152,7 @@ class Group:
     forget_indices: np.ndarray
     original_key: str = ""
     gold_key: str = ""
+    given: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> what check_given recorded of the file
 
     @property
     def forget_hash(self) -> str:
@@ -163,7 +164,10 @@ class Group:
 
 @dataclass
 class ModelJob:
-    """A model to train (or found in the cache): the original or the gold model of one or more groups."""
+    """A model to train (or found in the cache): the original or the gold model of one or more groups. A *given* one
+    (``given``: the user's file, ``given_info``: what :func:`~.given.check_given` recorded of it) is never trained: its
+    weights are imported into ``dir`` as a checkpoint of this package (:func:`~.cache.import_given`), the user's file
+    only read."""
 
     role: str  # "original" or "gold"
     key: str
@@ -171,6 +175,8 @@ class ModelJob:
     group: Group  # the first group that uses it: its DataModule trains the model
     key_content: dict[str, Any]
     record_forget: dict[str, np.ndarray] = field(default_factory=dict)  # forget hash -> D_f (AmnesiacRecorder)
+    given: Path | None = None
+    given_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ckpt(self) -> Path:
@@ -198,6 +204,7 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
         "init_args": {k: v for k, v in cfg.data["init_args"].items() if k not in _CACHE_IRRELEVANT_DATA_ARGS},
     }
     groups: list[Group] = []
+    checked: dict[tuple[Any, ...], dict[str, Any]] = {}  # a file checked once per role, seed and forget set
     for sc in cfg.scenarios:
         for target in sc.targets:
             for seed in cfg.seeds:
@@ -211,6 +218,7 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
                         f"Scenario {sc.name!r}, target {target.describe()}, seed {seed}: {type(err).__name__}: {err}"
                     ) from err
                 tslug = target_slug(target)
+                given = _check_given_models(cfg, sc, target, tslug, seed, dm, checked)
                 groups.append(
                     Group(
                         scenario=sc.name,
@@ -222,6 +230,7 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
                         hashes=splits.hashes(),
                         train_hash=index_hash(train_idx),
                         forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
+                        given=given,
                     )
                 )
                 del dm
@@ -231,28 +240,65 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
     # originals: one per training set; with recorded updates, one recorder per forget set using it
     base_keys: dict[str, list[Group]] = {}
     for g in groups:
-        content = {**common, "role": "original", "epochs": cfg.training.epochs("original"), "seed": g.seed,
-                   "train_indices": g.train_hash}  # fmt: skip
+        content = _key_content(cfg, common, g, "original", {"train_indices": g.train_hash})
         base_keys.setdefault(config_hash(content), []).append(g)
     models: dict[str, ModelJob] = {}
     for members in base_keys.values():
         g0 = members[0]
-        content = {**common, "role": "original", "epochs": cfg.training.epochs("original"), "seed": g0.seed,
-                   "train_indices": g0.train_hash}  # fmt: skip
-        forget = {g.forget_hash: g.forget_indices for g in members} if record else {}
-        if record:
+        content = _key_content(cfg, common, g0, "original", {"train_indices": g0.train_hash})
+        given = g0.given.get("original")
+        forget = {g.forget_hash: g.forget_indices for g in members} if record and not given else {}
+        if forget:
             content["recorded_forget_sets"] = sorted(forget)
         key = config_hash(content)
-        job = ModelJob("original", key, out / "models" / f"original-{key}", g0, content, record_forget=forget)
+        job = ModelJob("original", key, out / "models" / f"original{'-given' if given else ''}-{key}", g0, content,
+                       record_forget=forget, **_given_fields(given))  # fmt: skip
         models[job.dir.name] = job
         for g in members:
             g.original_key = job.dir.name
     for g in groups:
-        content = {**common, "role": "gold", "epochs": cfg.training.epochs("gold"), "seed": g.seed,
-                   "train_indices": g.hashes["retain"], "forget": g.forget_hash}  # fmt: skip
+        content = _key_content(cfg, common, g, "gold", {"train_indices": g.hashes["retain"], "forget": g.forget_hash})
         key = config_hash(content)
-        name = f"gold-{key}"
+        given = g.given.get("gold")
+        name = f"gold{'-given' if given else ''}-{key}"
         if name not in models:
-            models[name] = ModelJob("gold", key, out / "models" / name, g, content)
+            models[name] = ModelJob("gold", key, out / "models" / name, g, content, **_given_fields(given))
         g.gold_key = name
     return Plan(groups, models)
+
+
+def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug: str, seed: int, dm: Any,
+                        checked: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """``{role: record}`` of the group's given models, each checked against the group's DataModule (once per file,
+    role, seed and forget set): before anything is trained, a bad file stops the benchmark."""
+    from lightning_unlearn.benchmark.given import check_given
+
+    given: dict[str, dict[str, Any]] = {}
+    paths = {"original": cfg.original_ckpt.get(seed), "gold": sc.gold_ckpt.get(tslug, {}).get(seed)}
+    for role, path in paths.items():
+        if path is None:
+            continue
+        where = (f"original_ckpt (seed {seed})" if role == "original"
+                 else f"scenario {sc.name!r} target {target.describe()} gold_ckpt (seed {seed})")  # fmt: skip
+        forget = index_hash(dm.splits.forget) if role == "gold" else None
+        key = (role, str(path), seed, forget)
+        if key not in checked:
+            checked[key] = check_given(cfg, str(path), role, dm, where)
+        given[role] = checked[key]
+    return given
+
+
+def _key_content(cfg: BenchmarkConfig, common: dict[str, Any], group: Group, role: str,
+                 split: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """What determines a model: for a trained one the data, backbone, training settings, epochs, seed and the
+    training set; for a given one the data, seed and split it stands for, the file's sha256 and how it was read (a
+    changed file is another model, whose rows are redone; the training settings do not concern it)."""
+    info = group.given.get(role)
+    if info is None:
+        return {**common, "role": role, "epochs": cfg.training.epochs(role), "seed": group.seed, **split}
+    given = {"sha256": info["sha256"], "source": info["source"]}
+    return {"data": common["data"], "role": role, "seed": group.seed, **split, "given": given}
+
+
+def _given_fields(info: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if info is None else {"given": Path(info["path"]), "given_info": dict(info)}

@@ -20,8 +20,11 @@ __all__ = [
     "RESULT_FILE",
     "RETRAIN",
     "BenchmarkConfigError",
+    "GivenPaths",
     "MethodSpec",
     "Scenario",
+    "ScenarioEntry",
+    "TargetEntry",
     "TrainerSettings",
     "TrainingSettings",
     "slug",
@@ -97,12 +100,68 @@ class TrainerSettings:
     num_threads: int | None = None
 
 
+#: A checkpoint the user brings (``original_ckpt``, a target's ``gold_ckpt``): one path for every seed, or
+#: ``{seed: path}``.
+GivenPaths = str | dict[int, str] | None
+
+
 @dataclass
 class Scenario:
-    """A forgetting scenario (a table of the report): a name and the forget targets it averages over."""
+    """A forgetting scenario (a table of the report): a name and the forget targets it averages over; ``gold_ckpt``:
+    the gold models the user brings, ``{target slug: {seed: path}}`` (a target not in it gets a trained gold)."""
 
     name: str
     targets: list[ForgetSpec]
+    gold_ckpt: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+@dataclass
+class TargetEntry:
+    """A forget target as written in the config: a :class:`ForgetSpec`'s fields, plus ``gold_ckpt``, the user's gold
+    model of this target (trained on its D_r; one path for every seed, or ``{seed: path}``) instead of a trained one."""
+
+    classes: list[int] | None = None
+    per_class: int | None = None
+    fraction: float | None = None
+    indices: list[int] | None = None
+    indices_file: str | None = None
+    gold_ckpt: GivenPaths = None
+
+
+@dataclass
+class ScenarioEntry:
+    """A scenario as written in the config: ``{name, targets: [{classes: [3], gold_ckpt: ...}, ...]}``."""
+
+    name: str
+    targets: list[TargetEntry]
+
+
+def given_paths(value: Any, seeds: list[int], where: str) -> dict[int, str]:
+    """``{seed: path}`` of a given checkpoint (``None``: none given; one path: the same file for every seed). Refuses
+    a mapping that misses a configured seed or names another one, and empty paths."""
+    if value is None:
+        return {}
+    if isinstance(value, (str, Path)):
+        value = {s: str(value) for s in seeds}
+    if not isinstance(value, dict):
+        raise BenchmarkConfigError(f"{where} must be a path or a mapping {{seed: path}}, got {value!r}.")
+    try:
+        paths = {int(k): str(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise BenchmarkConfigError(f"{where}: the keys of {{seed: path}} must be seeds (integers), got {list(value)}.")
+    missing = [s for s in seeds if s not in paths]
+    if missing:
+        raise BenchmarkConfigError(
+            f"{where} gives no checkpoint for seed(s) {missing} (seeds: {seeds}): add `{missing[0]}: PATH` to the "
+            "mapping, give one path for every seed, or drop those seeds."
+        )
+    extra = sorted(set(paths) - set(seeds))
+    if extra:
+        raise BenchmarkConfigError(f"{where} names seed(s) {extra} that are not in `seeds` {seeds}: remove them.")
+    empty = [s for s, v in paths.items() if not v.strip()]
+    if empty:
+        raise BenchmarkConfigError(f"{where}: the path of seed {empty[0]} is empty.")
+    return {s: paths[s] for s in seeds}
 
 
 @dataclass
