@@ -14,8 +14,9 @@ from lightning_unlearn.benchmark.specs import (
     TrainingSettings,
     _check_method_args,
     _method_spec,
+    class_spec,
 )
 
 __all__ = ["BenchmarkConfigError", "MethodSpec", "TrainerSettings", "TrainingSettings", "_check_method_args",
-           "_import_class", "_method_spec", "build_backbone_for", "config_hash", "file_sha256", "quiet",
+           "_import_class", "_method_spec", "build_backbone_for", "class_spec", "config_hash", "file_sha256", "quiet",
            "trainer_kwargs"]  # fmt: skip

@@ -15,6 +15,7 @@ from lightning_unlearn.audit._bench import (
     TrainingSettings,
     _check_method_args,
     _method_spec,
+    class_spec,
 )
 
 __all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config"]
@@ -117,11 +118,6 @@ def load_config(source: str | Path | Sequence[str] | None = None, **overrides: A
     return config_from_namespace(parser.parse_args(args))
 
 
-def _class_spec(spec: Any) -> dict[str, Any]:
-    spec = dict(spec)
-    return {"class_path": str(spec["class_path"]), "init_args": dict(spec.get("init_args") or {})}
-
-
 def config_from_namespace(ns: Any) -> AuditConfig:
     """A validated :class:`AuditConfig` from a parsed namespace."""
     d = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
@@ -133,7 +129,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
     except BenchmarkConfigError as err:
         raise AuditConfigError(str(err)) from None
     cfg = AuditConfig(
-        output_dir=str(d["output_dir"]), data=_class_spec(d["data"]), backbone=_class_spec(d["backbone"]),
+        output_dir=str(d["output_dir"]), data=class_spec(d["data"]), backbone=class_spec(d["backbone"]),
         training=TrainingSettings(**d["training"]), methods=methods, trainer=TrainerSettings(**d["trainer"]),
         shadow_models=int(d["shadow_models"]), targets=int(d["targets"]), forget_per_model=int(d["forget_per_model"]),
         target_classes=None if d.get("target_classes") is None else [int(c) for c in d["target_classes"]],

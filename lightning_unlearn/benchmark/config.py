@@ -25,12 +25,13 @@ from lightning_unlearn.benchmark.specs import (
     TrainingSettings,
     _check_method_args,
     _method_spec,
+    class_spec,
     given_paths,
     slug,
     target_slug,
 )
+from lightning_unlearn.benchmark.scaleout import executor_settings, group_rows
 from lightning_unlearn.data.forget import ForgetSpec
-from lightning_unlearn.executors import Resources
 
 __all__ = [
     "BASELINE_METHODS",
@@ -205,8 +206,8 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
     methods = expand_tuned(methods, d.get("tuned"), BenchmarkConfigError)  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
-        data=_class_spec(d["data"]),
-        backbone=_class_spec(d["backbone"]),
+        data=class_spec(d["data"]),
+        backbone=class_spec(d["backbone"]),
         training=TrainingSettings(**d["training"]),
         scenarios=scenarios,
         seeds=[int(s) for s in d.get("seeds") or []],
@@ -225,12 +226,6 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
     )
     validate_config(cfg)
     return cfg
-
-
-def _class_spec(spec: Any) -> dict[str, Any]:
-    spec = dict(spec)
-    init = {k: v for k, v in dict(spec.get("init_args") or {}).items()}
-    return {"class_path": str(spec["class_path"]), "init_args": init}
 
 
 def validate_config(cfg: BenchmarkConfig) -> None:
@@ -313,48 +308,3 @@ def _check_given(cfg: BenchmarkConfig) -> None:
             "model_source.arch_args needs model_source.arch; without it the configured `backbone:` is the "
             "architecture: put its arguments in backbone.init_args."
         )
-
-
-def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, int | None]:
-    """``(executor spec for make_executor, resources of every job, torch threads per job)`` from ``cfg.executor``.
-
-    Resources default to ``trainer.num_threads`` (else 1) CPUs and, on a GPU accelerator, 1 GPU per job. Threads: the
-    local executor keeps today's rule (``trainer.num_threads`` if set, else PyTorch's choice); any other one gives
-    each job ``trainer.num_threads`` or its whole CPUs, so that jobs side by side do not oversubscribe the cores.
-    """
-    raw = cfg.executor
-    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
-    spec.setdefault("name", "local")
-    res = dict(spec.pop("resources", None) or {})
-    spec.pop("group_rows", None)  # the benchmark's own choice (group_rows()), not the executor's
-    unknown = sorted(set(res) - {"num_cpus", "num_gpus"})
-    if unknown:
-        raise BenchmarkConfigError(f"executor.resources: unknown key(s) {unknown}; it takes num_cpus and num_gpus.")
-    gpu = str(cfg.trainer.accelerator).lower() in ("gpu", "cuda")
-    cpus = float(res.get("num_cpus", cfg.trainer.num_threads or 1))
-    gpus = float(res.get("num_gpus", 1.0 if gpu else 0.0))
-    if cpus <= 0 or gpus < 0:
-        raise BenchmarkConfigError(f"executor.resources: num_cpus must be > 0 and num_gpus >= 0, got {res}.")
-    from lightning_unlearn.executors import _EXECUTORS
-
-    known = sorted({*_EXECUTORS, "ray"})
-    if spec["name"] not in known:
-        raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
-    threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
-    return spec, Resources(num_cpus=cpus, num_gpus=gpus), threads
-
-
-def group_rows(cfg: BenchmarkConfig) -> bool:
-    """Whether a group's unfinished rows are one executor job (``executor.group_rows``; default: yes for every
-    executor but ``local``). One job per group keeps the group's DataModule and reference outputs (the gold's and the
-    original's outputs and attacks, :class:`~lightning_unlearn.evaluation.ReferenceCache`) in one worker, computed
-    once, instead of once per worker that happens to run one of its rows; ``local`` runs in one process anyway and
-    keeps a progress line per row as it finishes."""
-    raw = cfg.executor
-    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
-    value = spec.get("group_rows")
-    if value is None:
-        return str(spec.get("name", "local")) != "local"
-    if not isinstance(value, bool):
-        raise BenchmarkConfigError(f"executor.group_rows must be true or false, got {value!r}.")
-    return value

@@ -27,6 +27,7 @@ __all__ = [
     "TargetEntry",
     "TrainerSettings",
     "TrainingSettings",
+    "class_spec",
     "slug",
     "target_slug",
 ]
@@ -289,3 +290,9 @@ def target_slug(spec: ForgetSpec) -> str:
     if "indices" in d:
         return "indices-" + hashlib.sha256(json.dumps(sorted(d["indices"])).encode()).hexdigest()[:10]
     return "file-" + slug(Path(str(d.get("indices_file"))).stem)
+
+
+def class_spec(spec: Any) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a parsed ``class_path``/``init_args`` entry (``data:``, ``backbone:``)."""
+    spec = dict(spec)
+    return {"class_path": str(spec["class_path"]), "init_args": dict(spec.get("init_args") or {})}
