@@ -105,6 +105,9 @@ def run_given(trained, tmp_path, monkeypatch, original: Path, gold: Path, **chan
         assert row["original_ckpt"] == str(original.resolve()) and row["original_sha256"] == files[original]
         assert row["gold_ckpt"] == str(gold.resolve()) and row["gold_sha256"] == files[gold]
     assert (out / "report.md").is_file() and (out / "results.csv").is_file()
+    report = (out / "report.md").read_text()
+    for role, path in (("original", original), ("gold", gold)):  # the report names the models it measured
+        assert f"given {role} model {path.resolve()} (sha256 {files[path][:12]}..." in report
     return rows
 
 
@@ -133,6 +136,7 @@ def test_plain_state_dicts_given(trained, tmp_path, monkeypatch):
     speedup = rows["Finetune"].get("time/speedup_vs_retrain")
     assert speedup is None or math.isnan(speedup)
     assert "Speed-up" in (tmp_path / "given" / "report.md").read_text()
+    assert "splits not recorded: the stated forget set was trusted): 3 rows" in (tmp_path / "given" / "report.md").read_text()
 
 
 def refused(tmp_path, cfg: dict, match: str, **overrides) -> None:

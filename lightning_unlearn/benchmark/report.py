@@ -299,7 +299,23 @@ def _provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]]) -> l
     commits = row_commits(rows)
     if commits:
         lines.append("- rows by commit: " + ", ".join(f"{c} ({n})" for c, n in commits.items()))
+    lines += _given_lines(rows)
     return [*lines, ""]
+
+
+def _given_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per model the user gave (``original_ckpt``/``gold_ckpt``): file, sha256, whether its splits were
+    checkable, and how many rows used it."""
+    seen: dict[tuple[str, str, str], list[Any]] = {}
+    for r in rows:
+        for role in ("original", "gold"):
+            path = r.get(f"{role}_ckpt")
+            if path:
+                key = (role, str(path), str(r.get(f"{role}_sha256", ""))[:12])
+                seen.setdefault(key, [r.get(f"{role}_splits_checked"), 0])[1] += 1
+    trusted = "not recorded: the stated forget set was trusted"
+    return [f"- given {role} model {path} (sha256 {sha}..., splits {'checked' if checked else trusted}): {n} rows"
+            for (role, path, sha), (checked, n) in sorted(seen.items())]
 
 
 def _kv(d: dict[str, Any]) -> str:
