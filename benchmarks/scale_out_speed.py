@@ -4,8 +4,10 @@
 
 Each entry of the comma-separated order runs ``lightning_unlearn benchmark -c configs/benchmark/quickstart.yaml`` in a
 fresh process and a fresh output directory, reduced to seed 0 and the class-wise scenario (``--full``: the whole
-quickstart). ``local``: the local executor; ``ray2``: a local Ray with 2 workers of 1 CPU each; ``old``: the same
-command with ``--old`` first on ``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C /tmp/old``). Prints each wall
+quickstart; ``--seed0``: seed 0, every scenario: 4 models, 3 groups). ``local``: the local executor; ``ray2``: a local
+Ray with 2 workers of 1 CPU each (one job per group of rows, the default); ``ray2rows``: the same with one job per
+row; ``old``: the same command with ``--old`` first on ``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C
+/tmp/old``). Prints each wall
 time (process start to exit: imports and Ray's start-up included), the CPU time of the benchmark process (less
 sensitive to a shared machine's load; Ray's workers are not in it) and the load average, then the wall times as JSON.
 """
@@ -24,13 +26,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCE = ["--seeds", "[0]", "--scenarios", "[{name: class-wise, targets: [{classes: [3]}]}]"]
-EXTRA = {"local": [], "old": [], "ray2": ["--executor", "{name: ray, num_cpus: 2, resources: {num_cpus: 1}}"]}
+EXTRA = {"local": [], "old": [], "ray2": ["--executor", "{name: ray, num_cpus: 2, resources: {num_cpus: 1}}"],
+         "ray2rows": ["--executor", "{name: ray, num_cpus: 2, group_rows: false, resources: {num_cpus: 1}}"]}
 
 
 def main(argv: list[str]) -> int:
     order = argv[0].split(",") if argv else ["local", "ray2", "ray2", "local"]
     old = argv[argv.index("--old") + 1] if "--old" in argv else None
-    reduce = [] if "--full" in argv else REDUCE
+    reduce = [] if "--full" in argv else ["--seeds", "[0]"] if "--seed0" in argv else REDUCE
     times: dict[str, list[float]] = {}
     scratch = Path(tempfile.mkdtemp(prefix="scale_out_speed_"))
     for i, name in enumerate(order):
