@@ -9,6 +9,8 @@ are read with ``torch.load(weights_only=True)`` and never written over.
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +30,80 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (not ours, wrong architecture, wrong classes)."""
 
 
+#: Checkpoints read in this process, by file version (path, inode, size, modification time): a benchmark row reads
+#: its original and gold models in ``UnlearnTrainer.unlearn``, the evaluator and the group copy's check, and every row
+#: of a group reads the same files. Entries share their tensors (callers copy them into a network, never change them);
+#: at most ``READ_CACHE_MAX_BYTES`` of tensors are kept (least recently used first out).
+_READ_CACHE: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], int]] = OrderedDict()
+READ_CACHE_MAX_BYTES = 512 * 2**20
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with readable errors; each version of a file is decoded once per process
+    (the containers returned are fresh, the tensors shared: do not modify them in place)."""
     path = Path(path)
+    key = _file_version(path)
+    found = _READ_CACHE.get(key) if key is not None else None
+    if found is not None:
+        _READ_CACHE.move_to_end(key)  # type: ignore[arg-type]
+        return _fresh(found[0])
+    read_at = time.time()
+    ckpt = _read_checkpoint(path)
+    if key is not None and not _racy(key[-1], read_at):
+        size = _tensor_bytes(ckpt)
+        if size <= READ_CACHE_MAX_BYTES:
+            _READ_CACHE[key] = (ckpt, size)
+            while sum(n for _, n in _READ_CACHE.values()) > READ_CACHE_MAX_BYTES:
+                _READ_CACHE.popitem(last=False)
+    return _fresh(ckpt)
+
+
+def clear_read_cache() -> None:
+    """Forget every checkpoint :func:`read_checkpoint` kept."""
+    _READ_CACHE.clear()
+
+
+def _racy(mtime_ns: int, read_at: float) -> bool:
+    """Whether a file modified at ``mtime_ns`` and read at ``read_at`` may be rewritten without its size and mtime
+    changing (git's "racy" entries): modified within the file system's timestamp granularity before the read. A
+    whole-second mtime suggests a file system with 1 s (or 2 s) timestamps."""
+    window = 2.0 if mtime_ns % 1_000_000_000 == 0 else 0.05
+    return read_at - mtime_ns / 1e9 < window
+
+
+def _file_version(path: Path) -> tuple[Any, ...] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _fresh(obj: Any) -> Any:
+    """A copy of the containers of ``obj`` (dicts, lists, tuples), its tensors and other leaves shared."""
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _fresh(v)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_fresh(v) for v in obj)
+    return obj
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     if path.is_dir():
         inside = sorted(str(p) for p in path.rglob("*.ckpt"))[:3]
         raise IsADirectoryError(
