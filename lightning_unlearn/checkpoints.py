@@ -18,6 +18,7 @@ import torch
 
 from lightning_unlearn.backbones import Backbone, build_backbone
 from lightning_unlearn.data.forget import SPLIT_NAMES
+from lightning_unlearn.filecache import file_version, racy
 
 if TYPE_CHECKING:
     from lightning_unlearn.data.base import UnlearningDataModule
@@ -42,14 +43,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with readable errors; each version of a file is decoded once per process
     (the containers returned are fresh, the tensors shared: do not modify them in place)."""
     path = Path(path)
-    key = _file_version(path)
+    key = file_version(path)
     found = _READ_CACHE.get(key) if key is not None else None
     if found is not None:
         _READ_CACHE.move_to_end(key)  # type: ignore[arg-type]
         return _fresh(found[0])
     read_at = time.time()
     ckpt = _read_checkpoint(path)
-    if key is not None and not _racy(key[-1], read_at):
+    if key is not None and not racy(key, read_at):
         size = _tensor_bytes(ckpt)
         if size <= READ_CACHE_MAX_BYTES:
             _READ_CACHE[key] = (ckpt, size)
@@ -61,24 +62,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def clear_read_cache() -> None:
     """Forget every checkpoint :func:`read_checkpoint` kept."""
     _READ_CACHE.clear()
-
-
-def _racy(mtime_ns: int, read_at: float) -> bool:
-    """Whether a file modified at ``mtime_ns`` and read at ``read_at`` may be rewritten without its size and mtime
-    changing (git's "racy" entries): modified within the file system's timestamp granularity before the read. A
-    whole-second mtime suggests a file system with 1 s (or 2 s) timestamps."""
-    window = 2.0 if mtime_ns % 1_000_000_000 == 0 else 0.05
-    return read_at - mtime_ns / 1e9 < window
-
-
-def _file_version(path: Path) -> tuple[Any, ...] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if not path.is_file():
-        return None
-    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _fresh(obj: Any) -> Any:

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+
+from conftest import quiet_trainer, small_allcnn
 
 from lightning_unlearn import checkpoints
 from lightning_unlearn.benchmark import load_config, run_benchmark
 from lightning_unlearn.benchmark.jobs import group_datamodule, run_method
 from lightning_unlearn.benchmark.plan import make_plan, slug
 from lightning_unlearn.checkpoints import META_KEY, read_checkpoint
+from lightning_unlearn.data.fashion_mnist import DEBIAN_DIR
 
 
 def mini(out) -> dict:  # noqa: ANN001
@@ -134,3 +139,51 @@ def test_read_cache_follows_the_file(tmp_path, monkeypatch):
     checkpoints.clear_read_cache()
     read_checkpoint(path), read_checkpoint(path)
     assert len(calls) == 6
+
+
+def test_datamodules_share_the_decoded_dataset_without_sharing_splits(monkeypatch):
+    import sklearn.datasets
+
+    from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+    from lightning_unlearn.data.shared import clear_shared_datasets
+    from lightning_unlearn.methods import RandomLabels
+
+    clear_shared_datasets()
+    reads = []
+    real = sklearn.datasets.load_digits
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda *a, **k: reads.append(1) or real(*a, **k))
+    a = DigitsDataModule(forget=ForgetSpec(classes=[3]), seed=0, image_size=8)
+    b = DigitsDataModule(forget=ForgetSpec(fraction=0.1), seed=1, image_size=8)
+    a.setup(), b.setup()
+    assert len(reads) == 1 and a.train_set.images is b.train_set.images
+    assert a.splits.hashes() != b.splits.hashes()
+    images = a.train_set.images.clone()
+    hashes = a.splits.hashes()
+    b.train_set.targets[:] = 0  # a DataModule's own targets: the other's are not touched
+    assert len(set(a.train_set.targets.tolist())) == 10
+    rl = RandomLabels(backbone=small_allcnn(b), lr=0.01)  # relabels D_f: new label arrays, never the shared ones
+    quiet_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0).fit(rl, datamodule=b)
+    assert torch.equal(a.train_set.images, images) and a.splits.hashes() == hashes
+    # the same DataModule read from the files again has the same data and splits
+    clear_shared_datasets()
+    fresh = DigitsDataModule(forget=ForgetSpec(classes=[3]), seed=0, image_size=8)
+    fresh.setup()
+    assert len(reads) == 2 and fresh.train_set.images is not a.train_set.images
+    assert torch.equal(fresh.train_set.images, images) and fresh.splits.hashes() == hashes
+    assert np.array_equal(fresh.test_set.targets, a.test_set.targets)
+    DigitsDataModule(image_size=4).setup()  # other preprocessing: another entry
+    assert len(reads) == 3
+
+
+@pytest.mark.skipif(not Path(DEBIAN_DIR).is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_is_read_once_per_process(monkeypatch):
+    from lightning_unlearn.data import FashionMNISTDataModule, ForgetSpec
+    from lightning_unlearn.data import fashion_mnist
+
+    reads = []
+    real = fashion_mnist.read_idx
+    monkeypatch.setattr(fashion_mnist, "read_idx", lambda p: reads.append(p) or real(p))
+    a = FashionMNISTDataModule(forget=ForgetSpec(classes=[0]), image_size=14)
+    b = FashionMNISTDataModule(forget=ForgetSpec(fraction=0.01), seed=2, image_size=14)
+    a.setup(), b.setup()
+    assert len(reads) == 4 and a.train_set.images is b.train_set.images and a.splits.hashes() != b.splits.hashes()
