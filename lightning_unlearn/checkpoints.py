@@ -70,6 +70,8 @@ def _fresh(obj: Any) -> Any:
         out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
         for k, v in obj.items():
             out[k] = _fresh(v)
+        if getattr(obj, "__dict__", None) and hasattr(out, "__dict__"):
+            vars(out).update(vars(obj))  # a state_dict's ``_metadata`` (module versions for load_state_dict)
         return out
     if type(obj) in (list, tuple):
         return type(obj)(_fresh(v) for v in obj)
