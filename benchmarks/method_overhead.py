@@ -33,8 +33,10 @@ UNSIR               once per forgotten class: ``error_maximizing_noise``; epoch 
 ==================  =================================================================================================
 
 The original model is trained with an ``AmnesiacRecorder`` (D_f sensitive), as the benchmark trains it, for Amnesiac.
-TwinUnlearning (TMU) is not covered: its passes (a twin model fine-tuned on D + D_e, its features, an MLP trained on
-them, then the forgetting epochs) need a bare loop of their own.
+TwinUnlearning     once: D_e from the holdout (``select_twin_set``), the twin = original fine-tuned on D + D_e (Adam),
+                    NF (features of D_r, D_e, D_f under twin/original, ``nearest_distance``), AF
+                    (``adversarial_feature``), CF (a fresh model trained on D_r, ``per_sample_loss``), the MLP
+                    (``train_easy_hard_classifier``); then D_f + 20% of D_r: ``twin_unlearning_loss``, SGD step
 Prints per method min and median of both and the ratios method / bare (min/min, median/median).
 """
 
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,7 +76,10 @@ from lightning_unlearn.methods import (
     RandomLabels,
     SalUn,
     SelectiveSynapticDampening,
+    TwinUnlearning,
 )
+from lightning_unlearn.backbones import build_backbone
+from lightning_unlearn.methods import twin_features as tf
 from lightning_unlearn.methods.base import loss_gradient
 from lightning_unlearn.methods.fisher import diagonal_fisher, fisher_noise_variance
 from lightning_unlearn.methods.ssd import ssd_dampen
@@ -93,6 +99,7 @@ METHODS: dict[str, tuple[type, dict[str, Any], int]] = {  # the quickstart's set
     "SSD": (SelectiveSynapticDampening, {"alpha": 30.0}, 1),
     "AmnesiacRelabel": (AmnesiacRelabel, {"lr": 0.001}, 3),
     "Amnesiac": (Amnesiac, {"lr": 0.001}, 3),  # updates: recorded when the original is trained (main)
+    "TwinUnlearning": (TwinUnlearning, {"twin_epochs": 2, "cf_epochs": 1, "classifier_epochs": 50}, 3),
     "UNSIR": (UNSIR, {"lr": 0.002, "repair_lr": 0.001, "noise_copies": 2, "batch_size": 256}, 2),
 }
 #: The methods whose pass is not a training loop (one pass over the data, then an edit of the weights).
@@ -120,6 +127,8 @@ class Data:
         self.retain_idx, self.forget_idx = torch.as_tensor(dm.indices("retain")), torch.as_tensor(dm.indices("forget"))
         for name, idx in (("retain", self.retain_idx), ("forget", self.forget_idx)):
             self.split[name] = (images[idx], targets[idx])
+        hold = torch.as_tensor(dm.indices("holdout"))
+        self.split["holdout"] = (images[hold], targets[hold])
 
     def batches(self, x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(y))
@@ -152,6 +161,9 @@ def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int,
     opt = torch.optim.Adam(model.parameters(), lr=lr) if name in ADAM else sgd(model, lr)
     if name in ONE_PASS:
         one_pass(name, model, data, kw, bs)
+        return time.perf_counter() - t0
+    if name == "TwinUnlearning":
+        twin(model, teacher, data, kw, epochs)
         return time.perf_counter() - t0
     if name == "Amnesiac":
         with torch.no_grad():
@@ -263,6 +275,56 @@ def one_pass(name: str, model: nn.Module, data: Data, kw: dict[str, Any], bs: in
         imps.append({n: v / len(batches) for n, v in acc.items()})
     for n, p in params.items():
         p.copy_(ssd_dampen(p, imps[1][n], imps[0][n], float(kw["alpha"]), 1.0)[0])
+
+
+def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], epochs: int) -> None:
+    """TwinUnlearning's passes with its defaults (batch 64, eval batch 128, seed 0) and the quickstart's epochs."""
+    (xr, yr), (xf, yf) = data.split["retain"], data.split["forget"]
+    xh, yh = data.split["holdout"]
+    seed, ebs = 0, 128
+    sel = tf.select_twin_set(yh.numpy(), yf.numpy(), seed=seed, size=tf.twin_set_size(len(yf), len(yr), len(yr) + len(yf)))
+    x_e, y_e = xh[torch.as_tensor(sel.positions)], yh[torch.as_tensor(sel.positions)]
+    def shuffled(x: Tensor, y: Tensor, bs: int, s: int):  # noqa: ANN202
+        return lambda epoch: [(x[p], y[p]) for p in torch.randperm(len(y), generator=torch.Generator().manual_seed(s * 100_003 + epoch)).split(bs)]  # noqa: E501
+    tw = copy.deepcopy(original).requires_grad_(True)
+    x_d, y_d = torch.cat([xr, xf, x_e]), torch.cat([yr, yf, y_e])
+    tf.train_from_scratch(tw, shuffled(x_d, y_d, 64, seed), int(kw["twin_epochs"]), torch.optim.Adam(tw.parameters(), lr=1e-4))
+    tw.requires_grad_(False).eval()
+    chunks = lambda f, x, y: torch.cat([f(x[i : i + ebs], y[i : i + ebs]) for i in range(0, len(y), ebs)])  # noqa: E731
+    with torch.no_grad():
+        easy = chunks(lambda x, y: original(x).argmax(1) == y, x_e, y_e).cpu()
+        bank_t, bank_o = chunks(lambda x, y: tw.features(x), xr, yr), chunks(lambda x, y: original.features(x), xr, yr)
+        phi_e, phi_f = chunks(lambda x, y: tw.features(x), x_e, y_e), chunks(lambda x, y: original.features(x), xf, yf)
+    cols_e = [tf.nearest_distance(phi_e, y_e, bank_t, yr, k=5, normalize=False)]
+    cols_f = [tf.nearest_distance(phi_f, yf, bank_o, yr, k=5, normalize=False)]
+    gen = torch.Generator().manual_seed(seed)
+    af = dict(epsilon=4 / 255, alpha=None, steps=5, target="soft", generator=gen)
+    cols_e.append(chunks(lambda x, y: tf.adversarial_feature(tw, x, y, **af), x_e, y_e))
+    cols_f.append(chunks(lambda x, y: tf.adversarial_feature(original, x, y, **af), xf, yf))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cf = build_backbone(original.config())
+    tf.train_from_scratch(cf, shuffled(xr, yr, 64, seed + 1), int(kw["cf_epochs"]), torch.optim.Adam(cf.parameters(), lr=1e-4))
+    cf.requires_grad_(False).eval()
+    cols_e.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), x_e, y_e))
+    cols_f.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), xf, yf))
+    feat_e, feat_f = torch.stack(cols_e, 1), torch.stack(cols_f, 1)
+    held = torch.as_tensor(tf.group_holdout_split(np.asarray(sel.positions), 0.2, seed))
+    scaler = tf.Standardizer().fit(feat_e[~held])
+    mlp = tf.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held], epochs=int(kw["classifier_epochs"]),
+                                        seed=seed)  # fmt: skip
+    hard_f = ~mlp.predict_easy(scaler.transform(feat_f))
+    random_f = tf.draw_other_labels(yf, 10, torch.Generator().manual_seed(seed + 1))
+    keep = torch.randperm(len(yr))[: round(0.2 * len(yr))]
+    x_u, y_u = torch.cat([xf, xr[keep]]), torch.cat([yf, yr[keep]])
+    hard = torch.cat([hard_f, torch.zeros(len(keep), dtype=torch.bool)])
+    rand = torch.cat([random_f, torch.zeros(len(keep), dtype=torch.long)])
+    opt = sgd(model, 0.01)
+    model.train()
+    for _ in range(epochs):
+        for p in torch.randperm(len(y_u)).split(64):
+            loss, _ = tf.twin_unlearning_loss(model(x_u[p]), y_u[p], hard[p], random_targets=rand[p], max_hard_loss=5.0)
+            step(opt, loss)
 
 
 def run_method(name: str, net: nn.Module, dm: DigitsDataModule) -> float:
