@@ -2,11 +2,11 @@
 
     PYTHONPATH=$PWD python benchmarks/checkpoint_reads.py [--methods Finetune,Amnesiac] [--out DIR]
 
-Runs a miniature digits benchmark (the quickstart's data and model, one class-wise group, seed 0, Original, Retrain and ``--methods``; models trained
-first, outside the count), then counts every ``torch.load`` made while the rows run: per file role (the group's
-``original.ckpt``, the gold ``model.ckpt``, Amnesiac's updates, others), calls and seconds, and per row. Run it with
-another checkout first on ``PYTHONPATH`` to compare versions (the same seeds give the same rows: compare the printed
-metrics digest).
+Runs a miniature digits benchmark (the quickstart's data and model, one class-wise group, seed 0; Original, Retrain
+and ``--methods``; models trained first, outside the count), then counts every ``torch.load`` made while the rows
+run: per file role (the group's ``original.ckpt``, the gold ``model.ckpt``, Amnesiac's updates, others), calls and
+seconds, and per row. Run it with another checkout first on ``PYTHONPATH`` to compare versions (the same seeds give
+the same rows: compare the printed metrics digest).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def config(out: Path, methods: list[str], epochs: int) -> dict:
     return {
         "output_dir": str(out),
         "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5, "augment": False}},  # fmt: skip
+                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5,
+                               "augment": False}},  # fmt: skip
         "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
         "training": {"max_epochs": epochs, "lr": 0.05},
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]}],
@@ -108,8 +109,11 @@ def main() -> None:
         print(f"  {r:28s} {len(ts):3d} reads  {sum(ts) * 1000:8.1f} ms")
     n = len(result["rows"]) or 1
     print(f"per row: {len(rows_loads) / n:.1f} reads, {sum(s for *_, s in rows_loads) / n * 1000:.1f} ms")
-    metrics = [{k: v for k, v in sorted(r.items()) if isinstance(v, float) and not k.startswith("time/")
-                and not k.endswith(("time_s", "wall_s"))} for r in sorted(result["rows"], key=lambda r: r["method"])]  # fmt: skip
+    def measured(r: dict) -> dict:
+        return {k: v for k, v in sorted(r.items()) if isinstance(v, float) and not k.startswith("time/")
+                and not k.endswith(("time_s", "wall_s"))}  # fmt: skip
+
+    metrics = [measured(r) for r in sorted(result["rows"], key=lambda r: r["method"])]
     print("metrics digest:", hashlib.sha1(json.dumps(metrics, sort_keys=True).encode()).hexdigest()[:16])
 
 

@@ -30,13 +30,14 @@ Amnesiac            once: read the recorded updates (``torch.load``) and subtrac
                     buffers); then D_r: forward, CE, backward, Adam step
 UNSIR               once per forgotten class: ``error_maximizing_noise``; epoch 0 (impair): noise copies + the D_r
                     subset shuffled together, CE, Adam; later epochs (repair): the D_r subset, CE, a second Adam
-==================  =================================================================================================
-
-The original model is trained with an ``AmnesiacRecorder`` (D_f sensitive), as the benchmark trains it, for Amnesiac.
-TwinUnlearning     once: D_e from the holdout (``select_twin_set``), the twin = original fine-tuned on D + D_e (Adam),
+TwinUnlearning      once: D_e from the holdout (``select_twin_set``), the twin = original fine-tuned on D + D_e (Adam),
                     NF (features of D_r, D_e, D_f under twin/original, ``nearest_distance``), AF
                     (``adversarial_feature``), CF (a fresh model trained on D_r, ``per_sample_loss``), the MLP
                     (``train_easy_hard_classifier``); then D_f + 20% of D_r: ``twin_unlearning_loss``, SGD step
+                    (D_e's augmented copies are left unaugmented)
+==================  =================================================================================================
+
+The original model is trained with an ``AmnesiacRecorder`` (D_f sensitive), as the benchmark trains it, for Amnesiac.
 Prints per method min and median of both and the ratios method / bare (min/min, median/median).
 """
 
@@ -282,13 +283,21 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     (xr, yr), (xf, yf) = data.split["retain"], data.split["forget"]
     xh, yh = data.split["holdout"]
     seed, ebs = 0, 128
-    sel = tf.select_twin_set(yh.numpy(), yf.numpy(), seed=seed, size=tf.twin_set_size(len(yf), len(yr), len(yr) + len(yf)))
+    size = tf.twin_set_size(len(yf), len(yr), len(yr) + len(yf))
+    sel = tf.select_twin_set(yh.numpy(), yf.numpy(), seed=seed, size=size)
     x_e, y_e = xh[torch.as_tensor(sel.positions)], yh[torch.as_tensor(sel.positions)]
+
     def shuffled(x: Tensor, y: Tensor, bs: int, s: int):  # noqa: ANN202
-        return lambda epoch: [(x[p], y[p]) for p in torch.randperm(len(y), generator=torch.Generator().manual_seed(s * 100_003 + epoch)).split(bs)]  # noqa: E501
+        def epoch_batches(epoch: int) -> list[tuple[Tensor, Tensor]]:
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(s * 100_003 + epoch))
+            return [(x[p], y[p]) for p in order.split(bs)]
+
+        return epoch_batches
+
     tw = copy.deepcopy(original).requires_grad_(True)
     x_d, y_d = torch.cat([xr, xf, x_e]), torch.cat([yr, yf, y_e])
-    tf.train_from_scratch(tw, shuffled(x_d, y_d, 64, seed), int(kw["twin_epochs"]), torch.optim.Adam(tw.parameters(), lr=1e-4))
+    tf.train_from_scratch(tw, shuffled(x_d, y_d, 64, seed), int(kw["twin_epochs"]),
+                          torch.optim.Adam(tw.parameters(), lr=1e-4))  # fmt: skip
     tw.requires_grad_(False).eval()
     chunks = lambda f, x, y: torch.cat([f(x[i : i + ebs], y[i : i + ebs]) for i in range(0, len(y), ebs)])  # noqa: E731
     with torch.no_grad():
@@ -304,15 +313,16 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         cf = build_backbone(original.config())
-    tf.train_from_scratch(cf, shuffled(xr, yr, 64, seed + 1), int(kw["cf_epochs"]), torch.optim.Adam(cf.parameters(), lr=1e-4))
+    tf.train_from_scratch(cf, shuffled(xr, yr, 64, seed + 1), int(kw["cf_epochs"]),
+                          torch.optim.Adam(cf.parameters(), lr=1e-4))  # fmt: skip
     cf.requires_grad_(False).eval()
     cols_e.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), x_e, y_e))
     cols_f.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), xf, yf))
     feat_e, feat_f = torch.stack(cols_e, 1), torch.stack(cols_f, 1)
     held = torch.as_tensor(tf.group_holdout_split(np.asarray(sel.positions), 0.2, seed))
     scaler = tf.Standardizer().fit(feat_e[~held])
-    mlp = tf.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held], epochs=int(kw["classifier_epochs"]),
-                                        seed=seed)  # fmt: skip
+    mlp = tf.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held],
+                                        epochs=int(kw["classifier_epochs"]), seed=seed)  # fmt: skip
     hard_f = ~mlp.predict_easy(scaler.transform(feat_f))
     random_f = tf.draw_other_labels(yf, 10, torch.Generator().manual_seed(seed + 1))
     keep = torch.randperm(len(yr))[: round(0.2 * len(yr))]
