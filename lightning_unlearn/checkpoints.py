@@ -9,6 +9,8 @@ are read with ``torch.load(weights_only=True)`` and never written over.
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ import torch
 
 from lightning_unlearn.backbones import Backbone, build_backbone
 from lightning_unlearn.data.forget import SPLIT_NAMES
+from lightning_unlearn.filecache import file_version, racy
 
 if TYPE_CHECKING:
     from lightning_unlearn.data.base import UnlearningDataModule
@@ -28,8 +31,64 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (not ours, wrong architecture, wrong classes)."""
 
 
+#: Checkpoints read in this process, by file version (path, inode, size, modification time): a benchmark row reads
+#: its original and gold models in ``UnlearnTrainer.unlearn``, the evaluator and the group copy's check, and every row
+#: of a group reads the same files. Entries share their tensors (callers copy them into a network, never change them);
+#: at most ``READ_CACHE_MAX_BYTES`` of tensors are kept (least recently used first out).
+_READ_CACHE: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], int]] = OrderedDict()
+READ_CACHE_MAX_BYTES = 512 * 2**20
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with readable errors; each version of a file is decoded once per process
+    (the containers returned are fresh, the tensors shared: do not modify them in place)."""
     path = Path(path)
+    key = file_version(path)
+    found = _READ_CACHE.get(key) if key is not None else None
+    if found is not None:
+        _READ_CACHE.move_to_end(key)  # type: ignore[arg-type]
+        return _fresh(found[0])
+    read_at = time.time()
+    ckpt = _read_checkpoint(path)
+    if key is not None and not racy(key, read_at):
+        size = _tensor_bytes(ckpt)
+        if size <= READ_CACHE_MAX_BYTES:
+            _READ_CACHE[key] = (ckpt, size)
+            while sum(n for _, n in _READ_CACHE.values()) > READ_CACHE_MAX_BYTES:
+                _READ_CACHE.popitem(last=False)
+    return _fresh(ckpt)
+
+
+def clear_read_cache() -> None:
+    """Forget every checkpoint :func:`read_checkpoint` kept."""
+    _READ_CACHE.clear()
+
+
+def _fresh(obj: Any) -> Any:
+    """A copy of the containers of ``obj`` (dicts, lists, tuples), its tensors and other leaves shared."""
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _fresh(v)
+        if getattr(obj, "__dict__", None) and hasattr(out, "__dict__"):
+            vars(out).update(vars(obj))  # a state_dict's ``_metadata`` (module versions for load_state_dict)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_fresh(v) for v in obj)
+    return obj
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     if path.is_dir():
         inside = sorted(str(p) for p in path.rglob("*.ckpt"))[:3]
         raise IsADirectoryError(

@@ -159,28 +159,35 @@ def now() -> str:
 
 
 def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -> Path:
-    """The group's copy of its (possibly shared) original: same weights, this group's splits in its provenance."""
-    import torch
+    """The group's copy of its (possibly shared) original: same weights, this group's splits in its provenance.
 
-    from lightning_unlearn.checkpoints import META_KEY, write_splits_json
+    Weights-only: the backbone's ``state_dict`` and this package's metadata, all that ``load_backbone`` and
+    ``UnlearnTrainer.unlearn`` read (a full training checkpoint with optimizer, loop and recorder state took ~20x as
+    long to read, once per row; docs/performance.md). A copy made by an older version (with that state) is made again.
+    """
+    from lightning_unlearn.checkpoints import META_KEY, read_checkpoint, write_splits_json
 
     path = group.dir / "original.ckpt"
     source_sha = file_sha256(job.ckpt)
     if path.is_file():
         try:
-            meta = torch.load(path, map_location="cpu", weights_only=True).get(META_KEY, {})
+            copy = read_checkpoint(path)
         except Exception:  # noqa: BLE001 - a corrupt copy is made again
-            meta = {}
-        if meta.get("benchmark_model") == job.dir.name and meta.get("shared_checkpoint_sha256", source_sha) == source_sha:
+            copy = {}
+        meta = copy.get(META_KEY, {})
+        if (set(copy) == {"state_dict", META_KEY} and meta.get("benchmark_model") == job.dir.name
+                and meta.get("shared_checkpoint_sha256", source_sha) == source_sha):  # fmt: skip
             return path
         path.unlink()
+    import torch
+
     ckpt = torch.load(job.ckpt, map_location="cpu", weights_only=True)
     splits = dm.splits_info()
-    ckpt[META_KEY] = {**ckpt[META_KEY], "splits": splits, "benchmark_model": job.dir.name,
-                      "shared_checkpoint": str(job.ckpt), "shared_checkpoint_sha256": source_sha}  # fmt: skip
+    meta = {**ckpt[META_KEY], "splits": splits, "benchmark_model": job.dir.name, "shared_checkpoint": str(job.ckpt),
+            "shared_checkpoint_sha256": source_sha}  # fmt: skip
     group.dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save({"state_dict": ckpt["state_dict"], META_KEY: meta}, tmp)
     os.replace(tmp, path)
     write_splits_json(group.dir, splits)
     return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.data.datasets import SplitView, Transform
+from lightning_unlearn.data.shared import shared_datasets
 from lightning_unlearn.data.tensor_loader import BatchAugment, TensorLoader, as_tensor_split, fits_on
 from lightning_unlearn.data.forget import (
     SPLIT_NAMES,
@@ -95,6 +96,12 @@ class UnlearningDataModule(pl.LightningDataModule):
         """Return ``(train, test)``; both yield ``(x, y, index)`` and have a ``targets`` array."""
         raise NotImplementedError
 
+    def dataset_key(self) -> Hashable | None:
+        """What :meth:`load_datasets` depends on (e.g. :func:`~lightning_unlearn.data.shared.dataset_key` of the
+        files' versions and the image size): DataModules with one key share one decoded copy per process
+        (:mod:`lightning_unlearn.data.shared`). ``None`` (the default): every DataModule loads its own."""
+        return None
+
     def train_transform(self) -> Transform | None:
         """Per-sample augmentation of [0, 1] tensors for training loaders (``None``: no augmentation)."""
         return None
@@ -111,7 +118,7 @@ class UnlearningDataModule(pl.LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self._train is None or self._test is None:
-            self._train, self._test = self.load_datasets()
+            self._train, self._test = shared_datasets(self.dataset_key(), self.load_datasets)
         if self._splits is None:
             self._splits = make_splits(
                 self._train.targets,  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ a file that needs anything else is refused with its name (see ``docs/safety.md``
 from __future__ import annotations
 
 import pickle
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.data.shared import dataset_key
 from lightning_unlearn.data.tensor_loader import BatchAugment
+from lightning_unlearn.filecache import versions
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -149,6 +152,10 @@ class _CIFARDataModule(UnlearningDataModule):
             ys.extend(labels)
         images = resize_uint8(torch.from_numpy(np.concatenate(xs)), self.image_size).contiguous()
         return InMemoryImages(images, np.asarray(ys, dtype=np.int64))
+
+    def dataset_key(self) -> Hashable | None:
+        found = versions(self.root / f for f in (*self.train_files, *self.test_files))
+        return None if found is None else dataset_key(self, found, self.label_key, self.image_size)
 
     def load_datasets(self) -> tuple[Dataset, Dataset]:
         if self._missing():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -9,6 +11,7 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec, stratified_split
+from lightning_unlearn.data.shared import dataset_key
 from lightning_unlearn.data.tensor_loader import BatchAugment
 
 
@@ -54,6 +57,11 @@ class DigitsDataModule(UnlearningDataModule):
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
         self.test_fraction = test_fraction
         self.split_seed = split_seed
+
+    def dataset_key(self) -> Hashable | None:
+        import sklearn
+
+        return dataset_key(self, sklearn.__version__, self.image_size, self.test_fraction, self.split_seed)
 
     def load_datasets(self) -> tuple[Dataset, Dataset]:
         from sklearn.datasets import load_digits

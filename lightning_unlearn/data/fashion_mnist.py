@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from torch.utils.data import Dataset
 from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.datasets import InMemoryImages, Transform, resize_uint8
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.data.shared import dataset_key
 from lightning_unlearn.data.tensor_loader import BatchAugment
+from lightning_unlearn.filecache import versions
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -117,6 +120,11 @@ class FashionMNISTDataModule(UnlearningDataModule):
             FashionMNIST(root, train=True, download=True)
             FashionMNIST(root, train=False, download=True)
             self.data_dir = root
+
+    def dataset_key(self) -> Hashable | None:
+        files = find_fashion_mnist(self._candidates())
+        found = versions(files[k] for k in sorted(files)) if files is not None else None
+        return None if found is None else dataset_key(self, found, self.image_size)
 
     def load_datasets(self) -> tuple[Dataset, Dataset]:
         files = find_fashion_mnist(self._candidates())
