@@ -17,7 +17,6 @@ on the DataModule, and the run records it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor
 from lightning_unlearn.backbones import Backbone, build_backbone
 from lightning_unlearn.backbones.adapters import AdaptedBackbone
 from lightning_unlearn.checkpoints import META_KEY, CheckpointError, load_backbone, read_checkpoint
+from lightning_unlearn.filecache import file_sha256
 
 if TYPE_CHECKING:
     from lightning_unlearn.data.base import UnlearningDataModule
@@ -112,7 +112,7 @@ def load_model(
         backbone = build_backbone(config)
     prefix, weights = _fit_weights(backbone, dict(state), source, what, lightning)
     backbone.load_state_dict(weights)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = file_sha256(path)
     meta = {
         "version": 1,
         "role": "external",

@@ -5,13 +5,23 @@ checkpoints (:func:`lightning_unlearn.checkpoints.read_checkpoint`) and datasets
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["file_version", "racy", "versions"]
+__all__ = ["file_sha256", "file_version", "racy", "versions"]
 
 Version = tuple[str, int, int, int, int]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_version(path: str | Path) -> Version | None:

@@ -157,6 +157,17 @@ def test_rerun_is_resumed(finished, monkeypatch, capsys):
     (out / "report.md").unlink()
     again = run_benchmark(load_config(config, report_only=True))
     assert len(again["rows"]) == 2 * len(ROWS) and (out / "report.md").is_file() and mtimes(out) == before
+    # a report of another configuration leaves out the rows it did not make (and rewrites no config.yaml)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["methods"][0]["init_args"]["lr"] = 0.02
+    changed = config.with_name("changed.yaml")
+    changed.write_text(yaml.safe_dump(cfg))
+    cfg_yaml = (out / "config.yaml").read_text()
+    other = run_benchmark(load_config(changed, report_only=True))
+    n_changed = sum(1 for r in result["rows"] if r["method"] == cfg["methods"][0]["name"])
+    assert n_changed and len(other["rows"]) == 2 * len(ROWS) - n_changed
+    assert cfg["methods"][0]["name"] not in {r["method"] for r in other["rows"]}
+    assert "made with other settings" in capsys.readouterr().err and (out / "config.yaml").read_text() == cfg_yaml
 
 
 def test_changed_method_alone_reruns(finished, tmp_path, monkeypatch):
@@ -285,3 +296,22 @@ def test_row_hash_covers_the_evaluators_defaults(monkeypatch):
     before = evaluator_settings({})
     monkeypatch.setattr(UnlearningEvaluator, "__signature__", changed, raising=False)
     assert evaluator_settings({}) != before
+
+
+def test_names_that_share_a_directory_are_refused(tmp_path):
+    """Two scenarios or rows in one directory would reuse or overwrite each other's results."""
+    from lightning_unlearn.benchmark import BenchmarkConfigError
+
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/benchmark/quickstart.yaml").read_text())
+    ft = {"class_path": "lightning_unlearn.methods.Finetune", "max_epochs": 1}
+    cases = [
+        ({"methods": [{"name": "Finetune lr=0.1", **ft}, {"name": "Finetune lr 0.1", **ft}]}, "same directory name"),
+        ({"methods": [{"name": "original", **ft}]}, "'Original' and 'original' make the same directory"),
+        ({"scenarios": [{"name": "a b", "targets": [{"classes": [3]}]}, {"name": "a-b", "targets": [{"classes": [3]}]}]},
+         "Scenario names 'a b' and 'a-b'"),
+    ]  # fmt: skip
+    for change, match in cases:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "out"), **change}))
+        with pytest.raises(BenchmarkConfigError, match=match):
+            load_config(path)

@@ -127,6 +127,18 @@ def test_package_checkpoints_given(trained, tmp_path, monkeypatch):
     assert plan.groups[0].original_key == other.groups[0].original_key
 
 
+def test_imported_copy_given_again(trained, tmp_path, monkeypatch):
+    """A benchmark's import of a given file (models/*-given-*/model.ckpt, which records its source's digest) given to
+    another benchmark is recorded under its own sha256, not its source's (which made the import fail)."""
+    for d in ("first", "second"):
+        (tmp_path / d).mkdir()
+    run_given(trained, tmp_path / "first", monkeypatch, trained["plain_original"], trained["gold"],
+              model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})  # fmt: skip
+    (copy,) = (tmp_path / "first" / "given" / "models").glob("original-given-*/model.ckpt")
+    rows = run_given(trained, tmp_path / "second", monkeypatch, copy, trained["gold"])
+    assert all(r["original_sha256"] == sha(copy) != sha(trained["plain_original"]) for r in rows.values())
+
+
 def test_plain_state_dicts_given(trained, tmp_path, monkeypatch):
     rows = run_given(trained, tmp_path, monkeypatch, trained["plain_original"], trained["plain_gold"],
                      model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})  # fmt: skip

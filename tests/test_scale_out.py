@@ -122,7 +122,7 @@ def test_ray_executor_retries_and_records(tmp_path, local_ray):
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def test_executor_and_logger_settings(tmp_path):
+def test_executor_and_logger_settings(tmp_path, monkeypatch):
     """``executor``/``resources`` and ``logger`` keys: defaults, threads per job, and readable errors before training."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -133,6 +133,14 @@ def test_executor_and_logger_settings(tmp_path):
     cfg = load_config(mini(tmp_path / "a"))
     spec, res, threads = executor_settings(cfg)
     assert spec == {"name": "local"} and (res.num_cpus, res.num_gpus) == (1.0, 0.0) and threads == 1
+    # accelerator auto on a machine with a GPU: a Ray job asks for one (Ray hides the GPUs from a job that does not)
+    import lightning_unlearn.benchmark.scaleout as so
+
+    auto = load_config(mini(tmp_path / "auto", trainer={"accelerator": "auto"}, executor={"name": "ray"}))
+    monkeypatch.setattr(so, "_cuda_here", lambda: True)
+    assert executor_settings(auto)[1].num_gpus == 1.0
+    monkeypatch.setattr(so, "_cuda_here", lambda: False)
+    assert executor_settings(auto)[1].num_gpus == 0.0
     cfg = load_config(mini(tmp_path / "b", executor={"name": "ray", "address": "auto", "resources": {"num_cpus": 3}},
                            trainer={"accelerator": "gpu"}))  # fmt: skip
     spec, res, threads = executor_settings(cfg)
@@ -182,4 +190,14 @@ def test_group_rows_one_job_per_group(tmp_path):
     again = group_rows_job(cfg, group, ["Original", "Finetune"], plan.models[group.original_key],
                            plan.models[group.gold_key])  # fmt: skip
     first = {r["method"]: r for r in result["rows"]}
+    # the group job failed as a whole (its worker died): a row it had finished is kept, the others are failures
+    from lightning_unlearn.benchmark.execution import _after_failed_group
+    from lightning_unlearn.executors import JobResult
+
+    died = JobResult("g", False, error="WorkerCrashedError: killed", attempts=1)
+    specs = {m.name: m for m in cfg.methods}
+    kept = _after_failed_group(cfg, group, "Finetune", group.dir / "Finetune", specs["Finetune"], died)
+    lost = _after_failed_group(cfg, group, "Broken", group.dir / "Broken", specs["Broken"], died)
+    assert kept.ok and kept.value["finished_at"] == first["Finetune"]["finished_at"]
+    assert not lost.ok and lost.error == died.error
     assert [r.value["finished_at"] for r in again] == [first["Original"]["finished_at"], first["Finetune"]["finished_at"]]

@@ -3,7 +3,6 @@ runs read back (:func:`read_result`), each group's copy of its original, and JSO
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
@@ -18,6 +17,7 @@ import numpy as np
 from lightning_unlearn.benchmark.config import BenchmarkConfig
 from lightning_unlearn.benchmark.plan import Group, ModelJob, config_hash
 from lightning_unlearn.benchmark.specs import RESULT_FILE, MethodSpec
+from lightning_unlearn.filecache import file_sha256
 
 __all__ = [
     "base_row",
@@ -36,14 +36,6 @@ __all__ = [
     "write_config",
     "write_json",
 ]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_problem(job: ModelJob) -> str | None:

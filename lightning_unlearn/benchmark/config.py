@@ -228,6 +228,19 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
     return cfg
 
 
+def _check_dir_names(names: Sequence[str], what: str) -> None:
+    """Distinct names must make distinct directories (``slug``, compared case-insensitively as on macOS/Windows
+    file systems): two scenarios or rows in one directory would overwrite or reuse each other's results."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = slug(name).casefold()
+        if key in seen and seen[key] != name:
+            raise BenchmarkConfigError(
+                f"{what} names {seen[key]!r} and {name!r} make the same directory name {slug(name)!r}; rename one."
+            )
+        seen[key] = name
+
+
 def validate_config(cfg: BenchmarkConfig) -> None:
     """Every check that can be made before training anything (imports, arguments, names, devices)."""
     if not cfg.scenarios:
@@ -235,6 +248,7 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     names = [s.name for s in cfg.scenarios]
     if len(set(names)) != len(names):
         raise BenchmarkConfigError(f"Scenario names must be unique, got {names}.")
+    _check_dir_names(names, "Scenario")
     for s in cfg.scenarios:
         if not s.targets:
             raise BenchmarkConfigError(f"Scenario {s.name!r} has no targets.")
@@ -250,6 +264,7 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     mnames = [m.name for m in cfg.methods]
     if len(set(mnames)) != len(mnames):
         raise BenchmarkConfigError(f"Method names must be unique, got {mnames}.")
+    _check_dir_names([*BASELINE_METHODS, *mnames], "Method")
     for m in cfg.methods:
         if m.name in BASELINE_METHODS:
             raise BenchmarkConfigError(f"{m.name!r} is reserved for the reference rows; rename that method.")

@@ -61,27 +61,31 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
 
     check_tuned_targets(cfg.methods, plan.groups, BenchmarkConfigError)  # no tuned row on a tuning target
     out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
     names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
     progress = Progress([], stream=stream)
-    if cfg.report_only:
-        rows, failed = [], []
+    if cfg.report_only:  # the rows made with this configuration; one made with other settings is not its result
+        rows, failed, stale = [], [], 0
+        specs = {m.name: m for m in cfg.methods}
         for g in plan.groups:
-            for _, d in plan.run_dirs(g, cfg.rows_for(g.scenario)):
-                row = read_json(d / RESULT_FILE)
+            for name, d in plan.run_dirs(g, cfg.rows_for(g.scenario)):
+                row = read_result(d, run_hash(cfg, g, name, specs.get(name)))
                 err = read_json(d / "error.json") if row is None else None
                 if row is not None:
                     rows.append(row)
                 elif err is not None:
                     failed.append(err)
+                elif (d / RESULT_FILE).is_file():
+                    stale += 1
         files = report.write_all(rows, out, cfg, failed=failed)
         missing = sum(len(cfg.rows_for(g.scenario)) for g in plan.groups) - len(rows) - len(failed)
+        note = f", of which {stale} made with other settings (left out; rerun without --report_only)" if stale else ""
         progress.log(
-            f"report rebuilt from {len(rows)} finished runs ({len(failed)} failed, {missing} not run): "
+            f"report rebuilt from {len(rows)} finished runs ({len(failed)} failed, {missing} not run{note}): "
             f"{out / 'report.md'}"
         )
         return {"rows": rows, "failed": failed, "output_dir": str(out), "files": files}
 
+    write_config(cfg, out)
     spec, resources, threads = executor_settings(cfg)
     if spec["name"] == "local" and cfg.trainer.num_threads:
         import torch
@@ -238,12 +242,21 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
         if not group_rows(cfg):
             finished(group, *names[0], res)
             return
-        inner = res.value if res.ok else [JobResult(n, False, error=res.error, traceback=res.traceback,
-                                                    wall_s=res.wall_s, attempts=res.attempts) for n, _ in names]  # fmt: skip
+        inner = res.value if res.ok else [_after_failed_group(cfg, group, n, d, specs.get(n), res) for n, d in names]
         for (name, run_dir), r in zip(names, inner, strict=True):
             finished(group, name, run_dir, r)
 
     ex.map(jobs, on_done=on_done)
+
+
+def _after_failed_group(cfg: BenchmarkConfig, group: Any, name: str, run_dir: Path, spec: Any,
+                        res: JobResult) -> JobResult:  # fmt: skip
+    """A row of a group job that failed as a whole (its worker died, Ray's retries spent): finished if it had
+    written its result before, else failed with the group job's error."""
+    done = read_result(run_dir, run_hash(cfg, group, name, spec))
+    if done is not None:
+        return JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0))
+    return JobResult(name, False, error=res.error, traceback=res.traceback, wall_s=res.wall_s, attempts=res.attempts)
 
 
 def _family(name: str, spec: Any) -> tuple[str, str]:

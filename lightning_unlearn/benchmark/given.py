@@ -14,24 +14,16 @@ checks made on it before anything is trained (:func:`check_given`). Nothing here
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.benchmark.specs import BenchmarkConfigError
+from lightning_unlearn.filecache import file_sha256 as sha256_of
 
 __all__ = ["GIVEN_ROLES", "check_given", "given_source", "sha256_of"]
 
 GIVEN_ROLES = ("original", "gold")
 _HOLDOUT_AND_TEST = ("holdout", "test")  # an original on all of D shares them with every target (D = train - holdout)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def given_source(cfg: Any) -> Any:
@@ -83,7 +75,7 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
     src = meta.get("source") or {}
     return {
         "path": str(p.resolve()),
-        "sha256": src.get("sha256") or sha256_of(p),
+        "sha256": sha256_of(p),  # this very file's (a copy the benchmark imported records its source's in "source")
         "format": "lightning_unlearn" if ours else src.get("format"),
         "splits_checked": bool(splits),
         "train_time_s": meta.get("train_time_s") if ours else None,

@@ -29,7 +29,8 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
     unknown = sorted(set(res) - {"num_cpus", "num_gpus"})
     if unknown:
         raise BenchmarkConfigError(f"executor.resources: unknown key(s) {unknown}; it takes num_cpus and num_gpus.")
-    gpu = str(cfg.trainer.accelerator).lower() in ("gpu", "cuda")
+    acc = str(cfg.trainer.accelerator).lower()
+    gpu = acc in ("gpu", "cuda") or (acc == "auto" and spec["name"] != "local" and _cuda_here())
     cpus = float(res.get("num_cpus", cfg.trainer.num_threads or 1))
     gpus = float(res.get("num_gpus", 1.0 if gpu else 0.0))
     if cpus <= 0 or gpus < 0:
@@ -57,3 +58,11 @@ def group_rows(cfg: BenchmarkConfig) -> bool:
     if not isinstance(value, bool):
         raise BenchmarkConfigError(f"executor.group_rows must be true or false, got {value!r}.")
     return value
+
+
+def _cuda_here() -> bool:
+    """``accelerator: auto`` resolved where the jobs are planned: Ray hides the GPUs from a task that asks for none
+    (``CUDA_VISIBLE_DEVICES=""``), so its jobs would train on the CPU where a local run of the same config uses one."""
+    import torch
+
+    return torch.cuda.is_available()
