@@ -40,6 +40,29 @@ def test_batch_augment_draws_on_the_cpu_generator_wherever_the_images_are(monkey
     assert (cpu_flips is None and meta_flips is None) or torch.equal(cpu_flips, meta_flips)
 
 
+def _per_sample_draws(n: int, pad: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """What RandomCrop(padding=pad) + RandomHorizontalFlip draw per sample: top, left, then the flip coin."""
+    crops, flips = [], []
+    for _ in range(n):
+        if pad:
+            crops += [torch.randint(0, 2 * pad + 1, ()), torch.randint(0, 2 * pad + 1, ())]
+        flips.append(torch.rand(1) < 0.5)
+    return (torch.stack(crops).view(n, 2) if pad else None), torch.cat(flips)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_batched_draws_are_the_per_sample_draws(pad):
+    for seed in range(20):
+        for n in (1, 2, 33, 128):
+            torch.manual_seed(seed)
+            offsets, flips = _per_sample_draws(n, pad)
+            state = torch.get_rng_state()
+            torch.manual_seed(seed)
+            got_offsets, got_flips = BatchAugment(pad=pad, flip=True).draws(n)
+            assert torch.equal(torch.get_rng_state(), state) and torch.equal(got_flips, flips)
+            assert (offsets is None and got_offsets is None) or torch.equal(got_offsets, offsets)
+
+
 def test_loader_on_another_device_draws_what_the_cpu_one_draws(monkeypatch):
     """The DataModule puts the images on the training device when they fit: same order, same crops either way."""
     dm = digits_dm(batch_size=50)
@@ -56,7 +79,7 @@ def test_loader_on_another_device_draws_what_the_cpu_one_draws(monkeypatch):
     assert s1 == s2 and torch.equal(g1, g2) and torch.equal(r1, r2)
 
 
-# -- 2. a subclass's own train_transform is the one used ----------------------------------------------------------------
+# -- 2. a subclass's own train_transform is the one used ---------------------------------------------------------------
 class _Marked(DigitsDataModule):
     def train_transform(self):  # noqa: ANN201
         return lambda x: x + 10.0  # out of [0, 1]: marks what went through this transform
@@ -90,7 +113,7 @@ def test_instance_train_transform_is_what_training_sees():
     assert x.max() <= -9.0
 
 
-# -- 3. HWC tensors -------------------------------------------------------------------------------------------------------
+# -- 3. HWC tensors ----------------------------------------------------------------------------------------------
 def test_hwc_tensor_is_transposed_like_an_hwc_array():
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)

@@ -47,14 +47,18 @@ class BatchAugment:
         if not self.flip:  # one batched call gives what n pairs of scalar calls give (same generator stream)
             offsets = torch.randint(0, span, (2 * n,)).view(n, 2) if self.pad else None
             return offsets, None
-        tops, flips = [], []
-        for _ in range(n):  # crop (top, left) then the flip coin, sample after sample, as the per-sample path
-            if self.pad:
-                tops.append(torch.randint(0, span, ()))
-                tops.append(torch.randint(0, span, ()))
-            flips.append(torch.rand(1) < 0.5)
-        offsets = torch.stack(tops).view(n, 2) if self.pad else None
-        return offsets, torch.cat(flips)
+        if not self.pad:
+            return None, torch.rand(n) < 0.5
+        # Per sample: randint(0, span) twice (one 32-bit word w each, value w % span), then rand(1) < 0.5 (one word,
+        # true iff bit 23 of w is 0). One full-range int64 draw reads the next two words (high, low) of the same
+        # stream, so 3n words come in one call (an odd last word, a flip, by rand). Tested against the scalar draws.
+        words = 3 * n
+        pairs = torch.empty(words // 2, dtype=torch.int64).random_(-(2**63), None)
+        w = torch.stack([(pairs >> 32) & 0xFFFFFFFF, pairs & 0xFFFFFFFF], 1).view(-1)
+        if words % 2:
+            w = torch.cat([w, torch.where(torch.rand(1) < 0.5, 0, 1 << 23)])
+        w = w.view(n, 3)
+        return w[:, :2] % span, ((w[:, 2] >> 23) & 1) == 0
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
