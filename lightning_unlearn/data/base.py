@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.data.datasets import SplitView, Transform
 from lightning_unlearn.data.shared import shared_datasets
-from lightning_unlearn.data.tensor_loader import BatchAugment, TensorLoader, as_tensor_split, fits_on
+from lightning_unlearn.data.tensor_loader import BatchAugment, TensorLoader, as_tensor_split, batch_augment_in_effect
+from lightning_unlearn.data.tensor_loader import fits_on
 from lightning_unlearn.data.forget import (
     SPLIT_NAMES,
     ForgetSpec,
@@ -107,8 +108,8 @@ class UnlearningDataModule(pl.LightningDataModule):
         return None
 
     def batch_augment(self) -> BatchAugment | None:
-        """The batched equivalent of :meth:`train_transform` (same distribution; on the CPU the same draws), or
-        ``None`` when there is none (the per-sample path is then used for augmented loaders)."""
+        """The batched twin of :meth:`train_transform` (same draws), or ``None`` (augmented loaders go per sample); used
+        only where ``train_transform`` is defined by the same class or a base (a subclass's own transform wins)."""
         return None
 
     @property
@@ -182,7 +183,7 @@ class UnlearningDataModule(pl.LightningDataModule):
         base = self.test_set if name.startswith("test") else self.train_set
         if not augment:
             return SplitView(base, self.indices(name))
-        return SplitView(base, self.indices(name), self.train_transform(), batch_augment=self.batch_augment())
+        return SplitView(base, self.indices(name), self.train_transform(), batch_augment=batch_augment_in_effect(self))
 
     def loader(
         self,

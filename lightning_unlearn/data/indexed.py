@@ -53,11 +53,11 @@ class IndexedDataset(Dataset):
 def to_unit_tensor(image: Any, size: int, channels: int) -> Tensor:
     """A PIL image, numpy array or tensor (HW, HWC or CHW; uint8 or float in [0, 1]) as a ``(channels, size, size)``
     float tensor in [0, 1]."""
+    hwc = not torch.is_tensor(image) and not isinstance(image, np.ndarray)  # a PIL image is always HWC
     if not torch.is_tensor(image):
-        array = np.asarray(image)
-        if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-            array = array.transpose(2, 0, 1)  # HWC (PIL, numpy) -> CHW
-        image = torch.from_numpy(np.ascontiguousarray(array))
+        image = torch.from_numpy(np.ascontiguousarray(np.asarray(image)))
+    if image.ndim == 3 and (hwc or _is_hwc(tuple(image.shape))):
+        image = image.permute(2, 0, 1)  # HWC -> CHW
     x = image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
     if x.ndim == 2:
         x = x.unsqueeze(0)
@@ -67,3 +67,20 @@ def to_unit_tensor(image: Any, size: int, channels: int) -> Tensor:
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     return x.clamp_(0.0, 1.0)
+
+
+def _is_hwc(shape: tuple[int, ...]) -> bool:
+    """Whether a 3-d array/tensor is HWC: channels (1, 3 or 4) last and not first; with both ends such a size, the
+    square side decides ((3, 4, 4) is CHW, (4, 4, 3) HWC); else one readable error."""
+    first, last = shape[0] in (1, 3, 4), shape[-1] in (1, 3, 4)
+    if first and last and shape[0] != shape[-1]:
+        if shape[1] == shape[2]:
+            return False
+        if shape[0] == shape[1]:
+            return True
+    if first and last:
+        raise ValueError(
+            f"Image of shape {shape} could be CHW or HWC; give (C, H, W) tensors (e.g. image.permute(2, 0, 1) of an "
+            "HWC one) from a dataset with such small images."
+        )
+    return last

@@ -9,8 +9,10 @@ conversion and one batched crop/flip per batch.
 Same seeds, same batches: on the CPU it draws from the global torch generator at the points and in the order a
 ``DataLoader`` with ``RandomSampler``/``SequentialSampler`` and a per-sample ``RandomCrop``/``RandomHorizontalFlip``
 does (the loader's base seed when an iterator starts, the sampler's seed at the first batch, then per sample the crop
-offsets and the flip coin), so a CPU run gives bit-identical batches, hence the same weights. On a GPU the augmentation
-draws from the device's generator instead (no host round trip per batch): same distribution, other numbers.
+offsets and the flip coin), so a CPU run gives bit-identical batches, hence the same weights. Wherever the images are
+(the GPU when they fit in its free memory, else the CPU), every draw (order, crops, flips) is made on the CPU
+generator and only the small index tensors move to the images' device: results never depend on what else is in
+memory.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import BatchSampler, ConcatDataset, Dataset, RandomSampler
 
 from lightning_unlearn.data.datasets import InMemoryImages, SplitView
 
-__all__ = ["BatchAugment", "TensorLoader", "as_tensor_split"]
+__all__ = ["BatchAugment", "TensorLoader", "as_tensor_split", "batch_augment_in_effect"]
 
 
 @dataclass(frozen=True)
@@ -38,28 +40,29 @@ class BatchAugment:
     pad: int
     flip: bool = False
 
-    def draws(self, n: int, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
-        """Crop offsets ``(n, 2)`` (top, left) and flip flags ``(n,)``, in the per-sample order on the CPU."""
+    def draws(self, n: int) -> tuple[Tensor | None, Tensor | None]:
+        """Crop offsets ``(n, 2)`` (top, left) and flip flags ``(n,)``, drawn in the per-sample order from the global
+        CPU generator wherever the images are, so that the draws (hence the weights) never depend on the placement."""
         span = 2 * self.pad + 1
-        if device.type == "cpu":
-            if not self.flip:  # one batched call gives what n pairs of scalar calls give (same generator stream)
-                offsets = torch.randint(0, span, (2 * n,)).view(n, 2) if self.pad else None
-                return offsets, None
-            tops, flips = [], []
-            for _ in range(n):  # crop (top, left) then the flip coin, sample after sample, as the per-sample path
-                if self.pad:
-                    tops.append(torch.randint(0, span, ()))
-                    tops.append(torch.randint(0, span, ()))
-                flips.append(torch.rand(1) < 0.5)
-            offsets = torch.stack(tops).view(n, 2) if self.pad else None
-            return offsets, torch.cat(flips)
-        offsets = torch.randint(0, span, (n, 2), device=device) if self.pad else None
-        flips = torch.rand(n, device=device) < 0.5 if self.flip else None
-        return offsets, flips
+        if not self.flip:  # one batched call gives what n pairs of scalar calls give (same generator stream)
+            offsets = torch.randint(0, span, (2 * n,)).view(n, 2) if self.pad else None
+            return offsets, None
+        if not self.pad:
+            return None, torch.rand(n) < 0.5
+        # Per sample: randint(0, span) twice (one 32-bit word w each, value w % span), then rand(1) < 0.5 (one word,
+        # true iff bit 23 of w is 0). One full-range int64 draw reads the next two words (high, low) of the same
+        # stream, so 3n words come in one call (an odd last word, a flip, by rand). Tested against the scalar draws.
+        words = 3 * n
+        pairs = torch.empty(words // 2, dtype=torch.int64).random_(-(2**63), None)
+        w = torch.stack([(pairs >> 32) & 0xFFFFFFFF, pairs & 0xFFFFFFFF], 1).view(-1)
+        if words % 2:
+            w = torch.cat([w, torch.where(torch.rand(1) < 0.5, 0, 1 << 23)])
+        w = w.view(n, 3)
+        return w[:, :2] % span, ((w[:, 2] >> 23) & 1) == 0
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
-        offsets, flips = self.draws(n, x.device)
+        offsets, flips = self.draws(n)  # on the CPU generator; the small tensors then go to the images' device
         if offsets is not None:
             offsets = offsets.to(x.device)
             padded = F.pad(x, (self.pad, self.pad, self.pad, self.pad))
@@ -72,6 +75,21 @@ class BatchAugment:
         # the strides a collated batch has: with one channel, (H*W, 1, W, 1) would also count as contiguous, but a
         # convolution may take another (channels-last) kernel for it and round differently
         return x.clone(memory_format=torch.contiguous_format)
+
+
+def _owner(cls: type, name: str) -> type:
+    return next(k for k in cls.__mro__ if name in vars(k))
+
+
+def batch_augment_in_effect(dm: Any) -> BatchAugment | None:
+    """``dm.batch_augment()`` when it is the twin of the ``train_transform`` in effect, i.e. that transform is defined
+    by the class defining ``batch_augment`` or by one of its bases; ``None`` (the per-sample path with the user's
+    transform) when a subclass, or the instance, overrides ``train_transform`` below the ``batch_augment``."""
+    if "train_transform" in vars(dm):
+        return None
+    if not issubclass(_owner(type(dm), "batch_augment"), _owner(type(dm), "train_transform")):
+        return None
+    return dm.batch_augment()
 
 
 @dataclass
