@@ -267,3 +267,32 @@ def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_p
         write_best(best / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
                    init_args={}, max_epochs=1, trainer={}, record={"tuning_groups": []})
     assert "tuning-record" not in (best / "Finetune.yaml").read_text()
+
+
+# -- cache keys, refusals up front and one-line errors -------------------------------------------------------------
+def _keys(tmp_path: Path, **trainer: object) -> tuple[str, list[str]]:
+    """The study name and the reference keys of a tune config whose benchmark has ``trainer`` changed."""
+    from lightning_unlearn.tune.config import group_record
+    from lightning_unlearn.tune.objective import reference_key
+    from lightning_unlearn.tune.run import study_name
+
+    path = _tune_yaml(tmp_path)
+    bench = tmp_path / "bench.yaml"
+    data = yaml.safe_load(bench.read_text())
+    data["trainer"].update(trainer)
+    bench.write_text(yaml.safe_dump(data))
+    cfg = load_tune_config(path)
+    ctx = [{"group": g, "record": group_record(g)} for g in cfg.plan.groups]
+    refs = [reference_key(cfg.bench, g, w) for g in cfg.plan.groups for w in ("Original", "Retrain")]
+    return study_name(cfg, cfg.methods[0], ctx), refs
+
+
+def test_study_and_reference_keys_cover_the_trainer_settings(tmp_path: Path) -> None:
+    base = _keys(tmp_path)
+    assert _keys(tmp_path) == base  # unchanged config: every finished trial and reference row reused
+    assert len(set(base[1])) == len(base[1])
+    for change in ({"precision": "bf16-mixed"}, {"deterministic": True}, {"accelerator": "auto"}):
+        name, refs = _keys(tmp_path, **change)
+        assert name != base[0], change
+        assert set(refs).isdisjoint(base[1]), change
+    assert _keys(tmp_path, num_threads=2) == base  # threads do not change a result: the benchmark leaves them out too

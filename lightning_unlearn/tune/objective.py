@@ -11,13 +11,13 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.search_space import EPOCHS_KEY
 
-__all__ = ["prepare", "run_trial", "trial_spec"]
+__all__ = ["prepare", "reference_key", "run_trial", "trainer_key", "trial_spec"]
 
 
 def _threads(cfg: Any) -> None:
@@ -36,12 +36,26 @@ def train_cached_model(cfg: Any, job: Any) -> float:
         return float(B.train_model(cfg, job))
 
 
+def trainer_key(cfg: Any) -> dict[str, Any]:
+    """The benchmark's trainer settings a run's result depends on (precision, accelerator, deterministic, ...), as the
+    benchmark's ``run_hash`` keys them: every field but ``num_threads``."""
+    return {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"}
+
+
+def reference_key(cfg: Any, group: Any, which: str) -> str:
+    """The cache key of a group's Original or Retrain row: a changed evaluator or trainer setting evaluates it anew."""
+    from lightning_unlearn.tune import _bench as B
+
+    return B.config_hash({"which": which, "original": group.original_key, "gold": group.gold_key,
+                          "hashes": group.hashes, "evaluator": B.evaluator_settings(cfg.evaluator),
+                          "trainer": trainer_key(cfg)})  # fmt: skip
+
+
 def _reference(cfg: Any, group: Any, which: str, original: Path, gold: Path, dm: Any) -> dict[str, Any]:
     from lightning_unlearn.tune import _bench as B
 
     run_dir = group.dir / B.slug(which)
-    key = B.config_hash({"which": which, "original": group.original_key, "gold": group.gold_key,
-                         "hashes": group.hashes, "evaluator": B.evaluator_settings(cfg.evaluator)})  # fmt: skip
+    key = reference_key(cfg, group, which)
     path = run_dir / "reference.json"
     if path.is_file():
         try:

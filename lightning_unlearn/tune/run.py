@@ -17,6 +17,7 @@ def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
     """``<method>-<hash>``: the hash covers everything a trial's value depends on, so a changed setting starts a new
     study and an unchanged one reuses every finished trial."""
     from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.tune.objective import trainer_key
 
     content = {
         "method": {"class_path": mt.spec.class_path, "init_args": mt.spec.init_args, "max_epochs": mt.spec.max_epochs,
@@ -24,6 +25,7 @@ def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
         "space": {k: p.describe() for k, p in sorted(mt.space.items())},
         "groups": [(c["group"].original_key, c["group"].gold_key, c["record"]["hashes"]) for c in contexts],
         "evaluator": B.evaluator_settings(cfg.bench.evaluator),
+        "trainer": trainer_key(cfg.bench),
         "objectives": cfg.objectives,
     }
     return f"{B.slug(mt.name)}-{B.config_hash(content, 12)}"
