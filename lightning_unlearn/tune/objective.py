@@ -17,7 +17,11 @@ from typing import Any
 
 from lightning_unlearn.search_space import EPOCHS_KEY
 
-__all__ = ["prepare", "reference_key", "run_trial", "trainer_key", "trial_spec"]
+__all__ = ["TuneRunError", "prepare", "reference_key", "run_trial", "trainer_key", "trial_spec"]
+
+
+class TuneRunError(RuntimeError):
+    """A step the tuning cannot go on without failed (training a tuning group's model): ``main`` prints one line."""
 
 
 def _threads(cfg: Any) -> None:
@@ -93,7 +97,8 @@ def prepare(cfg: Any, executor: Any, log: Callable[[str], None]) -> list[dict[st
                     description=f"{j.role} model of {j.group.describe()}") for j in todo]  # fmt: skip
         for res in executor.map(jobs):
             if not res.ok:
-                raise RuntimeError(f"training model {res.key} failed: {res.error}")
+                raise TuneRunError(f"training model {res.key} failed: {res.error}; fix the cause and run the same "
+                                   "command again (models and trials already finished are reused)")
     _threads(bench)
     contexts = []
     with B.quiet(bench.quiet):
