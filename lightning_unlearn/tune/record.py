@@ -35,7 +35,7 @@ class TunedSettings(dict):
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it would never overwrite it)."""
+    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one)."""
     path = Path(path)
     if path.exists() and (not path.is_file() or RECORD_PREFIX not in path.read_text(errors="replace")):
         raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
