@@ -204,7 +204,7 @@ def load_backbone(
         _check_backbone_input(config, datamodule, what)
     # The weights are overwritten below: building must not draw from (and so shift) the training RNG.
     with torch.random.fork_rng(devices=[]):
-        backbone = build_backbone(config)
+        backbone = build_backbone(config, untrusted=True)  # a recorded config: no file loads, no downloads
     state = backbone_state_dict(ckpt)
     check_state_shapes(backbone, state, what, config)
     result = backbone.load_state_dict(state, strict=False)

@@ -521,3 +521,86 @@ def test_cifar_unpickler_reads_python2_style_numpy_paths(tmp_path):
     f.write_bytes(pickle.dumps({"x": os.system}, protocol=2))
     with pytest.raises(UnsafePickleError, match=r"Refusing to read .*data_batch_1: global 'posix.system'"):
         _unpickle(f)
+
+
+# -- a checkpoint's backbone config may not make timm/torchvision load files or download ---------------------------
+def _adapter_ckpt(path: Path, class_path: str, arch: str, model_kwargs: dict) -> Path:
+    """A crafted lightning_unlearn checkpoint whose recorded backbone is a torchvision/timm adapter (no weights) for
+    configs/data/digits.yaml's input."""
+    init = {"arch": arch, "num_classes": 10, "in_channels": 1, "image_size": 16, "model_kwargs": model_kwargs}
+    torch.save({META_KEY: {"version": 1, "backbone": {"class_path": class_path, "init_args": init}},
+                "state_dict": {"model.head.weight": torch.zeros(10, 4)}}, path)  # fmt: skip
+    return path
+
+
+def _never_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+    import torchvision
+
+    def built(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError(f"a network was built from the checkpoint's config: {args} {kwargs}")
+
+    monkeypatch.setattr(timm, "create_model", built)
+    monkeypatch.setattr(torchvision.models, "get_model", built)
+
+
+@pytest.mark.parametrize(
+    "class_path, arch, key, value",
+    [
+        ("TimmBackbone", "resnet10t", "checkpoint_path", "SECRET"),
+        ("lightning_unlearn.backbones.TimmBackbone", "resnet10t", "pretrained_cfg_overlay", {"file": "SECRET"}),
+        ("TimmBackbone", "resnet10t", "cache_dir", "SECRET"),
+        ("TorchvisionBackbone", "resnet18", "weights", "IMAGENET1K_V1"),
+        ("TorchvisionBackbone", "resnet18", "weights_backbone", "IMAGENET1K_V1"),
+        ("TorchvisionBackbone", "resnet18", "progress", True),
+    ],
+)
+def test_checkpoint_model_kwargs_that_load_files_are_refused_before_building(
+    tmp_path, monkeypatch, class_path, arch, key, value
+):
+    secret = tmp_path / "secret.pth"
+    torch.save({"x": torch.zeros(1)}, secret)
+    value = {"file": str(secret)} if isinstance(value, dict) else (str(secret) if value == "SECRET" else value)
+    path = _adapter_ckpt(tmp_path / "crafted.ckpt", class_path, arch, {"drop_rate": 0.0, key: value})
+    before = sha256s(tmp_path)
+    _never_build(monkeypatch)
+    with pytest.raises(ValueError, match=f"model_kwargs\\['{key}'\\].*refused \\(nothing was built\\)") as info:
+        load_backbone(path)
+    assert "\n" not in str(info.value)
+    unchanged(before, tmp_path)
+
+
+def test_checkpoint_with_loading_model_kwargs_is_one_cli_error_line(tmp_path, monkeypatch, capsys):
+    path = _adapter_ckpt(tmp_path / "crafted.ckpt", "TimmBackbone", "resnet10t", {"checkpoint_path": "/etc/hostname"})
+    _never_build(monkeypatch)
+    code, first, err = cli(["test", *DIGITS, "--ckpt_path", str(path), f"--trainer.default_root_dir={tmp_path}",
+                            *QUIET], capsys)  # fmt: skip
+    assert code == 1, err
+    assert first.startswith("lightning_unlearn test: error: ") and "model_kwargs['checkpoint_path']" in first
+    assert "Traceback" not in err
+
+
+def test_users_own_adapter_config_may_still_load_files(monkeypatch):
+    import timm
+
+    from lightning_unlearn.backbones import TimmBackbone, build_backbone
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def create_model(arch, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    init = {"arch": "resnet10t", "num_classes": 10, "model_kwargs": {"checkpoint_path": "/my/weights.pth"}}
+    with pytest.raises(Stop):  # the user's own config: passed on to timm
+        build_backbone({"class_path": "TimmBackbone", "init_args": init})
+    with pytest.raises(Stop):
+        TimmBackbone(**init)
+    assert [k["checkpoint_path"] for k in seen] == ["/my/weights.pth"] * 2
+    with pytest.raises(ValueError, match="model_kwargs\\['checkpoint_path'\\]"):
+        build_backbone({"class_path": "TimmBackbone", "init_args": init}, untrusted=True)
+    assert len(seen) == 2

@@ -267,3 +267,73 @@ def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_p
         write_best(best / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
                    init_args={}, max_epochs=1, trainer={}, record={"tuning_groups": []})
     assert "tuning-record" not in (best / "Finetune.yaml").read_text()
+
+
+# -- cache keys, refusals up front and one-line errors -------------------------------------------------------------
+def _keys(tmp_path: Path, **trainer: object) -> tuple[str, list[str]]:
+    """The study name and the reference keys of a tune config whose benchmark has ``trainer`` changed."""
+    from lightning_unlearn.tune.config import group_record
+    from lightning_unlearn.tune.objective import reference_key
+    from lightning_unlearn.tune.run import study_name
+
+    path = _tune_yaml(tmp_path)
+    bench = tmp_path / "bench.yaml"
+    data = yaml.safe_load(bench.read_text())
+    data["trainer"].update(trainer)
+    bench.write_text(yaml.safe_dump(data))
+    cfg = load_tune_config(path)
+    ctx = [{"group": g, "record": group_record(g)} for g in cfg.plan.groups]
+    refs = [reference_key(cfg.bench, g, w) for g in cfg.plan.groups for w in ("Original", "Retrain")]
+    return study_name(cfg, cfg.methods[0], ctx), refs
+
+
+def test_study_and_reference_keys_cover_the_trainer_settings(tmp_path: Path) -> None:
+    base = _keys(tmp_path)
+    assert _keys(tmp_path) == base  # unchanged config: every finished trial and reference row reused
+    assert len(set(base[1])) == len(base[1])
+    for change in ({"precision": "bf16-mixed"}, {"deterministic": True}, {"accelerator": "auto"}):
+        name, refs = _keys(tmp_path, **change)
+        assert name != base[0], change
+        assert set(refs).isdisjoint(base[1]), change
+    assert _keys(tmp_path, num_threads=2) == base  # threads do not change a result: the benchmark leaves them out too
+
+
+def test_a_best_file_the_tuner_did_not_write_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_unlearn.tune import main
+
+    path = _tune_yaml(tmp_path)
+    mine = tmp_path / "tune" / "best" / "Finetune.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("model:\n  class_path: lightning_unlearn.methods.Finetune  # my own settings\n")
+    before = mine.read_bytes()
+    with pytest.raises(SystemExit) as info:
+        main(["-c", str(path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lightning_unlearn tune: error: ") and "Finetune.yaml exists" in err[0]
+    assert "move it or choose another output_dir" in err[0]
+    assert mine.read_bytes() == before  # nothing overwritten
+    assert sorted(p.name for p in (tmp_path / "tune").iterdir()) == ["best"]  # no study, model, trial or config.yaml
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_model_that_fails_to_train_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.tune import main
+
+    def broken(cfg: object, job: object) -> float:
+        raise RuntimeError("CUDA error: out of memory\n(a second line of the cause)")
+
+    monkeypatch.setattr(B, "train_model", broken)
+    with pytest.raises(SystemExit) as info:
+        main(["-c", str(_tune_yaml(tmp_path))])
+    assert info.value.code not in (0, None)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning_unlearn tune")]
+    assert len(err) == 1, err
+    assert err[0].startswith("lightning_unlearn tune: error: training model ") and "out of memory" in err[0]
+    assert "run the same command again" in err[0]
+    assert not (tmp_path / "tune" / "best").exists()

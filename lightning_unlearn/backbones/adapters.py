@@ -17,6 +17,38 @@ from torch import Tensor, nn
 
 from .base import Backbone
 
+#: ``model_kwargs`` keys that make timm or torchvision read a local file or download weights; a config read from a
+#: checkpoint (untrusted) may not name them (:func:`check_untrusted_model_kwargs`), the user's own config may.
+LOADING_KWARGS = (
+    "checkpoint_path",
+    "pretrained",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "pretrained_strict",
+    "cache_dir",
+    "weights",
+    "weights_backbone",
+    "progress",
+)
+
+
+def check_untrusted_model_kwargs(init_args: Mapping[str, Any], what: str = "the backbone config") -> None:
+    """Refuse (``ValueError``, one line naming the key) ``model_kwargs`` of an untrusted config (one a checkpoint
+    recorded) that would load a file or download: :data:`LOADING_KWARGS`. Called before the network is built."""
+    kwargs = init_args.get("model_kwargs")
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{what}: model_kwargs must be a dict, got {type(kwargs).__name__}.")
+    bad = [k for k in kwargs if str(k) in LOADING_KWARGS]
+    if bad:
+        raise ValueError(
+            f"{what} gives model_kwargs[{bad[0]!r}], which would make timm/torchvision load a file or download "
+            "weights; a checkpoint's recorded config may not, so it is refused (nothing was built). Rebuild the "
+            "backbone in your own code (its weights are in the checkpoint: lightning_unlearn.backbones.load_weights)."
+        )
+
+
 #: Attribute names tried, in order, when neither ``head`` nor ``get_classifier()`` says where the classifier is.
 HEAD_NAMES = ("fc", "head", "classifier", "last_linear")
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .adapters import AdaptedBackbone, check_untrusted_model_kwargs
 from .base import Backbone
 
 __all__ = ["build_backbone", "load_weights", "register_backbone"]
@@ -49,12 +50,15 @@ _MODEL_PREFIX = "model."
 _MAX_LISTED = 5
 
 
-def build_backbone(config: Mapping[str, Any]) -> Backbone:
+def build_backbone(config: Mapping[str, Any], *, untrusted: bool = False) -> Backbone:
     """Instantiate a backbone from ``{"class_path": ..., "init_args": {...}}`` (the format of ``Backbone.config()``).
 
     Args:
         config: ``class_path`` is a dotted import path to a :class:`Backbone` subclass or a built-in short name
             (``ResNet18``, ``AllCNN``, ``ViT``, case-insensitive); ``init_args`` (optional) its keyword arguments.
+        untrusted: ``config`` was read from a file (a checkpoint's recorded backbone): a torchvision/timm adapter's
+            ``model_kwargs`` that would load a file or download (``checkpoint_path``, ``pretrained``, ...) are refused
+            before anything is built. The user's own config (``False``) may give them.
 
     Returns:
         The new backbone. Weights are freshly initialised unless ``init_args`` contains ``weights``.
@@ -71,6 +75,8 @@ def build_backbone(config: Mapping[str, Any]) -> Backbone:
     class_path = config["class_path"]
     init_args = dict(config.get("init_args") or {})
     cls = _resolve_backbone_class(class_path)
+    if untrusted and issubclass(cls, AdaptedBackbone):
+        check_untrusted_model_kwargs(init_args, f"backbone {class_path}")
     try:
         inspect.signature(cls).bind(**init_args)
     except TypeError as e:

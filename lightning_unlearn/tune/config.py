@@ -292,4 +292,4 @@ def check_disjoint(tuning_groups: Sequence[Any], evaluation_groups: Sequence[Any
 
 
 def print_error(err: BaseException) -> None:
-    print(f"lightning_unlearn tune: error: {err}", file=sys.stderr)
+    print("lightning_unlearn tune: error: " + " ".join(str(err).split()), file=sys.stderr)

@@ -11,13 +11,17 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.search_space import EPOCHS_KEY
 
-__all__ = ["prepare", "run_trial", "trial_spec"]
+__all__ = ["TuneRunError", "prepare", "reference_key", "run_trial", "trainer_key", "trial_spec"]
+
+
+class TuneRunError(RuntimeError):
+    """A step the tuning cannot go on without failed (training a tuning group's model): ``main`` prints one line."""
 
 
 def _threads(cfg: Any) -> None:
@@ -36,12 +40,26 @@ def train_cached_model(cfg: Any, job: Any) -> float:
         return float(B.train_model(cfg, job))
 
 
+def trainer_key(cfg: Any) -> dict[str, Any]:
+    """The benchmark's trainer settings a run's result depends on (precision, accelerator, deterministic, ...), as the
+    benchmark's ``run_hash`` keys them: every field but ``num_threads``."""
+    return {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"}
+
+
+def reference_key(cfg: Any, group: Any, which: str) -> str:
+    """The cache key of a group's Original or Retrain row: a changed evaluator or trainer setting evaluates it anew."""
+    from lightning_unlearn.tune import _bench as B
+
+    return B.config_hash({"which": which, "original": group.original_key, "gold": group.gold_key,
+                          "hashes": group.hashes, "evaluator": B.evaluator_settings(cfg.evaluator),
+                          "trainer": trainer_key(cfg)})  # fmt: skip
+
+
 def _reference(cfg: Any, group: Any, which: str, original: Path, gold: Path, dm: Any) -> dict[str, Any]:
     from lightning_unlearn.tune import _bench as B
 
     run_dir = group.dir / B.slug(which)
-    key = B.config_hash({"which": which, "original": group.original_key, "gold": group.gold_key,
-                         "hashes": group.hashes, "evaluator": B.evaluator_settings(cfg.evaluator)})  # fmt: skip
+    key = reference_key(cfg, group, which)
     path = run_dir / "reference.json"
     if path.is_file():
         try:
@@ -79,7 +97,8 @@ def prepare(cfg: Any, executor: Any, log: Callable[[str], None]) -> list[dict[st
                     description=f"{j.role} model of {j.group.describe()}") for j in todo]  # fmt: skip
         for res in executor.map(jobs):
             if not res.ok:
-                raise RuntimeError(f"training model {res.key} failed: {res.error}")
+                raise TuneRunError(f"training model {res.key} failed: {res.error}; fix the cause and run the same "
+                                   "command again (models and trials already finished are reused)")
     _threads(bench)
     contexts = []
     with B.quiet(bench.quiet):

@@ -13,7 +13,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORD_PREFIX", "TunedSettings", "TuningOverlapError", "check_not_tuned_on", "read_best", "write_best"]
+__all__ = [
+    "RECORD_PREFIX",
+    "TunedSettings",
+    "TuningOverlapError",
+    "check_not_tuned_on",
+    "check_writable",
+    "read_best",
+    "write_best",
+]
 
 RECORD_PREFIX = "# tuning-record: "
 
@@ -26,14 +34,20 @@ class TunedSettings(dict):
     """``read_best``'s result: ``class_path``, ``init_args``, ``max_epochs``, ``trainer`` and ``record``."""
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one)."""
+    path = Path(path)
+    if path.exists() and (not path.is_file() or RECORD_PREFIX not in path.read_text(errors="replace")):
+        raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
+
+
 def write_best(path: str | Path, *, method: str, class_path: str, init_args: Mapping[str, Any], max_epochs: int,
                trainer: Mapping[str, Any], record: Mapping[str, Any], header: Iterable[str] = ()) -> Path:  # fmt: skip
     """Write ``path`` (a new file, or the tuner's own earlier one: a file without a record is never overwritten)."""
     import yaml
 
     path = Path(path)
-    if path.exists() and RECORD_PREFIX not in path.read_text():
-        raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
+    check_writable(path)
     body = yaml.safe_dump(
         {"model": {"class_path": class_path, "init_args": dict(init_args)},
          "trainer": {"max_epochs": int(max_epochs), **dict(trainer)}},

@@ -10,13 +10,14 @@ from typing import Any
 
 from lightning_unlearn.search_space import Choice, FloatRange, IntRange
 
-__all__ = ["main", "run_tuning", "study_name"]
+__all__ = ["best_path", "check_outputs", "main", "run_tuning", "study_name"]
 
 
 def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
     """``<method>-<hash>``: the hash covers everything a trial's value depends on, so a changed setting starts a new
     study and an unchanged one reuses every finished trial."""
     from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.tune.objective import trainer_key
 
     content = {
         "method": {"class_path": mt.spec.class_path, "init_args": mt.spec.init_args, "max_epochs": mt.spec.max_epochs,
@@ -24,6 +25,7 @@ def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
         "space": {k: p.describe() for k, p in sorted(mt.space.items())},
         "groups": [(c["group"].original_key, c["group"].gold_key, c["record"]["hashes"]) for c in contexts],
         "evaluator": B.evaluator_settings(cfg.bench.evaluator),
+        "trainer": trainer_key(cfg.bench),
         "objectives": cfg.objectives,
     }
     return f"{B.slug(mt.name)}-{B.config_hash(content, 12)}"
@@ -39,6 +41,26 @@ def _in_space(params: dict[str, Any], space: dict[str, Any]) -> bool:
             if v is None or isinstance(v, bool) or not (p.low <= v <= p.high):
                 return False
     return True
+
+
+def best_path(cfg: Any, mt: Any) -> Path:
+    """Where a method's tuned settings are written: ``output_dir/best/<method>.yaml``."""
+    from lightning_unlearn.tune import _bench as B
+
+    return Path(cfg.output_dir) / "best" / f"{B.slug(mt.name)}.yaml"
+
+
+def check_outputs(cfg: Any) -> None:
+    """Refuse (``TuneConfigError``) before anything is written or trained when a ``best/`` file exists that the tuner
+    did not write: it would otherwise only be found after a method's study has finished."""
+    from lightning_unlearn.tune.config import TuneConfigError
+    from lightning_unlearn.tune.record import check_writable
+
+    for mt in cfg.methods:
+        try:
+            check_writable(best_path(cfg, mt))
+        except FileExistsError as err:
+            raise TuneConfigError(str(err)) from None
 
 
 def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
@@ -57,6 +79,7 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
     def log(text: str) -> None:
         print(f"tune {text}", file=stream, flush=True)
 
+    check_outputs(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.source, sort_keys=False))
@@ -113,7 +136,7 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
             summary = summarise(study, mt, ctx, cfg)
             summaries[mt.name] = summary
             if summary.get("best") is not None:
-                write_best_file(out / "best" / f"{B.slug(mt.name)}.yaml", summary, mt, cfg)
+                write_best_file(best_path(cfg, mt), summary, mt, cfg)
     finally:
         executor.close()
     write_report(out, summaries, cfg, contexts, time.perf_counter() - start)
@@ -124,6 +147,7 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``lightning_unlearn tune -c configs/tune/<name>.yaml [--key value ...]``."""
     from lightning_unlearn.tune.config import TuneConfigError, print_error, tune_config_from_args
+    from lightning_unlearn.tune.objective import TuneRunError
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -133,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         run_tuning(cfg)
+    except TuneConfigError as err:  # a best/ file the tuner did not write: refused before anything ran
+        print_error(err)
+        raise SystemExit(2) from None
+    except (TuneRunError, FileExistsError) as err:  # a model failed to train; a best/ file appeared while it ran
+        print_error(err)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("lightning_unlearn tune: interrupted; run the same command again to resume (finished trials are "
               "reused)", file=sys.stderr)  # fmt: skip
