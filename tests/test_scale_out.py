@@ -195,9 +195,8 @@ def test_group_rows_one_job_per_group(tmp_path):
     from lightning_unlearn.executors import JobResult
 
     died = JobResult("g", False, error="WorkerCrashedError: killed", attempts=1)
-    specs = {m.name: m for m in cfg.methods}
-    kept = _after_failed_group(cfg, group, "Finetune", group.dir / "Finetune", specs["Finetune"], died)
-    lost = _after_failed_group(cfg, group, "Broken", group.dir / "Broken", specs["Broken"], died)
+    kept = _after_failed_group(cfg, group, "Finetune", died)
+    lost = _after_failed_group(cfg, group, "Broken", died)
     assert kept.ok and kept.value["finished_at"] == first["Finetune"]["finished_at"]
     assert not lost.ok and lost.error == died.error
     assert [r.value["finished_at"] for r in again] == [first["Original"]["finished_at"], first["Finetune"]["finished_at"]]

@@ -35,7 +35,15 @@ from lightning_unlearn.benchmark.config import (
     executor_settings,
     group_rows,
 )
-from lightning_unlearn.benchmark.jobs import group_rows_job, row_job, run_method, run_reference, train_job, train_model
+from lightning_unlearn.benchmark.jobs import (
+    finished_row,
+    group_rows_job,
+    row_job,
+    run_method,
+    run_reference,
+    train_job,
+    train_model,
+)
 from lightning_unlearn.benchmark.plan import Plan, make_plan
 from lightning_unlearn.benchmark.progress import Progress, hms, quiet, short_summary
 from lightning_unlearn.benchmark.specs import BASELINE_METHODS, ORIGINAL, RESULT_FILE, RETRAIN, BenchmarkConfigError
@@ -223,10 +231,11 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
     models = {g.describe(): (plan.models[g.original_key], plan.models[g.gold_key]) for g, _ in todo}
     meta: dict[str, tuple[Any, list[tuple[str, Path]]]] = {}
     jobs: list[Job] = []
+    grouped = group_rows(cfg)
     for group, names in todo:
         original, gold = models[group.describe()]
         common = {"cfg": cfg, "group": group, "original": original, "gold": gold, "threads": threads}
-        if group_rows(cfg):
+        if grouped:
             key = str(group.dir.relative_to(out))
             meta[key] = (group, names)
             kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
@@ -239,23 +248,22 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
 
     def on_done(res: JobResult) -> None:
         group, names = meta[res.key]
-        if not group_rows(cfg):
+        if not grouped:
             finished(group, *names[0], res)
             return
-        inner = res.value if res.ok else [_after_failed_group(cfg, group, n, d, specs.get(n), res) for n, d in names]
+        inner = res.value if res.ok else [_after_failed_group(cfg, group, n, res) for n, _ in names]
         for (name, run_dir), r in zip(names, inner, strict=True):
             finished(group, name, run_dir, r)
 
     ex.map(jobs, on_done=on_done)
 
 
-def _after_failed_group(cfg: BenchmarkConfig, group: Any, name: str, run_dir: Path, spec: Any,
-                        res: JobResult) -> JobResult:  # fmt: skip
+def _after_failed_group(cfg: BenchmarkConfig, group: Any, name: str, res: JobResult) -> JobResult:
     """A row of a group job that failed as a whole (its worker died, Ray's retries spent): finished if it had
     written its result before, else failed with the group job's error."""
-    done = read_result(run_dir, run_hash(cfg, group, name, spec))
+    done = finished_row(cfg, group, name)
     if done is not None:
-        return JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0))
+        return done
     return JobResult(name, False, error=res.error, traceback=res.traceback, wall_s=res.wall_s, attempts=res.attempts)
 
 

@@ -41,7 +41,16 @@ from lightning_unlearn.benchmark.progress import quiet
 from lightning_unlearn.benchmark.specs import ORIGINAL, RESULT_FILE, RETRAIN, MethodSpec
 from lightning_unlearn.provenance import run_stamp
 
-__all__ = ["group_datamodule", "group_rows_job", "row_job", "run_method", "run_reference", "train_job", "train_model"]
+__all__ = [
+    "finished_row",
+    "group_datamodule",
+    "group_rows_job",
+    "row_job",
+    "run_method",
+    "run_reference",
+    "train_job",
+    "train_model",
+]
 
 _DATAMODULES: dict[str, Any] = {}  # this process's DataModule of the group it ran last
 _REFERENCES: dict[str, Any] = {}  # and that group's ReferenceCache (gold/original/random outputs, gold metrics)
@@ -128,19 +137,28 @@ def group_rows_job(cfg: BenchmarkConfig, group: Group, names: list[str], origina
     :class:`~lightning_unlearn.evaluation.ReferenceCache`); each row is :func:`row_job` with its own retries and its
     own :class:`~lightning_unlearn.executors.JobResult`, so one failing row does not stop the others. A row already
     finished with this configuration (a rerun of this job after its worker died) is read back, not redone."""
-    from lightning_unlearn.benchmark.cache import read_result
-    from lightning_unlearn.executors import Job, JobResult, run_job
+    from lightning_unlearn.executors import Job, run_job
 
     results = []
     for name in names:
-        spec = next((m for m in cfg.methods if m.name == name), None)
-        done = read_result(group.dir / slug(name), run_hash(cfg, group, name, spec))
+        done = finished_row(cfg, group, name)
         if done is not None:
-            results.append(JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0)))
+            results.append(done)
             continue
         kwargs = {"cfg": cfg, "group": group, "name": name, "original": original, "gold": gold, "threads": threads}
         results.append(run_job(Job(name, row_job, kwargs), max_retries))
     return results
+
+
+def finished_row(cfg: BenchmarkConfig, group: Group, name: str) -> Any:
+    """The row ``name`` of ``group`` as a successful ``JobResult`` if it is finished with this configuration, else
+    ``None``."""
+    from lightning_unlearn.benchmark.cache import read_result
+    from lightning_unlearn.executors import JobResult
+
+    spec = next((m for m in cfg.methods if m.name == name), None)
+    done = read_result(group.dir / slug(name), run_hash(cfg, group, name, spec))
+    return None if done is None else JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0))
 
 
 def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
