@@ -26,6 +26,7 @@ from lightning_unlearn.methods.finetune import (
     loader_batch_size,
     split_or_error,
 )
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BadTeacher", "bad_teacher_loss"]
@@ -171,5 +172,5 @@ class BadTeacher(TrainModeMethod):
             self._require_model()(x), good, bad, is_forget, temperature=hp.temperature, reduction=hp.kl_reduction
         )
         check_finite(loss, self)
-        self.log("train/loss", loss, batch_size=len(x))
+        log_step(self, "train/loss", loss, len(x))
         return loss

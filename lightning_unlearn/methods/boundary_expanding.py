@@ -27,6 +27,7 @@ from lightning_unlearn.methods.base import (
     sharded_loader,
 )
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
@@ -190,7 +191,7 @@ class BoundaryExpanding(UnlearningMethod):
         target = torch.full((x.shape[0],), self.shadow_class, dtype=torch.long, device=x.device)
         loss = F.cross_entropy(logits, target)
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
-        self.log("train/loss", loss, batch_size=x.shape[0])
+        log_step(self, "train/loss", loss, x.shape[0])
         return loss
 
 

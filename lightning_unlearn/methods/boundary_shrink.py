@@ -28,6 +28,7 @@ from lightning_unlearn.methods.base import (
     sharded_loader,
 )
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["BoundaryShrink"]
@@ -185,7 +186,7 @@ class BoundaryShrink(UnlearningMethod):
         logits = self._require_model()(x)
         loss = F.cross_entropy(logits, y)
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
-        self.log("train/loss", loss, batch_size=len(y))
+        log_step(self, "train/loss", loss, len(y))
         return loss
 
     def method_config(self) -> dict[str, Any]:

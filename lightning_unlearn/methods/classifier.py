@@ -15,6 +15,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.checkpoints import META_KEY, load_backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.guards import WATCH_EVERY_N_STEPS, check_step_watch, reset_step_watch, watch_step
+from lightning_unlearn.methods.steps import log_step
 
 
 class Classifier(pl.LightningModule):
@@ -73,8 +74,9 @@ class Classifier(pl.LightningModule):
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)
         self.train_acc(logits.detach(), y)
         # the progress bar turns a logged value into a Python float (a sync) at every step, so the step loss goes to
-        # the logger only; each self.log costs ~1 ms of Python on the CPU (batch_size given: no batch inspection)
-        self.log("train/loss", loss, batch_size=len(y))
+        # the logger only, and only on the steps the logger writes (log_step: self.log's bookkeeping costs as much as
+        # a small model's step on the CPU)
+        log_step(self, "train/loss", loss, len(y))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -20,6 +20,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["Finetune"]
@@ -136,5 +137,5 @@ class Finetune(TrainModeMethod):
         x, y = unpack_batch(batch)
         loss = F.cross_entropy(self._require_model()(x), y)
         check_finite(loss, self)
-        self.log("train/loss", loss, batch_size=len(y))
+        log_step(self, "train/loss", loss, len(y))
         return loss

@@ -17,6 +17,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import Finetune, check_finite
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["L1Sparse", "l1_norm", "l1_weight"]
@@ -120,8 +121,8 @@ class L1Sparse(Finetune):
         ce = F.cross_entropy(self._require_model()(x), y)
         loss = ce + self.l1_weight * l1_norm(self.trainable_parameters()) if self.l1_weight > 0 else ce
         check_finite(loss, self)
-        self.log("train/loss", loss, batch_size=len(y))
-        self.log("train/ce", ce, batch_size=len(y))
+        log_step(self, "train/loss", loss, len(y))
+        log_step(self, "train/ce", ce, len(y))
         if batch_idx == 0:  # constant within an epoch: logged once per epoch, not per step
             self.log("train/l1_weight", self.l1_weight, on_step=False, on_epoch=True, batch_size=1)
         return loss

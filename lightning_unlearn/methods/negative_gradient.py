@@ -22,6 +22,7 @@ from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import TrainModeMethod, loader_batch_size, split_or_error
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["NegativeGradient", "UnlearningDivergedError", "negative_gradient_loss"]
@@ -162,8 +163,8 @@ class NegativeGradient(TrainModeMethod):
             # reads it back every few steps, at epoch end and before a checkpoint, and raises the message below
             bad = ~torch.isfinite(loss) | ~torch.isfinite(ce_f) | (ce_f > hp.max_forget_loss)
             watch_step(self, bad, self._divergence_message, loss, ce_f, error=UnlearningDivergedError)
-        self.log("train/loss", loss, batch_size=len(yf))
-        self.log("train/forget_ce", ce_f, batch_size=len(yf))
+        log_step(self, "train/loss", loss, len(yf))
+        log_step(self, "train/forget_ce", ce_f, len(yf))
         return loss
 
     def _divergence_message(self, step: int, epoch: int, values: list[float]) -> str:

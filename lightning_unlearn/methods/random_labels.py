@@ -25,6 +25,7 @@ from lightning_unlearn.methods.finetune import (
     loader_batch_size,
     split_or_error,
 )
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["RandomLabels", "draw_random_labels"]
@@ -155,5 +156,5 @@ class RandomLabels(TrainModeMethod):
         y = self.relabel(y, idx)
         loss = F.cross_entropy(self._require_model()(x), y)
         check_finite(loss, self)
-        self.log("train/loss", loss, batch_size=len(y))
+        log_step(self, "train/loss", loss, len(y))
         return loss

@@ -21,6 +21,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, PhasedLoader, sharded_loader
 from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, split_or_error
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
 __all__ = ["SCRUB", "distill_kl", "rewind_index", "scrub_loss"]
@@ -177,7 +178,7 @@ class SCRUB(TrainModeMethod):
         phase = "max" if split == "forget" else "min"
         loss = scrub_loss(phase, self._require_model()(x), teacher, y, hp.alpha, hp.gamma, hp.temperature)
         check_finite(loss, self)
-        self.log(f"train/{phase}_loss", loss, batch_size=len(y))
+        log_step(self, f"train/{phase}_loss", loss, len(y))
         return loss
 
     # -- SCRUB+R ---------------------------------------------------------------------------------------------------

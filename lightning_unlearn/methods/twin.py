@@ -34,6 +34,7 @@ from lightning_unlearn.backbones import Backbone, build_backbone
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.methods.twin_features import (
     FEATURE_NAMES,
     FeatureName,
@@ -574,8 +575,8 @@ class TwinUnlearning(UnlearningMethod):
             max_hard_loss=hp.max_hard_loss,
         )
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
-        self.log("train/loss", loss, batch_size=len(y))
-        self.log("train/hard_ce", hard_ce, batch_size=len(y))
+        log_step(self, "train/loss", loss, len(y))
+        log_step(self, "train/hard_ce", hard_ce, len(y))
         return loss
 
     def on_fit_end(self) -> None:

@@ -20,6 +20,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, PhasedLoader, sharded_loader
 from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, split_or_error
+from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 from lightning_unlearn.utils import eval_mode, param_dtype
 
@@ -236,7 +237,7 @@ class UNSIR(TrainModeMethod):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        self.log(f"train/{phase}_loss", loss, batch_size=len(y))
+        log_step(self, f"train/{phase}_loss", loss, len(y))
         return loss.detach()
 
     def method_config(self) -> dict[str, Any]:
