@@ -29,13 +29,19 @@ class Resources:
 
 @dataclass
 class Job:
-    """One independent unit of work: ``fn(**kwargs)``; ``key`` is unique within a batch and names it in records."""
+    """One unit of work: ``fn(**kwargs)``; ``key`` is unique within a batch and names it in records.
+
+    ``after``: keys of jobs earlier in the same batch that must end successfully before this one starts (a model
+    training before the runs that use the model); when one of them fails, this job is not run and its result says
+    why. Independent jobs have none.
+    """
 
     key: str
     fn: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     description: str = ""
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -58,8 +64,12 @@ def is_interrupt(err: BaseException) -> bool:
     return isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
 
 
-def run_job(job: Job, max_retries: int = 0) -> JobResult:
-    """Run one job in this process, up to ``1 + max_retries`` times; a Ctrl-C is never caught."""
+def run_job(job: Job, max_retries: int = 0, needs: Sequence[JobResult] = ()) -> JobResult:
+    """Run one job in this process, up to ``1 + max_retries`` times; a Ctrl-C is never caught. ``needs``: the results
+    of the jobs it comes after; if one of them failed, the job is not run (a failed result that names it)."""
+    failed = next((r for r in needs if not r.ok), None)
+    if failed is not None:
+        return JobResult(job.key, False, error=f"not run: {failed.key} failed ({failed.error})", attempts=0)
     t0 = time.perf_counter()
     for attempt in range(1, max_retries + 2):
         try:
@@ -76,7 +86,8 @@ def run_job(job: Job, max_retries: int = 0) -> JobResult:
 
 
 class Executor(ABC):
-    """Runs a batch of independent jobs; ``on_done`` is called in the caller's process as each one finishes."""
+    """Runs a batch of jobs (independent, or ordered by their ``after``); ``on_done`` is called in the caller's
+    process as each one finishes."""
 
     name: str = "executor"
 
@@ -106,9 +117,10 @@ class LocalExecutor(Executor):
 
     def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         _check_keys(jobs)
-        results = []
+        results: list[JobResult] = []
+        by_key: dict[str, JobResult] = {}
         for job in jobs:
-            res = run_job(job, self.max_retries)
+            res = by_key[job.key] = run_job(job, self.max_retries, [by_key[k] for k in job.after])
             results.append(res)
             if on_done is not None:
                 on_done(res)
@@ -120,6 +132,10 @@ def _check_keys(jobs: Sequence[Job]) -> None:
     for job in jobs:
         if job.key in seen:
             raise ValueError(f"two jobs share the key {job.key!r}; give every job of a batch its own key")
+        unknown = [k for k in job.after if k not in seen]
+        if unknown:
+            raise ValueError(f"job {job.key!r} comes after {unknown}, which are not earlier jobs of the batch; "
+                             "put the jobs it needs before it")  # fmt: skip
         seen.add(job.key)
 
 

@@ -7,7 +7,9 @@ all of them) and stops it at the end; ``address: auto`` (or ``ray://host:10001``
 of a task to the GPUs it was given). Retries: an exception is retried in the worker by :func:`run_job`
 (``max_retries``), a worker that dies (killed, out of memory, node lost) by Ray's own task retries (``max_retries``
 too); a job that still fails is a failed :class:`~lightning_unlearn.executors.JobResult`. ``on_done`` runs in this
-process as each job finishes (``ray.wait``); an exception there, or Ctrl-C, cancels the jobs not finished.
+process as each job finishes (``ray.wait``); an exception there, or Ctrl-C, cancels the jobs not finished. A job's
+``after`` are Ray dependencies (the results of those jobs are its task's arguments), so Ray starts it as soon as they
+have ended, while other jobs still run.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from lightning_unlearn.executors import Executor, Job, JobResult, _check_keys, r
 __all__ = ["RayExecutor"]
 
 
-def _run_remote(job: Job, max_retries: int) -> JobResult:
-    return run_job(job, max_retries)
+def _run_remote(job: Job, max_retries: int, *needs: JobResult) -> JobResult:
+    return run_job(job, max_retries, needs)  # Ray starts it once the jobs it comes after (``needs``) have ended
 
 
 def _error_line(err: BaseException) -> str:
@@ -88,11 +90,12 @@ class RayExecutor(Executor):
         self._ensure_ray()
         task = ray.remote(_run_remote)
         index: dict[Any, int] = {}
+        refs: dict[str, Any] = {}
         for i, job in enumerate(jobs):
-            ref = task.options(
+            ref = refs[job.key] = task.options(
                 num_cpus=job.resources.num_cpus, num_gpus=job.resources.num_gpus, max_retries=self.max_retries,
                 retry_exceptions=False, name=job.key[-100:],
-            ).remote(job, self.max_retries)  # fmt: skip
+            ).remote(job, self.max_retries, *(refs[k] for k in job.after))  # fmt: skip
             index[ref] = i
         results: list[JobResult | None] = [None] * len(jobs)
         pending = list(index)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,15 @@ def _always_fails() -> None:
     raise ValueError("bad input")
 
 
+def _write_late(path: str) -> None:
+    time.sleep(1.0)
+    Path(path).write_text("done")
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
 def test_ray_executor_retries_and_records(tmp_path, local_ray):
     from ray import cloudpickle
 
@@ -112,8 +122,15 @@ def test_ray_executor_retries_and_records(tmp_path, local_ray):
         with make_executor({"name": "ray", "max_retries": 1}) as ex:
             res = ex.map([Job("flaky", _flaky, {"marker": str(tmp_path / "f")}),
                           Job("dies", _dies, {"marker": str(tmp_path / "d")}),
-                          Job("bad", _always_fails)], on_done=lambda r: done.append(r.key))  # fmt: skip
-        assert sorted(done) == ["bad", "dies", "flaky"] and [r.key for r in res] == ["flaky", "dies", "bad"]
+                          Job("bad", _always_fails),
+                          Job("late", _write_late, {"path": str(tmp_path / "late")}),
+                          Job("after_late", _exists, {"path": str(tmp_path / "late")}, after=("late",)),
+                          Job("after_bad", _exists, {"path": "."}, after=("bad",))],
+                         on_done=lambda r: done.append(r.key))  # fmt: skip
+        assert sorted(done) == ["after_bad", "after_late", "bad", "dies", "flaky", "late"]
+        assert [r.key for r in res] == ["flaky", "dies", "bad", "late", "after_late", "after_bad"]
+        assert res[4].ok and res[4].value is True  # started only once "late" had ended
+        assert not res[5].ok and res[5].error == "not run: bad failed (ValueError: bad input)"
         assert res[0].ok and res[0].value == "ok" and res[0].attempts == 2
         assert res[1].ok and res[1].value == "ok"  # retried by Ray after the worker died
         assert not res[2].ok and res[2].error == "ValueError: bad input" and res[2].attempts == 2

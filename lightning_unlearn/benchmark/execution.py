@@ -3,7 +3,8 @@
 
 Every independent piece of work is a job of an executor (:mod:`lightning_unlearn.executors`; ``executor:`` in the
 config): phase A trains every model that is not cached (:func:`~.jobs.train_job`), phase B produces every row that is
-not finished (:func:`~.jobs.row_job`). Results are collected here as the jobs finish, so the files on disk (one
+not finished (:func:`~.jobs.row_job`); both are one batch, each row job declared ``after`` the trainings of its two
+models. Results are collected here as the jobs finish, so the files on disk (one
 directory per model and per row) are the same whichever executor ran them, and a rerun, ``--report_only`` or another
 executor picks them up. ``local`` (the default) runs the jobs one after the other in this process, in the order of the
 sequential benchmark: the models group by group, then the rows group by group.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,10 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
     ex = make_executor(spec) if own else executor
     try:
         with quiet(cfg.quiet), progress:
-            _train_models(cfg, plan, to_train, ex, progress, resources, threads)
-            _run_rows(cfg, plan, ex, progress, resources, threads, rows, failed)
+            train_jobs, trained = _training_jobs(cfg, to_train, progress, resources, threads)
+            training = {j.key for j in train_jobs}
+            row_jobs, finished = _row_jobs(cfg, plan, ex, progress, resources, threads, training, rows, failed)
+            ex.map(train_jobs + row_jobs, on_done=lambda res: (trained if res.key in training else finished)(res))
     except (KeyboardInterrupt, SystemExit) as err:
         if not is_interrupt(err):
             raise
@@ -158,8 +161,8 @@ def _models_to_train(plan: Plan) -> list[Any]:
     return list(seen.values())
 
 
-def _train_models(cfg: BenchmarkConfig, plan: Plan, to_train: list[Any], ex: Executor, progress: Progress,
-                  resources: Any, threads: int | None) -> None:  # fmt: skip
+def _training_jobs(cfg: BenchmarkConfig, to_train: list[Any], progress: Progress, resources: Any,
+                   threads: int | None) -> tuple[list[Job], Callable[[JobResult], None]]:  # fmt: skip
     """Phase A: every model to train, one job each; a failed training stops the benchmark (its rows cannot run)."""
     jobs = []
     for job in to_train:
@@ -178,13 +181,16 @@ def _train_models(cfg: BenchmarkConfig, plan: Plan, to_train: list[Any], ex: Exe
             raise BenchmarkRunError(f"training the {what} failed after {res.attempts} attempt(s): {res.error}")
         progress.finish("train", by_key[res.key].kwargs["job"].role, what, res.wall_s)
 
-    ex.map(jobs, on_done=done)
+    return jobs, done
 
 
-def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Any,
-              threads: int | None, rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:  # fmt: skip
+def _row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Any, threads: int | None,
+              training: set[str], rows: list[dict[str, Any]],
+              failed: list[dict[str, Any]]) -> tuple[list[Job], Callable[[JobResult], None]]:  # fmt: skip
     """Phase B: every row not finished with this configuration, one job each (or one job per group,
-    :func:`~.config.group_rows`); finished ones are read back."""
+    :func:`~.config.group_rows`), each after the trainings (``training``: their keys) of its group's two models, so an
+    executor with free workers starts a group once its models exist, before phase A ends; finished rows are read
+    back here."""
     from lightning_unlearn.benchmark import report
 
     out = Path(cfg.output_dir)
@@ -235,16 +241,18 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
     for group, names in todo:
         original, gold = models[group.describe()]
         common = {"cfg": cfg, "group": group, "original": original, "gold": gold, "threads": threads}
+        after = tuple(m.dir.name for m in (original, gold) if m.dir.name in training)
         if grouped:
             key = str(group.dir.relative_to(out))
             meta[key] = (group, names)
             kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
-            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)"))
+            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)", after))
         else:
             for name, run_dir in names:
                 key = str(run_dir.relative_to(out))
                 meta[key] = (group, [(name, run_dir)])
-                jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}"))
+                jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}",
+                                after))  # fmt: skip
 
     def on_done(res: JobResult) -> None:
         group, names = meta[res.key]
@@ -255,7 +263,7 @@ def _run_rows(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress
         for (name, run_dir), r in zip(names, inner, strict=True):
             finished(group, name, run_dir, r)
 
-    ex.map(jobs, on_done=on_done)
+    return jobs, on_done
 
 
 def _after_failed_group(cfg: BenchmarkConfig, group: Any, name: str, res: JobResult) -> JobResult:
