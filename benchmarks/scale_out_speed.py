@@ -9,7 +9,9 @@ Ray with 2 workers of 1 CPU each (one job per group of rows, the default); ``ray
 row; ``old``: the same command with ``--old`` first on ``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C
 /tmp/old``). Prints each wall
 time (process start to exit: imports and Ray's start-up included), the CPU time of the benchmark process (less
-sensitive to a shared machine's load; Ray's workers are not in it) and the load average, then the wall times as JSON.
+sensitive to a shared machine's load; Ray's workers are not in it) and the load average, then the wall times as JSON,
+and checks that every run gave the same rows as the first: the largest difference of any metric but the times
+(``--keep DIR`` keeps the runs' output directories there).
 """
 
 from __future__ import annotations
@@ -52,9 +54,49 @@ def main(argv: list[str]) -> int:
         times.setdefault(name, []).append(wall)
         last = r.stderr.strip().splitlines()[-1][:150] if r.stderr.strip() else ""
         print(f"{i} {name}: {wall:.1f} s (CPU {cpu:.1f} s), exit {r.returncode}, load {os.getloadavg()[0]:.1f} | {last}", flush=True)
-    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(times))
-    return 0
+    worst = compare([scratch / f"{name}_{i}" for i, name in enumerate(order)])
+    keep = argv[argv.index("--keep") + 1] if "--keep" in argv else None
+    if keep:
+        shutil.copytree(scratch, keep, dirs_exist_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if worst == 0.0 else 1
+
+
+def _metrics(run: Path) -> dict[tuple, dict[str, float]]:
+    rows = json.loads((run / "results.json").read_text())
+    skip = ("time", "wall_s", "speedup", "finished_at", "run_dir", "git_", "package_version")
+    return {(r["scenario"], r["target"], r["seed"], r["method"]):
+            {k: v for k, v in r.items() if isinstance(v, float | int) and not any(t in k for t in skip)}
+            for r in rows}  # fmt: skip
+
+
+def _diff(a: float, b: float) -> float:
+    if a != a or b != b:  # NaN: equal only to NaN
+        return 0.0 if a != a and b != b else float("inf")
+    return abs(a - b)
+
+
+def compare(runs: list[Path]) -> float:
+    """Largest |difference| of any metric but the times between each run's rows and the first run's (inf: rows or
+    metrics missing)."""
+    ok = [r for r in runs if (r / "results.json").is_file()]
+    if len(ok) < 2:
+        return 0.0
+    first, worst = _metrics(ok[0]), 0.0
+    for run in ok[1:]:
+        other = _metrics(run)
+        if other.keys() != first.keys():
+            worst = float("inf")
+            continue
+        for key, m in first.items():
+            if other[key].keys() != m.keys():
+                worst = float("inf")
+                continue
+            worst = max([worst, *(_diff(float(v), float(other[key][k])) for k, v in m.items())])
+    print(f"same rows as {ok[0].name}: largest |difference| of a metric but the times over {len(ok) - 1} other run(s) "
+          f"= {worst:g}")  # fmt: skip
+    return worst
 
 
 if __name__ == "__main__":

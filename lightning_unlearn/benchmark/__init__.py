@@ -42,10 +42,11 @@ Config (YAML, parsed with jsonargparse; ``lightning_unlearn benchmark --help`` l
 
 Python: ``run_benchmark(load_config("configs/benchmark/quickstart.yaml"))``.
 
-The package: :mod:`~.config` (the parsed configuration, its parser, loading and validation; the settings dataclasses
-come from :mod:`~.specs`), :mod:`~.given` (checks of the user's models), :mod:`~.plan` (groups, models to train,
-names and hashes), :mod:`~.cache` (what is on disk), :mod:`~.execution` (training, runs, :func:`run_benchmark`,
-:func:`main`), :mod:`~.progress`, :mod:`~.report`, :mod:`~.plots`, :mod:`~.stats` and :mod:`~.protocol`.
+The package: :mod:`~.config` (the parsed configuration, its parser and loading; the settings dataclasses come from
+:mod:`~.specs`), :mod:`~.validate` (the checks before training), :mod:`~.scaleout` (executor settings), :mod:`~.given`
+(checks of the user's models), :mod:`~.plan` (groups, models to train, names and hashes), :mod:`~.cache` (what is on
+disk), :mod:`~.execution` (training, runs, :func:`run_benchmark`, :func:`main`), :mod:`~.progress`, :mod:`~.report`,
+:mod:`~.plots`, :mod:`~.stats` and :mod:`~.protocol`.
 """
 
 from lightning_unlearn.benchmark.config import (

@@ -29,6 +29,7 @@ from typing import Any
 
 from lightning_unlearn.benchmark.cache import read_results
 from lightning_unlearn.benchmark.plots import write_plots
+from lightning_unlearn.benchmark.report_lines import comparison_lines, marks, provenance_lines
 from lightning_unlearn.benchmark.stats import (
     ALPHA,
     GAP_COLUMNS,
@@ -180,7 +181,7 @@ def render_report(
             "- methods: " + ", ".join(f"{m.name} ({m.max_epochs} ep.)" for m in cfg.methods),
             "",
         ]
-    lines += _provenance_lines(provenance if provenance is not None else _provenance(cfg), rows)
+    lines += provenance_lines(provenance if provenance is not None else _provenance(cfg), rows)
     lines += [
         f"Each cell: mean ± std [{100 * LEVEL:g}% confidence interval of the mean, Student's t] over seeds and forget",
         "targets. Accuracies, MIA-efficacy, |ΔAcc D_f| and the average gap are in percent (points); the best method is",
@@ -196,7 +197,7 @@ def render_report(
     for m in methods:
         if m == "Retrain":
             continue
-        cells = [_fmt(gap.get((s, m)), 1.0, 2) + _marks(summary.get(s), m) for s in scenarios]
+        cells = [_fmt(gap.get((s, m)), 1.0, 2) + marks(summary.get(s), m) for s in scenarios]
         means = [gap[(s, m)][0] for s in scenarios if gap.get((s, m))]
         sp = [speed[(s, m)][0] for s in scenarios if speed.get((s, m))]
         mean = f"{statistics.fmean(means):.2f}" if means else "-"
@@ -217,7 +218,7 @@ def render_report(
         lines += [f"## {s}", "", f"Forget targets: {'; '.join(targets)}. Seeds: {', '.join(map(str, seeds))}.", ""]
         lines += _scenario_table(rows, s, methods)
         lines.append("")
-        lines += _comparison_lines(summary.get(s))
+        lines += comparison_lines(summary.get(s))
         figs = [r for r in sub if out is not None and r.get("run_dir")
                 and (out / str(r["run_dir"]) / "decision_space.png").is_file()]  # fmt: skip
         if figs:
@@ -251,71 +252,6 @@ def render_report(
         lines += [f"![{p.stem}]({p.name})" for p in plots]
         lines.append("")
     return "\n".join(lines)
-
-
-def _marks(summary: dict[str, Any] | None, method: str) -> str:
-    if not summary:
-        return ""
-    comp = summary.get("comparison") or {}
-    mark = " \\*" if method in comp.get("tied", []) else ""
-    return mark + (" †" if method in summary.get("pareto_front", []) else "")
-
-
-def _comparison_lines(summary: dict[str, Any] | None) -> list[str]:
-    """The best method of a scenario, which are tied with it (with p-values), and the Pareto front."""
-    comp = (summary or {}).get("comparison")
-    if not comp:
-        return []
-    p = comp["p_values"]
-    tied = [f"{m} (p = {p[m]:.2f})" for m in comp["tied"][1:]]
-    nothing = " (doing nothing: no method is closer to retraining than the original itself)"
-    lines = [f"Closest to Retrain: **{comp['best']}** (average gap {comp['best_mean']:.2f})"
-             + (nothing if comp["best"] == "Original" else "") + "."]  # fmt: skip
-    test = f"(paired t-test on the average gap over the (target, seed) pairs, α = {comp['alpha']:g})"
-    if tied:
-        lines[0] += f" Not significantly different from it {test}: " + ", ".join(tied) + "."
-    elif comp["different"]:
-        lines[0] += f" Every other tested method is significantly further {test}."
-    if comp["untested"]:
-        lines[0] += " Not testable (fewer than 2 pairs): " + ", ".join(comp["untested"]) + "."
-    front = summary.get("pareto_front") if summary else None
-    if front:
-        lines.append("Pareto front of unlearning time against average gap (fastest first): " + ", ".join(front) + ".")
-    return [" ".join(lines), ""]
-
-
-def _provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
-    if not prov:
-        return []
-    commit = prov.get("git_commit") or "not in a git checkout"
-    if prov.get("git_dirty"):
-        commit += " (with uncommitted changes)"
-    threads = f"torch threads {prov.get('torch_num_threads')}, {prov.get('cpu_count')} CPUs"
-    lines = [
-        f"- produced by lightning_unlearn {prov.get('package_version')}, commit {commit}, on {prov.get('date')}",
-        f"- torch {prov.get('torch')}, lightning {prov.get('lightning')}, scikit-learn {prov.get('scikit-learn')}, "
-        f"Python {prov.get('python')}; device {prov.get('device')}; {threads}; {prov.get('platform')}",
-    ]
-    commits = row_commits(rows)
-    if commits:
-        lines.append("- rows by commit: " + ", ".join(f"{c} ({n})" for c, n in commits.items()))
-    lines += _given_lines(rows)
-    return [*lines, ""]
-
-
-def _given_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per model the user gave (``original_ckpt``/``gold_ckpt``): file, sha256, whether its splits were
-    checkable, and how many rows used it."""
-    seen: dict[tuple[str, str, str], list[Any]] = {}
-    for r in rows:
-        for role in ("original", "gold"):
-            path = r.get(f"{role}_ckpt")
-            if path:
-                key = (role, str(path), str(r.get(f"{role}_sha256", ""))[:12])
-                seen.setdefault(key, [r.get(f"{role}_splits_checked"), 0])[1] += 1
-    trusted = "not recorded: the stated forget set was trusted"
-    return [f"- given {role} model {path} (sha256 {sha}..., splits {'checked' if checked else trusted}): {n} rows"
-            for (role, path, sha), (checked, n) in sorted(seen.items())]
 
 
 def _kv(d: dict[str, Any]) -> str:
