@@ -64,7 +64,9 @@ def main(argv: list[str]) -> int:
 
 
 def _metrics(run: Path) -> dict[tuple, dict[str, float]]:
-    rows = json.loads((run / "results.json").read_text())
+    from lightning_unlearn.benchmark.cache import read_results
+
+    rows, _ = read_results(run)
     skip = ("time", "wall_s", "speedup", "finished_at", "run_dir", "git_", "package_version")
     return {(r["scenario"], r["target"], r["seed"], r["method"]):
             {k: v for k, v in r.items() if isinstance(v, float | int) and not any(t in k for t in skip)}
