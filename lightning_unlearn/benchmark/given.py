@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.benchmark.specs import BenchmarkConfigError
-from lightning_unlearn.filecache import file_sha256 as sha256_of
+from lightning_unlearn.filecache import file_sha256
 
-__all__ = ["GIVEN_ROLES", "check_given", "given_source", "sha256_of"]
+__all__ = ["GIVEN_ROLES", "check_given", "given_source"]
 
 GIVEN_ROLES = ("original", "gold")
 _HOLDOUT_AND_TEST = ("holdout", "test")  # an original on all of D shares them with every target (D = train - holdout)
@@ -75,7 +75,7 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
     src = meta.get("source") or {}
     return {
         "path": str(p.resolve()),
-        "sha256": sha256_of(p),  # this very file's (a copy the benchmark imported records its source's in "source")
+        "sha256": file_sha256(p),  # this very file's (a copy the benchmark imported records its source's in "source")
         "format": "lightning_unlearn" if ours else src.get("format"),
         "splits_checked": bool(splits),
         "train_time_s": meta.get("train_time_s") if ours else None,
