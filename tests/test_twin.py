@@ -17,18 +17,16 @@ from lightning_unlearn.backbones import build_backbone
 from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.methods import TwinUnlearning
-from lightning_unlearn.methods.twin_features import (
+from lightning_unlearn.methods.twin_classifier import (
     EasyHardMLP,
-    adversarial_feature,
-    draw_other_labels,
+    decide_hard,
     group_holdout_split,
-    nearest_distance,
-    per_sample_loss,
-    select_twin_set,
+    hard_set_agreement,
     train_easy_hard_classifier,
-    twin_set_size,
-    twin_unlearning_loss,
 )
+from lightning_unlearn.methods.twin_features import adversarial_feature, nearest_distance, per_sample_loss
+from lightning_unlearn.methods.twin_loss import draw_other_labels, twin_unlearning_loss
+from lightning_unlearn.methods.twin_set import select_twin_set, twin_set_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ForgetSpec(classes=[3], per_class=40)
