@@ -128,47 +128,46 @@ def hard_set_scores(pred_hard: np.ndarray, gold_hard: np.ndarray) -> dict[str, f
             "recall": tp / n_gold if n_gold else float("nan"), "base": gold_hard.mean()}
 
 
-def rules(d: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Predicted-hard masks on D_f of every decision rule, from the dumped raw features."""
-    from lightning_unlearn.methods.twin_classifier import Standardizer, train_easy_hard_classifier
+def rules(d: dict[str, Any], q: float | None = None) -> dict[str, np.ndarray]:
+    """Predicted-hard masks on D_f of every decision rule (scaling x classifier x decision), from the dumped raw
+    features; ``q``: the hard rate the rank rules use (default: the report's held-out rate, else D_e's)."""
+    from lightning_unlearn.methods.twin_classifier import scale_features, train_easy_hard_classifier
 
     t = d["table"]
     fe, ff = t["twin_features"].float(), t["forget_features"].float()
     easy_e, held = t["twin_easy"].bool(), t["twin_heldout"].bool()
     tr = ~held
-    seed = 0
-    out: dict[str, np.ndarray] = {}
     hard_rate_e = float((~easy_e[tr]).float().mean())
-    scalings = {
-        "twin": (Standardizer().fit(fe[tr]).transform(fe), Standardizer().fit(fe[tr]).transform(ff)),
-        "per_set": (Standardizer().fit(fe[tr]).transform(fe), Standardizer().fit(ff).transform(ff)),
-    }
-    for sname, (ze, zf) in scalings.items():
-        for weighted in (False, True):
-            mlp = train_easy_hard_classifier(ze[tr], easy_e[tr], epochs=100, seed=seed, balanced=weighted)
-            with torch.no_grad():
-                se, sf = mlp(ze).numpy(), mlp(zf).numpy()  # logit of "easy"
-            tag = f"{sname}/{'bal' if weighted else 'unw'}"
+    if q is None:
+        q = d["report"].get("decision", {}).get("hard_rate", hard_rate_e)
+    out: dict[str, np.ndarray] = {}
+
+    def topq(score: np.ndarray, rate: float) -> np.ndarray:  # the `rate` lowest scores are hard
+        hard = np.zeros(len(score), dtype=bool)
+        hard[np.argsort(score, kind="stable")[: int(round(rate * len(score)))]] = True
+        return hard
+
+    for sname in ("twin", "per_set"):
+        ze, zf = scale_features(fe, ff, tr, sname)
+        for clf in ("mlp", "mlp-bal", "logreg"):
+            if clf == "logreg":
+                from sklearn.linear_model import LogisticRegression
+
+                if easy_e[tr].all() or not easy_e[tr].any():
+                    continue
+                lr = LogisticRegression(class_weight="balanced").fit(ze[tr].numpy(), easy_e[tr].numpy())
+                se, sf = lr.decision_function(ze.numpy()), lr.decision_function(zf.numpy())
+            else:
+                mlp = train_easy_hard_classifier(ze[tr], easy_e[tr], epochs=100, seed=0, balanced=clf == "mlp-bal")
+                with torch.no_grad():
+                    se, sf = mlp(ze).numpy(), mlp(zf).numpy()  # logit of "easy"
+            tag = f"{sname}/{clf}"
             out[f"{tag}/0.5"] = sf <= 0
-            # threshold fitted on the twin: predicted hard rate on D_e's training part = its true hard rate
-            thr = np.quantile(se[tr.numpy()], hard_rate_e)
-            out[f"{tag}/twin-thr"] = sf <= thr
-            # prior matching on D_f: the hard_rate_e lowest-scoring D_f samples
-            k = int(round(hard_rate_e * len(sf)))
-            hard = np.zeros(len(sf), dtype=bool)
-            hard[np.argsort(sf, kind="stable")[:k]] = True
-            out[f"{tag}/rank"] = hard
+            out[f"{tag}/twin-thr"] = sf <= np.quantile(se[tr.numpy()], hard_rate_e)  # D_e's rate on D_e's scores
+            out[f"{tag}/rank"] = topq(sf, q)
             out[f"{tag}/score"] = sf  # not a mask: for the AUC
-            q = d["report"].get("decision", {}).get("hard_rate")
-            if q is not None:  # the twin's hard rate measured on the held-out pool
-                hard = np.zeros(len(sf), dtype=bool)
-                hard[np.argsort(sf, kind="stable")[: int(round(q * len(sf)))]] = True
-                out[f"{tag}/rankH"] = hard
-    q = d["report"].get("decision", {}).get("hard_rate", hard_rate_e)
-    for j, name in enumerate(d["features"]):  # one raw feature, larger = harder, at the held-out rate
-        hard = np.zeros(len(ff), dtype=bool)
-        hard[np.argsort(-ff[:, j].numpy(), kind="stable")[: int(round(q * len(ff)))]] = True
-        out[f"raw-{name}/rankH"] = hard
+    for j, name in enumerate(d["features"]):  # one raw feature, larger = harder
+        out[f"raw-{name}/rank"] = topq(-ff[:, j].numpy(), q)
     return out
 
 

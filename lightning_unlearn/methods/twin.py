@@ -57,9 +57,10 @@ class TwinUnlearning(UnlearningMethod):
 
     Unlearning, ``max_epochs`` epochs over ``D_f ∪ (retain_fraction of D_r)`` (:func:`~.twin_loss.twin_unlearning_loss`)::
 
-        L = (1/B) [ sum_{D_r, easy D_f} CE(f(x), y)  -  hard_weight * sum_{hard D_f} min(CE(f(x), y), max_hard_loss) ]
+        L = mean_{D_r, easy D_f} CE(f(x), y)  -  hard_weight * mean_{hard D_f} min(CE(f(x), y), max_hard_loss)
 
-    (``unlearn_loss="random_labels"``, the code: ``+ hard_weight * CE(f(x), y~)``, ``y~ != y`` random, instead).
+    each mean over that group's samples in the batch (``unlearn_loss="random_labels"``, the code: ``+ hard_weight *
+    CE(f(x), y~)``, ``y~ != y`` random), until D_f's accuracy is down to the predicted easy rate (``stop_at_split``).
 
     :attr:`tmu_report` (``unlearn.json["tmu"]``) holds the split, the hard rates, the classifier's held-out accuracy,
     sizes and timings; with a gold model also ``vs_gold``: the predicted hard set's precision and recall against the
@@ -80,6 +81,10 @@ class TwinUnlearning(UnlearningMethod):
         classifier_epochs, classifier_lr, classifier_momentum, classifier_batch_size, classifier_holdout: the MLP.
         standardize: ``"twin"`` (D_f scaled with D_e's statistics) or ``"per_set"`` (each with its own, as the code).
         retain_fraction: fraction of D_r in the unlearning epochs. hard_weight, max_hard_loss: the hard term.
+        loss_reduction: ``"group"``: the kept and the hard samples of a batch averaged separately (the hard ones weigh
+            ``hard_weight`` together); ``"batch"``: both summed over the batch size (too weak on memorised samples).
+        stop_at_split: end after the first epoch whose D_f accuracy is at most the predicted easy rate (every
+            predicted-hard sample unlearnt); ``False``: the fixed ``max_epochs``.
         augment, lr, momentum, weight_decay, optimizer, batch_size: unlearning. seed: every random choice.
         split_file: also write :attr:`tmu_report` to this JSON file.
     """
@@ -132,6 +137,8 @@ class TwinUnlearning(UnlearningMethod):
         retain_fraction: float = 0.2,
         hard_weight: float = 1.0,
         max_hard_loss: float | None = 5.0,
+        loss_reduction: Literal["group", "batch"] = "group",
+        stop_at_split: bool = True,
         augment: bool = False,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -151,6 +158,7 @@ class TwinUnlearning(UnlearningMethod):
             ("unlearn_loss", unlearn_loss, ("negative_gradient", "random_labels")),
             ("start_from", start_from, ("original", "twin")),
             ("standardize", standardize, ("twin", "per_set")),
+            ("loss_reduction", loss_reduction, ("group", "batch")),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
@@ -240,6 +248,11 @@ class TwinUnlearning(UnlearningMethod):
     def on_train_start(self) -> None:
         self._require_model().train()  # BatchNorm in train mode, as the TMU code (batches mix D_r and D_f)
 
+    def on_train_epoch_end(self) -> None:
+        n = len(self._hard_sorted)
+        if self.hparams.stop_at_split and n:  # done once D_f's accuracy is down to the predicted easy rate
+            self.stop_when_forgotten((int((~self._hard_sorted).sum()) + 0.5) / n)  # half a sample: float rounding
+
     def hard_mask(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """For a batch's sample indices: ``(is predicted-hard forget sample, its random label)``.
 
@@ -264,7 +277,8 @@ class TwinUnlearning(UnlearningMethod):
         hard, random = self.hard_mask(idx.long())
         logits = self._require_model()(x)
         loss, hard_ce = twin_unlearning_loss(logits, y, hard, mode=hp.unlearn_loss, random_targets=random,
-                                             hard_weight=float(hp.hard_weight), max_hard_loss=hp.max_hard_loss)  # fmt: skip
+                                             hard_weight=float(hp.hard_weight), max_hard_loss=hp.max_hard_loss,
+                                             reduction=hp.loss_reduction)  # fmt: skip
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
         log_step(self, "train/loss", loss, len(y))
         log_step(self, "train/hard_ce", hard_ce, len(y))

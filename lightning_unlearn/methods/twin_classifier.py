@@ -25,6 +25,7 @@ __all__ = [
     "decide_hard",
     "group_holdout_split",
     "hard_set_agreement",
+    "scale_features",
     "train_easy_hard_classifier",
 ]
 
@@ -48,6 +49,21 @@ class Standardizer:
         if self.mean is None or self.std is None:
             raise RuntimeError("Standardizer.fit must be called before transform.")
         return (features - self.mean.to(features.device)) / self.std.to(features.device)
+
+
+Scaling = Literal["twin", "per_set"]
+
+
+def scale_features(feat_e: Tensor, feat_f: Tensor, fit_rows: Tensor, scaling: Scaling) -> tuple[Tensor, Tensor]:
+    """The classifier's inputs for D_e and D_f. ``"twin"``: both standardised with D_e's statistics (``fit_rows``: the
+    rows the classifier trains on); ``"per_set"``: each set with its own (the code min-max scales each set on its own).
+    """
+    if scaling == "twin":
+        scaler = Standardizer().fit(feat_e[fit_rows])
+        return scaler.transform(feat_e), scaler.transform(feat_f)
+    if scaling == "per_set":
+        return Standardizer().fit(feat_e[fit_rows]).transform(feat_e), Standardizer().fit(feat_f).transform(feat_f)
+    raise ValueError(f"standardize must be 'twin' or 'per_set', got {scaling!r}.")
 
 
 class EasyHardMLP(nn.Module):

@@ -31,35 +31,45 @@ def twin_unlearning_loss(
     random_targets: Tensor | None = None,
     hard_weight: float = 1.0,
     max_hard_loss: float | None = None,
+    reduction: Literal["group", "batch"] = "group",
 ) -> tuple[Tensor, Tensor]:
     """TMU's unlearning objective on a batch mixing D_r, easy D_f and predicted-hard D_f samples.
 
-    With ``l_i = CE(f(x_i), y_i)`` and ``h_i = 1`` for predicted-hard forget samples (``hard``)::
+    With ``l_i = CE(f(x_i), y_i)``, ``h_i = 1`` for predicted-hard forget samples (``hard``), ``K`` the kept samples
+    (``h_i = 0``: retained and predicted-easy) and ``H`` the hard ones of the batch, ``w = hard_weight``::
 
-        negative_gradient:  L = (1/B) [ sum_{h_i=0} l_i  -  hard_weight * sum_{h_i=1} min(l_i, max_hard_loss) ]
-        random_labels:      L = (1/B) [ sum_{h_i=0} l_i  +  hard_weight * sum_{h_i=1} CE(f(x_i), y~_i) ]
+        negative_gradient:  L = mean_{i in K} l_i  -  w * mean_{i in H} min(l_i, max_hard_loss)     (reduction="group")
+        random_labels:      L = mean_{i in K} l_i  +  w * mean_{i in H} CE(f(x_i), y~_i)
+        reduction="batch":  both sums divided by the batch size B instead (the form before issue 23)
 
-    i.e. retained and predicted-easy samples keep their true labels (their accuracy is preserved) and only the
-    predicted-hard samples are unlearnt, by gradient ascent (paper) or by fitting random labels ``y~ != y`` (code).
-    The clamp (``max_hard_loss``, ``None``: off) stops the ascent on a sample once its loss passes the bound.
+    Kept samples keep their true labels (their accuracy is preserved) and only the predicted-hard samples are
+    unlearnt, by gradient ascent (paper) or by fitting random labels ``y~ != y`` (code). ``"group"`` gives the hard
+    samples of a batch weight ``w`` together however rare they are (``"batch"``: ``w |H| / B``, a few percent, too weak
+    to move a memorised sample, whose CE gradient starts near zero). The clamp (``max_hard_loss``, ``None``: off)
+    stops the ascent on a sample once its loss passes the bound, so a run cannot diverge on it. No value is read back
+    to the host (an empty group contributes 0).
 
     Returns:
         ``(loss, mean CE of the hard samples under their true labels)`` (the second is 0 when the batch has none).
     """
+    if reduction not in ("group", "batch"):
+        raise ValueError(f"reduction must be 'group' or 'batch', got {reduction!r}.")
     hard = hard.to(device=logits.device, dtype=torch.bool)
     ce = F.cross_entropy(logits, targets, reduction="none")
-    keep = ce.masked_fill(hard, 0.0).sum()
     if mode == "negative_gradient":
-        hard_ce = ce if max_hard_loss is None else ce.clamp(max=max_hard_loss)
-        forget = -hard_ce.masked_fill(~hard, 0.0).sum()
+        hard_term = -(ce if max_hard_loss is None else ce.clamp(max=max_hard_loss))
     elif mode == "random_labels":
         if random_targets is None:
             raise ValueError("mode='random_labels' needs random_targets.")
-        ce_rand = F.cross_entropy(logits, random_targets.to(logits.device), reduction="none")
-        forget = ce_rand.masked_fill(~hard, 0.0).sum()
+        hard_term = F.cross_entropy(logits, random_targets.to(logits.device), reduction="none")
     else:
         raise ValueError(f"mode must be 'negative_gradient' or 'random_labels', got {mode!r}.")
-    loss = (keep + hard_weight * forget) / max(logits.shape[0], 1)
-    n_hard = int(hard.sum())
-    hard_mean = ce.detach()[hard].mean() if n_hard else ce.new_zeros(())
+    keep_sum = ce.masked_fill(hard, 0.0).sum()
+    hard_sum = hard_term.masked_fill(~hard, 0.0).sum()
+    n_hard = hard.sum()
+    if reduction == "batch":
+        loss = (keep_sum + hard_weight * hard_sum) / max(logits.shape[0], 1)
+    else:
+        loss = keep_sum / (logits.shape[0] - n_hard).clamp(min=1) + hard_weight * hard_sum / n_hard.clamp(min=1)
+    hard_mean = ce.detach().masked_fill(~hard, 0.0).sum() / n_hard.clamp(min=1)
     return loss, hard_mean

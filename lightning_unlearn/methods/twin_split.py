@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unlearn.methods.twin_classifier import (
-    Standardizer,
     decide_hard,
     group_holdout_split,
+    scale_features,
     train_easy_hard_classifier,
 )
 from lightning_unlearn.methods.twin_loss import draw_other_labels
@@ -77,10 +77,7 @@ def predict_split(original: nn.Module, datamodule: Any, hp: Mapping[str, Any], n
     t_feat = time.perf_counter()
 
     held = torch.as_tensor(group_holdout_split(data.groups_e, float(hp["classifier_holdout"]), seed))
-    scaler = Standardizer().fit(data.feat_e[~held])
-    z_e = scaler.transform(data.feat_e)
-    z_f = scaler.transform(data.feat_f) if hp["standardize"] == "twin" else Standardizer().fit(data.feat_f).transform(
-        data.feat_f)
+    z_e, z_f = scale_features(data.feat_e, data.feat_f, ~held, hp["standardize"])
     mlp = train_easy_hard_classifier(
         z_e[~held], data.easy_e[~held], epochs=int(hp["classifier_epochs"]), lr=float(hp["classifier_lr"]),
         momentum=float(hp["classifier_momentum"]), batch_size=int(hp["classifier_batch_size"]), seed=seed,
