@@ -230,7 +230,8 @@ def test_yaml_configs_run_from_the_cli(name, trained_digits, tmp_path):
         assert sorted(rum["split"]["forget_indices"]) == rum["split"]["forget_indices"]
         assert len(rum["split"]["bin"]) == sum(b["size"] for b in rum["bins"]) == summary["splits"]["sizes"]["forget"]
         assert [b["name"] for b in rum["vs_gold"]["per_bin"]] == ["low", "medium", "high"]
-        assert summary["hparams"]["methods"][0]["class_path"] == "lightning_unlearn.methods.negative_gradient.NegativeGradient"
+        ng = "lightning_unlearn.methods.negative_gradient.NegativeGradient"
+        assert summary["hparams"]["methods"][0]["class_path"] == ng  # the class path, normalised
 
 
 class ArrayDigits(torch.utils.data.Dataset):
