@@ -289,3 +289,42 @@ def test_plain_trainer_fit_with_a_users_datamodule(make):
     assert out is model and method.unlearn_time_s is not None and method.unlearn_time_s > 0
     assert all(torch.isfinite(p).all() for p in out.parameters())
     assert any(not torch.equal(p, before[n]) for n, p in out.named_parameters())
+
+
+# -- DDP ---------------------------------------------------------------------------------------------------------------
+GLOO = torch.distributed.is_available() and torch.distributed.is_gloo_available()
+
+
+def _run_ddp_script(devices: int, out: Path) -> list[dict]:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for key in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(key, None)
+    script = Path(__file__).parent / "scripts" / "ddp_leaders.py"
+    proc = subprocess.run([sys.executable, str(script), "--devices", str(devices), "--out", str(out)], env=env,
+                          cwd=out.parent, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, f"{devices}-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return [torch.load(f"{out}.r{r}", weights_only=True) for r in range(devices)]
+
+
+@pytest.mark.skipif(not GLOO, reason="torch.distributed with the gloo backend is not available")
+def test_ddp_sfron_mask_and_rum_match_one_process(tmp_path):
+    """SFR-on's Fishers are sharded by batch and all-reduced: the one-process mask. RUM runs its bins on every rank and
+    broadcasts rank 0's result: the one-process split, and the same weights on every rank."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ddp_leaders", Path(__file__).parent / "scripts" / "ddp_leaders.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    one = script.run(quiet_trainer(max_epochs=1, limit_train_batches=2), quiet_trainer(max_epochs=1,
+                                                                                       limit_train_batches=2))
+    two = _run_ddp_script(2, tmp_path / "two.pt")
+    assert two[0]["world_size"] == 2
+    for rank in two:
+        assert all(torch.equal(one["sfron_mask"][k], rank["sfron_mask"][k]) for k in one["sfron_mask"])
+        assert rank["rum_split"] == one["rum_split"]
+    assert all(torch.equal(two[0]["rum_state"][k], two[1]["rum_state"][k]) for k in two[0]["rum_state"])
+    assert any(not torch.equal(two[0]["rum_state"][k], one["init_state"][k]) for k in one["init_state"])
