@@ -328,3 +328,23 @@ def test_ddp_sfron_mask_and_rum_match_one_process(tmp_path):
         assert rank["rum_split"] == one["rum_split"]
     assert all(torch.equal(two[0]["rum_state"][k], two[1]["rum_state"][k]) for k in two[0]["rum_state"])
     assert any(not torch.equal(two[0]["rum_state"][k], one["init_state"][k]) for k in one["init_state"])
+
+
+def test_under_bf16_mixed_the_masks_and_split_are_the_fp32_ones():
+    """The mask passes and the proxy run in fp32 outside autocast: the same under bf16-mixed as under 32-true."""
+    dm = tiny_dm()
+
+    def fit(method, precision: str):
+        quiet_trainer(max_epochs=1, limit_train_batches=2, precision=precision).fit(method, datamodule=dm)
+        assert all(torch.isfinite(v).all() for v in method.unlearned_backbone().state_dict().values()
+                   if v.is_floating_point())  # fmt: skip
+        return method
+
+    msg = [fit(MaskedSmallGradients(tiny(), lr=0.01), p) for p in ("bf16-mixed", "32-true")]
+    assert all(torch.equal(msg[0].reinit_masks[k], msg[1].reinit_masks[k]) for k in msg[1].reinit_masks)
+    fit(ConvolutionTranspose(tiny(), lr=0.01), "bf16-mixed")
+    sfr = [fit(SFRon(tiny(), batch_size=32, forget_every=1), p) for p in ("bf16-mixed", "32-true")]
+    assert all(torch.equal(sfr[0].saliency[k], sfr[1].saliency[k]) for k in sfr[1].saliency)
+    ng = {"class_path": "NegativeGradient", "init_args": {"retain_weight": 0.9}, "max_epochs": 1}
+    rum = [fit(RUM(tiny(), methods=[ng] * 3), p) for p in ("bf16-mixed", "32-true")]
+    assert rum[0].rum_report["split"] == rum[1].rum_report["split"]
