@@ -230,6 +230,7 @@ def test_yaml_configs_run_from_the_cli(name, trained_digits, tmp_path):
         assert sorted(rum["split"]["forget_indices"]) == rum["split"]["forget_indices"]
         assert len(rum["split"]["bin"]) == sum(b["size"] for b in rum["bins"]) == summary["splits"]["sizes"]["forget"]
         assert [b["name"] for b in rum["vs_gold"]["per_bin"]] == ["low", "medium", "high"]
+        assert 0.0 <= rum["vs_gold"]["agreement_top_bin_hard"] <= 1.0
         ng = "lightning_unlearn.methods.negative_gradient.NegativeGradient"
         assert summary["hparams"]["methods"][0]["class_path"] == ng  # the class path, normalised
 

@@ -109,6 +109,15 @@ def test_proxies_measure_what_they_say():
         RUM(tiny(), proxy="holdout_retrain").memorisation_scores(random_dm(holdout_fraction=0.0))
 
 
+def test_split_against_gold_labels():
+    correct, bins = [True, True, False, True, False, False], [0, 0, 1, 1, 2, 2]
+    out = px.accuracy_per_bin(correct, bins, ["low", "medium", "high"], scores=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert [b["gold_accuracy"] for b in out["per_bin"]] == [1.0, 0.5, 0.0] and out["gold_forget_accuracy"] == 0.5
+    assert out["agreement_top_bin_hard"] == pytest.approx(5 / 6)  # sample 2: hard, but in the medium bin
+    assert out["score_auc_gold_hard"] == pytest.approx(8 / 9)  # hard .3 .5 .6 vs easy .1 .2 .4: 8 of 9 pairs ordered
+    assert px.accuracy_per_bin([True, True], [0, 1], ["low", "high"], scores=[0.1, 0.2])["score_auc_gold_hard"] is None
+
+
 # -- the bins ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("order", ["low_to_high", "high_to_low"])
 @pytest.mark.parametrize("retain_pending", [True, False])

@@ -282,7 +282,7 @@ class RUM(UnlearningMethod):
 
     @torch.no_grad()
     def compare_with_gold(self, gold: torch.nn.Module, datamodule: Any) -> dict[str, Any]:
-        """The gold model's accuracy on each bin (easy = the gold model still classifies the sample correctly)."""
+        """The split against the gold model's easy/hard labels (:func:`~.rum_proxies.accuracy_per_bin`)."""
         device = next(self._require_model().parameters()).device
         correct: dict[int, bool] = {}
         with eval_mode(gold.to(device)):
@@ -290,7 +290,8 @@ class RUM(UnlearningMethod):
                 x, y = (t.to(device) for t in unpack_batch(batch))
                 correct.update(zip(batch_indices(batch).tolist(), (gold(x).argmax(1) == y).cpu().tolist()))
         split = self.rum_report["split"]
-        return px.accuracy_per_bin([correct[i] for i in split["forget_indices"]], split["bin"], split["bin_names"])
+        hits = [correct[i] for i in split["forget_indices"]]
+        return px.accuracy_per_bin(hits, split["bin"], split["bin_names"], split["scores"])
 
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()

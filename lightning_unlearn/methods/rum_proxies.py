@@ -148,9 +148,20 @@ def bin_names(num_bins: int) -> list[str]:
     )
 
 
-def accuracy_per_bin(correct: Sequence[bool], bins: Sequence[int], names: Sequence[str]) -> dict[str, Any]:
-    """A reference model's accuracy on all of D_f and on each bin (``None`` for an empty bin)."""
+def accuracy_per_bin(correct: Sequence[bool], bins: Sequence[int], names: Sequence[str],
+                     scores: Sequence[float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """How a split compares with a reference (gold) model's easy/hard labels (easy = the reference classifies the
+    sample correctly): its accuracy on all of D_f and on each bin; ``agreement_top_bin_hard``, the fraction of D_f
+    where "in the most memorised bin" equals "hard" (comparable with TMU's ``vs_gold.agreement``); and with ``scores``,
+    ``score_auc_gold_hard``, the ROC AUC of the score for "hard" (``None`` when D_f is all easy or all hard)."""
+    from sklearn.metrics import roc_auc_score
+
     hit, b = np.asarray(correct, dtype=bool), np.asarray(bins)
     per_bin = [{"name": n, "size": int((b == k).sum()), "gold_accuracy": float(hit[b == k].mean()) if (b == k).any()
                 else None} for k, n in enumerate(names)]  # fmt: skip
-    return {"gold_forget_accuracy": float(hit.mean()) if len(hit) else None, "per_bin": per_bin}
+    out: dict[str, Any] = {"gold_forget_accuracy": float(hit.mean()) if len(hit) else None, "per_bin": per_bin}
+    out["agreement_top_bin_hard"] = float(((b == len(names) - 1) == ~hit).mean()) if len(hit) else None
+    if scores is not None:
+        both = 0 < int(hit.sum()) < len(hit)
+        out["score_auc_gold_hard"] = float(roc_auc_score(~hit, np.asarray(scores, dtype=float))) if both else None
+    return out
