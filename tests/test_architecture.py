@@ -161,8 +161,6 @@ def layer(module: str) -> tuple[str, int]:
     the core."""
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else ""
-    if top == "executors_ray":  # the Ray backend of the executors, wherever its file lies
-        top = "executors"
     if top == "__main__":  # ``python -m lightning_unlearn``: the command line
         top = "cli"
     return (top, LAYERS[top]) if top in LAYERS else ("core", 0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lightning_unlearn.benchmark.specs import BenchmarkConfigError
-from lightning_unlearn.executors import Resources
+from lightning_unlearn.executors import Resources, executor_names
 
 if TYPE_CHECKING:
     from lightning_unlearn.benchmark.config import BenchmarkConfig
@@ -35,9 +35,7 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
     gpus = float(res.get("num_gpus", 1.0 if gpu else 0.0))
     if cpus <= 0 or gpus < 0:
         raise BenchmarkConfigError(f"executor.resources: num_cpus must be > 0 and num_gpus >= 0, got {res}.")
-    from lightning_unlearn.executors import _EXECUTORS
-
-    known = sorted({*_EXECUTORS, "ray"})
+    known = executor_names()
     if spec["name"] not in known:
         raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
     threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
