@@ -8,27 +8,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_unlearn.audit._bench import (
-    BenchmarkConfigError,
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.data.base import UnlearningDataModule
+from lightning_unlearn.experiment import (
+    LINKED_BACKBONE_ARGS,
+    ORIGINAL,
+    RETRAIN,
+    ConfigError,
+    ExecutorSettings,
     MethodSpec,
     TrainerSettings,
     TrainingSettings,
-    _check_method_args,
-    _method_spec,
+    check_method_args,
     class_spec,
+    executor_settings,
+    method_spec,
 )
 
-__all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config"]
+__all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config", "validate_config"]
 
-#: Reserved method names: the original unchanged (no unlearning) and an independent retraining on D_r.
-ORIGINAL, RETRAIN = "Original", "Retrain"
 EVALUATIONS = ("ulira", "challenge")
-_DATA_SKIP = {"forget", "seed", "train_on", "holdout_fraction"}  # the audit sets them per shadow model
-_BACKBONE_LINKED = ("num_classes", "in_channels", "image_size", "mean", "std")
-
-
-class AuditConfigError(ValueError):
-    """The audit configuration cannot run (raised before anything is trained)."""
+DATA_SKIP = frozenset({"forget", "seed", "train_on", "holdout_fraction"})  # the audit sets them per shadow model
+#: The audit's configuration errors are :class:`~lightning_unlearn.experiment.ConfigError` (the older name).
+AuditConfigError = ConfigError
 
 
 @dataclass
@@ -52,8 +56,8 @@ class AuditConfig:
     variance: Literal["auto", "per_example", "global"] = "auto"
     bootstrap: int = 200
     executor: Any = "local"
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_cpus: float | None = None  # the older spelling of executor.resources.num_cpus
+    num_gpus: float | None = None  # ... and of executor.resources.num_gpus
     quiet: bool = True
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -62,14 +66,15 @@ class AuditConfig:
         """Every audited row: the baselines, then the configured methods."""
         return [*self.baselines, *(m.name for m in self.methods)]
 
+    def scale_out(self) -> ExecutorSettings:
+        """Where the jobs run: ``executor`` as every application reads it (``num_cpus``/``num_gpus``, if given, are
+        the defaults of ``executor.resources``)."""
+        defaults = {k: v for k, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)) if v is not None}
+        return executor_settings(self.executor, self.trainer, defaults)
+
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn audit``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from lightning_unlearn.backbones import Backbone
-    from lightning_unlearn.data.base import UnlearningDataModule
-
     p = ArgumentParser(
         prog="lightning_unlearn audit",
         description=(
@@ -81,9 +86,9 @@ def build_parser() -> Any:
     )
     p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/audit/*.yaml).")
     p.add_argument("--output_dir", type=str, default="runs/audit", help="Where everything is written.")
-    p.add_subclass_arguments(UnlearningDataModule, "data", instantiate=False, required=True, skip=_DATA_SKIP,
+    p.add_subclass_arguments(UnlearningDataModule, "data", instantiate=False, required=True, skip=set(DATA_SKIP),
                              help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).")
-    p.add_subclass_arguments(Backbone, "backbone", instantiate=False, required=True, skip=set(_BACKBONE_LINKED),
+    p.add_subclass_arguments(Backbone, "backbone", instantiate=False, required=True, skip=set(LINKED_BACKBONE_ARGS),
                              help="The network; num_classes, in_channels, image_size, mean, std come from the data.")
     p.add_class_arguments(TrainingSettings, "training", instantiate=False)
     p.add_argument("--methods", type=list[dict[str, Any]], default=[],
@@ -102,9 +107,11 @@ def build_parser() -> Any:
     p.add_argument("--variance", type=Literal["auto", "per_example", "global"], default="auto",
                    help="U-LiRA Gaussians: per-example or pooled std (auto: per example with >= 8 samples).")
     p.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples for the 95% intervals.")
-    p.add_argument("--executor", type=Any, default="local", help='"local" or {name: ray, ...}.')
-    p.add_argument("--num_cpus", type=float, default=1.0, help="CPU cores per job (for the executor).")
-    p.add_argument("--num_gpus", type=float, default=0.0, help="GPUs per job (for the executor).")
+    p.add_argument("--executor", type=dict[str, Any] | str, default="local",
+                   help="Where the jobs run: local or {name: ray, address: auto, resources: {num_cpus: 1, num_gpus: 1}} "
+                   "(resources: per job). See docs/scale-out.md.")
+    p.add_argument("--num_cpus", type=float | None, default=None, help="Older spelling of executor.resources.num_cpus.")
+    p.add_argument("--num_gpus", type=float | None, default=None, help="Older spelling of executor.resources.num_gpus.")
     p.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     return p  # fmt: skip
 
@@ -124,10 +131,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
     d.pop("config", None)
     d.pop("__path__", None)
     source = json.loads(json.dumps(d, default=str))
-    try:
-        methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
-    except BenchmarkConfigError as err:
-        raise AuditConfigError(str(err)) from None
+    methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
     cfg = AuditConfig(
         output_dir=str(d["output_dir"]), data=class_spec(d["data"]), backbone=class_spec(d["backbone"]),
         training=TrainingSettings(**d["training"]), methods=methods, trainer=TrainerSettings(**d["trainer"]),
@@ -135,7 +139,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
         target_classes=None if d.get("target_classes") is None else [int(c) for c in d["target_classes"]],
         seed=int(d["seed"]), baselines=list(d["baselines"]), evaluations=list(d["evaluations"]),
         delta=float(d["delta"]), variance=d["variance"], bootstrap=int(d["bootstrap"]), executor=d["executor"],
-        num_cpus=float(d["num_cpus"]), num_gpus=float(d["num_gpus"]), quiet=bool(d["quiet"]), source=source,
+        num_cpus=d.get("num_cpus"), num_gpus=d.get("num_gpus"), quiet=bool(d["quiet"]), source=source,
     )  # fmt: skip
     validate_config(cfg)
     return cfg
@@ -144,37 +148,35 @@ def config_from_namespace(ns: Any) -> AuditConfig:
 def validate_config(cfg: AuditConfig) -> None:
     """Every check possible before training (sizes, names, methods' classes and arguments)."""
     if cfg.shadow_models < 4:
-        raise AuditConfigError(
+        raise ConfigError(
             f"shadow_models={cfg.shadow_models}: U-LiRA fits two Gaussians per example on the other shadows and the "
             "challenge score needs two outputs of each kind per example; use at least 4 (16 or more for stable "
             "numbers)."
         )
     if cfg.targets < 1 or not 1 <= cfg.forget_per_model <= cfg.targets:
-        raise AuditConfigError(f"need 1 <= forget_per_model ({cfg.forget_per_model}) <= targets ({cfg.targets}).")
+        raise ConfigError(f"need 1 <= forget_per_model ({cfg.forget_per_model}) <= targets ({cfg.targets}).")
     bad = sorted(set(cfg.baselines) - {ORIGINAL, RETRAIN})
     if bad:
-        raise AuditConfigError(f"baselines {bad} unknown: choose among {ORIGINAL} and {RETRAIN}.")
+        raise ConfigError(f"baselines {bad} unknown: choose among {ORIGINAL} and {RETRAIN}.")
     bad = sorted(set(cfg.evaluations) - set(EVALUATIONS))
     if bad or not cfg.evaluations:
-        raise AuditConfigError(f"evaluations {bad or '[]'}: choose one or more of {list(EVALUATIONS)}.")
+        raise ConfigError(f"evaluations {bad or '[]'}: choose one or more of {list(EVALUATIONS)}.")
     if not cfg.rows:
-        raise AuditConfigError("nothing to audit: list `methods` (or keep the baselines).")
+        raise ConfigError("nothing to audit: list `methods` (or keep the baselines).")
     names = [m.name for m in cfg.methods]
     if len(set(names)) != len(names):
-        raise AuditConfigError(f"method names must be unique, got {names}.")
+        raise ConfigError(f"method names must be unique, got {names}.")
     for m in cfg.methods:
         if m.name in (ORIGINAL, RETRAIN):
-            raise AuditConfigError(f"{m.name!r} is reserved for a baseline; rename that method.")
-        try:
-            if m.needs_recorded_updates:
-                raise AuditConfigError(f"method {m.name!r} needs updates recorded during training; the audit does "
-                                       "not record them yet: remove it from `methods`.")  # fmt: skip
-            _check_method_args(m, m.resolve())
-        except BenchmarkConfigError as err:
-            raise AuditConfigError(str(err)) from None
+            raise ConfigError(f"{m.name!r} is reserved for a baseline; rename that method.")
+        if m.needs_recorded_updates:
+            raise ConfigError(f"method {m.name!r} needs updates recorded during training; the audit does not record "
+                              "them yet: remove it from `methods`.")  # fmt: skip
+        check_method_args(m, m.resolve())
     if not 0 < cfg.delta < 1:
-        raise AuditConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
+        raise ConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
     if cfg.trainer.devices != 1:
-        raise AuditConfigError(
+        raise ConfigError(
             "trainer.devices must be 1: each job runs on one device (use the ray executor for more)."
         )
+    cfg.scale_out()  # its errors, before anything runs

@@ -10,46 +10,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.benchmark.specs import (
-    _BACKBONE_LINKED,
-    _DATA_SKIP,
-    _EVALUATOR_SKIP,
-    BASELINE_METHODS,
-    ORIGINAL,
+    DATA_SKIP,
     RESULT_FILE,
-    RETRAIN,
-    BenchmarkConfigError,
-    MethodSpec,
     Scenario,
     ScenarioEntry,
-    TrainerSettings,
-    TrainingSettings,
-    _method_spec,
-    class_spec,
     given_paths,
     target_slug,
 )
-from lightning_unlearn.benchmark.scaleout import executor_settings, group_rows
+from lightning_unlearn.benchmark.tuned import TunedSource, expand_tuned
 from lightning_unlearn.benchmark.validate import validate_config
+from lightning_unlearn.byo import ModelSource
+from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.experiment import (
+    EVALUATOR_SKIP,
+    LINKED_BACKBONE_ARGS,
+    ORIGINAL,
+    RETRAIN,
+    ConfigError,
+    MethodSpec,
+    TrainerSettings,
+    TrainingSettings,
+    class_spec,
+    method_spec,
+)
 
 __all__ = [
-    "BASELINE_METHODS",
-    "ORIGINAL",
     "RESULT_FILE",
-    "RETRAIN",
     "BenchmarkConfig",
-    "BenchmarkConfigError",
-    "MethodSpec",
-    "Scenario",
-    "TrainerSettings",
-    "TrainingSettings",
     "build_parser",
     "config_from_namespace",
-    "executor_settings",
-    "group_rows",
     "load_config",
-    "validate_config",
 ]
 
 
@@ -92,12 +88,6 @@ class BenchmarkConfig:
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn benchmark``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from lightning_unlearn.backbones import Backbone
-    from lightning_unlearn.data.base import UnlearningDataModule
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
     parser = ArgumentParser(
         prog="lightning_unlearn benchmark",
         description=(
@@ -110,11 +100,11 @@ def build_parser() -> Any:
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/benchmark/*.yaml).")
     parser.add_argument("--output_dir", type=str, default="runs/benchmark", help="Where everything is written.")
     parser.add_subclass_arguments(
-        UnlearningDataModule, "data", instantiate=False, required=True, skip=_DATA_SKIP,
+        UnlearningDataModule, "data", instantiate=False, required=True, skip=set(DATA_SKIP),
         help="The DataModule (class_path/init_args) without forget/seed/train_on, which the benchmark sets per run.",
     )  # fmt: skip
     parser.add_subclass_arguments(
-        Backbone, "backbone", instantiate=False, required=True, skip=set(_BACKBONE_LINKED),
+        Backbone, "backbone", instantiate=False, required=True, skip=set(LINKED_BACKBONE_ARGS),
         help="The network (class_path/init_args); num_classes, in_channels, image_size, mean, std come from the data.",
     )  # fmt: skip
     parser.add_class_arguments(TrainingSettings, "training", instantiate=False)
@@ -129,8 +119,6 @@ def build_parser() -> Any:
         help="Your original model (trained on all of D) instead of a trained one: a path, or {seed: path}; it serves "
         "every forget target of its seed. Read weights-only, never written to. See docs/embedding.md.",
     )  # fmt: skip
-    from lightning_unlearn.byo import ModelSource
-
     parser.add_class_arguments(ModelSource, "model_source", instantiate=False)  # {arch, arch_args, network_attr}
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
     parser.add_argument(
@@ -139,7 +127,7 @@ def build_parser() -> Any:
         "arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
     )  # fmt: skip
     parser.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
-    parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=_EVALUATOR_SKIP)
+    parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=set(EVALUATOR_SKIP))
     parser.add_argument("--keep_checkpoints", type=bool, default=True, help="Keep every run's unlearned.ckpt.")
     parser.add_argument("--fail_fast", type=bool, default=False, help="Stop at the first failed run.")
     parser.add_argument(
@@ -155,8 +143,6 @@ def build_parser() -> Any:
         help="Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, "
         "max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md.",
     )  # fmt: skip
-    from lightning_unlearn.tune.apply import TunedSource
-
     parser.add_class_arguments(TunedSource, "tuned", instantiate=False)  # {dir, mode}: docs/tuning.md
     return parser
 
@@ -165,7 +151,7 @@ def load_config(source: str | Path | Sequence[str] | None = None, **overrides: A
     """Parse a benchmark config: a YAML path, or a list of command-line arguments (``["-c", "x.yaml", ...]``).
 
     ``overrides`` are dotted keys applied after parsing (``output_dir="/tmp/b"``, ``seeds=[0]``).
-    Raises :class:`BenchmarkConfigError` for a configuration that cannot run (unknown method class, bad arguments,
+    Raises :class:`~lightning_unlearn.experiment.ConfigError` for a configuration that cannot run (unknown method class, bad arguments,
     a forget target that is not a valid :class:`ForgetSpec`, ...).
     """
     parser = build_parser()
@@ -186,7 +172,7 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
     for i, sc in enumerate(d.get("scenarios") or []):
         name = str(sc.get("name") or "").strip()
         if not name:
-            raise BenchmarkConfigError(f"scenarios[{i}] has no name.")
+            raise ConfigError(f"scenarios[{i}] has no name.")
         targets, golds = [], {}
         for j, t in enumerate(sc.get("targets") or []):
             spec = {k: v for k, v in dict(t).items() if v is not None}
@@ -194,16 +180,14 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
             try:
                 targets.append(ForgetSpec(**spec))
             except (TypeError, ValueError) as err:
-                raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
+                raise ConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
             where = f"scenarios[{i}] ({name}) targets[{j}] gold_ckpt"
             paths = given_paths(gold, [int(s) for s in d.get("seeds") or []], where)
             if paths:
                 golds[target_slug(targets[-1])] = paths
         scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
-    methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
-    from lightning_unlearn.tune.apply import expand_tuned
-
-    methods = expand_tuned(methods, d.get("tuned"), BenchmarkConfigError)  # "X (tuned)" rows from best/X.yaml
+    methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
+    methods = expand_tuned(methods, d.get("tuned"))  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
         data=class_spec(d["data"]),
