@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-
-from lightning_unlearn.backbones import Backbone
-from lightning_unlearn.data.base import UnlearningDataModule
 from lightning_unlearn.experiment import (
-    LINKED_BACKBONE_ARGS,
     ORIGINAL,
     RETRAIN,
     ConfigError,
     ExecutorSettings,
-    MethodSpec,
+    ExperimentConfig,
     TrainerSettings,
     TrainingSettings,
-    check_method_args,
+    add_experiment_arguments,
+    add_run_arguments,
+    check_methods,
     class_spec,
+    command_parser,
+    config_args,
     executor_settings,
     method_spec,
+    parsed_values,
 )
 
 __all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config", "validate_config"]
@@ -35,16 +34,11 @@ DATA_SKIP = frozenset({"forget", "seed", "train_on", "holdout_fraction"})  # the
 AuditConfigError = ConfigError
 
 
-@dataclass
-class AuditConfig:
-    """A parsed audit configuration (see ``docs/audit.md`` for every key)."""
+@dataclass(kw_only=True)
+class AuditConfig(ExperimentConfig):
+    """A parsed audit configuration (see ``docs/audit.md`` for every key): the fields every application has
+    (:class:`~lightning_unlearn.experiment.ExperimentConfig`) and the audit's own."""
 
-    output_dir: str
-    data: dict[str, Any]
-    backbone: dict[str, Any]
-    training: TrainingSettings
-    methods: list[MethodSpec]
-    trainer: TrainerSettings
     shadow_models: int = 16
     targets: int = 100
     forget_per_model: int = 50
@@ -55,11 +49,8 @@ class AuditConfig:
     delta: float = 0.01
     variance: Literal["auto", "per_example", "global"] = "auto"
     bootstrap: int = 200
-    executor: Any = "local"
     num_cpus: float | None = None  # the older spelling of executor.resources.num_cpus
     num_gpus: float | None = None  # ... and of executor.resources.num_gpus
-    quiet: bool = True
-    source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[str]:
@@ -75,25 +66,19 @@ class AuditConfig:
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn audit``."""
-    p = ArgumentParser(
-        prog="lightning_unlearn audit",
-        description=(
-            "Privacy audit of unlearning methods with shadow models: U-LiRA (Hayes et al. 2024) and the NeurIPS 2023 "
-            "unlearning challenge's forgetting score. Writes audit.json, audit.md and audit.png into output_dir; "
-            "trained models are cached and reused. See docs/audit.md."
-        ),
-        default_env=False,
+    p = command_parser(
+        "audit",
+        "Privacy audit of unlearning methods with shadow models: U-LiRA (Hayes et al. 2024) and the NeurIPS 2023 "
+        "unlearning challenge's forgetting score. Writes audit.json, audit.md and audit.png into output_dir; trained "
+        "models are cached and reused. See docs/audit.md.",
+        "configs/audit/*.yaml",
+        "runs/audit",
     )
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/audit/*.yaml).")
-    p.add_argument("--output_dir", type=str, default="runs/audit", help="Where everything is written.")
-    p.add_subclass_arguments(UnlearningDataModule, "data", instantiate=False, required=True, skip=set(DATA_SKIP),
-                             help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).")
-    p.add_subclass_arguments(Backbone, "backbone", instantiate=False, required=True, skip=set(LINKED_BACKBONE_ARGS),
-                             help="The network; num_classes, in_channels, image_size, mean, std come from the data.")
-    p.add_class_arguments(TrainingSettings, "training", instantiate=False)
-    p.add_argument("--methods", type=list[dict[str, Any]], default=[],
-                   help="List of {name, class_path, init_args, max_epochs, trainer}: the methods under audit.")
-    p.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
+    add_experiment_arguments(
+        p, data_skip=DATA_SKIP, methods_required=False,
+        data_help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).",
+        methods_help="List of {name, class_path, init_args, max_epochs, trainer}: the methods under audit.",
+    )  # fmt: skip
     p.add_argument("--shadow_models", type=int, default=16, help="N: shadow originals (each on a random half).")
     p.add_argument("--targets", type=int, default=100, help="Size of the target set T drawn from the pool.")
     p.add_argument("--forget_per_model", type=int, default=50, help="Forget set size per shadow (drawn from T).")
@@ -107,30 +92,20 @@ def build_parser() -> Any:
     p.add_argument("--variance", type=Literal["auto", "per_example", "global"], default="auto",
                    help="U-LiRA Gaussians: per-example or pooled std (auto: per example with >= 8 samples).")
     p.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples for the 95% intervals.")
-    p.add_argument("--executor", type=dict[str, Any] | str, default="local",
-                   help="Where the jobs run: local or {name: ray, address: auto, resources: {num_cpus: 1, num_gpus: 1}} "
-                   "(resources: per job). See docs/scale-out.md.")
+    add_run_arguments(p)
     p.add_argument("--num_cpus", type=float | None, default=None, help="Older spelling of executor.resources.num_cpus.")
     p.add_argument("--num_gpus", type=float | None, default=None, help="Older spelling of executor.resources.num_gpus.")
-    p.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     return p  # fmt: skip
 
 
 def load_config(source: str | Path | Sequence[str] | None = None, **overrides: Any) -> AuditConfig:
     """Parse an audit config: a YAML path or command-line arguments; ``overrides`` are dotted keys applied after."""
-    parser = build_parser()
-    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source or [])
-    for key, value in overrides.items():
-        args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
-    return config_from_namespace(parser.parse_args(args))
+    return config_from_namespace(build_parser().parse_args(config_args(source, overrides)))
 
 
 def config_from_namespace(ns: Any) -> AuditConfig:
     """A validated :class:`AuditConfig` from a parsed namespace."""
-    d = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
-    d.pop("config", None)
-    d.pop("__path__", None)
-    source = json.loads(json.dumps(d, default=str))
+    d, source = parsed_values(ns)
     methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
     cfg = AuditConfig(
         output_dir=str(d["output_dir"]), data=class_spec(d["data"]), backbone=class_spec(d["backbone"]),
@@ -163,16 +138,11 @@ def validate_config(cfg: AuditConfig) -> None:
         raise ConfigError(f"evaluations {bad or '[]'}: choose one or more of {list(EVALUATIONS)}.")
     if not cfg.rows:
         raise ConfigError("nothing to audit: list `methods` (or keep the baselines).")
-    names = [m.name for m in cfg.methods]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"method names must be unique, got {names}.")
+    check_methods(cfg.methods, "a baseline")
     for m in cfg.methods:
-        if m.name in (ORIGINAL, RETRAIN):
-            raise ConfigError(f"{m.name!r} is reserved for a baseline; rename that method.")
         if m.needs_recorded_updates:
             raise ConfigError(f"method {m.name!r} needs updates recorded during training; the audit does not record "
                               "them yet: remove it from `methods`.")  # fmt: skip
-        check_method_args(m, m.resolve())
     if not 0 < cfg.delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
     if cfg.trainer.devices != 1:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from lightning_unlearn.benchmark.scaleout import executor_settings
 from lightning_unlearn.benchmark.specs import BASELINE_METHODS, target_slug
 from lightning_unlearn.evaluation import UnlearningEvaluator
-from lightning_unlearn.experiment import ConfigError, check_method_args, slug
+from lightning_unlearn.experiment import ConfigError, check_methods, slug
 
 if TYPE_CHECKING:
     from lightning_unlearn.benchmark.config import BenchmarkConfig
@@ -51,13 +51,9 @@ def validate_config(cfg: BenchmarkConfig) -> None:
         raise ConfigError(f"`seeds` lists a seed twice: {cfg.seeds}.")
     if not cfg.methods:
         raise ConfigError("`methods` is empty: list at least one {name, class_path, init_args, max_epochs}.")
-    mnames = [m.name for m in cfg.methods]
-    if len(set(mnames)) != len(mnames):
-        raise ConfigError(f"Method names must be unique, got {mnames}.")
-    _check_dir_names([*BASELINE_METHODS, *mnames], "Method")
+    check_methods(cfg.methods, "the reference rows")
+    _check_dir_names([*BASELINE_METHODS, *(m.name for m in cfg.methods)], "Method")
     for m in cfg.methods:
-        if m.name in BASELINE_METHODS:
-            raise ConfigError(f"{m.name!r} is reserved for the reference rows; rename that method.")
         if not slug(m.name):
             raise ConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")
         unknown_s = sorted(set(m.scenarios or []) - set(names))
@@ -66,7 +62,6 @@ def validate_config(cfg: BenchmarkConfig) -> None:
                 f"Method {m.name!r}: scenarios {unknown_s or '[]'} not among the configured scenarios {names}; list "
                 "some of those (or drop `scenarios` to run it in all)."
             )
-        check_method_args(m, m.resolve())
     _check_given(cfg)
     if cfg.trainer.devices != 1:
         raise ConfigError(

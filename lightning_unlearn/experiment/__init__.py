@@ -2,6 +2,7 @@
 
 - :mod:`~.errors`: :class:`ConfigError` (a configuration that cannot run) and :class:`RunError`.
 - :mod:`~.settings`: one vocabulary of settings -- training, Trainer, executor, evaluator -- and a job's threads.
+- :mod:`~.config`: the fields and arguments every application's configuration shares, spelled one way.
 - :mod:`~.specs`: a method as a config names it (:class:`MethodSpec`), checked and resolved; reserved row names.
 - :mod:`~.build`: the DataModule, backbone and Trainer arguments of a job, from the settings it needs.
 - :mod:`~.store`: cache keys, atomic files with one NaN policy, model directories with sha256 digests.
@@ -21,6 +22,15 @@ from lightning_unlearn.experiment.build import (
     eval_device,
     run_logger,
     trainer_kwargs,
+)
+from lightning_unlearn.experiment.config import (
+    EXECUTOR_HELP,
+    ExperimentConfig,
+    add_experiment_arguments,
+    add_run_arguments,
+    command_parser,
+    config_args,
+    parsed_values,
 )
 from lightning_unlearn.experiment.entrypoint import error_line, run_command
 from lightning_unlearn.experiment.errors import ConfigError, RunError
@@ -45,6 +55,7 @@ from lightning_unlearn.experiment.specs import (
     RETRAIN,
     MethodSpec,
     check_method_args,
+    check_methods,
     class_spec,
     import_class,
     method_identity,
@@ -84,6 +95,7 @@ __all__ = [
     "CACHE_IRRELEVANT_DATA_ARGS",
     "EVALUATOR_PER_RUN",
     "EVALUATOR_SKIP",
+    "EXECUTOR_HELP",
     "INFO_FILE",
     "LINKED_BACKBONE_ARGS",
     "METHOD_KEYS",
@@ -93,6 +105,7 @@ __all__ = [
     "RETRAIN",
     "ConfigError",
     "ExecutorSettings",
+    "ExperimentConfig",
     "MethodSpec",
     "Progress",
     "RunError",
@@ -100,13 +113,18 @@ __all__ = [
     "TrainingSettings",
     "TunedSettings",
     "TuningOverlapError",
+    "add_experiment_arguments",
+    "add_run_arguments",
     "atomic_path",
     "build_backbone",
     "build_datamodule",
     "check_method_args",
+    "check_methods",
     "check_not_tuned_on",
     "check_writable",
     "class_spec",
+    "command_parser",
+    "config_args",
     "config_hash",
     "cuda_available",
     "data_for_key",
@@ -124,6 +142,7 @@ __all__ = [
     "model_key_content",
     "model_problem",
     "now",
+    "parsed_values",
     "quiet",
     "read_best",
     "read_json",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "RETRAIN",
     "MethodSpec",
     "check_method_args",
+    "check_methods",
     "class_spec",
     "import_class",
     "method_identity",
@@ -151,6 +153,18 @@ def check_method_args(spec: MethodSpec, cls: type | None = None) -> None:
         raise ConfigError(
             f"Method {spec.name!r} ({spec.class_path}): invalid init_args {spec.init_args}: {' '.join(msg)[:600]}"
         ) from err
+
+
+def check_methods(methods: Sequence[MethodSpec], reserved_for: str) -> None:
+    """The checks of ``methods:`` every application makes: unique names, none of the reserved row names
+    (``reserved_for`` says what they name), classes that import and arguments that fit them."""
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Method names must be unique, got {names}.")
+    for m in methods:
+        if m.name in (ORIGINAL, RETRAIN):
+            raise ConfigError(f"{m.name!r} is reserved for {reserved_for}; rename that method.")
+        check_method_args(m, m.resolve())
 
 
 def import_class(class_path: str) -> type:

@@ -9,17 +9,21 @@ search space (its ``search_space`` attribute, with the config's overrides) must 
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-
 from lightning_unlearn.benchmark import BenchmarkConfig, Group, Plan, Scenario, load_config, make_plan, validate_config
 from lightning_unlearn.data.forget import ForgetSpec
-from lightning_unlearn.experiment import ConfigError, MethodSpec
+from lightning_unlearn.experiment import (
+    ConfigError,
+    MethodSpec,
+    add_run_arguments,
+    command_parser,
+    config_args,
+    parsed_values,
+)
 from lightning_unlearn.search_space import EPOCHS_KEY, Param
 from lightning_unlearn.tune.space import resolve_space
 
@@ -94,20 +98,17 @@ class TuneConfig:
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn tune``."""
-    p = ArgumentParser(
-        prog="lightning_unlearn tune",
-        description=(
-            "Tune every method's hyper-parameters with Optuna against the average gap to Retrain, on tuning targets "
-            "disjoint from the benchmark's evaluation targets; write best/<method>.yaml and tune.md into output_dir. "
-            "Finished trials are reused when run again. See docs/tuning.md."
-        ),
-        default_env=False,
+    p = command_parser(
+        "tune",
+        "Tune every method's hyper-parameters with Optuna against the average gap to Retrain, on tuning targets "
+        "disjoint from the benchmark's evaluation targets; write best/<method>.yaml and tune.md into output_dir. "
+        "Finished trials are reused when run again. See docs/tuning.md.",
+        "configs/tune/*.yaml",
+        "runs/tune",
     )
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/tune/*.yaml).")
     p.add_argument("--benchmark", type=str, required=True,
                    help="Benchmark config: data, model, training, methods; its scenarios x seeds are the evaluation "
                    "targets that tuning must not use.")  # fmt: skip
-    p.add_argument("--output_dir", type=str, default="runs/tune", help="Where studies, trials and best/ are written.")
     p.add_argument("--scenarios", type=list[dict[str, Any]], required=True,
                    help="Tuning targets: [{name: <benchmark scenario>, targets: [ForgetSpec dict, ...]}].")  # fmt: skip
     p.add_argument("--seeds", type=list[int], default=[100], help="Seeds of the tuning splits and runs.")
@@ -126,31 +127,22 @@ def build_parser() -> Any:
                    help="Prune a trial whose running gap after a tuning target is worse than the median.")  # fmt: skip
     p.add_argument("--timeout_s", type=float | None, default=None, help="Time budget per method (this start).")
     p.add_argument("--evaluator", type=dict[str, Any], default={}, help="Overrides of the benchmark's evaluator.")
-    p.add_argument("--executor", type=str | dict[str, Any], default="local", help="`local` or {name: ray, ...}.")
+    add_run_arguments(p)
     p.add_argument("--parallel", type=int, default=1, help="Trials asked and run at once (executor batch).")
-    p.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     return p
 
 
 def load_tune_config(source: str | Path | Sequence[str], **overrides: Any) -> TuneConfig:
     """A YAML path or command-line arguments (``["-c", "x.yaml", "--n_trials", "3"]``); ``overrides`` are keys."""
-    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source)
-    for key, value in overrides.items():
-        args.append(f"--{key}={value if isinstance(value, str) else json.dumps(value)}")
-    return tune_config_from_args(args)
+    return tune_config_from_args(config_args(source, overrides))
 
 
 def tune_config_from_args(args: Sequence[str]) -> TuneConfig:
     """A validated :class:`TuneConfig` from command-line arguments (raises ``ConfigError`` before anything runs)."""
-    parser = build_parser()
-    ns = parser.parse_args(list(args))
-    d = ns.as_dict()
-    d.pop("config", None)
-    d.pop("__path__", None)
-    return _build(d)
+    return _build(*parsed_values(build_parser().parse_args(list(args))))
 
 
-def _build(d: dict[str, Any]) -> TuneConfig:
+def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
     bpath = Path(str(d["benchmark"]))
     if not bpath.is_file():
         raise ConfigError(f"benchmark config {bpath} not found (a path relative to the current directory)")
@@ -222,7 +214,7 @@ def _build(d: dict[str, Any]) -> TuneConfig:
         objectives=objectives, sampler=str(d["sampler"]), seed=int(d["seed"]),
         n_startup_trials=d.get("n_startup_trials"),
         pruner=str(d["pruner"]), timeout_s=d.get("timeout_s"), executor=d.get("executor") or "local",
-        parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=json.loads(json.dumps(d, default=str)),
+        parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=source,
     )  # fmt: skip
     try:
         cfg.plan = make_plan(bench)
