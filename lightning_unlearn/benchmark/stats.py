@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lightning_unlearn.evaluation import METRIC_KEYS
+from lightning_unlearn.experiment import finite
 
 __all__ = [
     "ALPHA",
@@ -273,6 +274,6 @@ def results_frame(rows: Sequence[dict[str, Any]], cfg: Any = None) -> Any:
     import pandas as pd  # deferred: start-up (pandas only when tables are written)
 
     rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    clean = [{k: finite(v) for k, v in r.items()} for r in rows]
     frame = pd.DataFrame(clean, columns=_columns(rows), dtype=object)
     return frame.where(frame.notna(), None)

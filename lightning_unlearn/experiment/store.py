@@ -104,30 +104,12 @@ def _tmp(path: Path) -> Path:
     return tmp
 
 
-def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], Any]) -> Path:
-    """Replace ``path`` with ``data`` (text as UTF-8, bytes, or a function writing to a binary file) in one rename:
-    a reader sees the old file or the new one, never a part; a symbolic link at ``path`` is replaced, not followed."""
-    path = Path(path)
-    tmp = _tmp(path)
-    fd = os.open(tmp, _NEW_FILE, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """For a writer that takes a path (``Trainer.save_checkpoint``): yields a fresh ``<name>.tmp`` to write, then
-    renames it over ``path`` if it is a regular file (never a link)."""
+    """Where every file of the store is written: yields a fresh ``<name>.tmp`` beside ``path`` (a leftover or a link
+    there is removed first) for the caller to write, then renames it over ``path`` if it is a regular file (never a
+    link); on an error the ``.tmp`` is removed and ``path`` is left as it was. Writers that take a path
+    (``Trainer.save_checkpoint``) use it directly; the others go through :func:`write_atomic`."""
     path = Path(path)
     tmp = _tmp(path)
     try:
@@ -139,6 +121,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], Any]) -> Path:
+    """Replace ``path`` with ``data`` (text as UTF-8, bytes, or a function writing to a binary file) in one rename
+    (:func:`atomic_path`): a reader sees the old file or the new one, never a part; the temporary file is created new
+    (``O_EXCL``) and never through a link (``O_NOFOLLOW``), and a link at ``path`` is replaced, not followed."""
+    with atomic_path(path) as tmp, os.fdopen(os.open(tmp, _NEW_FILE, 0o666), "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def to_json(obj: Any) -> Any:
