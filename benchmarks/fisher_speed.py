@@ -178,7 +178,7 @@ def bench_retrain(args: argparse.Namespace) -> int:
 
 def bench_estimate(args: argparse.Namespace) -> int:
     from lightning_unlearn.benchmark import load_config
-    from lightning_unlearn.benchmark.plan import import_class
+    from lightning_unlearn.experiment import import_class
 
     cfg = load_config(args.config)
     spec = next((m for m in cfg.methods if m.class_path.endswith(".FisherForgetting")), None)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_unlearn.experiment import write_atomic, write_json
+
 __all__ = ["audit_markdown", "plot_distributions", "write_reports"]
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def _pct(v: Any) -> str:
@@ -80,7 +68,7 @@ def audit_markdown(result: dict[str, Any]) -> str:
 
 def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
     """Per row: the histogram of per-example epsilons and of the held-out models' log-likelihood ratios."""
-    import matplotlib
+    import matplotlib  # deferred: start-up (matplotlib only when the report is written)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,7 +95,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
             ax.legend(fontsize=7)
         ax.set_xlabel("log-likelihood ratio", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -115,12 +103,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
 def write_reports(result: dict[str, Any], out: Path) -> list[str]:
     """Write the three files (each replaced atomically); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, text in (("audit.json", json.dumps(_clean(result), indent=1)), ("audit.md", audit_markdown(result))):
-        tmp = out / f"{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-        files.append(str(out / name))
+    files = [str(write_json(out / "audit.json", result)), str(write_atomic(out / "audit.md", audit_markdown(result)))]
     png = plot_distributions(result, out / "audit.png")
     if png is not None:
         files.append(str(png))

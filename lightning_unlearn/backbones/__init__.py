@@ -7,9 +7,10 @@ Every backbone takes [0, 1] images, normalises them internally, exposes ``featur
 from .adapters import AdaptedBackbone, NoClassifierHeadError, TimmBackbone, TorchvisionBackbone
 from .allcnn import AllCNN, allcnn
 from .base import Backbone
-from .io import build_backbone, load_weights, register_backbone
+from .io import build_backbone, register_backbone
 from .resnet18 import ResNet18, resnet18
 from .vit import ViT, vit
+from .weights import load_weights
 
 __all__ = [
     "AdaptedBackbone",

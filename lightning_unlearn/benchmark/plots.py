@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.benchmark.stats import add_gaps, aggregate, methods_in, pareto_front, scenarios_in
+from lightning_unlearn.experiment import write_atomic
 
 __all__ = ["write_plots"]
 
@@ -17,7 +18,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     unlearning time against the average gap, one colour and marker per method named in a shared legend, error bars of
     one std clipped at 0, the Pareto front ringed and joined by a dashed step line). Uses matplotlib's object API (no
     global backend change)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: start-up (matplotlib only when plots are drawn)
 
     out = Path(out)
     rows = add_gaps([dict(r) for r in rows])
@@ -47,17 +48,17 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     ax.set_title("Distance to the gold (retrained) model")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    path = out / "gap_to_gold.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
+    written.append(_save(fig, out / "gap_to_gold.png"))
 
     fig = _time_vs_gap(Figure, methods, scenarios, tim, gap)
     if fig is None:
         return written
-    path = out / "time_vs_gap.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
+    written.append(_save(fig, out / "time_vs_gap.png"))
     return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
@@ -67,7 +68,7 @@ def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]
 
 def _style(methods: Sequence[str]) -> dict[str, tuple[Any, str]]:
     """One colour and marker per method, the same in every panel (Retrain last, black)."""
-    import matplotlib
+    import matplotlib  # deferred: start-up (matplotlib only when plots are drawn)
 
     cmap = matplotlib.colormaps["tab10"]
     markers = "osD^vPXhp<>d"  # 10 colours x 11 markers: (colour, marker) pairs differ for 110 methods

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.benchmark.cache import read_results
+from lightning_unlearn.benchmark.stats import add_gaps
+
 __all__ = ["Check", "Targets", "main", "protocol_checks", "scenario_kind"]
 
 
@@ -147,9 +150,6 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print every check for ``argv[0]`` (a benchmark's ``output_dir`` or its ``results.json``); 0 if all held."""
-    from lightning_unlearn.benchmark.cache import read_results
-    from lightning_unlearn.benchmark.stats import add_gaps
-
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python benchmarks/check_protocol.py OUTPUT_DIR_OR_RESULTS_JSON", file=sys.stderr)

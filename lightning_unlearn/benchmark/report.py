@@ -20,8 +20,6 @@ commit, library versions, device, threads and date; every row carries the ``git_
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +42,8 @@ from lightning_unlearn.benchmark.stats import (
     summaries,
     t_interval,
 )
+from lightning_unlearn.experiment import write_atomic, write_json
+from lightning_unlearn.provenance import collect_provenance
 
 __all__ = [
     "GAP_COLUMNS",
@@ -74,8 +74,6 @@ _TABLE: tuple[tuple[str, str, float, int], ...] = (
 
 
 def _provenance(cfg: Any = None) -> dict[str, Any]:
-    from lightning_unlearn.provenance import collect_provenance
-
     t = getattr(cfg, "trainer", None)
     return collect_provenance(getattr(t, "accelerator", None), getattr(t, "num_threads", None))
 
@@ -91,34 +89,15 @@ def write_results(
     frame = results_frame(rows, cfg)
     records = frame.to_dict(orient="records")
     csv_path, json_path = out / "results.csv", out / "results.json"
-    tmp = csv_path.with_name("results.csv.tmp")
-    frame.to_csv(tmp, index=False, na_rep="")
-    tmp.replace(csv_path)
+    write_atomic(csv_path, frame.to_csv(index=False, na_rep=""))
     doc = {
         "provenance": provenance if provenance is not None else _provenance(cfg),
         "row_commits": row_commits(records),
-        "summary": _json_safe(summaries(records, cfg)),
+        "summary": summaries(records, cfg),
         "rows": records,
     }
-    tmp = json_path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_plain))
-    tmp.replace(json_path)
+    write_json(json_path, doc)  # numpy scalars as numbers, nan/inf as null
     return [csv_path, json_path]
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars (pandas may hand them back) as Python numbers."""
-    return v.item() if hasattr(v, "item") else str(v)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suffix: str = "") -> str:
@@ -267,6 +246,5 @@ def write_all(
     prov = _provenance(cfg)
     files = write_results(rows, out, cfg, provenance=prov)
     plots = write_plots(rows, out, cfg)
-    report = out / "report.md"
-    report.write_text(render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
+    report = write_atomic(out / "report.md", render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
     return [*files, *plots, report]

@@ -17,6 +17,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lightning_unlearn.evaluation import METRIC_KEYS
+from lightning_unlearn.experiment import finite
+
 __all__ = [
     "ALPHA",
     "GAP_COLUMNS",
@@ -60,7 +63,7 @@ def t_interval(mean: float, std: float, n: int, level: float = LEVEL) -> tuple[f
     with sample standard deviation ``std`` (``None`` for ``n < 2``, where it is undefined)."""
     if n < 2:
         return None
-    from scipy.stats import t
+    from scipy.stats import t  # deferred: start-up (scipy only when a report is written)
 
     half = float(t.ppf((1.0 + level) / 2.0, n - 1)) * std / math.sqrt(n)
     return mean - half, mean + half
@@ -81,7 +84,7 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     if max(d) - min(d) <= 1e-12 * max(1.0, max(abs(v) for v in d)):
         return 0.0
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_rel  # deferred: start-up (scipy only when a report is written)
 
     return float(ttest_rel(a, b).pvalue)
 
@@ -198,7 +201,7 @@ def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
     """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1;
     ``None`` where no run has a finite value), by a pandas group-by."""
-    import pandas as pd
+    import pandas as pd  # deferred: start-up (pandas only when tables are written)
 
     frame = pd.DataFrame({"scenario": [str(r.get("scenario")) for r in rows],
                           "method": [str(r.get("method")) for r in rows],
@@ -255,8 +258,6 @@ _SKIP_COLUMNS = {"traceback"}
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    from lightning_unlearn.evaluation import METRIC_KEYS
-
     seen: set[str] = set()
     for r in rows:
         seen.update(r)
@@ -270,9 +271,9 @@ def results_frame(rows: Sequence[dict[str, Any]], cfg: Any = None) -> Any:
     """The rows as a pandas ``DataFrame`` in report order, ``avg_gap`` added, columns ordered (identification, the
     evaluator's metrics, the rest, then cost and provenance); object dtype, so integers stay integers and a value a
     row does not have is ``None``."""
-    import pandas as pd
+    import pandas as pd  # deferred: start-up (pandas only when tables are written)
 
     rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    clean = [{k: finite(v) for k, v in r.items()} for r in rows]
     frame = pd.DataFrame(clean, columns=_columns(rows), dtype=object)
     return frame.where(frame.notna(), None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.experiment import now, write_atomic, write_best, write_json
 from lightning_unlearn.search_space import EPOCHS_KEY
 
 __all__ = ["summarise", "write_best_file", "write_report"]
@@ -23,7 +23,7 @@ def _fmt(v: Any) -> str:
 def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """The study's trials, its best trial (lowest gap; with [gap, time], the lowest-gap trial of the Pareto front) and
     the trial at the benchmark's configured settings."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: start-up (optuna only once studies run)
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -52,8 +52,7 @@ def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> 
 
 
 def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> Path:
-    from lightning_unlearn.tune.record import write_best
-
+    """``best/<method>.yaml`` of a finished study: its best trial's settings and the tuning record."""
     best = summary["best"]
     params = dict(best["params"])
     init = {**mt.spec.init_args, **{k: v for k, v in params.items() if k != EPOCHS_KEY}}
@@ -64,7 +63,7 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
         "objectives": cfg.objectives, "values": best["values"], "params": params,
         "default_values": None if default is None else default["values"],
         "benchmark": cfg.benchmark_path, "tuning_groups": summary["tuning_groups"],
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_at": now(),
     }  # fmt: skip
     dv = "" if default is None else f" (configured settings: {default['values'][0]:.2f})"
     header = [
@@ -79,7 +78,7 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
 
 def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], list[str]]:
     """Optuna's optimisation history and parameter importances (matplotlib backend); returns (files, notes)."""
-    import matplotlib
+    import matplotlib  # deferred: start-up (matplotlib and optuna's plots only when the report is written)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -97,7 +96,7 @@ def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], li
                 fig = (ax if not hasattr(ax, "__len__") else ax[0]).figure
                 fig.set_size_inches(7, 4)
                 fig.tight_layout()
-                fig.savefig(path, dpi=90)
+                write_atomic(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=90))
                 plt.close(fig)
             files.append(path.name)
         except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn (e.g. < 2 finished trials) is noted
@@ -155,10 +154,9 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
             state += " (interrupted)" if r["interrupted"] else ""
             lines.append(f"| {r['number']} | {state} | " + " | ".join(_fmt(v) if v is not None else "-" for v in vals)
                          + f" | {_params(r['params'])} | {_fmt(r['seconds']) if r['seconds'] is not None else '-'} |")
-    path = out / "tune.md"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_atomic(out / "tune.md", "\n".join(lines) + "\n")
     clean = {k: {kk: vv for kk, vv in v.items() if kk != "_study"} for k, v in summaries.items()}
-    (out / "tune.json").write_text(json.dumps(clean, indent=1, default=str))
+    write_json(out / "tune.json", clean)
     return path
 
 

@@ -15,6 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.executors import make_executor
+from lightning_unlearn.search_space import Choice, FloatRange, IntRange
+
+# optuna is imported in the functions that use it (deferred: start-up of the package and of `tune --help`)
+
 __all__ = [
     "STUDIES_FILE",
     "distributions",
@@ -40,9 +45,7 @@ def storage_url(output_dir: str | Path) -> str:
 
 def distributions(space: Mapping[str, Any]) -> dict[str, Any]:
     """Optuna distributions of a search space (:mod:`lightning_unlearn.search_space`)."""
-    import optuna.distributions as D
-
-    from lightning_unlearn.search_space import Choice, FloatRange, IntRange
+    import optuna.distributions as D  # deferred: start-up
 
     out: dict[str, Any] = {}
     for key, p in space.items():
@@ -60,7 +63,7 @@ def distributions(space: Mapping[str, Any]) -> dict[str, Any]:
 def make_sampler(name: str = "tpe", seed: int = 0, n_startup_trials: int | None = None, n_trials: int = 20,
                  multi_objective: bool = False) -> Any:  # fmt: skip
     """A seeded TPE (default ``n_startup_trials``: a third of the budget, 3 to 10) or random sampler."""
-    import optuna
+    import optuna  # deferred: start-up
 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -69,7 +72,7 @@ def make_sampler(name: str = "tpe", seed: int = 0, n_startup_trials: int | None 
 
 
 def make_pruner(name: str = "median", n_startup_trials: int = 4) -> Any:
-    import optuna
+    import optuna  # deferred: start-up
 
     if name == "none":
         return optuna.pruners.NopPruner()
@@ -78,7 +81,7 @@ def make_pruner(name: str = "median", n_startup_trials: int = 4) -> Any:
 
 def open_study(name: str, storage: str, directions: Sequence[str], sampler: Any = None, pruner: Any = None) -> Any:
     """Create the study, or load it (with its finished trials) when it exists."""
-    import optuna
+    import optuna  # deferred: start-up
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
 
@@ -89,7 +92,7 @@ def open_study(name: str, storage: str, directions: Sequence[str], sampler: Any 
 def open_trial(study_name: str, storage: str, trial_id: int, pruner: Any = None) -> Any:
     """The running trial ``trial_id`` of a stored study, from a job (in this or a worker process), to ``report`` and
     ask ``should_prune``."""
-    import optuna
+    import optuna  # deferred: start-up
 
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     return optuna.trial.Trial(study, trial_id)
@@ -97,7 +100,7 @@ def open_trial(study_name: str, storage: str, trial_id: int, pruner: Any = None)
 
 def finished_trials(study: Any) -> list[Any]:
     """Trials that count towards the budget: complete, pruned, or failed by an error of their own."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: start-up
 
     return [
         t for t in study.get_trials(deepcopy=False)
@@ -109,7 +112,7 @@ def finished_trials(study: Any) -> list[Any]:
 def recover_interrupted(study: Any) -> int:
     """Mark trials left running by a killed process as failed (``interrupted``) and queue their parameters again.
     Only one tuner may use an output directory at a time. Returns how many were recovered."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: start-up
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -140,9 +143,7 @@ def run_study(
     ``trial.params``); ``parallel`` trials are asked and handed to ``executor.map`` at once. Returns counts of what this
     call did: ``{"run", "reused", "recovered"}``.
     """
-    from optuna.trial import TrialState
-
-    from lightning_unlearn.executors import make_executor
+    from optuna.trial import TrialState  # deferred: start-up
 
     executor = make_executor(executor)
     dists = distributions(space)
@@ -168,14 +169,14 @@ def run_study(
             if on_trial is not None:  # before tell: a finished trial's attributes cannot be set
                 on_trial(trial, res)
             if not res.ok:
-                study._storage.set_trial_user_attr(trial._trial_id, "error", str(res.error)[:500])
+                trial.set_user_attr("error", str(res.error)[:500])
                 study.tell(trial, state=TrialState.FAIL)
             elif isinstance(value, Mapping) and value.get("pruned"):
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 values = [float(v) for v in value["values"]]
                 if not all(math.isfinite(v) for v in values):
-                    study._storage.set_trial_user_attr(trial._trial_id, "error", f"non-finite objective {values}")
+                    trial.set_user_attr("error", f"non-finite objective {values}")
                     study.tell(trial, state=TrialState.FAIL)
                 else:
                     study.tell(trial, values if len(values) > 1 else values[0])

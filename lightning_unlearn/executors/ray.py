@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from lightning_unlearn.executors import Executor, Job, JobResult, _check_keys, register_executor, run_job
+from lightning_unlearn.executors.base import Executor, Job, JobResult, check_keys, run_job
 
 __all__ = ["RayExecutor"]
 
@@ -84,7 +84,7 @@ class RayExecutor(Executor):
         self._started = True
 
     def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-        _check_keys(jobs)
+        check_keys(jobs)
         if not jobs:
             return []
         self._ensure_ray()
@@ -124,5 +124,3 @@ class RayExecutor(Executor):
             ray.shutdown()
         self._started = False
 
-
-register_executor("ray", RayExecutor)
