@@ -39,3 +39,7 @@ __all__ = [
     "UnlearningFailedError",
     "UnlearningMethod",
 ]
+
+from lightning_unlearn.methods.lfssd import LabelFreeSSD  # noqa: E402
+
+__all__ += ["LabelFreeSSD"]
