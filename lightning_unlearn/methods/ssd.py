@@ -97,7 +97,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
     as ``build_retain_forget_sets`` builds D_r; in the stored order for a random or explicit D_f, as ``random_split``
     leaves it), then D_f's batches, which are the D_f pass's own, so they count once in I_Df and once in I_D
     (:func:`full_importance`: I_Df / I_D <= (n_r + n_f) / n_f). ``"interleaved"``: D in index order, D_f spread over
-    D's batches (this package before 2027-01; with squared mini-batch gradients I_Df / I_D then grows with the batch
+    D's batches (this package up to c7d07c8; with squared mini-batch gradients I_Df / I_D then grows with the batch
     size, far past |D| / |D_f|). Under DDP whole batches are dealt to the ranks and the sums and batch counts are
     all-reduced, so DDP gives the one-process result. Every batch must be seen: ``limit_train_batches`` < 1 is an
     error, not a silent subsample.
