@@ -46,7 +46,7 @@ class AuditConfig(ExperimentConfig):
     seed: int = 0
     baselines: list[str] = field(default_factory=lambda: [ORIGINAL, RETRAIN])
     evaluations: list[str] = field(default_factory=lambda: list(EVALUATIONS))
-    delta: float = 0.01
+    delta: float = 1e-5
     variance: Literal["auto", "per_example", "global"] = "auto"
     bootstrap: int = 200
     num_cpus: float | None = None  # the older spelling of executor.resources.num_cpus
@@ -88,7 +88,7 @@ def build_parser() -> Any:
     p.add_argument("--baselines", type=list[str], default=[ORIGINAL, RETRAIN],
                    help="Reference rows: Original (no unlearning) and Retrain (independent retraining on D_r).")
     p.add_argument("--evaluations", type=list[str], default=list(EVALUATIONS), help="ulira and/or challenge.")
-    p.add_argument("--delta", type=float, default=0.01, help="The challenge's delta.")
+    p.add_argument("--delta", type=float, default=1e-5, help="The challenge's delta (its scoring code's 1e-5).")
     p.add_argument("--variance", type=Literal["auto", "per_example", "global"], default="auto",
                    help="U-LiRA Gaussians: per-example or pooled std (auto: per example with >= 8 samples).")
     p.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples for the 95% intervals.")

@@ -27,6 +27,13 @@ def _ci(row: dict[str, Any], key: str) -> str:
     return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def _f(ch: dict[str, Any]) -> str:
+    if ch.get("F") is None:
+        return "-"
+    lo, hi = (ch.get("F_ci95") or [None, None])[:2]
+    return f"{ch['F']:.3f}" if lo is None else f"{ch['F']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def audit_markdown(result: dict[str, Any]) -> str:
     """The report: one line per audited row, the failures, and how to read it."""
     lines = [
@@ -34,21 +41,25 @@ def audit_markdown(result: dict[str, Any]) -> str:
         f"{result['shadow_models']} shadow models, each on a random half of a pool of {result['pool_size']} examples, "
         f"forgetting {result['forget_per_model']} of {result['targets']} target examples. U-LiRA (Hayes et al. 2024, "
         "sec. 4): a per-example likelihood-ratio attack telling an unlearned model from a retrained one, ideal 50% "
-        "(accuracy, AUC) and TPR equal to the FPR; 95% bootstrap intervals in brackets. Challenge (Triantafillou et "
-        "al. 2024): forgetting quality F (1 = indistinguishable from retraining) and the final score "
-        "F x RA_u/RA_r x TA_u/TA_r.", "",
-        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F | score | median eps | RA (%) | TA (%) "
-        "| FA (%) | pop. MIA-eff. (%) |",
+        "(accuracy, AUC) and a TPR equal to the FPR (the best TPR at FPR <= 1% / 5%); 95% bootstrap intervals in "
+        "brackets. Challenge (Triantafillou et al. 2024, its released scoring code): per target example, the largest "
+        "epsilon of its threshold attacks on the unlearned vs the retrained models of the shadows that forgot it; "
+        "forgetting quality F = mean over examples of 2^-k for an epsilon in [k/2, (k+1)/2), 0 from ceil(log(n - 1)) "
+        "on (n: that example's models per side), and the final score F x RA_u/RA_r x TA_u/TA_r. F = 1 would mean "
+        "every epsilon below 0.5, which even retraining does not reach with few models (the best of many attacks on a "
+        "few outputs finds a large epsilon by chance): read a row's F against the Retrain row's, the F of an "
+        "independent retraining, below.", "",
+        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F [95% CI] | score | median eps | RA (%) "
+        "| TA (%) | FA (%) | pop. MIA-eff. (%) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name, row in result["rows"].items():
         ch = row.get("challenge") or {}
-        f = "-" if ch.get("F") is None else f"{ch['F']:.3f}"
         score = "-" if ch.get("score") is None else f"{ch['score']:.3f}"
         eps = "-" if ch.get("epsilon_median") is None else f"{ch['epsilon_median']:.2f}"
         lines.append(f"| {name} | {row['models']} | {_ci(row, 'accuracy')} | {_ci(row, 'auc')} | "
-                     f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {f} | {score} | {eps} | {_pct(row['RA'])} | "
-                     f"{_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
+                     f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {_f(ch)} | {score} | {eps} | "
+                     f"{_pct(row['RA'])} | {_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
                      f"{_pct(row.get('MIA_std'))} |")  # fmt: skip
     errors = [(n, r["error"]) for n, r in result["rows"].items() if r.get("error")]
     if errors:
@@ -58,11 +69,14 @@ def audit_markdown(result: dict[str, Any]) -> str:
                   "the traceback is in error.json in the model's directory):", ""]  # fmt: skip
         lines += [f"- {f['stage']} {f['row']} on shadow {f['shadow']}: {f['error']}" for f in result["failures"]]
     ref = result["reference"]
+    retrain = (result["rows"].get("Retrain") or {}).get("challenge") or {}  # the baseline row of that name
+    f_ref = (f"the F of retraining itself (row Retrain) is {_f(retrain)}: the most a method can be expected to reach "
+             "with these models" if retrain.get("F") is not None else "no Retrain row was audited, so F has no "
+             "reference here")  # fmt: skip
     lines += ["", f"Reference (retrained models): RA {_pct(ref['RA_r'])}%, TA {_pct(ref['TA_r'])}%, population "
               f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; "
-              "mean ± "
-              "std over shadows). A row is exposed when its U-LiRA accuracy interval lies above 50% or its F is far "
-              "below Retrain's.", ""]
+              f"mean ± std over shadows); {f_ref}. A row is exposed when its U-LiRA accuracy interval lies above 50% "
+              "or its F interval lies below Retrain's.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_unlearn.audit.challenge import challenge_score, forgetting_quality, per_example_epsilon
+from lightning_unlearn.audit.challenge import DELTA, challenge_score, forgetting_quality_from_scores
 from lightning_unlearn.audit.config import AuditConfig
 from lightning_unlearn.audit.jobs import score_job, train_job, unlearn_job
 from lightning_unlearn.audit.report import write_reports
@@ -31,7 +31,7 @@ def evaluate_scores(
     *,
     accuracies: dict[str, float] | None = None,
     evaluations: Sequence[str] = ("ulira", "challenge"),
-    delta: float = 0.01,
+    delta: float = DELTA,
     variance: str = "auto",
     bootstrap: int = 200,
     seed: int = 0,
@@ -50,22 +50,15 @@ def evaluate_scores(
         out["llr"] = {"unlearned": res.llr_unlearned.tolist(), "retrained": res.llr_retrained.tolist()}
     if "challenge" in evaluations:
         # the challenge compares, per forget example, unlearned and retrained models of the same forget sets
-        us, rs = [], []
-        for j in range(u.shape[1]):
-            ok = f[:, j] & np.isfinite(u[:, j]) & np.isfinite(r[:, j])
-            if ok.sum() >= 2:
-                us.append(u[ok, j])
-                rs.append(r[ok, j])
-        if not us:
-            raise AuditError(f"no example is forgotten in 2 or more of the {u.shape[0]} shadow models with both "
-                             "outputs; use more shadow models or larger forget sets")  # fmt: skip
-        eps = per_example_epsilon(us, rs, delta=delta)
-        acc = accuracies or {}
+        ch = forgetting_quality_from_scores(u, r, f, delta=delta, bootstrap=bootstrap, seed=seed)
+        eps, acc = ch["epsilons"], accuracies or {}
         if all(k in acc and np.isfinite(acc[k]) for k in ("RA_u", "RA_r", "TA_u", "TA_r")):
-            out["challenge"] = challenge_score(eps, acc["RA_u"], acc["RA_r"], acc["TA_u"], acc["TA_r"])
+            out["challenge"] = challenge_score(eps, ch["num_models"], acc["RA_u"], acc["RA_r"], acc["TA_u"],
+                                               acc["TA_r"])
         else:
-            out["challenge"] = {"F": forgetting_quality(eps), "examples": len(eps)}
-        out["challenge"]["delta"] = delta
+            out["challenge"] = {"F": ch["F"], "examples": len(eps)}
+        out["challenge"].update(F_ci95=list(ch["ci95"]), delta=delta,
+                                models_per_example=[int(ch["num_models"].min()), int(ch["num_models"].max())])
         out["epsilons"] = eps.tolist()
     return out
 

@@ -47,3 +47,7 @@ __all__ = [
     "SFRon",
     "RUM",
 ]
+
+from lightning_unlearn.methods.lfssd import LabelFreeSSD  # noqa: E402
+
+__all__ += ["LabelFreeSSD"]
