@@ -275,24 +275,29 @@ _PARSE_NOISE = ("Expected a path but", "Does not validate against any of the Uni
 
 
 def parse_error_line(message: str) -> str:
-    """jsonargparse's error for ``Parser key "K": ...`` (10-70 lines: each type of a Union tried in turn) as one line:
-    ``--K VALUE: <the first reason that is not about a type the value was never meant to be>``."""
+    """jsonargparse's error for ``Parser key "K": ...`` (10-70 lines: each type of a Union tried in turn, nested once
+    per class) as one line: ``--K.SUBKEY VALUE: <the innermost reason that is not about a type never meant>``."""
     import re
 
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    head = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
-    if head is None:
+    keys: list[str] = []
+    last = -1
+    for i, line in enumerate(lines):
+        head = re.match(r'Parser key "([^"]+)":', line)
+        if head is not None:
+            keys.append(head.group(1))
+            last = i
+    if not keys:
         return lines[0] if lines else message
-    given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), "")
-    reasons = [ln.lstrip("- ").strip() for ln in lines[1:]]
-    reasons = [r for r in reasons if not r.startswith(_PARSE_NOISE)] or [head.group(2) or "invalid value"]
-    reason = reasons[0]
+    tail = lines[last + 1 :]  # the innermost key's block first, then the outer keys' remaining lines
+    given = next((ln.split(":", 1)[1].strip() for ln in tail if ln.startswith("Given value:")), "")
+    reasons = [r for r in (ln.lstrip("- ").strip() for ln in tail) if not r.startswith(_PARSE_NOISE)]
+    reason = reasons[0] if reasons else "invalid value"
     if reason.endswith(":") and len(reasons) > 1:
         reason = f"{reason} {reasons[1]}"
-    key = head.group(1)
-    where = f"--{key}" + (f" {given}" if given else "")
+    key = ".".join(keys)
     hint = " (lightning_unlearn --help lists the methods and DataModules)" if key in ("model", "data") else ""
-    return f"{where}: {reason}{hint}"
+    return f"--{key}{' ' + given if given else ''}: {reason}{hint}"
 
 
 if __name__ == "__main__":  # pragma: no cover
