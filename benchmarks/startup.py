@@ -14,9 +14,12 @@ change of load hits both. Cases:
   ``on_train_batch_start`` and ends the process; wall seconds from the parent's start of the process to that stamp.
 - ``job_imports``: ``import lightning_unlearn.benchmark.jobs`` and the modules its jobs import before their first step
   (methods, trainer, evaluation, checkpoints): a Ray worker's first job pays this once.
+- ``parse``: the LightningCLI part of ``unlearn`` before any class is instantiated (building the parser(s), parsing
+  the README's ``unlearn`` configs), CPU seconds from ``time.process_time`` inside the process, after the imports;
+  ``UnlearnCLI`` as ``cli.main`` constructs it in each tree.
 
-``--breakdown`` adds, per tree, the cumulative ``-X importtime`` (wall, one run) of the top-level packages that
-``job_imports`` loads.
+``--breakdown`` adds, per tree, the ``-X importtime`` self time (wall, one run) of ``job_imports`` summed per top-level
+package.
 """
 
 from __future__ import annotations
@@ -38,6 +41,29 @@ JOB_IMPORTS = (
     "import lightning_unlearn.benchmark.jobs, lightning_unlearn.methods, lightning_unlearn.trainer, "
     "lightning_unlearn.evaluation, lightning_unlearn.checkpoints"
 )
+
+
+PARSE = """
+import json, sys, time
+try:  # after the change: UnlearnCLI in its own module, cli.main builds the named subcommand's parser only
+    from lightning_unlearn.unlearn_cli import UnlearnCLI
+    kwargs = {"only_subcommand": "unlearn"}
+except ImportError:  # before it
+    from lightning_unlearn.cli import UnlearnCLI
+    kwargs = {}
+class Stop(Exception):
+    pass
+class CLI(UnlearnCLI):
+    def before_instantiate_classes(self):
+        raise Stop
+sys.argv = ["lightning_unlearn", "unlearn", "-c", sys.argv[1], "-c", sys.argv[2], "--original_ckpt", "x.ckpt"]
+start = time.process_time()
+try:
+    CLI(args=None, **kwargs)
+except Stop:
+    pass
+print(json.dumps({"cpu_s": time.process_time() - start}))
+"""
 
 
 def console_code(tree: Path) -> str:
@@ -64,7 +90,8 @@ def run(tree: Path, args: list[str], cwd: Path, env_extra: dict[str, str] | None
 def train_original(tree: Path, work: Path) -> Path:
     """One digits original (1 epoch) for the ``unlearn`` case, trained by ``tree``."""
     fit = ["fit", "-c", str(tree / "configs/data/digits.yaml"), "-c", str(tree / "configs/model/allcnn.yaml"),
-           "--trainer.max_epochs=1", f"--trainer.default_root_dir={work / 'fit'}", "--trainer.enable_progress_bar=false"]  # fmt: skip
+           "--trainer.max_epochs=1", f"--trainer.default_root_dir={work / 'fit'}",
+           "--trainer.enable_progress_bar=false"]  # fmt: skip
     run(tree, ["-c", console_code(tree), *fit], cwd=work)
     return work / "fit" / "original.ckpt"
 
@@ -86,6 +113,11 @@ def measure(case: str, tree: Path, work: Path, original: Path, i: int) -> dict[s
         res = run(tree, ["-c", code, *args], cwd=work, env_extra={"STARTUP_PROBE_OUT": str(stamp)})
         probe = json.loads(stamp.read_text())
         return {"cpu_s": float(res["cpu_s"]), "wall_s": probe["time"] - float(res["start"])}
+    elif case == "parse":
+        res = run(tree, ["-c", PARSE, str(tree / "configs/data/digits.yaml"),
+                         str(tree / "configs/unlearn/boundary_shrink.yaml")], cwd=work)  # fmt: skip
+        inside = json.loads(str(res["stdout"]).strip().splitlines()[-1])
+        return {"cpu_s": inside["cpu_s"], "wall_s": float(res["wall_s"])}
     elif case == "job_imports":
         res = run(tree, ["-c", JOB_IMPORTS], cwd=work)
     else:
@@ -94,7 +126,7 @@ def measure(case: str, tree: Path, work: Path, original: Path, i: int) -> dict[s
 
 
 def breakdown(tree: Path, work: Path) -> dict[str, float]:
-    """Cumulative ``-X importtime`` seconds of each top-level package ``JOB_IMPORTS`` loads (wall time, one run)."""
+    """``-X importtime`` self seconds of ``JOB_IMPORTS``, summed per top-level package (wall time, one run)."""
     env = {**os.environ, "PYTHONPATH": f"{tree}:{HERE}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", JOB_IMPORTS], env=env, cwd=work,
                           capture_output=True, text=True, timeout=900, check=True)  # fmt: skip
@@ -102,10 +134,9 @@ def breakdown(tree: Path, work: Path) -> dict[str, float]:
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line.split("|")
-        if not name.startswith("  ") and name.strip():  # first-level imports only (their children are inside)
-            top = name.strip().split(".")[0]
-            out[top] = out.get(top, 0.0) + int(cumulative) / 1e6
+        self_us, _, name = line[len("import time:") :].split("|")
+        top = name.strip().split(".")[0]
+        out[top] = out.get(top, 0.0) + int(self_us) / 1e6
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -114,7 +145,7 @@ def main() -> None:
     parser.add_argument("--old", type=Path, required=True, help="the tree before the change (a git worktree)")
     parser.add_argument("--new", type=Path, default=HERE.parent, help="the tree after it (default: this checkout)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cases", default="help,error,unlearn,job_imports")
+    parser.add_argument("--cases", default="help,error,unlearn,job_imports,parse")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
@@ -141,11 +172,11 @@ def main() -> None:
             old = [r[key] for r in results[case]["old"]]
             new = [r[key] for r in results[case]["new"]]
             mo, mn = statistics.median(old), statistics.median(new)
-            print(f"| {case} | {key} | {mo:.2f} ({min(old):.2f}-{max(old):.2f}) | {mn:.2f} ({min(new):.2f}-{max(new):.2f})"
-                  f" | {mo / mn:.1f}x |")  # fmt: skip
+            print(f"| {case} | {key} | {mo:.2f} ({min(old):.2f}-{max(old):.2f}) "
+                  f"| {mn:.2f} ({min(new):.2f}-{max(new):.2f}) | {mo / mn:.1f}x |")  # fmt: skip
     for name, part in parts.items():
-        top = ", ".join(f"{k} {v:.2f}" for k, v in list(part.items())[:8])
-        print(f"importtime ({name}, s, cumulative wall of first-level imports): {top}")
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(part.items())[:12])
+        print(f"importtime ({name}; self seconds per package, wall, total {sum(part.values()):.2f}): {top}")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "breakdown": parts, "load": [load_before, load_after]}))
 

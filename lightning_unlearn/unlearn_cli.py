@@ -18,6 +18,8 @@ is imported (:func:`check_recorded_classes`).
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,8 +131,12 @@ class UnlearnCLI(LightningCLI):
         model = self.config[subcommand].get("model")
         if model is None and subcommand in _MODEL_OPTIONAL:
             return
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
+        ckpt = read_checkpoint(ckpt_path)
+        recorded = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+        if recorded is not None and not isinstance(recorded, dict):
+            raise CheckpointError(f"{ckpt_path}: its hyper_parameters are a {type(recorded).__name__}, not a mapping.")
+        hparams = dict(recorded or {})
+        hparams.pop("_instantiator", None)  # Lightning drops it too: the CLI never calls it
         if not hparams:
             return
         check_recorded_classes(hparams, model, ckpt_path)
@@ -194,8 +200,9 @@ class UnlearnCLI(LightningCLI):
 
 def check_recorded_classes(hparams: dict[str, Any], model_config: Any, path: str | Path) -> None:
     """Refuse a checkpoint whose hyper-parameters name a class (``_class_path``/``class_path``, at any depth) that is
-    neither the configured model's (or one of its nested classes) nor a class of this package already loaded: each
-    name is looked up in ``sys.modules``, nothing is imported."""
+    neither the configured model's (or one of its nested classes) nor a class of this package already loaded, or hold
+    a dotted name (``pkg.mod.fn``) of a module that is not loaded but could be (jsonargparse imports such names for
+    parameters typed as callables or classes). Names are looked up in ``sys.modules``; nothing is imported."""
     configured = {value for _, value in _class_paths(model_config)}
     for key, name in _class_paths(hparams):
         if name in configured or _loaded_class_of_ours(name):
@@ -205,6 +212,28 @@ def check_recorded_classes(hparams: dict[str, Any], model_config: Any, path: str
             "nor the configured model: refused, nothing was imported. Configure the model it was trained with "
             "(`--model module.Class`), or leave out the model config to rebuild the network from its weights."
         )
+    for key, value in _strings(hparams):
+        top = value.split(".")[0]
+        if _DOTTED.fullmatch(value) and top not in sys.modules and importlib.util.find_spec(top) is not None:
+            raise CheckpointError(
+                f"{path} names the module {top!r} (hyper_parameters.{key} = {value!r}), which is not loaded: refused, "
+                "nothing was imported. Use a checkpoint whose recorded settings name no code."
+            )
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def _strings(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(key, value) of every string value in nested dicts and lists."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _strings(value, f"{prefix}{key}.")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _strings(value, f"{prefix}{i}.")
+    elif isinstance(tree, str):
+        yield prefix.rstrip("."), tree
 
 
 def _class_paths(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

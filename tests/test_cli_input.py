@@ -93,7 +93,7 @@ def test_code_beside_a_checkpoint_never_runs(trained_digits, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_recorded_classes_accepted_and_refused():
+def test_recorded_classes_accepted_and_refused(tmp_path, monkeypatch):
     from lightning_unlearn.methods import Classifier  # noqa: F401 - loaded, as the CLI loads it
 
     ours = {"_class_path": "lightning_unlearn.methods.Classifier", "lr": 0.1}
@@ -110,6 +110,13 @@ def test_recorded_classes_accepted_and_refused():
     ]:
         with pytest.raises(CheckpointError, match=rf"c\.ckpt names the class .* \(hyper_parameters\.{key}\)"):
             check_recorded_classes(bad, configured, "c.ckpt")
+    # a dotted name of a module that is not loaded but could be (a parameter typed as a callable would import it)
+    (tmp_path / "helper_mod_xyz.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"names the module 'helper_mod_xyz' \(hyper_parameters\.act\.0 = "):
+        check_recorded_classes({"act": ["helper_mod_xyz.fn"]}, configured, "d.ckpt")
+    assert "helper_mod_xyz" not in sys.modules
+    check_recorded_classes({"name": "resnet18.a1_in1k", "lr": "1e-3", "os": "os.path"}, configured, "e.ckpt")
 
 
 @pytest.mark.parametrize(
