@@ -13,8 +13,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-#: Log records (Lightning's ``rank_zero_info``) dropped by the CLI: advertisements for optional cloud packages.
-LOG_NOTICES = ("💡 Tip:",)
+#: Log records dropped by the CLI: advertisements for optional cloud packages (Lightning's ``rank_zero_info``), and
+#: ``seed_everything``'s "Seed set to N" (the seed is in the run's saved config.yaml; it defaults to 0).
+LOG_NOTICES = ("💡 Tip:", "Seed set to ")
 #: Warnings dropped by the CLI: a deprecation inside Lightning's own code (``_pytree.py``) under newer torch.
 CLI_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 #: Warnings dropped while an unlearning method fits, each true by design of every method:
@@ -25,12 +26,17 @@ METHOD_WARNINGS = {
     "no_validation_step": r"You passed in a `val_dataloader` but have no `validation_step`",
     "no_optimizer": r"`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
 }
-_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
 
 
 class _DropNotices(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        message = message.split("] ", 1)[1] if message.startswith("[rank: ") else message  # rank_prefixed_message
         return not any(message.startswith(prefix) for prefix in LOG_NOTICES)
 
 
