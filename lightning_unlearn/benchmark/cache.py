@@ -186,17 +186,12 @@ def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -
 
 
 def evaluator_settings(configured: dict[str, Any]) -> dict[str, Any]:
-    """The evaluator's effective settings: its signature's defaults overridden by ``configured``. A row's hash holds
-    these, so that a changed default (e.g. the SVC's ``svc_max_samples``) invalidates the rows it measured, as a
-    changed config does."""
-    import inspect
+    """The evaluator's effective settings (``evaluation.evaluator_settings``: its signature's defaults overridden by
+    ``configured``, optional components that are off left out). A row's hash holds these, so that a changed default
+    (e.g. the SVC's ``svc_max_samples``) invalidates the rows it measured, as a changed config does."""
+    from lightning_unlearn.evaluation import evaluator_settings as settings
 
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
-    skip = {"gold", "original", "output_dir", "unlearn_time_s", "retrain_time_s"}  # set per run, not settings
-    params = inspect.signature(UnlearningEvaluator).parameters.items()
-    defaults = {k: p.default for k, p in params if k not in skip and p.default is not inspect.Parameter.empty}
-    return {**defaults, **configured}
+    return settings(configured)
 
 
 def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec | None) -> str:
