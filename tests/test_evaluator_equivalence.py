@@ -33,7 +33,8 @@ def _forward(net, dm, split):
     y = torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
     index = np.asarray([int(it[2]) for it in items], dtype=np.int64)
     with torch.no_grad():
-        logits = torch.cat([net(x[i : i + bs]).float() for i in range(0, n, bs)]) if n else torch.zeros(0, dm.num_classes)
+        batches = [net(x[i : i + bs]).float() for i in range(0, n, bs)]
+    logits = torch.cat(batches) if n else torch.zeros(0, dm.num_classes)
     return logits, y, index
 
 

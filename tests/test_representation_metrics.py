@@ -35,7 +35,7 @@ def _weights_hash(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-# -- CKA -----------------------------------------------------------------------------------------------------------------
+# -- CKA ---------------------------------------------------------------------------------------------------------------
 def test_linear_cka_known_answers():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 12, generator=g, dtype=torch.float64)
@@ -43,7 +43,8 @@ def test_linear_cka_known_answers():
     assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
     assert linear_cka(x, x @ q) == pytest.approx(1.0, abs=1e-12)  # orthogonal transform
     assert linear_cka(x, 3.7 * x) == pytest.approx(1.0, abs=1e-12)  # isotropic scaling
-    assert linear_cka(x, torch.cat([x @ q, torch.zeros(300, 4, dtype=torch.float64)], 1)) == pytest.approx(1.0, abs=1e-12)
+    wider = torch.cat([x @ q, torch.zeros(300, 4, dtype=torch.float64)], 1)  # another width
+    assert linear_cka(x, wider) == pytest.approx(1.0, abs=1e-12)
     assert linear_cka(x, x + 5.0) == pytest.approx(1.0, abs=1e-12)  # centred: a shift changes nothing
     assert linear_cka(x.numpy(), (x @ q).numpy()) == pytest.approx(1.0, abs=1e-12)
     scaled = x.clone()
@@ -58,11 +59,12 @@ def test_linear_cka_known_answers():
         linear_cka(x, x[:10])
 
 
-# -- the probe and the relearning attack as functions ---------------------------------------------------------------------
+# -- the probe and the relearning attack as functions ------------------------------------------------------------------
 def test_probe_split_and_linear_probe():
     train, held = probe_split(50, 0.2, seed=0)
     assert len(train) == 10 and len(held) == 40 and not set(train) & set(held)
-    assert np.array_equal(probe_split(50, 0.2, seed=0)[0], train) and not np.array_equal(probe_split(50, 0.2, 1)[0], train)
+    assert np.array_equal(probe_split(50, 0.2, seed=0)[0], train)
+    assert not np.array_equal(probe_split(50, 0.2, seed=1)[0], train)
     assert len(probe_split(3, 0.01, 0)[0]) == 1 and len(probe_split(3, 0.99, 0)[1]) == 1  # at least one on each side
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 5)) * 5
@@ -91,12 +93,13 @@ def test_relearn_steps_leaves_the_model_and_the_rngs_alone():
 
 
 def test_options_are_checked():
-    for bad, match in (({"probe_forget_share": 1.0}, "probe_forget_share"), ({"probe_max_retain": 0}, "probe_max"),
-                       ({"relearn_samples": 0}, "relearn_samples"), ({"relearn_seeds": 0}, "relearn_seeds"),
-                       ({"relearn_max_steps": 0}, "relearn_max_steps"), ({"relearn_lr": 0.0}, "relearn_lr"),
-                       ({"relearn_target": 1.5}, "relearn_target"), ({"extra_components": ["nope"]}, "Unknown evalu")):  # fmt: skip
-        with pytest.raises(ValueError, match=match):
-            UnlearningEvaluator(**bad)
+    bad = {"probe_forget_share": 1.0, "probe_max_retain": 0, "relearn_samples": 0, "relearn_seeds": 0,
+           "relearn_max_steps": 0, "relearn_lr": 0.0, "relearn_target": 1.5}  # fmt: skip
+    for name, value in bad.items():
+        with pytest.raises(ValueError, match=name):
+            UnlearningEvaluator(**{name: value})
+    with pytest.raises(ValueError, match="Unknown evaluation component 'nope'"):
+        UnlearningEvaluator(extra_components=["nope"])
 
 
 def test_feature_metrics_refuse_a_network_without_features():
@@ -107,7 +110,7 @@ def test_feature_metrics_refuse_a_network_without_features():
     assert "probe/forget_acc" not in UnlearningEvaluator(mia=False, zrf=False).evaluate(flat, dm)
 
 
-# -- constructed models -------------------------------------------------------------------------------------------------
+# -- constructed models ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quickstart_models(tmp_path_factory):
     """The quickstart's regime: an original, its gold model (seed 0) and another retrained model (seed 1)."""

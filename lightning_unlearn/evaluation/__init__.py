@@ -10,6 +10,7 @@ from lightning_unlearn.evaluation.cka import RepresentationCKA, linear_cka
 from lightning_unlearn.evaluation.component import COMPONENTS, Component, EvalContext, register_component
 from lightning_unlearn.evaluation.evaluator import (
     METRIC_KEYS,
+    REPRESENTATION_KEYS,
     UnlearningEvaluator,
     evaluated_backbone,
     evaluator_settings,
@@ -39,6 +40,7 @@ from lightning_unlearn.evaluation.report import metrics_to_json, metrics_to_mark
 __all__ = [
     "COMPONENTS",
     "METRIC_KEYS",
+    "REPRESENTATION_KEYS",
     "Component",
     "EvalContext",
     "LinearProbe",

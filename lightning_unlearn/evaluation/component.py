@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lightning_unlearn.evaluation.cache import ReferenceCache
+from lightning_unlearn.evaluation.metrics import accuracy
 from lightning_unlearn.evaluation.outputs import Outputs
 
 __all__ = [
@@ -100,7 +101,6 @@ class EvalContext:
     data_key: str = ""
     unlearn_time_s: float | None = None
     retrain_time_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def splits(self) -> Any:
@@ -149,8 +149,7 @@ class Component:
 
 
 def accuracy_or_nan(o: Outputs | None) -> float:
-    from lightning_unlearn.evaluation.metrics import accuracy
-
+    """``metrics.accuracy`` of ``o``, ``nan`` when the outputs were not computed."""
     return accuracy(o.logits, o.targets) if o is not None else math.nan
 
 

@@ -1,19 +1,14 @@
 """``UnlearningEvaluator``: a Callback that evaluates a model on every split, against an optional gold model, and writes
-``metrics.json``, ``metrics.md`` and (when asked) plots.
-
-Python::
+``metrics.json``, ``metrics.md`` and (when asked) plots::
 
     evaluator = UnlearningEvaluator(gold=gold_net)          # or gold="gold.ckpt"
     Trainer(callbacks=[evaluator]).fit(method, datamodule=dm)
     evaluator.results["gold/forget_acc_gap"]                 # also in trainer.callback_metrics
+    UnlearningEvaluator(gold=gold_net).evaluate(model, dm)   # without a Trainer
 
-or without a Trainer: ``UnlearningEvaluator(gold=gold_net).evaluate(model, dm)``.
-
-It is thin: the outputs of every network on every split are computed once (``evaluation.outputs``), each metric is a
-registered component (``evaluation.component``; ``standard.py``, ``probe.py``, ``relearn.py``, ``cka.py``) and
-``evaluation.settings`` turns the constructor's arguments into the list of components. From the CLI,
-``lightning_unlearn unlearn`` attaches one unless ``--evaluate false`` and ``lightning_unlearn test --ckpt_path X``
-evaluates any checkpoint with one (see ``cli.py``).
+It is thin: every network's outputs on every split are computed once (``outputs.py``), each metric is a registered
+component (``component.py``) and ``settings.py`` turns the arguments into the list of components (``suite.py`` runs
+one evaluation). ``lightning_unlearn unlearn`` and ``test --ckpt_path X`` attach one (see ``cli.py``).
 """
 
 from __future__ import annotations
@@ -36,10 +31,22 @@ from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation.cache import ReferenceCache
 from lightning_unlearn.evaluation.models import ReferenceModels, evaluated_backbone, require_datamodule, rng_isolated
 from lightning_unlearn.evaluation.report import write_reports
-from lightning_unlearn.evaluation.settings import METRIC_KEYS, OPTIONAL_SETTINGS, EvaluatorSettings
+from lightning_unlearn.evaluation.settings import (
+    METRIC_KEYS,
+    OPTIONAL_SETTINGS,
+    REPRESENTATION_KEYS,
+    EvaluatorSettings,
+)
 from lightning_unlearn.evaluation.suite import evaluate_networks
 
-__all__ = ["METRIC_KEYS", "UnlearningEvaluator", "evaluated_backbone", "evaluator_settings", "rng_isolated"]
+__all__ = [
+    "METRIC_KEYS",
+    "REPRESENTATION_KEYS",
+    "UnlearningEvaluator",
+    "evaluated_backbone",
+    "evaluator_settings",
+    "rng_isolated",
+]
 
 
 class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Module):
@@ -139,12 +146,7 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
         extra_components: Sequence[str] = (),
     ) -> None:
         nn.Module.__init__(self)
-        self.configure(
-            every_n_epochs, splits, mia, zrf, plots, output_dir, seed, nonmember_split, projection, max_plot_points,
-            unlearn_time_s, retrain_time_s, classwise_nonmembers, entropy_max_members, activation_p, zrf_inits,
-            svc_max_samples, probe, probe_forget_share, probe_max_retain, relearn, relearn_samples, relearn_seeds,
-            relearn_max_steps, relearn_lr, relearn_target, cka, extra_components,
-        )  # fmt: skip
+        self.configure(**{k: v for k, v in locals().items() if k not in ("self", "gold", "original", "__class__")})
         self.set_gold(gold)
         self.set_original(original)
         #: The last evaluation's results (flat keys), identical on every rank.
@@ -251,7 +253,8 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
                 out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
             unlearn_time = self.unlearn_time_s
             if unlearn_time is None and getattr(pl_module, "unlearn_time_s", None) is not None:
-                unlearn_time = max(0.0, float(pl_module.unlearn_time_s) - self._fit_overhead_s)  # type: ignore[arg-type]
+                spent = float(pl_module.unlearn_time_s)  # type: ignore[arg-type]
+                unlearn_time = max(0.0, spent - self._fit_overhead_s)
             device = trainer.strategy.root_device
             results = self._compute(evaluated_backbone(pl_module), dm, device, trainer, unlearn_time_s=unlearn_time)
             plot_data = results.pop("_plots", None)  # rank 0 only: plots are drawn where they are computed

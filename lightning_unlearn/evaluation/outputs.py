@@ -59,7 +59,9 @@ class Outputs:
 
 def has_features(net: nn.Module | None) -> bool:
     """Whether ``net`` has the ``features(x)`` / ``head`` interface of ``backbones.Backbone``."""
-    return net is not None and callable(getattr(net, "features", None)) and isinstance(getattr(net, "head", None), nn.Module)
+    if net is None:
+        return False
+    return callable(getattr(net, "features", None)) and isinstance(getattr(net, "head", None), nn.Module)
 
 
 class evaluating:

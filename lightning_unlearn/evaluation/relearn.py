@@ -37,7 +37,9 @@ MAX_EVAL = 1024
 _RELEARN_STREAM = 0x52454C45524E  # "RELERN"
 
 
-def relearn_split(n_forget: int, samples: int, seed: int, draw: int, max_eval: int = MAX_EVAL) -> tuple[np.ndarray, np.ndarray]:
+def relearn_split(
+    n_forget: int, samples: int, seed: int, draw: int, max_eval: int = MAX_EVAL
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions in D_f of the attacker's ``min(samples, n - 1)`` samples and of at most ``max_eval`` of the others
     (scored), for draw ``draw``, from ``numpy.random.default_rng([seed, stream, draw])``."""
     rng = np.random.default_rng([int(seed), _RELEARN_STREAM, int(draw)])

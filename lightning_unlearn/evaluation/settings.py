@@ -24,7 +24,7 @@ from lightning_unlearn.evaluation.standard import (
     ZeroRetrainForgetting,
 )
 
-__all__ = ["METRIC_KEYS", "OPTIONAL_SETTINGS", "EvaluatorSettings"]
+__all__ = ["METRIC_KEYS", "OPTIONAL_SETTINGS", "REPRESENTATION_KEYS", "EvaluatorSettings"]
 
 #: The keys of a full evaluation with the default components (with a gold model, MIA and known times); ``results``
 #: may hold more (``n/<split>``, ``gold/acc/*``, ``gold/mia/*``, ``original/acc/*``, and the optional components').
@@ -35,6 +35,9 @@ METRIC_KEYS: tuple[str, ...] = (
     *ZeroRetrainForgetting.keys,
     *Cost.keys,
 )
+
+#: The keys of the evaluations that look past the outputs (``probe``, ``relearn``, ``cka``), in report order.
+REPRESENTATION_KEYS: tuple[str, ...] = (*LinearProbe.keys, *RelearnAttack.keys, *RepresentationCKA.keys)
 
 #: The switches of the components that are off by default, each with the options only it reads. While a switch is
 #: off these settings cannot change a result, so ``evaluator_settings`` (a benchmark row's cache key) leaves them out:
@@ -53,36 +56,37 @@ class EvaluatorSettings:
 
     def configure(
         self,
-        every_n_epochs: int = 0,
-        splits: Sequence[str] = SPLIT_NAMES,
-        mia: bool = True,
-        zrf: bool = True,
-        plots: bool = False,
-        output_dir: str | None = None,
-        seed: int = 0,
-        nonmember_split: Literal["test", "holdout"] = "test",
-        projection: Literal["pca", "tsne"] = "pca",
-        max_plot_points: int = 2000,
-        unlearn_time_s: float | None = None,
-        retrain_time_s: float | None = None,
-        classwise_nonmembers: Literal["retained", "all"] = "retained",
-        entropy_max_members: int | None = 10_000,
-        activation_p: float = 2,
-        zrf_inits: int = 5,
-        svc_max_samples: int | None = 8192,
-        probe: bool = False,
-        probe_forget_share: float = 0.2,
-        probe_max_retain: int | None = 5000,
-        relearn: bool = False,
-        relearn_samples: int = 10,
-        relearn_seeds: int = 3,
-        relearn_max_steps: int = 30,
-        relearn_lr: float = 0.01,
-        relearn_target: float = 0.9,
-        cka: bool = False,
-        extra_components: Sequence[str] = (),
+        *,
+        every_n_epochs: int,
+        splits: Sequence[str],
+        mia: bool,
+        zrf: bool,
+        plots: bool,
+        output_dir: str | None,
+        seed: int,
+        nonmember_split: Literal["test", "holdout"],
+        projection: Literal["pca", "tsne"],
+        max_plot_points: int,
+        unlearn_time_s: float | None,
+        retrain_time_s: float | None,
+        classwise_nonmembers: Literal["retained", "all"],
+        entropy_max_members: int | None,
+        activation_p: float,
+        zrf_inits: int,
+        svc_max_samples: int | None,
+        probe: bool,
+        probe_forget_share: float,
+        probe_max_retain: int | None,
+        relearn: bool,
+        relearn_samples: int,
+        relearn_seeds: int,
+        relearn_max_steps: int,
+        relearn_lr: float,
+        relearn_target: float,
+        cka: bool,
+        extra_components: Sequence[str],
     ) -> None:
-        """Store and check the options (the defaults are the evaluator's)."""
+        """Store and check the options (each as the evaluator's argument of that name)."""
         Accuracy(splits)  # refuses an unknown split
         if every_n_epochs < 0:
             raise ValueError(f"every_n_epochs must be >= 0, got {every_n_epochs}.")
