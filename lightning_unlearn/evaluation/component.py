@@ -137,7 +137,8 @@ class Component:
         return {}
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
-        raise NotImplementedError
+        """The results, flat keys to floats, from the outputs and networks in ``ctx`` (abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute(ctx).")
 
     def options(self) -> dict[str, Any]:
         """The settings the results depend on (part of the reference cache key)."""
