@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.evaluation import evaluator_settings as core_evaluator_settings
 from lightning_unlearn.executors import Resources, executor_names
 from lightning_unlearn.experiment.errors import ConfigError
 
@@ -93,12 +94,11 @@ EVALUATOR_SKIP = EVALUATOR_PER_RUN | {"every_n_epochs"}
 
 
 def evaluator_settings(configured: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluator's effective settings: its signature's defaults overridden by ``configured``. A row's key holds
-    these, so that a changed default (e.g. the SVC's ``svc_max_samples``) invalidates the rows it measured, as a
-    changed config does."""
-    params = inspect.signature(UnlearningEvaluator).parameters.items()
-    defaults = {k: p.default for k, p in params if k not in EVALUATOR_PER_RUN and p.default is not inspect.Parameter.empty}
-    return {**defaults, **configured}
+    """The evaluator's effective settings (:func:`lightning_unlearn.evaluation.evaluator_settings`: its signature's
+    defaults overridden by ``configured``, optional components that are off left out). A row's key holds these, so
+    that a changed default (e.g. the SVC's ``svc_max_samples``) invalidates the rows it measured, as a changed config
+    does."""
+    return core_evaluator_settings(dict(configured))
 
 
 @dataclass(frozen=True)
