@@ -34,12 +34,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from lightning_unlearn.backbones.protocol import check_input
 from lightning_unlearn.data.datasets import InMemoryImages, SplitView
 from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation import metrics as M
 from lightning_unlearn.evaluation.cache import ReferenceCache, options_key, positions_key
 from lightning_unlearn.evaluation.mia import balanced_subset, entropy_mia, loss_mia, mia_efficacy
 from lightning_unlearn.evaluation.report import write_reports
+from lightning_unlearn.methods.guards import warn_at_chance
 
 __all__ = ["METRIC_KEYS", "UnlearningEvaluator", "evaluated_backbone", "rng_isolated"]
 
@@ -333,6 +335,7 @@ class UnlearningEvaluator(Callback, nn.Module):
         loggable = _loggable(results)
         for logger in trainer.loggers:
             logger.log_metrics(loggable, step=trainer.global_step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in loggable.items()})  # as after trainer.test
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = self._run(trainer, pl_module, epoch=None, write=True)
@@ -403,6 +406,7 @@ class UnlearningEvaluator(Callback, nn.Module):
         dm: Any,
     ) -> None:
         self.results = results
+        warn_models_at_chance(results, int(dm.num_classes))
         self.history.append((epoch, dict(results)))
         self.written = []
         if out_dir is None:
@@ -436,6 +440,9 @@ class UnlearningEvaluator(Callback, nn.Module):
         member_pos = balanced_subset(n["retain"], len(self._nonmember_pos), self.seed)
         self._member_pos = member_pos
         nets: dict[str, nn.Module | None] = {"model": backbone, "gold": gold, "original": original}
+        for role, net in nets.items():  # a network built for other images is refused, not evaluated at chance
+            if net is not None:
+                check_input(net, dm, f"The {role} model ({type(net).__name__})")
         nets.update({f"random{k}": r for k, r in enumerate(randoms)})
         need: dict[str, set[str]] = {k: set() for k in nets}
         for s in self.splits:
@@ -648,6 +655,12 @@ class UnlearningEvaluator(Callback, nn.Module):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+def warn_models_at_chance(results: dict[str, Any], num_classes: int) -> None:
+    """One warning per evaluated model whose accuracy on the retained test data is at chance (``methods.guards``)."""
+    for prefix, what in (("", "The evaluated model"), ("gold/", "The gold model"), ("original/", "The original model")):
+        warn_at_chance(results.get(f"{prefix}acc/test_retain"), num_classes, what)
+
+
 @contextlib.contextmanager
 def rng_isolated() -> Iterator[None]:
     """Restore every global RNG afterwards: torch's CPU and (when initialised) CUDA generators, numpy's legacy global

@@ -30,7 +30,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from lightning_unlearn.backbones import Backbone, build_backbone
+from lightning_unlearn.backbones import Backbone, fresh_network
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
 from lightning_unlearn.methods.guards import watch_step
@@ -423,7 +423,7 @@ class TwinUnlearning(UnlearningMethod):
         self._forget_sorted = idx_f[order].clone()
         self._hard_sorted = (~pred_f)[order].clone()
         gen = torch.Generator().manual_seed(seed + 1)
-        num_classes = int(self._require_model().num_classes)
+        num_classes = int(self._require_model().head.out_features)
         self._random_sorted = draw_other_labels(y_f[order], num_classes, gen)
         self._retain_indices = _subset(retain_ds, float(hp.retain_fraction), np.random.default_rng(seed + 2)).indices
         if hp.start_from == "twin":
@@ -499,10 +499,7 @@ class TwinUnlearning(UnlearningMethod):
     ) -> nn.Module:
         """CF's model: the original's architecture, freshly initialised (seeded), trained ``cf_epochs`` from scratch."""
         hp = self.hparams
-        config = self._require_model().config()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(hp.seed))
-            model = build_backbone(config).to(self._work_device)
+        model = fresh_network(self._require_model(), int(hp.seed)).to(self._work_device)
         views = [retain_ds] if hp.cf_data == "retain" else [retain_ds, forget_ds]
         data = ConcatDataset([_XY(_subset(v, float(hp.cf_fraction), rng)) for v in views])
         train_from_scratch(
