@@ -143,6 +143,20 @@ def test_unlearn_a_users_lightning_checkpoint_records_the_stated_forget_set(dm, 
     assert reloaded.num_classes == 10  # the unlearned model is ours: its splits are checked from now on
 
 
+def test_a_gold_model_brought_along_states_its_training_time(dm, tmp_path):
+    """A file that records no training time left the speed-up empty, with no way to state it (issue 25)."""
+    path = tmp_path / "user.ckpt"
+    torch.save({"state_dict": UserModule(small_allcnn(dm)).state_dict()}, path)
+    torch.save(small_allcnn(dm).state_dict(), tmp_path / "gold.pt")
+    out = tmp_path / "run"
+    main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--gold_ckpt",
+                  str(tmp_path / "gold.pt"), "--gold_train_time_s", "12.5", "--retain_collapse", "null",
+                  evaluate=True))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time/retrain_s"] == 12.5 and metrics["time/speedup_vs_retrain"] > 0
+    assert json.loads((out / "unlearn.json").read_text())["gold_train_time_s"] == 12.5
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

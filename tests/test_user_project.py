@@ -402,3 +402,57 @@ def test_an_unlearn_trainer_is_built_without_the_cloud_tips(caplog):
     with caplog.at_level("INFO"):
         UnlearnTrainer(logger=False, accelerator="cpu", enable_progress_bar=False)
     assert not [r for r in caplog.records if r.getMessage().startswith("💡 Tip:")]
+
+
+# -- deletion requests that keep coming -------------------------------------------------------------------------------
+def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
+    """A second request on an unlearned checkpoint was refused (`SplitMismatchError`). Now each request forgets among
+    what is left, keeps the holdout, extends the ledger; the gold model of request 2 is retrained without requests 1
+    and 2 (`--data.previous_ckpt`), and a BYO gold model can state its training time."""
+    from lightning_unlearn.data import DigitsDataModule
+    from lightning_unlearn.data.forget import index_hash
+
+    (tmp_path / "configs").symlink_to(Path(__file__).resolve().parents[1] / "configs")
+    monkeypatch.chdir(tmp_path)
+    data = ["--data", "configs/data/digits.yaml"]
+    fast = ["--trainer.max_epochs", "1", *QUIET]
+    model = ["-c", "configs/model/allcnn.yaml", "--model.backbone.init_args.width", "0.25"]
+    main(["fit", "-c", "configs/data/digits.yaml", *model, "--trainer.max_epochs", "3",
+          "--trainer.default_root_dir", "runs/o", *QUIET[:-1]])  # fmt: skip
+    main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/o/original.ckpt", "--evaluate", "false",
+          "--output", "runs/r1/unlearned.ckpt", "--trainer.default_root_dir", "runs/r1", *fast])  # fmt: skip
+    retain1 = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=16).splits.retain
+    picked = retain1[np.linspace(0, len(retain1) - 1, 100).astype(int)]
+    Path("request2.json").write_text(json.dumps(picked.tolist()))
+    request2 = ["--data.forget.indices_file", "request2.json"]
+    main(["fit", "-c", "configs/data/digits.yaml", *model, *request2,
+          "--data.previous_ckpt", "runs/r1/unlearned.ckpt", "--data.train_on", "retain",
+          "--trainer.default_root_dir", "runs/g2", *fast[:-1]])  # fmt: skip
+    main(["unlearn", *data, *request2, "--model", "NegativeGradient", "--original_ckpt", "runs/r1/unlearned.ckpt",
+          "--gold_ckpt", "runs/g2/gold.ckpt", "--output", "runs/r2/unlearned.ckpt",
+          "--trainer.default_root_dir", "runs/r2", "--retain_collapse", "null", *fast])  # fmt: skip
+    main(["unlearn", *data, "--data.forget.fraction", "0.03", "--model", "Finetune",
+          "--original_ckpt", "runs/r2/unlearned.ckpt", "--evaluate", "false", "--output", "runs/r3/unlearned.ckpt",
+          "--trainer.default_root_dir", "runs/r3", *fast])  # fmt: skip
+
+    meta = read_checkpoint("runs/r3/unlearned.ckpt")["lightning_unlearn"]
+    ledger = meta["ledger"]
+    assert [(e["request"], e["method"]) for e in ledger] == [(1, "Finetune"), (2, "NegativeGradient"), (3, "Finetune")]
+    assert [e["forget_spec"] for e in ledger][:2] == [{"classes": [3]}, {"indices_file": "request2.json"}]
+    assert ledger[1]["forget_indices"] == sorted(picked.tolist()) and all(e["time"] for e in ledger)
+    sets = [set(e["forget_indices"]) for e in ledger]
+    assert not sets[0] & sets[1] and not sets[2] & (sets[0] | sets[1])  # each request forgot among what was left
+    sizes = meta["splits"]["sizes"]
+    assert sizes["forgotten"] == len(sets[0] | sets[1]) and sizes["forget"] == len(sets[2])
+    first = read_checkpoint("runs/r1/unlearned.ckpt")["lightning_unlearn"]["splits"]
+    assert meta["splits"]["holdout_indices"] == first["holdout_indices"]  # the non-members never change
+    gold = read_checkpoint("runs/g2/gold.ckpt")["lightning_unlearn"]["splits"]
+    assert gold["hashes"]["forgotten"] == index_hash(np.array(sorted(sets[0]))) and gold["sizes"]["retain"] == len(
+        retain1) - 100
+    summary = json.loads(Path("runs/r2/unlearn.json").read_text())
+    assert summary["request"] == 2 and summary["metrics"]["gold/forget_acc_gap"] is not None
+    # the same request again has nothing left to forget: one line, nothing written
+    with pytest.raises(ValueError, match=r"selects no training sample \(every sample it names was forgotten by an earl"):
+        main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/r1/unlearned.ckpt",
+              "--output", "runs/again/unlearned.ckpt", *fast])  # fmt: skip
+    assert not Path("runs/again").exists()

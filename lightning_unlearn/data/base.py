@@ -146,6 +146,12 @@ class UnlearningDataModule(pl.LightningDataModule):
             history: dict[str, Any] = {}
             if prev is not None:
                 history = {"forgotten": prev.forgotten, "forgotten_classes": prev.forgotten_classes, "request": prev.request}
+                given = self._given_holdout()
+                if given is not None and not np.array_equal(np.unique(given), np.unique(prev.holdout)):
+                    raise ValueError(
+                        "holdout_indices differ from the holdout of the model's first deletion request (its ledger): "
+                        "the non-members stay those of the first request; leave holdout_indices out or give those."
+                    )
             self._splits = make_splits(
                 self._train.targets,  # type: ignore[attr-defined]
                 self._test.targets,  # type: ignore[attr-defined]
