@@ -12,6 +12,7 @@ import re
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -456,3 +457,23 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
         main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/r1/unlearned.ckpt",
               "--output", "runs/again/unlearned.ckpt", *fast])  # fmt: skip
     assert not Path("runs/again").exists()
+
+
+# -- the worked example of docs/embedding.md, as written --------------------------------------------------------------
+def embedding_example() -> str:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "embedding.md").read_text()
+    body = text[text.index("## Your Lightning project") :]
+    return body[body.index("```python\n") + len("```python\n") : body.index("\n```\n")]
+
+
+def test_the_embedding_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "embedding_example"}
+    exec(compile(embedding_example(), "docs/embedding.md", "exec"), namespace)  # noqa: S102 - our own docs
+    results = namespace["evaluator"].results
+    assert results["acc/forget"] < 0.2 and results["acc/test_retain"] > 0.8, results
+    assert isinstance(namespace["lit"].net.fc, nn.Linear)  # the user's module is as it was
+    assert (tmp_path / "runs" / "boundary_shrink" / "metrics.json").is_file()
+    x = torch.rand(4, 1, 16, 16)
+    back = outputs(namespace["unlearned"], (x - up.MEAN[0]) / up.STD[0])
+    assert torch.allclose(back, outputs(namespace["method"].unlearned_backbone(), x), atol=1e-5)
