@@ -442,7 +442,7 @@ class UnlearningEvaluator(Callback, nn.Module):
         nets: dict[str, nn.Module | None] = {"model": backbone, "gold": gold, "original": original}
         for role, net in nets.items():  # a network built for other images is refused, not evaluated at chance
             if net is not None:
-                check_input(net, dm, f"The {role} model ({type(net).__name__})")
+                check_input(net, dm, f"The {'evaluated' if role == 'model' else role} model ({type(net).__name__})")
         nets.update({f"random{k}": r for k, r in enumerate(randoms)})
         need: dict[str, set[str]] = {k: set() for k in nets}
         for s in self.splits:

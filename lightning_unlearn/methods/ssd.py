@@ -110,7 +110,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
             raise ValueError(f"alpha and lam must be >= 0, got alpha={alpha}, lam={lam}.")
         if importance not in ("batch", "per_sample"):
             raise ValueError(f"Unknown importance {importance!r}; choose 'batch' or 'per_sample'.")
-        super().__init__(backbone=None, lr=0.0, batch_size=batch_size)
+        super().__init__(backbone=backbone, lr=0.0, batch_size=batch_size)
         self.automatic_optimization = False
         #: ``{"forget": {name: I_Df}, "full": {name: I_D}}`` (CPU, fp32), set at the end of the pass.
         self.importances: dict[str, dict[str, Tensor]] = {}
@@ -120,8 +120,6 @@ class SelectiveSynapticDampening(UnlearningMethod):
         self._count: Tensor | None = None
         self._num_items = 0
         self._applied = False
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- data ------------------------------------------------------------------------------------------------------
     def build_train_dataloader(self, datamodule: Any) -> DataLoader:

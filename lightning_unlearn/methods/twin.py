@@ -34,6 +34,7 @@ from lightning_unlearn.backbones import Backbone, fresh_network
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.methods.twin_features import (
     FEATURE_NAMES,
@@ -82,11 +83,7 @@ def _subset(view: SplitView, fraction: float, rng: np.random.Generator) -> Split
 
 
 def _optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"Unknown optimizer {name!r}; choose 'sgd' or 'adam'.")
+    return make_optimizer(params, name, lr, momentum=0.9)
 
 
 class TwinUnlearning(UnlearningMethod):
@@ -223,7 +220,7 @@ class TwinUnlearning(UnlearningMethod):
         if nf_k < 1 or af_steps < 0 or af_epsilon < 0:
             raise ValueError(f"Need nf_k >= 1, af_steps >= 0, af_epsilon >= 0 (got {nf_k}, {af_steps}, {af_epsilon}).")
         super().__init__(
-            backbone=None,
+            backbone=backbone,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -240,8 +237,6 @@ class TwinUnlearning(UnlearningMethod):
         self._hard_sorted = torch.empty(0, dtype=torch.bool)
         self._random_sorted = torch.empty(0, dtype=torch.long)
         self._retain_indices: np.ndarray | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- precomputation ----------------------------------------------------------------------------------------------
     @property

@@ -50,7 +50,7 @@ def error_maximizing_noise(
     mean = getattr(model, "mean", torch.zeros(())).to(p.device)
     std = getattr(model, "std", torch.ones(())).to(p.device)
     z = torch.randn(shape, generator=generator).to(p.device).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    opt = make_optimizer([z], "adam", lr)
     labels = torch.full((shape[0],), int(target_class), dtype=torch.long, device=p.device)
     history: list[float] = []
     with eval_mode(model), torch.enable_grad():
