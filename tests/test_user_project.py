@@ -119,7 +119,8 @@ def test_normalised_images_are_refused(user):
             return tuple(_Normalised(d) for d in super().load_datasets())
 
     with pytest.raises(ValueError, match=r"values in \[-0\.9\d, \d\.\d\d\], not \[0, 1\].*Remove Normalize"):
-        quiet_trainer(max_epochs=1).fit(Finetune(adapted(user)), datamodule=Normalising(image_size=16, forget=ForgetSpec(classes=[3])))
+        dm = Normalising(image_size=16, forget=ForgetSpec(classes=[3]))
+        quiet_trainer(max_epochs=1).fit(Finetune(adapted(user)), datamodule=dm)
 
 
 class _Normalised(torch.utils.data.Dataset):
@@ -174,7 +175,8 @@ class Wrapped(nn.Module):
 
 
 def test_the_protocol_check_names_what_is_missing(user):
-    with pytest.raises(NetworkProtocolError, match=r"no `features\(x\)`.*no `head`.*no integer `in_channels` / `image_"):
+    missing = r"no `features\(x\)`.*no `head`.*no integer `in_channels` / `image_size`"
+    with pytest.raises(NetworkProtocolError, match=missing):
         check_network(user.lit.net)
     with pytest.raises(NetworkProtocolError, match=r"Finetune \(SmallCNN\) cannot be unlearned from"):
         Finetune(user.lit.net)
@@ -366,11 +368,12 @@ def test_methods_behave_like_lightning_modules(user, tmp_path):
     notices = (*METHOD_WARNINGS.values(), *CLI_WARNINGS)
     assert not [str(w.message) for w in seen if any(re.search(n, str(w.message)) for n in notices)]
     epoch_loss = float(trainer.callback_metrics["train/loss"])
-    assert best.best_model_path and np.isclose(float(best.best_model_score), min(epoch_loss, float(best.best_model_score)))
+    assert best.best_model_path and float(best.best_model_score) <= epoch_loss + 1e-6  # the best epoch's mean loss
     assert float(trainer.callback_metrics["acc/forget"]) == pytest.approx(evaluator.results["acc/forget"], abs=1e-6)
     with warnings.catch_warnings(record=True) as after:  # the notices are dropped for that run only
         warnings.simplefilter("always")
-        warnings.warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.", stacklevel=1)
+        warnings.warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.",
+                      stacklevel=1)
     assert len(after) == 1
 
     (tested,) = quiet_trainer().test(method, datamodule=dm, verbose=False)
@@ -453,7 +456,8 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
     summary = json.loads(Path("runs/r2/unlearn.json").read_text())
     assert summary["request"] == 2 and summary["metrics"]["gold/forget_acc_gap"] is not None
     # the same request again has nothing left to forget: one line, nothing written
-    with pytest.raises(ValueError, match=r"selects no training sample \(every sample it names was forgotten by an earl"):
+    nothing_left = r"selects no training sample \(every sample it names was forgotten by an earlier request\)"
+    with pytest.raises(ValueError, match=nothing_left):
         main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/r1/unlearned.ckpt",
               "--output", "runs/again/unlearned.ckpt", *fast])  # fmt: skip
     assert not Path("runs/again").exists()

@@ -83,7 +83,9 @@ def import_architecture(path: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"--arch {path}: cannot import {module_name!r} ({err}); is your project on the PYTHONPATH?") from None
+        raise ValueError(
+            f"--arch {path}: cannot import {module_name!r} ({err}); is your project on the PYTHONPATH?"
+        ) from None
     for part in attr.split("."):
         obj = getattr(obj, part, None)
     if not _is_architecture(obj):

@@ -145,7 +145,9 @@ class UnlearningDataModule(pl.LightningDataModule):
             prev = self.previous
             history: dict[str, Any] = {}
             if prev is not None:
-                history = {"forgotten": prev.forgotten, "forgotten_classes": prev.forgotten_classes, "request": prev.request}
+                history = {
+                    "forgotten": prev.forgotten, "forgotten_classes": prev.forgotten_classes, "request": prev.request
+                }
                 given = self._given_holdout()
                 if given is not None and not np.array_equal(np.unique(given), np.unique(prev.holdout)):
                     raise ValueError(
@@ -373,7 +375,8 @@ class UnlearningDataModule(pl.LightningDataModule):
         names = tuple(names) + (("forgotten",) if "forgotten" not in names else ())
         nxt = recorded.get(NEXT_KEY)
         if isinstance(nxt, dict) and "forgotten" in ours and ours.get("forgotten") == nxt.get("forgotten"):
-            check_hashes(recorded.get("hashes", {}), ours, names=("holdout", "test"), what=what, against="this DataModule")
+            recorded_hashes = recorded.get("hashes", {})
+            check_hashes(recorded_hashes, ours, names=("holdout", "test"), what=what, against="this DataModule")
             return
         try:
             check_hashes(recorded.get("hashes", {}), ours, names=names, what=what, against="this DataModule")

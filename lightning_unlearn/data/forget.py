@@ -93,7 +93,8 @@ class ForgetSpec:
         if self.classes is None and self.fraction is None and not self.has_indices:
             raise ValueError(
                 "ForgetSpec needs exactly one mode: `classes` (optionally with `per_class`), `fraction`, or "
-                f"`indices`/`indices_file` (explicit indices may also come on top of the others); got {self.describe()}."
+                f"`indices`/`indices_file` (explicit indices may also come on top of the others); got "
+                f"{self.describe()}."
             )
         if self.per_class is not None and self.classes is None:
             raise ValueError("`per_class` (sub-class forgetting) needs `classes` to say which classes to sample from.")
@@ -306,7 +307,9 @@ def make_splits(
                 "is nothing to forget about them; drop them from the forget set."
             )
         if len(np.intersect1d(held, gone)):
-            raise ValueError("The holdout overlaps the samples earlier requests forgot; give the first request's holdout.")
+            raise ValueError(
+                "The holdout overlaps the samples earlier requests forgot; give the first request's holdout."
+            )
     else:
         pool = np.ones(n, dtype=bool)
         pool[gone] = False
@@ -348,7 +351,9 @@ def make_splits(
         pool_idx = np.flatnonzero(candidates)
         k = int(round(float(spec.fraction or 0.0) * len(pool_idx)))
         if k == 0:
-            raise ValueError(f"`fraction={spec.fraction}` of {len(pool_idx)} training samples selects nothing to forget.")
+            raise ValueError(
+                f"`fraction={spec.fraction}` of {len(pool_idx)} training samples selects nothing to forget."
+            )
         forget = rng.choice(pool_idx, size=k, replace=False)
     else:
         forget = _empty()
@@ -357,7 +362,9 @@ def make_splits(
     forget = np.sort(forget.astype(np.int64))
     if spec is not None and len(forget) == 0:
         already = " (every sample it names was forgotten by an earlier request)" if len(gone) else ""
-        raise ValueError(f"The forget spec {spec.describe()} selects no training sample{already}: the forget set is empty.")
+        raise ValueError(
+            f"The forget spec {spec.describe()} selects no training sample{already}: the forget set is empty."
+        )
 
     in_forget = np.zeros(n, dtype=bool)
     in_forget[forget] = True

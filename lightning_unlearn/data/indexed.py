@@ -68,9 +68,9 @@ def to_unit_tensor(image: Any, size: int, channels: int) -> Tensor:
         lo, hi = float(x.min()), float(x.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(
-                f"Image values in [{lo:.2f}, {hi:.2f}], not [0, 1] (float images must be in [0, 1], integer ones uint8): "
-                "if the dataset's transform normalises them, give it without Normalize, since the network normalises "
-                "its input itself (mean/std)."
+                f"Image values in [{lo:.2f}, {hi:.2f}], not [0, 1] (float images must be in [0, 1], integer ones "
+                "uint8): if the dataset's transform normalises them, give it without Normalize, since the network "
+                "normalises its input itself (mean/std)."
             )
     if x.ndim == 2:
         x = x.unsqueeze(0)

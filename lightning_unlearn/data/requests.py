@@ -129,7 +129,9 @@ class PreviousRequests:
         """From an unlearned checkpoint (read with ``torch.load(weights_only=True)``); one line if it has no ledger."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"previous_ckpt {path} not found: give the unlearned checkpoint of the last request.")
+            raise FileNotFoundError(
+                f"previous_ckpt {path} not found: give the unlearned checkpoint of the last request."
+            )
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         found = cls.from_meta(ckpt.get("lightning_unlearn") if isinstance(ckpt, dict) else None)
         if found is None:

@@ -67,7 +67,8 @@ class BadTeacher(TrainModeMethod):
     * student ``S``: the original model (trained);
     * competent teacher ``T_good``: frozen copy of the original (``self.original``);
     * incompetent teacher ``T_bad``: frozen, randomly initialised network of the same architecture
-      (``fresh_network(backbone, seed)``: rebuilt from its config under ``torch.manual_seed(seed)``), ``self.incompetent``.
+      (``fresh_network(backbone, seed)``: rebuilt from its config under ``torch.manual_seed(seed)``),
+      ``self.incompetent``.
 
     Loss: :func:`bad_teacher_loss` -- KL from ``l*softmax(T_bad/t) + (1-l)*softmax(T_good/t)`` to ``softmax(S/t)``,
     ``l = 1`` on D_f samples, 0 on D_r samples (told apart by sample index). Data: D_f plus a random

@@ -94,7 +94,8 @@ class Classifier(pl.LightningModule):
         log_epoch_means(self)  # `train/loss` of the epoch, for EarlyStopping/ModelCheckpoint
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The framework notices the CLI drops, dropped for this run (:class:`~lightning_unlearn.quiet.MethodNotices`)."""
+        """The framework notices the CLI drops, dropped for this run (:class:`~lightning_unlearn.quiet.MethodNotices`).
+        """
         return [MethodNotices()]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
