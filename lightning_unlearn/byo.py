@@ -213,9 +213,9 @@ EXPORT_KEY = "lightning_unlearn_export"
 
 def native_path(output: str | Path, source: dict[str, Any] | None) -> Path:
     """Where ``unlearn --export native`` writes beside ``output``: ``NAME.native.ckpt`` for a Lightning checkpoint,
-    ``NAME.native.pt`` for a plain ``state_dict``."""
+    ``NAME.native.pt`` for a plain ``state_dict`` (also what a model of this package exports)."""
     out = Path(output)
-    suffix = ".pt" if (source or {}).get("format") == "state_dict" else ".ckpt"
+    suffix = ".ckpt" if (source or {}).get("format") == "lightning" else ".pt"
     return out.with_name(f"{out.stem}.native{suffix}")
 
 

@@ -437,7 +437,9 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
           "--trainer.default_root_dir", "runs/r2", "--retain_collapse", "null", *fast])  # fmt: skip
     main(["unlearn", *data, "--data.forget.fraction", "0.03", "--model", "Finetune",
           "--original_ckpt", "runs/r2/unlearned.ckpt", "--evaluate", "false", "--output", "runs/r3/unlearned.ckpt",
-          "--trainer.default_root_dir", "runs/r3", *fast])  # fmt: skip
+          "--trainer.default_root_dir", "runs/r3", "--export", "native", *fast])  # fmt: skip
+    native = torch.load("runs/r3/unlearned.native.pt", weights_only=True)  # a model of this package: its state_dict
+    assert all(torch.equal(native[k], v) for k, v in load_backbone("runs/r3/unlearned.ckpt")[0].state_dict().items())
 
     meta = read_checkpoint("runs/r3/unlearned.ckpt")["lightning_unlearn"]
     ledger = meta["ledger"]

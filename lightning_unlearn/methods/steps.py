@@ -31,9 +31,12 @@ def log_step(module: Any, name: str, value: Tensor, batch_size: int) -> None:
     step, and, from the end of each epoch on, that epoch's mean. Outside a ``Trainer`` (a manual call) it logs.
     """
     sums = module.__dict__.setdefault(_SUMS, {})
-    total, count = sums.get(name, (None, 0))
-    weighted = value.detach().float() * batch_size
-    sums[name] = (weighted if total is None else total + weighted, count + int(batch_size))
+    entry = sums.get(name)
+    if entry is None:
+        sums[name] = [value.detach().float() * batch_size, int(batch_size)]
+    else:  # one in-place kernel per step (fp32 sum; a bf16/fp16 loss is promoted)
+        entry[0].add_(value.detach(), alpha=batch_size)
+        entry[1] += int(batch_size)
     trainer = getattr(module, "_trainer", None)
     connector = getattr(trainer, "_logger_connector", None)
     if connector is not None and not (connector.should_update_logs or trainer.fast_dev_run):
