@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from lightning_unlearn.backbones.protocol import check_batch, check_input, num_classes
 from lightning_unlearn.checkpoints import non_finite_tensors
@@ -234,7 +235,8 @@ def check_fit_data(method: Any) -> None:
     check_input(model, dm, f"{name}'s network ({type(model).__name__})")
     split = "retain" if len(dm.splits.retain) else "forget"
     view = dm.dataset(split)
-    probe = view.subset(np.arange(min(len(view), DATA_PROBE_SAMPLES)))
+    first = np.arange(min(len(view), DATA_PROBE_SAMPLES))
+    probe = view.subset(first) if callable(getattr(view, "subset", None)) else Subset(view, first.tolist())
     with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed from the global RNG
         x, _ = unpack_batch(next(iter(dm.loader(probe, batch_size=len(probe)))))
     check_batch(model, x, f"The DataModule ({type(dm).__name__})")
