@@ -12,9 +12,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
@@ -264,8 +262,6 @@ class UnlearnTrainer(Trainer):
                 original_ckpt=_for_evaluator(original_ckpt, datamodule, source, "original", None),
             )
             self._check_report_dir(evaluator)
-            if evaluator.retrain_time_s is None and gold_train_time_s is not None:
-                evaluator.retrain_time_s = float(gold_train_time_s)
             if evaluator.unlearn_time_s is None and meta.get("unlearn_time_s") is not None:
                 evaluator.unlearn_time_s = float(meta["unlearn_time_s"])
             rank_zero_info(f"Testing {meta.get('role', 'model')} checkpoint {ckpt_path} (rebuilt from its weights).")
@@ -278,6 +274,9 @@ class UnlearnTrainer(Trainer):
             for cb in self.callbacks:
                 if isinstance(cb, UnlearningEvaluator):
                     self._check_report_dir(cb)
+        for cb in self.callbacks:
+            if isinstance(cb, UnlearningEvaluator) and cb.retrain_time_s is None and gold_train_time_s is not None:
+                cb.retrain_time_s = float(gold_train_time_s)
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def _check_report_dir(self, evaluator: UnlearningEvaluator) -> None:
