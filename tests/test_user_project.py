@@ -422,7 +422,7 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
     fast = ["--trainer.max_epochs", "1", *QUIET]
     model = ["-c", "configs/model/allcnn.yaml", "--model.backbone.init_args.width", "0.25"]
     main(["fit", "-c", "configs/data/digits.yaml", *model, "--trainer.max_epochs", "3",
-          "--trainer.default_root_dir", "runs/o", *QUIET[:-1]])  # fmt: skip
+          "--trainer.default_root_dir", "runs/o", *QUIET])  # fmt: skip
     main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/o/original.ckpt", "--evaluate", "false",
           "--output", "runs/r1/unlearned.ckpt", "--trainer.default_root_dir", "runs/r1", *fast])  # fmt: skip
     retain1 = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=16).splits.retain
@@ -431,7 +431,7 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
     request2 = ["--data.forget.indices_file", "request2.json"]
     main(["fit", "-c", "configs/data/digits.yaml", *model, *request2,
           "--data.previous_ckpt", "runs/r1/unlearned.ckpt", "--data.train_on", "retain",
-          "--trainer.default_root_dir", "runs/g2", *fast[:-1]])  # fmt: skip
+          "--trainer.default_root_dir", "runs/g2", *fast])  # fmt: skip
     main(["unlearn", *data, *request2, "--model", "NegativeGradient", "--original_ckpt", "runs/r1/unlearned.ckpt",
           "--gold_ckpt", "runs/g2/gold.ckpt", "--output", "runs/r2/unlearned.ckpt",
           "--trainer.default_root_dir", "runs/r2", "--retain_collapse", "null", *fast])  # fmt: skip
