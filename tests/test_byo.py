@@ -108,14 +108,17 @@ def test_adapter_for_a_model_with_no_classifier_head(dm):
     trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with pytest.raises(NoClassifierHeadError, match="no nn.Linear layer at all"):
         AdaptedBackbone(trunk, num_classes=10, in_channels=1)
+    odd = nn.ModuleDict({"trunk": nn.Conv2d(1, 4, 3), "out": nn.Linear(4, 10)})  # no known name, not a Sequential
+    with pytest.raises(NoClassifierHeadError, match=r"its nn.Linear layers are: out. Pass `head=NAME`"):
+        AdaptedBackbone(odd, num_classes=10, in_channels=1)
     conv_head = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 10))
-    with pytest.raises(NoClassifierHeadError, match=r"Pass `head=NAME`"):
-        AdaptedBackbone(conv_head, num_classes=10, in_channels=1)
     with pytest.raises(NoClassifierHeadError, match="is a Conv2d, not an nn.Linear"):
         AdaptedBackbone(conv_head, num_classes=10, in_channels=1, head="0")
     named = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), num_classes=10, in_channels=1, image_size=16,
                             head="1")  # fmt: skip
     assert named.features(torch.rand(2, 1, 16, 16)).shape == (2, 256)
+    found = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), in_channels=1, image_size=16)
+    assert found.head_name == "1"  # a plain Sequential classifier: its last layer is the head
 
 
 def _unlearn(ckpt: Path, out: Path, *extra: str, evaluate: bool = False) -> list[str]:

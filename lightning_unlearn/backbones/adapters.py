@@ -60,13 +60,16 @@ class NoClassifierHeadError(ValueError):
 
 def find_head(net: nn.Module, head: str | None = None) -> str:
     """The dotted name of ``net``'s classifier: ``head`` if given, else timm's ``get_classifier()``, else the first of
-    :data:`HEAD_NAMES`; it must be an ``nn.Linear`` (or a ``Sequential`` ending in one, e.g. torchvision's VGG)."""
+    :data:`HEAD_NAMES`, else the last layer of an ``nn.Sequential`` network; it must be an ``nn.Linear`` (or a
+    ``Sequential`` ending in one, e.g. torchvision's VGG)."""
     modules = dict(net.named_modules())
     if head is None and callable(getattr(net, "get_classifier", None)):
         classifier = net.get_classifier()
         head = next((name for name, m in modules.items() if m is classifier and name), None)
     if head is None:
         head = next((name for name in HEAD_NAMES if name in modules), None)
+    if head is None and isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear):
+        head = str(len(net) - 1)  # a plain nn.Sequential classifier: its last layer
     if head is None or head not in modules:
         linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
         raise NoClassifierHeadError(
