@@ -27,6 +27,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lightning_unlearn.backbones.protocol import check_input
 from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation.cache import ReferenceCache
 from lightning_unlearn.evaluation.models import ReferenceModels, evaluated_backbone, require_datamodule, rng_isolated
@@ -38,6 +39,7 @@ from lightning_unlearn.evaluation.settings import (
     EvaluatorSettings,
 )
 from lightning_unlearn.evaluation.suite import evaluate_networks
+from lightning_unlearn.methods.guards import warn_at_chance
 
 __all__ = [
     "METRIC_KEYS",
@@ -270,8 +272,12 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
         """The components' results (rank 0; ``{}`` on the other ranks), ``"_plots"`` holding the plots' data."""
         retrain = self.retrain_time_s if self.retrain_time_s is not None else self.gold_meta.get("train_time_s")
         original = self.original_model if self.original_model is not None else self._snapshot
+        nets = {"model": backbone, "gold": self.gold_model, "original": original}
+        for role, net in nets.items():  # a network built for other images is refused, not evaluated at chance
+            if net is not None:
+                check_input(net, dm, f"The {'evaluated' if role == 'model' else role} model ({type(net).__name__})")
         return evaluate_networks(
-            self.components(), {"model": backbone, "gold": self.gold_model, "original": original}, dm, device,
+            self.components(), nets, dm, device,
             trainer, seed=self.seed, cache=self.reference_cache, unlearn_time_s=unlearn_time_s,
             retrain_time_s=retrain, plots=self.plot_settings() if self.plots else None,
         )  # fmt: skip
@@ -283,6 +289,7 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
         from lightning_unlearn.evaluation.plots import write_plots
 
         self.results = results
+        warn_models_at_chance(results, int(dm.num_classes))
         self.history.append((epoch, dict(results)))
         self.written = []
         if out_dir is None:
@@ -312,3 +319,9 @@ def evaluator_settings(configured: dict[str, Any]) -> dict[str, Any]:
             for name in (switch, *options):
                 settings.pop(name, None)
     return settings
+
+
+def warn_models_at_chance(results: dict[str, Any], num_classes: int) -> None:
+    """One warning per evaluated model whose accuracy on the retained test data is at chance (``methods.guards``)."""
+    for prefix, what in (("", "The evaluated model"), ("gold/", "The gold model"), ("original/", "The original model")):
+        warn_at_chance(results.get(f"{prefix}acc/test_retain"), num_classes, what)

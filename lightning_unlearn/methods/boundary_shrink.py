@@ -106,7 +106,7 @@ class BoundaryShrink(UnlearningMethod):
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
         self.check_forget_acc_target(stop_at_forget_acc)
         super().__init__(
-            backbone=None,
+            backbone=backbone,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -118,8 +118,6 @@ class BoundaryShrink(UnlearningMethod):
         #: ``{"attack_success_rate", "label_changed_rate", "num_samples"}`` of the neighbour search.
         self.neighbour_stats: dict[str, float] = {}
         self._neighbour_key: bytes | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- neighbour search ------------------------------------------------------------------------------------------
     @torch.no_grad()

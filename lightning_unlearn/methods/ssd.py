@@ -142,7 +142,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
             raise ValueError(f"Unknown importance {importance!r}; choose 'batch' or 'per_sample'.")
         if full_order not in ("reference", "interleaved"):
             raise ValueError(f"Unknown full_order {full_order!r}; choose 'reference' or 'interleaved'.")
-        super().__init__(backbone=None, lr=0.0, batch_size=batch_size)
+        super().__init__(backbone=backbone, lr=0.0, batch_size=batch_size)
         self.automatic_optimization = False
         #: ``{"forget": {name: I_Df}, "full": {name: I_D}}`` (CPU, fp32), set at the end of the pass.
         self.importances: dict[str, dict[str, Tensor]] = {}
@@ -152,8 +152,6 @@ class SelectiveSynapticDampening(UnlearningMethod):
         self._count: Tensor | None = None
         self._num_items = 0
         self._applied = False
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- data ------------------------------------------------------------------------------------------------------
     def full_batches(self, datamodule: Any) -> list[tuple[int, SplitView]]:

@@ -30,10 +30,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from lightning_unlearn.backbones import Backbone, build_backbone
+from lightning_unlearn.backbones import Backbone, fresh_network
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, UnlearningMethod
 from lightning_unlearn.methods.guards import watch_step
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.methods.twin_features import (
     FEATURE_NAMES,
@@ -82,11 +83,7 @@ def _subset(view: SplitView, fraction: float, rng: np.random.Generator) -> Split
 
 
 def _optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"Unknown optimizer {name!r}; choose 'sgd' or 'adam'.")
+    return make_optimizer(params, name, lr, momentum=0.9)
 
 
 class TwinUnlearning(UnlearningMethod):
@@ -223,7 +220,7 @@ class TwinUnlearning(UnlearningMethod):
         if nf_k < 1 or af_steps < 0 or af_epsilon < 0:
             raise ValueError(f"Need nf_k >= 1, af_steps >= 0, af_epsilon >= 0 (got {nf_k}, {af_steps}, {af_epsilon}).")
         super().__init__(
-            backbone=None,
+            backbone=backbone,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -240,8 +237,6 @@ class TwinUnlearning(UnlearningMethod):
         self._hard_sorted = torch.empty(0, dtype=torch.bool)
         self._random_sorted = torch.empty(0, dtype=torch.long)
         self._retain_indices: np.ndarray | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- precomputation ----------------------------------------------------------------------------------------------
     @property
@@ -423,7 +418,7 @@ class TwinUnlearning(UnlearningMethod):
         self._forget_sorted = idx_f[order].clone()
         self._hard_sorted = (~pred_f)[order].clone()
         gen = torch.Generator().manual_seed(seed + 1)
-        num_classes = int(self._require_model().num_classes)
+        num_classes = int(self._require_model().head.out_features)
         self._random_sorted = draw_other_labels(y_f[order], num_classes, gen)
         self._retain_indices = _subset(retain_ds, float(hp.retain_fraction), np.random.default_rng(seed + 2)).indices
         if hp.start_from == "twin":
@@ -499,10 +494,7 @@ class TwinUnlearning(UnlearningMethod):
     ) -> nn.Module:
         """CF's model: the original's architecture, freshly initialised (seeded), trained ``cf_epochs`` from scratch."""
         hp = self.hparams
-        config = self._require_model().config()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(hp.seed))
-            model = build_backbone(config).to(self._work_device)
+        model = fresh_network(self._require_model(), int(hp.seed)).to(self._work_device)
         views = [retain_ds] if hp.cf_data == "retain" else [retain_ds, forget_ds]
         data = ConcatDataset([_XY(_subset(v, float(hp.cf_fraction), rng)) for v in views])
         train_from_scratch(

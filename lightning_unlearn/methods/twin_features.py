@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.utils import eval_mode
 
 __all__ = [
@@ -344,7 +345,7 @@ def train_easy_hard_classifier(
     if features.shape[0] == 0:
         return mlp.eval()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=momentum)
+    opt = make_optimizer(mlp.parameters(), "sgd", lr, momentum=momentum)
     target = easy.float().to(features.device)
     mlp.train()
     with torch.enable_grad(), _one_cpu_thread(features.device):
