@@ -43,7 +43,8 @@ METHODS = (
 )  # fmt: skip
 #: The DataModules ``--data NAME`` takes: the public ``UnlearningDataModule`` subclasses of ``lightning_unlearn.data``.
 DATAMODULES = (
-    "CIFAR100DataModule", "CIFAR10DataModule", "DigitsDataModule", "FashionMNISTDataModule", "ImageFolderDataModule",
+    "CIFAR100DataModule", "CIFAR10DataModule", "DatasetsDataModule", "DigitsDataModule", "FashionMNISTDataModule",
+    "ImageFolderDataModule",
 )  # fmt: skip
 
 

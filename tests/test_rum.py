@@ -40,16 +40,16 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 class Recorder(Finetune):
     """Finetune that records, for each fit, its splits and the weights it started and ended with."""
 
-    log: list[dict] = []
+    calls: list[dict] = []  # not `log`: a LightningModule method
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         s = self.datamodule.splits
-        Recorder.log.append({"forget": s.forget.copy(), "retain": s.retain.copy(), "start": state(self.model)})
+        Recorder.calls.append({"forget": s.forget.copy(), "retain": s.retain.copy(), "start": state(self.model)})
 
     def on_fit_end(self) -> None:
         super().on_fit_end()
-        Recorder.log[-1]["end"] = state(self.model)
+        Recorder.calls[-1]["end"] = state(self.model)
 
 
 FT = {"class_path": "Finetune", "init_args": {"lr": 0.05, "momentum": 0.0}, "max_epochs": 1}
@@ -123,21 +123,21 @@ def test_split_against_gold_labels():
 @pytest.mark.parametrize("retain_pending", [True, False])
 def test_bins_run_in_order_on_their_splits_and_chain(order, retain_pending):
     dm = random_dm()
-    Recorder.log = []
+    Recorder.calls = []
     rum = RUM(tiny(), methods=[REC, None, REC], order=order, retain_pending=retain_pending)
     start = state(rum.model)
     quiet_trainer(max_epochs=1, limit_train_batches=2).fit(rum, datamodule=dm)
     split = rum.rum_report["split"]
     idx, bins = np.array(split["forget_indices"]), np.array(split["bin"])
     full = [0, 1, 2] if order == "low_to_high" else [2, 1, 0]  # bin 1 (medium) is left as it is, in its turn
-    assert len(Recorder.log) == 2
-    for b, rec in zip([k for k in full if k != 1], Recorder.log):
+    assert len(Recorder.calls) == 2
+    for b, rec in zip([k for k in full if k != 1], Recorder.calls):
         assert np.array_equal(rec["forget"], idx[bins == b])
         later = full[full.index(b) + 1 :] if retain_pending else []
         assert np.array_equal(rec["retain"], np.sort(np.concatenate([dm.splits.retain, idx[np.isin(bins, later)]])))
-    assert same(Recorder.log[0]["start"], start)  # the first bin starts from the original
-    assert same(Recorder.log[1]["start"], Recorder.log[0]["end"])  # each bin from the previous bin's result
-    assert same(state(rum.model), Recorder.log[1]["end"])
+    assert same(Recorder.calls[0]["start"], start)  # the first bin starts from the original
+    assert same(Recorder.calls[1]["start"], Recorder.calls[0]["end"])  # each bin from the previous bin's result
+    assert same(state(rum.model), Recorder.calls[1]["end"])
     names = [b["name"] for b in rum.rum_report["bins"]]
     assert names == (["low", "medium", "high"] if order == "low_to_high" else ["high", "medium", "low"])
     assert [b["method"] for b in rum.rum_report["bins"]] == ["Recorder", None, "Recorder"]

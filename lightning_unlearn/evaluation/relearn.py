@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from lightning_unlearn.evaluation.component import Component, EvalContext, Needs, register_component
 from lightning_unlearn.evaluation.metrics import accuracy
 from lightning_unlearn.evaluation.outputs import eval_batches
+from lightning_unlearn.methods.optim import make_optimizer
 
 __all__ = ["MAX_EVAL", "RelearnAttack", "relearn_split", "relearn_steps"]
 
@@ -62,7 +63,7 @@ def relearn_steps(
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The relearning attack on ``S`` independent draws: for each draw ``s``, fine-tune a copy of ``model`` on
-    ``(x[s], y[s])`` (full batch; ``torch.optim.SGD`` with ``momentum``; eval mode; fp32) and measure, before the first
+    ``(x[s], y[s])`` (full batch; SGD with ``momentum``, ``methods.optim.make_optimizer``; eval mode; fp32) and measure, before the first
     and after every step, its accuracy on ``(eval_x[s], eval_y[s])``.
 
     Args:
@@ -84,7 +85,7 @@ def relearn_steps(
         for s, target in enumerate(targets):
             if s:
                 net.load_state_dict(start)
-            opt = torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
+            opt = make_optimizer(params, "sgd", lr, momentum)
             xa, ya = x[s].to(device, torch.float32), y[s].to(device, torch.long)
             xe, ye = eval_x[s].to(device, torch.float32), eval_y[s].to(device, torch.long)
             for t in range(max_steps + 1):

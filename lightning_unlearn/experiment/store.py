@@ -58,6 +58,10 @@ __all__ = [
 
 #: DataModule arguments that do not change what a model learns (left out of its key).
 CACHE_IRRELEVANT_DATA_ARGS = frozenset({"num_workers", "eval_batch_size"})
+#: DataModule arguments added after the keys were fixed, with the value that behaves as before: at that value they are
+#: left out of a key, so that the models and rows of existing results directories stay valid (what they change when
+#: set, the training indices, is in the key through their sha256 anyway).
+DATA_ARGS_ADDED = {"holdout_indices": None, "previous_ckpt": None}
 #: A model directory's record: what determines the model, and the sha256 of its files.
 INFO_FILE = "info.json"
 
@@ -73,7 +77,8 @@ def config_hash(obj: Any, length: int = 16) -> str:
 def data_for_key(data: Mapping[str, Any], **init_args: Any) -> dict[str, Any]:
     """The ``data:`` entry as model keys hold it: without the arguments that do not change what a model learns, with
     ``init_args`` an application sets itself (the audit's ``holdout_fraction``)."""
-    kept = {k: v for k, v in data["init_args"].items() if k not in CACHE_IRRELEVANT_DATA_ARGS}
+    kept = {k: v for k, v in data["init_args"].items()
+            if k not in CACHE_IRRELEVANT_DATA_ARGS and not (k in DATA_ARGS_ADDED and v == DATA_ARGS_ADDED[k])}  # fmt: skip
     return {"class_path": data["class_path"], "init_args": {**kept, **init_args}}
 
 

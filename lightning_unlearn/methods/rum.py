@@ -162,7 +162,7 @@ class RUM(UnlearningMethod):
             raise ValueError(f"RUM: proxy must be one of {px.PROXIES} and order low_to_high or high_to_low, got "
                              f"{proxy!r}, {order!r}.")  # fmt: skip
         self._bins = [_parse_bin(i, m) for i, m in enumerate(specs)]
-        super().__init__(backbone=None, lr=0.0)
+        super().__init__(backbone=backbone, lr=0.0)
         self.automatic_optimization = False
         for spec, b in zip(specs, self._bins):  # class paths, never classes (checkpoints are read weights-only)
             if b is not None:
@@ -170,8 +170,6 @@ class RUM(UnlearningMethod):
         self.hparams["methods"], self.hparams["quantiles"] = specs, qs
         #: The split, the bins' methods and times (``method_config()["rum"]``); empty until ``fit``.
         self.rum_report: dict[str, Any] = {}
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- the proxy and the split ---------------------------------------------------------------------------------
     def memorisation_scores(self, datamodule: Any) -> tuple[np.ndarray, np.ndarray]:

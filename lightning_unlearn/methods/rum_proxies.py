@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.utils import eval_mode
 
 __all__ = [
@@ -88,7 +89,7 @@ def finetune_copy(model: nn.Module, batches: Iterable[Iterable[tuple[Tensor, Ten
     """A copy of ``model`` fine-tuned with cross-entropy (SGD, momentum 0.9, weight decay 5e-4: the code's
     ``finetune``), one inner iterable of ``(x, y)`` per epoch, in train mode and fp32; returned in eval mode."""
     tuned = copy.deepcopy(model).to(device).train().requires_grad_(True)
-    opt = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt = make_optimizer(tuned.parameters(), "sgd", lr, momentum=0.9, weight_decay=5e-4)
     with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
         for epoch in batches:
             for x, y in epoch:
