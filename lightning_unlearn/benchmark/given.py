@@ -55,6 +55,7 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         ours = is_ours(p)
         if ours:
             backbone, meta = load_backbone(p, dm, what=what, check_splits=False)
+            _check_role(meta, role, f"{where}: {what}")
             splits = meta.get("splits")
             if splits:
                 check_trained_on(meta, "all" if role == "original" else "retain", what)
@@ -79,6 +80,23 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         "source": None if ours else {"arch": source.arch, "arch_args": source.arch_args,
                                      "network_attr": src.get("network_attr")},  # fmt: skip
     }
+
+
+#: The roles a checkpoint of this package records for what may stand for each given model (``model``: trained on all
+#: of D with nothing to forget; an older checkpoint records none).
+_ROLES = {"original": (None, "original", "model"), "gold": (None, "gold")}
+
+
+def _check_role(meta: dict[str, Any], role: str, what: str) -> None:
+    """Refuse a checkpoint of this package that records another role, or deletion requests made on it (an unlearned
+    model also records ``train_on: all``, which alone would let it pass for an original)."""
+    recorded, ledger = meta.get("role"), meta.get("ledger") or []
+    if recorded in _ROLES[role] and not ledger:
+        return
+    requests = f" and {len(ledger)} deletion request(s)" if ledger else ""
+    trained = "on all of D" if role == "original" else "on D_r"
+    raise ConfigError(f"{what} records role {recorded!r}{requests}: it is not the {role} model; give the model as it "
+                      f"was trained ({trained}, `lightning_unlearn fit`), not one unlearned from it.")
 
 
 def _in_config_terms(err: Exception) -> str:
