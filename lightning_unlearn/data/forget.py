@@ -95,7 +95,7 @@ class ForgetSpec:
 
     def load_indices(self) -> np.ndarray:
         if self.indices is not None:
-            return np.asarray(self.indices, dtype=np.int64)
+            return _index_array(self.indices, "`indices`")
         assert self.indices_file is not None
         path = Path(self.indices_file)
         if path.is_dir():
@@ -126,7 +126,14 @@ class ForgetSpec:
             raise ValueError(msg) from None
         if not values:
             raise ValueError(f"{path} holds no indices: the forget set would be empty.")
+        return _index_array(values, f"Forget indices file {path}")
+
+
+def _index_array(values: list[int], what: str) -> np.ndarray:
+    try:
         return np.asarray(values, dtype=np.int64)
+    except OverflowError:  # an integer beyond int64: no dataset has such a sample
+        raise ValueError(f"{what} holds {max(values, key=abs)}, which is no sample index (too large).") from None
 
 
 _INT_TOKEN = re.compile(r"[+-]?\d+")
