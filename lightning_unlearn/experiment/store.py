@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import math
 import numbers
 import os
 import re
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -69,7 +69,6 @@ CACHE_IRRELEVANT_DATA_ARGS = frozenset({"num_workers", "eval_batch_size"})
 INFO_FILE = "info.json"
 #: The name a corrupt cache file is moved to (``<name>.corrupt-<n>``), kept for the user to look at.
 _SET_ASIDE = re.compile(r".+\.corrupt-[0-9]+$")
-_log = logging.getLogger(__name__)
 
 
 # -- keys ----------------------------------------------------------------------------------------------------------
@@ -209,8 +208,8 @@ def set_aside(path: str | Path, why: str) -> Path | None:
         os.rename(path, aside)
     except FileNotFoundError:
         return None
-    _log.warning("lightning_unlearn: %s is corrupt (%s); moved to %s, and what it recorded is made again",
-                 path, " ".join(why.split())[:200], aside.name)  # fmt: skip
+    print(f"lightning_unlearn: {path} is corrupt ({' '.join(why.split())[:200]}); moved to {aside.name}, and what it "
+          "recorded is made again", file=sys.stderr, flush=True)  # fmt: skip
     return aside
 
 
@@ -222,7 +221,7 @@ def fresh_dir(path: str | Path) -> Path:
         path.unlink()  # a link is removed, never followed
     elif path.is_dir():
         for child in path.iterdir():
-            if _SET_ASIDE.match(child.name) and child.is_file() and not child.is_symlink():
+            if _SET_ASIDE.match(child.name) and not child.is_symlink():
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
