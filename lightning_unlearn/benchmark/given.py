@@ -55,11 +55,12 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         ours = is_ours(p)
         if ours:
             backbone, meta = load_backbone(p, dm, what=what, check_splits=False)
-            _check_role(meta, role, f"{where}: {what}")
             splits = meta.get("splits")
             if splits:
                 check_trained_on(meta, "all" if role == "original" else "retain", what)
                 dm.verify_splits(splits, what, names=_HOLDOUT_AND_TEST if role == "original" else SPLIT_NAMES)
+            if role == "original":
+                _check_original(meta, f"{where}: {what}")
         else:
             backbone, meta = load_model(p, dm, source, what=what)
             splits = None
@@ -82,21 +83,20 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
     }
 
 
-#: The roles a checkpoint of this package records for what may stand for each given model (``model``: trained on all
-#: of D with nothing to forget; an older checkpoint records none).
-_ROLES = {"original": (None, "original", "model"), "gold": (None, "gold")}
+#: The roles a checkpoint of this package records when it may stand for the original (``model``: trained on all of D
+#: with nothing to forget; an older checkpoint records none).
+_ORIGINAL_ROLES = (None, "original", "model")
 
 
-def _check_role(meta: dict[str, Any], role: str, what: str) -> None:
-    """Refuse a checkpoint of this package that records another role, or deletion requests made on it (an unlearned
-    model also records ``train_on: all``, which alone would let it pass for an original)."""
+def _check_original(meta: dict[str, Any], what: str) -> None:
+    """Refuse, as the original, a checkpoint of this package that records another role or deletion requests made on it:
+    an unlearned model records ``train_on: all`` too, which alone let it pass (a gold one is refused by ``train_on``)."""
     recorded, ledger = meta.get("role"), meta.get("ledger") or []
-    if recorded in _ROLES[role] and not ledger:
+    if recorded in _ORIGINAL_ROLES and not ledger:
         return
     requests = f" and {len(ledger)} deletion request(s)" if ledger else ""
-    trained = "on all of D" if role == "original" else "on D_r"
-    raise ConfigError(f"{what} records role {recorded!r}{requests}: it is not the {role} model; give the model as it "
-                      f"was trained ({trained}, `lightning_unlearn fit`), not one unlearned from it.")
+    raise ConfigError(f"{what} records role {recorded!r}{requests}: it is not an original model; give the model as it "
+                      "was trained on all of D (`lightning_unlearn fit`), not one unlearned from it.")
 
 
 def _in_config_terms(err: Exception) -> str:
