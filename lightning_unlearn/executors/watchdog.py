@@ -73,14 +73,15 @@ def children(pid: int) -> set[int]:
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
-    """``(parent pid, start time)`` of ``pid`` from ``/proc``; ``None`` when it is gone."""
+    """``(parent pid, start time)`` of ``pid`` from ``/proc``; ``None`` when it is gone (or a zombie, only waiting to
+    be reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode(errors="replace")
     except OSError:
         return None
     fields = text[text.rfind(")") + 2:].split()  # the command name, in parentheses, may hold spaces
-    return int(fields[1]), int(fields[19])
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
 
 
 def descendants(root: int) -> dict[int, int]:
@@ -106,7 +107,10 @@ def descendants(root: int) -> dict[int, int]:
 
 def _stop(seen: dict[int, int]) -> None:
     """SIGTERM every process of ``seen`` that is still the one seen (same start time), then SIGKILL what is left."""
-    alive = lambda: [p for p, t in seen.items() if (_stat(p) or (0, -1))[1] == t]  # noqa: E731
+
+    def alive() -> list[int]:
+        return [p for p, t in seen.items() if (_stat(p) or (0, -1))[1] == t]
+
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0.0)):
         for pid in alive():
             try:

@@ -32,7 +32,6 @@ from lightning_unlearn.experiment.config import (
     add_run_arguments,
     command_parser,
     config_args,
-    one_line_parse_error,
     parse_command,
     parsed_values,
 )
@@ -42,7 +41,6 @@ from lightning_unlearn.experiment.jobs import method_kwargs, train_classifier, u
 from lightning_unlearn.experiment.outputs import (
     LOCK_FILE,
     RECORD_FILE,
-    check_output_dir,
     claim_output_dir,
     is_recorded,
     record_output,
@@ -138,7 +136,6 @@ __all__ = [
     "check_method_args",
     "check_methods",
     "check_not_tuned_on",
-    "check_output_dir",
     "check_writable",
     "claim_output_dir",
     "class_spec",
@@ -163,7 +160,6 @@ __all__ = [
     "model_key_content",
     "model_problem",
     "now",
-    "one_line_parse_error",
     "parse_command",
     "parsed_values",
     "quiet",

@@ -7,8 +7,7 @@ Built on the benchmark's public API (its planner, model cache, training and ``ru
 group), :mod:`~.report` (``best/<method>.yaml``, ``tune.md``, plots), :mod:`~.run` (:func:`run_tuning`, :func:`main`).
 The ``best/<method>.yaml`` format is :mod:`lightning_unlearn.experiment.tuned` (the benchmark reads it).
 
-Importing the package is light (no torch): each name below is imported from its module when first used, so
-``python -m lightning_unlearn.tune --help`` and ``import lightning_unlearn.tune`` start at once.
+Importing the package is light (no torch): each name below is imported from its module when first used.
 """
 
 from __future__ import annotations
