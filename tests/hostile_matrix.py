@@ -13,6 +13,7 @@ with the number of cases not ok. ``owner`` says which stream of work fixed the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile as h  # noqa: E402
@@ -309,24 +312,25 @@ def _(ctx: Ctx) -> tuple[str, str]:
     return refused(ran, "role 'unlearned'")
 
 
-def _scenarios(ctx: Ctx, override: str) -> tuple[list[Any], str]:
+def _scenarios(ctx: Ctx, override: str) -> list[Any]:
+    """The scenarios a config of one sub-class target reads with ``override`` on the command line."""
     from lightning_unlearn.benchmark import load_config
 
     out = ctx.fresh("scenarios")  # one scenario of one target: jsonargparse merged lists of the same length
     cfg = ctx.bench_yaml(out, scenarios=[{"name": "class-wise", "targets": [{"classes": [3], "per_class": 40}]}])
     got = load_config(["-c", str(cfg), f"--scenarios={override}"])
-    return [(s.name, [t.describe() for t in s.targets]) for s in got.scenarios], str(out)
+    return [(s.name, [t.describe() for t in s.targets]) for s in got.scenarios]
 
 
 @case("sw.scenarios.replace.class", quick=True)
 def _(ctx: Ctx) -> tuple[str, str]:
-    got, _ = _scenarios(ctx, "[{name: class-wise, targets: [{classes: [4]}]}]")
+    got = _scenarios(ctx, "[{name: class-wise, targets: [{classes: [4]}]}]")
     return ok(str(got)) if got == [("class-wise", [{"classes": [4]}])] else bad(f"merged: {got}")
 
 
 @case("sw.scenarios.replace.random", quick=True)
 def _(ctx: Ctx) -> tuple[str, str]:
-    got, _ = _scenarios(ctx, "[{name: random, targets: [{fraction: 0.2}]}]")
+    got = _scenarios(ctx, "[{name: random, targets: [{fraction: 0.2}]}]")
     return ok(str(got)) if got == [("random", [{"fraction": 0.2}])] else bad(f"merged: {got}")
 
 
@@ -375,7 +379,7 @@ def _(ctx: Ctx) -> tuple[str, str]:
     def run(url: str, stop_at: int) -> None:
         for kind in ("random", "tpe"):
             study = open_study(kind, url, ["minimize"], make_sampler(kind, 0))
-            with __import__("contextlib").suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt):
                 run_study(study, space, 6, lambda t: Job("k", objective, {**t.params, "stop": t.number == stop_at}),
                           sampler=lambda k, kind=kind: make_sampler(kind, trial_seed(0, k), None, 6))  # fmt: skip
 
@@ -473,7 +477,7 @@ def _tune_copy(ctx: Ctx, name: str) -> tuple[Path, Path]:
     base, cfg = _tune_base(ctx)
     out = ctx.fresh(name)
     shutil.copytree(base, out, symlinks=True)
-    data = json.loads(json.dumps(__import__("yaml").safe_load(cfg.read_text())))
+    data = yaml.safe_load(cfg.read_text())
     return out, h.write_yaml(ctx.work / f"{out.name}.yaml", {**data, "output_dir": str(out)})
 
 
@@ -684,7 +688,7 @@ def _(ctx: Ctx) -> tuple[str, str]:
         time.sleep(1.0)
     left = _ray_pids() - before
     for pid in left:  # what this case started and the executor left: stopped here, so the machine is clean
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     if not started:
         return bad("no Ray process was seen running")
@@ -697,7 +701,8 @@ def run_case(ctx: Ctx, c: Case) -> tuple[str, str]:
     payload (both are put back for the next case)."""
     outside = h.sha256s(ctx.outside)
     try:
-        outcome, detail = c.fn(ctx)
+        with contextlib.chdir(ctx.root):  # what a command would write beside it lands in the replay's directory
+            outcome, detail = c.fn(ctx)
     except Exception as err:  # noqa: BLE001 - a case that crashes the replay is not ok
         outcome, detail = bad(f"{type(err).__name__}: {err}")
     if h.sha256s(ctx.outside) != outside:

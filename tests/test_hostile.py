@@ -118,5 +118,5 @@ def test_the_watchdog_stops_what_it_guards_when_the_driver_is_killed() -> None:
 
 
 def test_importing_tune_does_not_import_torch() -> None:
-    code = "import sys, lightning_unlearn.tune as t; assert 'torch' not in sys.modules; t.main; assert 'torch' in sys.modules"
+    code = "import sys, lightning_unlearn.tune; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=h.env_with_package())
