@@ -156,8 +156,9 @@ def finished_trials(study: Any) -> list[Any]:
 
 
 def recover_interrupted(study: Any) -> int:
-    """Mark trials left running by a killed process as failed (``interrupted``) and queue their parameters again.
-    Only one tuner may use an output directory at a time. Returns how many were recovered."""
+    """Mark trials left running by a killed process as failed (``interrupted``) and queue their parameters again
+    (a running trial can only be a killed one: the output directory's lock keeps a second tuner out). Returns how
+    many were recovered."""
     from optuna.trial import TrialState  # deferred: start-up
 
     n = 0
