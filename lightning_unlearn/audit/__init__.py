@@ -33,7 +33,7 @@ from lightning_unlearn.audit.ulira import (
     model_confidences,
     ulira,
 )
-from lightning_unlearn.experiment import ConfigError, run_command
+from lightning_unlearn.experiment import ConfigError, parse_command, run_command
 
 __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "attack_metrics", "bin_index",
            "build_parser", "challenge_score", "epsilon_from_rates", "evaluate_scores", "fit_gaussians",
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        ns = build_parser().parse_args(args)
+        ns = parse_command(build_parser(), args)
         try:
             result = run_audit(config_from_namespace(ns))
         except AuditError as err:  # too few shadow models or examples for the statistics: the config's to change

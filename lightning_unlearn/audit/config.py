@@ -23,6 +23,7 @@ from lightning_unlearn.experiment import (
     config_args,
     executor_settings,
     method_spec,
+    parse_command,
     parsed_values,
 )
 
@@ -100,7 +101,7 @@ def build_parser() -> Any:
 
 def load_config(source: str | Path | Sequence[str] | None = None, **overrides: Any) -> AuditConfig:
     """Parse an audit config: a YAML path or command-line arguments; ``overrides`` are dotted keys applied after."""
-    return config_from_namespace(build_parser().parse_args(config_args(source, overrides)))
+    return config_from_namespace(parse_command(build_parser(), config_args(source, overrides)))
 
 
 def config_from_namespace(ns: Any) -> AuditConfig:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_unlearn.experiment import write_atomic, write_json
+from lightning_unlearn.experiment import json_text, write_output
 
 __all__ = ["audit_markdown", "plot_distributions", "write_reports"]
 
@@ -109,7 +109,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
             ax.legend(fontsize=7)
         ax.set_xlabel("log-likelihood ratio", fontsize=8)
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    write_output(path.parent, path.name, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -117,7 +117,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
 def write_reports(result: dict[str, Any], out: Path) -> list[str]:
     """Write the three files (each replaced atomically); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    files = [str(write_json(out / "audit.json", result)), str(write_atomic(out / "audit.md", audit_markdown(result)))]
+    files = [str(write_output(out, "audit.json", json_text(result))), str(write_output(out, "audit.md", audit_markdown(result)))]
     png = plot_distributions(result, out / "audit.png")
     if png is not None:
         files.append(str(png))

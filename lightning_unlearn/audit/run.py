@@ -18,9 +18,13 @@ from lightning_unlearn.audit.report import write_reports
 from lightning_unlearn.audit.shadow import ModelEntry, ShadowPlan, cached_scores, make_shadow_plan, model_problem
 from lightning_unlearn.audit.ulira import AuditError, ulira
 from lightning_unlearn.executors import Job, JobResult, make_executor
-from lightning_unlearn.experiment import ORIGINAL, Progress, hms, write_json
+from lightning_unlearn.experiment import ORIGINAL, Progress, claim_output_dir, hms, write_json
 
-__all__ = ["evaluate_scores", "run_audit"]
+__all__ = ["OUTPUT_FILES", "evaluate_scores", "run_audit"]
+
+#: What the audit writes at the top of its output_dir (through ``experiment.write_output``: never over a file it did
+#: not write).
+OUTPUT_FILES = ("audit.json", "audit.md", "audit.png")
 
 
 def evaluate_scores(
@@ -72,9 +76,13 @@ def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
     """Run or resume the audit; returns the ``audit.json`` content. Cached models and scores are reused; a job that
     fails is recorded (``failures``, and ``error.json`` in its directory) and the audit goes on without it."""
     stream = stream if stream is not None else sys.stderr
-    out = Path(cfg.output_dir)
     plan = make_shadow_plan(cfg)  # every split is checked before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output_dir(cfg.output_dir, "audit", OUTPUT_FILES):  # this run's alone, nothing of others in it
+        return _run(cfg, plan, stream)
+
+
+def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
     sh = {s.index: s for s in plan.shadows}
     unique = {e.name: e for e in plan.models.values()}  # one model may stand for two rows; each is built once
     to_build = [e for e in unique.values() if model_problem(e) is not None]

@@ -130,6 +130,8 @@ def build_backbone(config: Mapping[str, Any], *, untrusted: bool = False) -> Bac
     class_path = config["class_path"]
     init_args = dict(config.get("init_args") or {})
     arch = _resolve_backbone_class(class_path)
+    if untrusted:
+        _check_no_file_named(init_args, f"backbone {class_path}")
     if not (isinstance(arch, type) and issubclass(arch, Backbone)):
         return _adapt(arch, class_path, init_args)
     if untrusted and issubclass(arch, AdaptedBackbone):
@@ -175,6 +177,21 @@ def _adapt(arch: Any, class_path: str, init_args: dict[str, Any]) -> Backbone:
             config["init_args"][key] = [float(v) for v in config["init_args"][key]]
     backbone._config = config
     return backbone
+
+
+#: Words of an argument name that names a file or a place to fetch from (``weights``, ``checkpoint_path``, ...).
+_FILE_WORDS = ("weight", "path", "file", "dir", "checkpoint", "ckpt", "url", "pretrained")
+
+
+def _check_no_file_named(init_args: Mapping[str, Any], what: str) -> None:
+    """Refuse an untrusted config's argument that would make the backbone open a file or download (``weights``, or
+    any argument named like a path): ``Backbone.config()`` never records one, so only a crafted file holds it."""
+    bad = [k for k, v in init_args.items() if v not in (None, False, "") and any(w in k.lower() for w in _FILE_WORDS)]
+    if bad:
+        raise ValueError(
+            f"{what} gives {bad[0]}={init_args[bad[0]]!r}, which would open a file or download; a checkpoint's "
+            "recorded config may not, so it is refused (nothing was opened or built)."
+        )
 
 
 def _builtin_classes() -> dict[str, type[Backbone]]:

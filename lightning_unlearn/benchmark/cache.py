@@ -29,6 +29,7 @@ from lightning_unlearn.experiment import (
     row_key,
     write_atomic,
     write_model_info,
+    write_output,
 )
 from lightning_unlearn.filecache import file_sha256
 
@@ -165,7 +166,7 @@ def read_result(run_dir: Path, run_hash: str) -> dict[str, Any] | None:
 
 def write_config(cfg: BenchmarkConfig, out: Path) -> None:
     """``output_dir/config.yaml``: the parsed configuration the benchmark ran with."""
-    write_atomic(out / "config.yaml", yaml.safe_dump(cfg.source, sort_keys=False))
+    write_output(out, "config.yaml", yaml.safe_dump(cfg.source, sort_keys=False))
 
 
 def read_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

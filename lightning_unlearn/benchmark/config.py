@@ -36,6 +36,7 @@ from lightning_unlearn.experiment import (
     command_parser,
     config_args,
     method_spec,
+    parse_command,
     parsed_values,
 )
 
@@ -129,7 +130,7 @@ def load_config(source: str | Path | Sequence[str] | None = None, **overrides: A
     a forget target that is not a valid :class:`ForgetSpec`, ...).
     """
     parser = build_parser()
-    return config_from_namespace(parser.parse_args(config_args(source, overrides)), parser)
+    return config_from_namespace(parse_command(parser, config_args(source, overrides)), parser)
 
 
 def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:

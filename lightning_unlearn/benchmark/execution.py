@@ -25,7 +25,7 @@ from lightning_unlearn.benchmark.cache import import_given, read_result, run_has
 from lightning_unlearn.benchmark.config import BenchmarkConfig, build_parser, config_from_namespace
 from lightning_unlearn.benchmark.plan import Plan, make_plan
 from lightning_unlearn.benchmark.scaleout import scale_out
-from lightning_unlearn.benchmark.specs import BASELINE_METHODS, RESULT_FILE
+from lightning_unlearn.benchmark.specs import BASELINE_METHODS, OUTPUT_FILES, RESULT_FILE
 from lightning_unlearn.benchmark.tuned import check_tuned_targets
 from lightning_unlearn.executors import Executor, is_interrupt, make_executor
 from lightning_unlearn.experiment import (
@@ -33,7 +33,9 @@ from lightning_unlearn.experiment import (
     RETRAIN,
     Progress,
     RunError,
+    claim_output_dir,
     hms,
+    parse_command,
     quiet,
     read_json,
     run_command,
@@ -52,12 +54,16 @@ def run_benchmark(cfg: BenchmarkConfig, stream: Any = None, executor: Executor |
 
     ``executor``: run the jobs there instead of on the one ``cfg.executor`` describes (which is then not started).
     """
-    out = Path(cfg.output_dir)
     plan = make_plan(cfg)  # every split and every given model checked before anything is written
     check_tuned_targets(cfg.methods, plan.groups)  # no tuned row on a tuning target
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.report_only:
-        return _report_only(cfg, plan, Progress([], stream=stream))
+    with claim_output_dir(cfg.output_dir, "benchmark", OUTPUT_FILES):  # this run's alone, nothing of others in it
+        if cfg.report_only:
+            return _report_only(cfg, plan, Progress([], stream=stream))
+        return _run(cfg, plan, stream, executor)
+
+
+def _run(cfg: BenchmarkConfig, plan: Plan, stream: Any, executor: Executor | None) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
     write_config(cfg, out)
     settings = scale_out(cfg)
     if settings.spec["name"] == "local":
@@ -145,7 +151,7 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
 
     def command() -> int:
-        cfg = config_from_namespace(build_parser().parse_args(argv))
+        cfg = config_from_namespace(parse_command(build_parser(), argv))
         result = run_benchmark(cfg)  # after Ctrl-C it has written what finished and said how to resume
         return 1 if result["failed"] and not cfg.report_only else 0
 

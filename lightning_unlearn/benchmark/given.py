@@ -59,6 +59,8 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
             if splits:
                 check_trained_on(meta, "all" if role == "original" else "retain", what)
                 dm.verify_splits(splits, what, names=_HOLDOUT_AND_TEST if role == "original" else SPLIT_NAMES)
+            if role == "original":
+                _check_original(meta, f"{where}: {what}")
         else:
             backbone, meta = load_model(p, dm, source, what=what)
             splits = None
@@ -79,6 +81,22 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         "source": None if ours else {"arch": source.arch, "arch_args": source.arch_args,
                                      "network_attr": src.get("network_attr")},  # fmt: skip
     }
+
+
+#: The roles a checkpoint of this package records when it may stand for the original (``model``: trained on all of D
+#: with nothing to forget; an older checkpoint records none).
+_ORIGINAL_ROLES = (None, "original", "model")
+
+
+def _check_original(meta: dict[str, Any], what: str) -> None:
+    """Refuse, as the original, a checkpoint of this package that records another role or deletion requests made on it:
+    an unlearned model records ``train_on: all`` too, which alone let it pass (a gold one is refused by ``train_on``)."""
+    recorded, ledger = meta.get("role"), meta.get("ledger") or []
+    if recorded in _ORIGINAL_ROLES and not ledger:
+        return
+    requests = f" and {len(ledger)} deletion request(s)" if ledger else ""
+    raise ConfigError(f"{what} records role {recorded!r}{requests}: it is not an original model; give the model as it "
+                      "was trained on all of D (`lightning_unlearn fit`), not one unlearned from it.")
 
 
 def _in_config_terms(err: Exception) -> str:

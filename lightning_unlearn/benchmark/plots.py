@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.benchmark.stats import add_gaps, aggregate, methods_in, pareto_front, scenarios_in
-from lightning_unlearn.experiment import write_atomic
+from lightning_unlearn.experiment import write_output
 
 __all__ = ["write_plots"]
 
@@ -58,7 +58,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
 
 
 def _save(fig: Any, path: Path) -> Path:
-    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    return write_output(path.parent, path.name, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:

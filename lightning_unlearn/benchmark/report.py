@@ -42,7 +42,7 @@ from lightning_unlearn.benchmark.stats import (
     summaries,
     t_interval,
 )
-from lightning_unlearn.experiment import write_atomic, write_json
+from lightning_unlearn.experiment import json_text, write_output
 from lightning_unlearn.provenance import collect_provenance
 
 __all__ = [
@@ -89,14 +89,14 @@ def write_results(
     frame = results_frame(rows, cfg)
     records = frame.to_dict(orient="records")
     csv_path, json_path = out / "results.csv", out / "results.json"
-    write_atomic(csv_path, frame.to_csv(index=False, na_rep=""))
+    write_output(out, csv_path.name, frame.to_csv(index=False, na_rep=""))
     doc = {
         "provenance": provenance if provenance is not None else _provenance(cfg),
         "row_commits": row_commits(records),
         "summary": summaries(records, cfg),
         "rows": records,
     }
-    write_json(json_path, doc)  # numpy scalars as numbers, nan/inf as null
+    write_output(out, json_path.name, json_text(doc))  # numpy scalars as numbers, nan/inf as null
     return [csv_path, json_path]
 
 
@@ -246,5 +246,5 @@ def write_all(
     prov = _provenance(cfg)
     files = write_results(rows, out, cfg, provenance=prov)
     plots = write_plots(rows, out, cfg)
-    report = write_atomic(out / "report.md", render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
+    report = write_output(out, "report.md", render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
     return [*files, *plots, report]

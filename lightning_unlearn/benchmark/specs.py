@@ -20,6 +20,7 @@ __all__ = [
     "RESULT_FILE",
     "BenchmarkConfigError",
     "GivenPaths",
+    "OUTPUT_FILES",
     "Scenario",
     "ScenarioEntry",
     "TargetEntry",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: Written last into every finished run's directory; its presence means "done" on a rerun.
 RESULT_FILE = "result.json"
+#: What the benchmark writes at the top of its output_dir (through ``experiment.write_output``: never over a file it
+#: did not write).
+OUTPUT_FILES = ("config.yaml", "results.csv", "results.json", "report.md", "gap_to_gold.png", "time_vs_gap.png")
 #: Names of the two reference rows of every group (reserved: a method may not use them).
 BASELINE_METHODS: tuple[str, str] = (ORIGINAL, RETRAIN)
 #: DataModule arguments the benchmark sets per run (a config's ``data:`` does not give them).

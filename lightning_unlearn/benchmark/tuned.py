@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_unlearn.experiment import ConfigError, MethodSpec, check_not_tuned_on, read_best, slug
+from lightning_unlearn.experiment import ConfigError, MethodSpec, check_not_tuned_on, method_spec, read_best, slug
 
 __all__ = ["TUNED_SUFFIX", "TunedSource", "check_tuned_targets", "expand_tuned"]
 
@@ -52,7 +52,7 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any) -> list[MethodSpec]:
     if not root.is_dir():
         raise ConfigError(f"tuned.dir {root} is not a directory; run `lightning_unlearn tune` first (it writes best/)")
     out: list[MethodSpec] = []
-    for m in methods:
+    for i, m in enumerate(methods):
         path = root / f"{slug(m.name)}.yaml"
         if not path.is_file():
             raise ConfigError(f"Method {m.name!r}: no tuned settings {path}; tune it, or leave it out of `methods`, or "
@@ -63,9 +63,12 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any) -> list[MethodSpec]:
             raise ConfigError(f"Method {m.name!r}: {err}") from None
         if best["class_path"] != m.class_path:
             raise ConfigError(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
-        variant = replace(m, name=m.name + TUNED_SUFFIX, init_args=dict(best["init_args"]),
-                          max_epochs=int(best["max_epochs"]), trainer=dict(best["trainer"]),
-                          tuned_record=best["record"])  # fmt: skip
+        entry = {"name": m.name + TUNED_SUFFIX, "class_path": m.class_path, "init_args": best["init_args"],
+                 "max_epochs": best["max_epochs"], "trainer": best["trainer"], "scenarios": m.scenarios}  # fmt: skip
+        try:  # the rules of a config's methods (e.g. no `trainer` key the benchmark sets itself)
+            variant = replace(method_spec(i, entry), tuned_record=best["record"])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
         out.extend([variant] if src.mode == "tuned" else [m, variant])
     return out
 

@@ -115,7 +115,7 @@ class ForgetSpec:
 
     def load_indices(self) -> np.ndarray:
         if self.indices is not None:
-            return np.asarray(self.indices, dtype=np.int64)
+            return _index_array(self.indices, "`indices`")
         assert self.indices_file is not None
         return read_indices(self.indices_file, "Forget indices file", "the forget set would be empty")
 
@@ -151,7 +151,14 @@ def read_indices(path_like: str | Path, what: str = "Indices file", empty: str =
         raise ValueError(msg) from None
     if not values:
         raise ValueError(f"{path} holds no indices: {empty}.")
-    return np.asarray(values, dtype=np.int64)
+    return _index_array(values, f"{what} {path}")
+
+
+def _index_array(values: list[int], what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:  # an integer beyond int64: no dataset has such a sample
+        raise ValueError(f"{what} holds {max(values, key=abs)}, which is no sample index (too large).") from None
 
 
 _INT_TOKEN = re.compile(r"[+-]?\d+")

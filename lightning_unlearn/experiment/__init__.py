@@ -5,7 +5,9 @@
 - :mod:`~.config`: the fields and arguments every application's configuration shares, spelled one way.
 - :mod:`~.specs`: a method as a config names it (:class:`MethodSpec`), checked and resolved; reserved row names.
 - :mod:`~.build`: the DataModule, backbone and Trainer arguments of a job, from the settings it needs.
-- :mod:`~.store`: cache keys, atomic files with one NaN policy, model directories with sha256 digests.
+- :mod:`~.store`: cache keys, atomic files with one NaN policy, model directories with sha256 digests, corrupt
+  records set aside.
+- :mod:`~.outputs`: an output directory held by one run; its files never written over or through a link.
 - :mod:`~.jobs`: training a model, unlearning with a method.
 - :mod:`~.progress`: the progress lines and bar; Lightning's messages silenced.
 - :mod:`~.tuned`: the tuned-settings file format (``best/<method>.yaml``).
@@ -30,11 +32,20 @@ from lightning_unlearn.experiment.config import (
     add_run_arguments,
     command_parser,
     config_args,
+    parse_command,
     parsed_values,
 )
 from lightning_unlearn.experiment.entrypoint import error_line, run_command
 from lightning_unlearn.experiment.errors import ConfigError, RunError
 from lightning_unlearn.experiment.jobs import method_kwargs, train_classifier, unlearn
+from lightning_unlearn.experiment.outputs import (
+    LOCK_FILE,
+    RECORD_FILE,
+    claim_output_dir,
+    is_recorded,
+    record_output,
+    write_output,
+)
 from lightning_unlearn.experiment.progress import Progress, hms, quiet
 from lightning_unlearn.experiment.settings import (
     EVALUATOR_PER_RUN,
@@ -70,12 +81,14 @@ from lightning_unlearn.experiment.store import (
     data_for_key,
     finite,
     fresh_dir,
+    json_text,
     model_key_content,
     model_problem,
     now,
     read_json,
     row_key,
     scalars,
+    set_aside,
     to_json,
     write_atomic,
     write_json,
@@ -98,8 +111,10 @@ __all__ = [
     "EXECUTOR_HELP",
     "INFO_FILE",
     "LINKED_BACKBONE_ARGS",
+    "LOCK_FILE",
     "METHOD_KEYS",
     "ORIGINAL",
+    "RECORD_FILE",
     "RECORD_PREFIX",
     "RESERVED_TRAINER_ARGS",
     "RETRAIN",
@@ -122,6 +137,7 @@ __all__ = [
     "check_methods",
     "check_not_tuned_on",
     "check_writable",
+    "claim_output_dir",
     "class_spec",
     "command_parser",
     "config_args",
@@ -136,20 +152,25 @@ __all__ = [
     "fresh_dir",
     "hms",
     "import_class",
+    "is_recorded",
+    "json_text",
     "method_identity",
     "method_kwargs",
     "method_spec",
     "model_key_content",
     "model_problem",
     "now",
+    "parse_command",
     "parsed_values",
     "quiet",
     "read_best",
     "read_json",
+    "record_output",
     "row_key",
     "run_command",
     "run_logger",
     "scalars",
+    "set_aside",
     "set_threads",
     "slug",
     "to_json",
@@ -161,4 +182,5 @@ __all__ = [
     "write_best",
     "write_json",
     "write_model_info",
+    "write_output",
 ]

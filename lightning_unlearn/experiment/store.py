@@ -10,8 +10,11 @@ hashes, the evaluator's effective settings and the Trainer's).
 ``<name>.tmp`` beside the target, created new (``O_EXCL``, never through a symbolic link: ``O_NOFOLLOW``), then renamed
 over the target, which replaces a link instead of writing through it. JSON (:func:`write_json`) holds only finite
 numbers: NaN and infinities are written as ``null`` (:func:`to_json`), numpy scalars and arrays as plain numbers and
-lists; :func:`read_json` reads a missing or unreadable file as ``None``. A model directory's ``info.json`` records the
-sha256 of its files (:func:`write_model_info`), which :func:`model_problem` checks before the model is reused.
+lists. Every cache file is read back through :func:`read_json`: a missing one is ``None``, and one that is not a JSON
+object (truncated, a list, pickle bytes, ...) is named on stderr, moved aside to ``<name>.corrupt-<n>`` (:func:`set_aside`,
+kept by :func:`fresh_dir`) and read as ``None``, so the step that wrote it is made again. A model directory's
+``info.json`` records the sha256 of its files (:func:`write_model_info`), which :func:`model_problem` checks before the
+model is reused.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import json
 import math
 import numbers
 import os
+import re
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -44,12 +49,14 @@ __all__ = [
     "data_for_key",
     "finite",
     "fresh_dir",
+    "json_text",
     "model_key_content",
     "model_problem",
     "now",
     "read_json",
     "row_key",
     "scalars",
+    "set_aside",
     "to_json",
     "write_atomic",
     "write_json",
@@ -64,6 +71,8 @@ CACHE_IRRELEVANT_DATA_ARGS = frozenset({"num_workers", "eval_batch_size"})
 DATA_ARGS_ADDED = {"holdout_indices": None, "previous_ckpt": None}
 #: A model directory's record: what determines the model, and the sha256 of its files.
 INFO_FILE = "info.json"
+#: The name a corrupt cache file is moved to (``<name>.corrupt-<n>``), kept for the user to look at.
+_SET_ASIDE = re.compile(r".+\.corrupt-[0-9]+$")
 
 
 # -- keys ----------------------------------------------------------------------------------------------------------
@@ -161,25 +170,69 @@ def to_json(obj: Any) -> Any:
     return str(obj)
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the store's JSON text (:func:`to_json`, indented)."""
+    return json.dumps(to_json(obj), indent=1, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as JSON (:func:`to_json`, indented) in ``path``, atomically (:func:`write_atomic`)."""
-    return write_atomic(path, json.dumps(to_json(obj), indent=1, allow_nan=False))
+    """``obj`` as JSON (:func:`json_text`) in ``path``, atomically (:func:`write_atomic`)."""
+    return write_atomic(path, json_text(obj))
 
 
-def read_json(path: str | Path) -> Any:
-    """What ``path`` holds, or ``None`` when it is missing or not JSON."""
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object a cache file holds, or ``None``: when ``path`` is missing, and when it holds anything else (not
+    JSON, not UTF-8, not an object, not a regular file), which is moved aside (:func:`set_aside`) so that what wrote it
+    is made again."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return _corrupt(path, "not a regular file")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _corrupt(path, f"{type(err).__name__}: {err}")
+    return data if isinstance(data, dict) else _corrupt(path, f"a JSON {type(data).__name__}, not an object")
+
+
+def _corrupt(path: Path, why: str) -> None:
+    set_aside(path, why)
+    return None
+
+
+def set_aside(path: str | Path, why: str) -> Path | None:
+    """Move the corrupt cache file ``path`` to ``<name>.corrupt-<n>`` (the first free ``n``), saying so on stderr with
+    both names and ``why``; returns the new path (``None``: it was gone already, e.g. set aside by another process)."""
+    path = Path(path)
+    n = 1
+    while os.path.lexists(path.with_name(f"{path.name}.corrupt-{n}")):
+        n += 1
+    aside = path.with_name(f"{path.name}.corrupt-{n}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    print(f"lightning_unlearn: {path} is corrupt ({' '.join(why.split())[:200]}); moved to {aside.name}, and what it "
+          "recorded is made again", file=sys.stderr, flush=True)  # fmt: skip
+    return aside
 
 
 def fresh_dir(path: str | Path) -> Path:
-    """``path`` as a new empty directory: what an unfinished earlier attempt left there is removed."""
+    """``path`` as an empty directory: what an unfinished earlier attempt left there is removed, except the corrupt
+    files set aside there (:func:`set_aside`), kept for the user to look at."""
     path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()  # a link is removed, never followed
+    elif path.is_dir():
+        for child in path.iterdir():
+            if _SET_ASIDE.match(child.name) and not child.is_symlink():
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -213,14 +266,17 @@ def write_model_info(directory: Path, info: Mapping[str, Any], files: Sequence[P
 
 
 def model_problem(directory: Path, files: Sequence[Path]) -> str | None:
-    """Why the model in ``directory`` cannot be reused (``None``: it can): a missing file or ``info.json``, or a file
-    whose sha256 is not the one recorded (a corrupt or replaced cache is trained again). A record from before digests
-    were kept is reused if its checkpoint (``files[0]``) loads."""
+    """Why the model in ``directory`` cannot be reused (``None``: it can): a missing file or ``info.json``, an
+    ``info.json`` that is not a JSON object (set aside), or a file whose sha256 is not the one recorded (a corrupt or
+    replaced cache is trained again). A record from before digests were kept is reused if its checkpoint
+    (``files[0]``) loads."""
     info_path = directory / INFO_FILE
     if not info_path.is_file() or not all(f.is_file() for f in files):
         return "not trained"
-    info = read_json(info_path) or {}
-    digests = info.get("sha256") if isinstance(info, dict) else None
+    info = read_json(info_path)
+    if info is None:  # set aside as corrupt: a truncated record never turns the digest check off
+        return f"{info_path} is corrupt"
+    digests = info.get("sha256")
     if not isinstance(digests, dict):
         try:
             torch.load(files[0], map_location="cpu", weights_only=True)

@@ -10,6 +10,8 @@ reads them (``tuned:``).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,12 @@ class TunedSettings(dict):
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one)."""
+    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one, nor
+    reads or writes through a link or a special file)."""
     path = Path(path)
-    if path.exists() and (not path.is_file() or RECORD_PREFIX not in path.read_text(errors="replace")):
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISREG(os.lstat(path).st_mode) or RECORD_PREFIX not in path.read_text(errors="replace"):
         raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
 
 

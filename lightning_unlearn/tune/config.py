@@ -22,6 +22,7 @@ from lightning_unlearn.experiment import (
     add_run_arguments,
     command_parser,
     config_args,
+    parse_command,
     parsed_values,
 )
 from lightning_unlearn.search_space import EPOCHS_KEY, Param
@@ -139,7 +140,7 @@ def load_tune_config(source: str | Path | Sequence[str], **overrides: Any) -> Tu
 
 def tune_config_from_args(args: Sequence[str]) -> TuneConfig:
     """A validated :class:`TuneConfig` from command-line arguments (raises ``ConfigError`` before anything runs)."""
-    return _build(*parsed_values(build_parser().parse_args(list(args))))
+    return _build(*parsed_values(parse_command(build_parser(), args)))
 
 
 def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,17 @@ from lightning_unlearn.experiment import (
     executor_settings,
     method_identity,
     run_command,
+    claim_output_dir,
     slug,
     trainer_key,
-    write_atomic,
+    write_output,
 )
 from lightning_unlearn.experiment import check_writable as check_best_writable
 from lightning_unlearn.tune.config import MethodTuning, TuneConfig, tune_config_from_args
 from lightning_unlearn.tune.objective import prepare, run_trial
-from lightning_unlearn.tune.report import summarise, write_best_file, write_report
+from lightning_unlearn.tune.report import OUTPUT_FILES, summarise, write_best_file, write_report
 from lightning_unlearn.tune.space import in_space
-from lightning_unlearn.tune.study import make_pruner, make_sampler, open_study, run_study, storage_url
+from lightning_unlearn.tune.study import make_pruner, make_sampler, open_storage, open_study, run_study, trial_seed
 
 __all__ = ["best_path", "check_outputs", "main", "run_tuning", "study_name"]
 
@@ -70,10 +71,14 @@ def run_tuning(cfg: TuneConfig, stream: Any = None) -> dict[str, Any]:
         print(f"tune {text}", file=stream, flush=True)
 
     check_outputs(cfg)
+    with claim_output_dir(cfg.output_dir, "tune", OUTPUT_FILES):  # this run's alone, nothing of others in it
+        return _run(cfg, log, start)
+
+
+def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str, Any]:
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(cfg.source, sort_keys=False))
-    storage = storage_url(out)
+    write_output(out, "config.yaml", yaml.safe_dump(cfg.source, sort_keys=False))
+    storage = open_storage(out)
     settings = executor_settings(cfg.executor, cfg.bench.trainer)
     executor = make_executor(settings.spec)
     contexts = prepare(cfg, executor, settings.threads, log)
@@ -84,9 +89,13 @@ def run_tuning(cfg: TuneConfig, stream: Any = None) -> dict[str, Any]:
         for i, mt in enumerate(cfg.methods, 1):
             ctx = [c for c in contexts if mt.spec.runs_in(c["group"].scenario)]
             name = study_name(cfg, mt, ctx)
-            sampler = make_sampler(cfg.sampler, cfg.seed, cfg.n_startup_trials, mt.n_trials, multi_objective=multi)
+
+            def sampler(k: int, mt: Any = mt) -> Any:  # the k-th counted trial's, the same after a restart
+                return make_sampler(cfg.sampler, trial_seed(cfg.seed, k), cfg.n_startup_trials, mt.n_trials,
+                                    multi_objective=multi)  # fmt: skip
+
             pruner = "none" if multi else cfg.pruner
-            study = open_study(name, storage, directions, sampler, make_pruner(pruner))
+            study = open_study(name, storage, directions, sampler(0), make_pruner(pruner))
             if not study.get_trials(deepcopy=False):
                 study.set_user_attr("method", mt.name)
                 study.set_user_attr("tuning_groups", [c["record"] for c in ctx])
@@ -121,7 +130,7 @@ def run_tuning(cfg: TuneConfig, stream: Any = None) -> dict[str, Any]:
                     f"({res.wall_s:.1f}s)")  # fmt: skip
 
             counts = run_study(study, mt.space, mt.n_trials, make_job, executor=executor, parallel=cfg.parallel,
-                               timeout_s=cfg.timeout_s, on_trial=on_trial)  # fmt: skip
+                               timeout_s=cfg.timeout_s, on_trial=on_trial, sampler=sampler)  # fmt: skip
             log(f"[{i}/{len(cfg.methods)}] {mt.name}: {counts['run']} trial(s) run, {counts['reused']} reused from "
                 f"{storage}" + (f", {counts['recovered']} interrupted trial(s) redone" if counts["recovered"] else ""))
             summary = summarise(study, mt, ctx, cfg)
