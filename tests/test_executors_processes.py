@@ -71,6 +71,16 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def _ends(pid: int, within_s: float = 20.0) -> bool:
+    """The process is gone within ``within_s`` (a stopped pool's workers are terminated, not waited for)."""
+    deadline = time.monotonic() + within_s
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @pytest.fixture(scope="module")
 def ex():
     """Two workers, one retry; started once for the module (a worker pays its imports once)."""
@@ -123,13 +133,18 @@ def test_order_failures_retries_threads(ex, tmp_path):
 def test_worker_killed(ex, tmp_path):
     """A worker killed with SIGKILL: its job is retried (``max_retries``) and then failed with a line saying so; the
     job running beside it in the other worker and the rest of the batch go on in a rebuilt pool; the killed pool's
-    workers are gone."""
-    first = ex.map([Job("warm", _pid_after, {"seconds": 0.0})])[0].value
+    workers are gone. An idle worker killed between two batches: the next batch runs in a new pool."""
+    idle = ex.map([Job("warm", _pid_after, {"seconds": 0.0})])[0].value
+    os.kill(idle, signal.SIGKILL)
+    assert _ends(idle)
+    first = ex.map([Job("after_idle_death", _pid_after, {"seconds": 0.0})])[0]
+    assert first.ok and first.value != idle
+    first = first.value
     res = ex.map([Job("beside", _pid_after, {"seconds": 2.0}),
                   Job("killed_once", _killed, {"marker": str(tmp_path / "k")}),
                   Job("after", _pid_after, {"seconds": 0.0}, after=("killed_once",))])  # fmt: skip
     assert [r.ok for r in res] == [True, True, True] and res[1].value == "ok" and res[1].attempts == 2
-    assert _gone(first)
+    assert _ends(first)
     with ProcessExecutor(workers=2) as once:  # no retry: the job whose worker died is failed
         res = once.map([Job("beside", _pid_after, {"seconds": 2.0}), Job("killed", _killed),
                         Job("after_killed", _exists, {"path": "."}, after=("killed",)),
@@ -152,7 +167,7 @@ def test_on_done_error_stops_the_workers(tmp_path):
         with pytest.raises(RuntimeError, match="stop after quick"):
             executor.map([Job("quick", _pid_after, {"seconds": 0.0}), Job("slow", _pid_after, {"seconds": 60.0})],
                          on_done=lambda r: (pids.append(r.value), stop(r)))  # fmt: skip
-        assert _gone(pids[0])
+        assert _ends(pids[0])
 
 
 CTRL_C = """
@@ -190,9 +205,9 @@ def test_ctrl_c_leaves_no_worker(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and out.rstrip().endswith("KeyboardInterrupt"), out
     assert out.count("Traceback") == 1, out  # the parent's; the workers ignore Ctrl-C
-    assert all(_gone(p) for p in pids)
+    assert all(_ends(p) for p in pids)
     ps = subprocess.run(["ps", "-o", "pid=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert not [p for p in ps if not _gone(int(p))], ps
+    assert not [p for p in ps if not _ends(int(p))], ps
 
 
 def test_benchmark_rows_equal_local(ex, tmp_path):

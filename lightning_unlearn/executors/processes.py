@@ -140,14 +140,18 @@ class ProcessExecutor(Executor):
         self._gpu: bool | None = None
 
     # -- the pool --------------------------------------------------------------------------------------------------
-    def _submit(self, job: Job, payload: bytes) -> Future:
+    def _submit(self, job: Job, payload: bytes) -> Future | None:
+        """The job handed to a worker (``None``: the pool broke since the last look, e.g. an idle worker died)."""
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
             self._started = ctx.SimpleQueue()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                              initargs=(self._started,))  # fmt: skip
         with _sigint_blocked():  # submit spawns a worker when none is idle
-            return self._pool.submit(_work, job.key, payload, self.max_retries)
+            try:
+                return self._pool.submit(_work, job.key, payload, self.max_retries)
+            except BrokenProcessPool:
+                return None
 
     def _started_jobs(self) -> list[tuple[str, int]]:
         """``(key, pid)`` of the jobs the workers said they started since the last call."""
@@ -221,7 +225,8 @@ class ProcessExecutor(Executor):
             if on_done is not None:
                 on_done(res)
 
-        def start_ready() -> None:
+        def start_ready() -> bool:
+            """Start what is ready and fits, in the batch's order; ``False``: the pool refused (it is broken)."""
             cpus = sum(jobs[i].resources.num_cpus for i in running.values())
             gpus = sum(jobs[i].resources.num_gpus for i in running.values())
             for i in list(waiting):
@@ -236,7 +241,7 @@ class ProcessExecutor(Executor):
                 fits = (cpus + job.resources.num_cpus <= self.workers and gpus + job.resources.num_gpus <= 1
                         and len(running) < self.workers)  # fmt: skip
                 if running and not fits:
-                    return  # the batch's order: a job that does not fit yet is not overtaken
+                    return True  # the batch's order: a job that does not fit yet is not overtaken
                 try:
                     payload = pickle.dumps(job)
                 except Exception as err:  # noqa: BLE001 - a function or argument another process cannot receive
@@ -244,9 +249,13 @@ class ProcessExecutor(Executor):
                     finish(JobResult(job.key, False, error=f"the job cannot be sent to a worker process: "
                                      f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), attempts=0))  # fmt: skip
                     continue
+                fut = self._submit(job, payload)
+                if fut is None:
+                    return False
                 waiting.remove(i)
-                running[self._submit(job, payload)] = i
+                running[fut] = i
                 cpus, gpus = cpus + job.resources.num_cpus, gpus + job.resources.num_gpus
+            return True
 
         def ended(fut: Future) -> None:
             i = running.pop(fut)
@@ -293,9 +302,10 @@ class ProcessExecutor(Executor):
 
         try:
             while waiting or running:
-                start_ready()
+                if not start_ready() and not running:
+                    self._kill()  # broken with nothing of ours running (an idle worker died): a new pool
                 if not running:
-                    continue  # everything left was decided without running (failed dependencies)
+                    continue  # everything left was decided without running (failed dependencies), or a new pool
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 pid_of.update(self._started_jobs())
                 if any(_lost(f) for f in done):
