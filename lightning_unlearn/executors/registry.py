@@ -15,7 +15,8 @@ __all__ = ["executor_names", "make_executor", "register_executor"]
 #: Factories registered in this process (``local`` and what :func:`register_executor` added).
 _FACTORIES: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
 #: Built-in backends loaded by name when first used: ``name -> (module, class)``.
-_LAZY: dict[str, tuple[str, str]] = {"ray": ("lightning_unlearn.executors.ray", "RayExecutor")}
+_LAZY: dict[str, tuple[str, str]] = {"ray": ("lightning_unlearn.executors.ray", "RayExecutor"),
+                                      "processes": ("lightning_unlearn.executors.processes", "ProcessExecutor")}
 #: What to install for a lazy backend whose library is missing.
 _EXTRAS = {"ray": "pip install 'lightning_unlearn[ray]'"}
 

@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 EXECUTOR_HELP = (
-    "Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, max_retries: 1, "
-    "resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md."
+    "Where the jobs run: local (this process, one after the other), {name: processes, workers: 2} (worker processes "
+    "on this machine) or {name: ray, address: auto, max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} "
+    "(resources: per job). See docs/scale-out.md."
 )
 
 
