@@ -125,6 +125,7 @@ def test_rerun_redoes_nothing_and_a_changed_request_redoes_what_follows(finished
     for name in ("train_model", "run_method", "run_reference"):
         monkeypatch.setattr(bm, name, lambda *a, **k: pytest.fail("a finished run or a cached model was redone"))
     assert len(run_benchmark(load_config(path))["rows"]) == 16 and stamps(out) == before
+    assert len(run_benchmark(load_config(path, report_only=True))["rows"]) == 16
     monkeypatch.undo()
     # NegativeGradient's request 1 is redone: its requests 2 and 3 start from that model, so they are redone too
     shutil.rmtree(out / "runs/seq/request1_fraction-0.03/seed0/NegativeGradient")
