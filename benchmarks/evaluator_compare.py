@@ -3,20 +3,26 @@
     python benchmarks/evaluator_compare.py --runs runs/benchmark/quickstart --old /path/to/old/worktree \
         [--rounds 3] [--extra '{"probe": true, "relearn": true, "cka": true}'] [--out compare.json]
 
+``--extra`` may be a JSON list of such settings: each is timed as its own implementation (``new+extra``,
+``new+extra2``, ...).
+
 ``--runs`` is a finished benchmark directory (its ``config.yaml``, ``runs/<scenario>/<target>/seed<s>/`` with the
 group's ``original.ckpt`` and each method's ``unlearned.ckpt`` + ``unlearn.json``). Each row is evaluated as the
 benchmark evaluates it (one ``ReferenceCache`` per group; ``Original``: the original model against the gold model;
 ``Retrain``: the gold model, its training time as its cost; a method: its unlearned model against gold and original,
-its unlearning time) by the configured evaluator, in a fresh process per implementation (``PYTHONPATH`` = the old
-worktree, or this one), interleaved round by round in rotating order. Only the evaluations are timed (not imports,
-nor reading the unlearned checkpoints). Compared: the old implementation against this one with the same settings
-(every key, bit for bit: floats as JSON writes them) and, with ``--extra``, this one with the extra settings against
-the old one on the keys they share; timings as ratios per round, with ``os.getloadavg()`` beside them.
+its unlearning time; with ``"reference_original": true`` among the settings, the reference rows get the original too,
+as the benchmark's do since issue 29) by the configured evaluator, in a fresh process per implementation
+(``PYTHONPATH`` = the old worktree, or this one), interleaved round by round in rotating order. Only the evaluations
+are timed (not imports, nor reading the unlearned checkpoints). Compared: the old implementation against this one with
+the same settings (every key, bit for bit: floats as JSON writes them) and, with ``--extra``, this one with the extra
+settings against the old one on the keys they share; timings as ratios per round, with ``os.getloadavg()`` beside
+them.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -46,14 +52,21 @@ def worker(runs: Path, settings: dict[str, Any], out: Path) -> None:
     import torch
     import yaml
 
-    from lightning_unlearn.benchmark.plan import import_class
+    try:
+        from lightning_unlearn.experiment import import_class
+    except ImportError:  # an implementation from before lightning_unlearn.experiment
+        from lightning_unlearn.benchmark.plan import import_class
     from lightning_unlearn.checkpoints import load_backbone
     from lightning_unlearn.data import ForgetSpec
     from lightning_unlearn.evaluation import ReferenceCache, UnlearningEvaluator
 
     torch.set_num_threads(1)
     cfg = yaml.safe_load((runs / "config.yaml").read_text())
-    evaluator_cfg = {**cfg.get("evaluator", {}), **settings}
+    settings = dict(settings)
+    reference_original = bool(settings.pop("reference_original", False))
+    known = inspect.signature(UnlearningEvaluator).parameters  # a config.yaml written by a newer parser lists the
+    evaluator_cfg = {k: v for k, v in cfg.get("evaluator", {}).items() if k in known}  # newer (off) switches too
+    evaluator_cfg.update(settings)
     results: dict[str, Any] = {}
     elapsed = 0.0
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -68,6 +81,7 @@ def worker(runs: Path, settings: dict[str, Any], out: Path) -> None:
         original = str(Path(group) / "original.ckpt")
         gold = next(json.loads((Path(group) / r["run"] / "unlearn.json").read_text())["gold_ckpt"] for r in rows
                     if (Path(group) / r["run"] / "unlearn.json").is_file())  # fmt: skip
+        gold = str(runs / "models" / Path(gold).parent.name / Path(gold).name)  # wherever the run was started from
         cache = ReferenceCache()
         for row in rows:
             run, kind = Path(group) / row["run"], row["result"]["kind"]
@@ -75,7 +89,8 @@ def worker(runs: Path, settings: dict[str, Any], out: Path) -> None:
                 path = original if row["run"] == "Original" else gold
                 model, meta = load_backbone(path, dm)
                 t = meta.get("train_time_s") if row["run"] == "Retrain" else None
-                evaluator = UnlearningEvaluator(gold=gold, **evaluator_cfg)
+                extra = {"original": original} if reference_original else {}
+                evaluator = UnlearningEvaluator(gold=gold, **extra, **evaluator_cfg)
             else:
                 model, _ = load_backbone(run / "unlearned.ckpt", dm)
                 t = json.loads((run / "unlearn.json").read_text())["unlearn_time_s"]
@@ -125,8 +140,9 @@ def main() -> None:
         return worker(args.runs.resolve(), args.settings, args.out)
     runs, tmp = args.runs.resolve(), args.out.with_suffix(".part.json")
     impls = [("old", args.old.resolve(), {}), ("new", HERE, {})]
-    if args.extra:
-        impls.append(("new+extra", HERE, args.extra))
+    extras = args.extra if isinstance(args.extra, list) else [args.extra] if args.extra else []
+    for i, extra in enumerate(extras, start=1):
+        impls.append((f"new+extra{i if i > 1 else ''}", HERE, extra))
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(args.rounds):
         order = impls[r % len(impls):] + impls[: r % len(impls)]
@@ -140,8 +156,10 @@ def main() -> None:
     for name in [n for n, _, _ in impls if n != "old"]:
         ratios = [rd[name]["elapsed_s"] / rd["old"]["elapsed_s"] for rd in rounds]
         report[f"time_ratio/{name}"] = {"per_round": ratios, "median": statistics.median(ratios)}
-    if args.extra:
-        report["differences_extra_shared"] = _differences(old, rounds[0]["new+extra"]["results"], shared_only=True)
+    for name, _, settings in impls[2:]:
+        report[f"differences_shared/{name}"] = _differences(old, rounds[0][name]["results"], shared_only=True)
+        report[f"settings/{name}"] = settings
+    if extras:
         report["extra_example"] = next(iter(rounds[0]["new+extra"]["results"].items()))
     report["elapsed_s"] = {n: [rd[n]["elapsed_s"] for rd in rounds] for n, _, _ in impls}
     report["load"] = [[rd[n]["load"] for n, _, _ in impls] for rd in rounds]

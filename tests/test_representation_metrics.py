@@ -92,6 +92,28 @@ def test_relearn_steps_leaves_the_model_and_the_rngs_alone():
     assert len(relearn_split(30, 10, 0, 1, max_eval=5)[1]) == 5 and len(relearn_split(5, 10, 0, 0)[0]) == 4
 
 
+def test_relearn_steps_copies_only_for_draws_below_their_target(monkeypatch):
+    """A draw at its target before any step is decided on the network itself (no copy), with the numbers the copy
+    gives: the same steps as when every draw is run on the copy, the network's train/eval modes left as they were."""
+    import lightning_unlearn.evaluation.relearn as R
+
+    dm = digits_dm(image_size=8)
+    net = small_allcnn(dm).train()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(3, 4, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 4), generator=g)
+    xe, ye = torch.rand(3, 16, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 16), generator=g)
+    before = _weights_hash(net)
+    for targets in ([0.0, 0.0, 0.0], [0.0, 0.5, 1.01], [0.3, 0.0, 0.6]):
+        fast = relearn_steps(net, x, y, xe, ye, target_acc=targets, lr=0.5, max_steps=4)
+        with monkeypatch.context() as m:
+            m.setattr(R, "_initial_accuracies", lambda *a: None)  # every draw on the copy, as before
+            slow = relearn_steps(net, x, y, xe, ye, target_acc=targets, lr=0.5, max_steps=4)
+        assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
+    assert net.training and all(m.training for m in net.modules()) and _weights_hash(net) == before
+    monkeypatch.setattr(R.copy, "deepcopy", lambda *a: pytest.fail("copied a network already at its targets"))
+    assert relearn_steps(net, x, y, xe, ye, target_acc=[0.0, 0.0, 0.0], lr=0.5, max_steps=4)[0].tolist() == [0, 0, 0]
+
+
 def test_options_are_checked():
     bad = {"probe_forget_share": 1.0, "probe_max_retain": 0, "relearn_samples": 0, "relearn_seeds": 0,
            "relearn_max_steps": 0, "relearn_lr": 0.0, "relearn_target": 1.5}  # fmt: skip

@@ -48,7 +48,12 @@ configuration, its parser and loading), :mod:`~.tuned` (rows at tuned settings),
 training), :mod:`~.scaleout` (executor settings), :mod:`~.given` (checks of the user's models), :mod:`~.plan` (groups,
 models to train, names and hashes), :mod:`~.cache` (what is on disk), :mod:`~.jobs` (what one job runs), :mod:`~.batch`
 (the jobs of one start), :mod:`~.execution` (:func:`run_benchmark`, :func:`main`), :mod:`~.report`, :mod:`~.plots`,
-:mod:`~.stats` and :mod:`~.protocol`.
+:mod:`~.stats`, :mod:`~.features` (which methods forget by the outputs but not by the features) and :mod:`~.protocol`.
+
+A scenario may also be a sequence of deletion requests on one model (``{name, requests: [...]}``): request ``k``
+forgets among what the earlier ones left, every method continues from its own unlearned model of request ``k - 1``,
+the gold model of request ``k`` is retrained without everything forgotten so far, and each request is reported as a
+scenario of its own (``"<name>: request k"``).
 """
 
 from lightning_unlearn.benchmark.config import (

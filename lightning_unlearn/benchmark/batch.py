@@ -63,17 +63,21 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     out = Path(cfg.output_dir)
     specs = {m.name: m for m in cfg.methods}
     todo: list[tuple[Any, list[tuple[str, Path]]]] = []
+    redone: set[tuple[Path, str]] = set()  # (group dir, method) run now: a sequence's next request must follow
     for group in plan.groups:
         reused, names = 0, []
         for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
             spec = specs.get(name)
             done = read_result(run_dir, run_hash(cfg, group, name, spec))
+            if done is not None and spec is not None and (getattr(group.before, "dir", None), name) in redone:
+                done = None  # its input, the method's model of the request before, is made again
             if done is not None:
                 rows.append(done)
                 reused += 1
                 progress.finish(*family(name, spec), f"{group.describe()} / {name}", None, show=False)
             else:
                 names.append((name, run_dir))
+                redone.add((group.dir, name))
         if reused:
             progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
                          "from disk (cached)")  # fmt: skip
@@ -103,6 +107,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
 
     meta: dict[str, tuple[Any, list[tuple[str, Path]]]] = {}
     jobs: list[Job] = []
+    key_of: dict[tuple[Path, str], str] = {}  # (group dir, method) -> the key of the job that runs it
     for group, names in todo:
         original, gold = plan.models[group.original_key], plan.models[group.gold_key]
         common = {"cfg": cfg, "group": group, "original": original, "gold": gold, "threads": threads}
@@ -111,13 +116,18 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             key = str(group.dir.relative_to(out))
             meta[key] = (group, names)
             kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
-            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)", after))
+            before = _request_before(group, [n for n, _ in names], specs, key_of)
+            key_of.update({(group.dir, n): key for n, _ in names})
+            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)",
+                            after + before))  # fmt: skip
         else:
             for name, run_dir in names:
                 key = str(run_dir.relative_to(out))
                 meta[key] = (group, [(name, run_dir)])
+                before = _request_before(group, [name], specs, key_of)
+                key_of[(group.dir, name)] = key
                 jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}",
-                                after))  # fmt: skip
+                                after + before))  # fmt: skip
 
     def on_done(res: JobResult) -> None:
         group, names = meta[res.key]
@@ -129,6 +139,16 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             finished(group, name, run_dir, r)
 
     return jobs, on_done
+
+
+def _request_before(group: Any, names: list[str], specs: dict[str, Any], key_of: dict[tuple[Path, str], str]
+                    ) -> tuple[str, ...]:  # fmt: skip
+    """The jobs of this batch that make the inputs of ``names`` at request ``k >= 2`` of a sequence: each method's run
+    of request ``k - 1`` (its unlearned model); none for the reference rows or a request 1."""
+    if group.before is None:
+        return ()
+    keys = [key_of.get((group.before.dir, n)) for n in names if specs.get(n) is not None]
+    return tuple(dict.fromkeys(k for k in keys if k is not None))
 
 
 def row_after_failed_group(cfg: BenchmarkConfig, group: Any, name: str, res: JobResult) -> JobResult:

@@ -15,7 +15,7 @@ import yaml
 
 from lightning_unlearn.benchmark.config import BenchmarkConfig
 from lightning_unlearn.benchmark.given import given_source
-from lightning_unlearn.benchmark.plan import Group, ModelJob, build_datamodule
+from lightning_unlearn.benchmark.plan import Group, ModelJob, group_datamodule_for
 from lightning_unlearn.benchmark.specs import RESULT_FILE
 from lightning_unlearn.byo import load_model
 from lightning_unlearn.checkpoints import META_KEY, PREFIX, read_checkpoint, write_splits_json
@@ -68,7 +68,7 @@ def import_given(cfg: BenchmarkConfig, job: ModelJob) -> float | None:
             f"{job.given} changed while the benchmark was starting (its sha256 is not the one checked); run it again."
         )
     g = job.group
-    dm = build_datamodule(cfg, g.target, g.seed, train_on="all" if job.role == "original" else "retain")
+    dm = group_datamodule_for(cfg, g, train_on="all" if job.role == "original" else "retain")
     dm.setup("fit")
     record = {k: info[k] for k in ("path", "sha256", "format", "splits_checked", "source")}
     if info["format"] == "lightning_unlearn":
@@ -132,9 +132,14 @@ def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -
 
 def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec | None) -> str:
     """The key of the row ``method`` of ``group`` (its ``result.json`` records it as ``config_hash``): the method's
-    identity and name, the group's two models and split hashes, the evaluator's and the Trainer's settings."""
+    identity and name, the group's two models and split hashes, the evaluator's and the Trainer's settings; at request
+    ``k >= 2`` of a sequence, a method's key also holds its key of request ``k - 1`` (the model it starts from)."""
+    before = {}
+    if group.before is not None and spec is not None:
+        before = {"previous_request": run_hash(cfg, group.before, method, spec)}
     return row_key(method=None if spec is None else method_identity(spec), name=method, original=group.original_key,
-                   gold=group.gold_key, hashes=group.hashes, evaluator=cfg.evaluator, trainer=cfg.trainer)  # fmt: skip
+                   gold=group.gold_key, hashes=group.hashes, evaluator=cfg.evaluator, trainer=cfg.trainer,
+                   **before)  # fmt: skip
 
 
 def base_row(group: Group, method: str, kind: str, class_path: str | None) -> dict[str, Any]:
@@ -142,7 +147,7 @@ def base_row(group: Group, method: str, kind: str, class_path: str | None) -> di
     ``<role>_ckpt`` (the file), ``<role>_sha256`` and ``<role>_splits_checked`` (false: the file records no splits,
     the forget set is the one the benchmark states)."""
     row = {
-        "scenario": group.scenario,
+        "scenario": group.row_scenario,
         "target": group.label,
         "target_spec": json.dumps(group.target.describe(), sort_keys=True),
         "seed": group.seed,
@@ -150,6 +155,8 @@ def base_row(group: Group, method: str, kind: str, class_path: str | None) -> di
         "kind": kind,
         "class_path": class_path,
     }
+    if group.request:  # a request of a sequential scenario: its number, and the scenario as configured
+        row.update({"request": group.request, "sequence": group.scenario})
     for role, info in sorted(getattr(group, "given", {}).items()):
         row.update({f"{role}_ckpt": info["path"], f"{role}_sha256": info["sha256"],
                     f"{role}_splits_checked": info["splits_checked"]})  # fmt: skip

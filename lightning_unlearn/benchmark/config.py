@@ -98,7 +98,8 @@ def build_parser() -> Any:
         "--scenarios", type=list[ScenarioEntry], required=True,
         help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}; a "
         "target's gold_ckpt (a path, or {seed: path}) is your gold model of it (trained on its D_r) instead of a "
-        "trained one.",
+        "trained one. Or {name, requests: [ForgetSpec dict, ...]}: deletion requests one after the other on the same "
+        "model, e.g. {name: sequential, requests: [{fraction: 0.03}, {fraction: 0.03}]}.",
     )  # fmt: skip
     parser.add_argument(
         "--original_ckpt", type=str | dict[int, str] | None, default=None,
@@ -141,19 +142,32 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         name = str(sc.get("name") or "").strip()
         if not name:
             raise ConfigError(f"scenarios[{i}] has no name.")
+        if sc.get("targets") is not None and sc.get("requests") is not None:
+            raise ConfigError(f"scenarios[{i}] ({name}) has both `targets` and `requests`: give `targets` (independent "
+                              "forget targets) or `requests` (deletion requests one after the other), not both.")
+        key = "requests" if sc.get("requests") is not None else "targets"
         targets, golds = [], {}
-        for j, t in enumerate(sc.get("targets") or []):
+        for j, t in enumerate(sc.get(key) or []):
+            if not isinstance(t, dict):
+                raise ConfigError(f"scenarios[{i}] ({name}) {key}[{j}] = {t!r} is not a forget spec mapping such as "
+                                  "{fraction: 0.03}.")  # fmt: skip
             spec = {k: v for k, v in dict(t).items() if v is not None}
             gold = spec.pop("gold_ckpt", None)
+            if gold is not None and key == "requests":
+                raise ConfigError(f"scenarios[{i}] ({name}) requests[{j}] has a gold_ckpt: the gold model of request k "
+                                  "is retrained by the benchmark without everything forgotten so far; remove it.")
             try:
                 targets.append(ForgetSpec(**spec))
             except (TypeError, ValueError) as err:
-                raise ConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
+                raise ConfigError(f"scenarios[{i}] ({name}) {key}[{j}] = {spec}: {err}") from err
             where = f"scenarios[{i}] ({name}) targets[{j}] gold_ckpt"
             paths = given_paths(gold, [int(s) for s in d.get("seeds") or []], where)
             if paths:
                 golds[target_slug(targets[-1])] = paths
-        scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
+        if key == "requests":
+            scenarios.append(Scenario(name=name, targets=[], requests=targets))
+        else:
+            scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
     methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
     methods = expand_tuned(methods, d.get("tuned"))  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(

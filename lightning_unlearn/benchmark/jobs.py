@@ -1,6 +1,8 @@
 """What one job of the benchmark runs, in whichever process the executor puts it (:mod:`lightning_unlearn.executors`):
 :func:`train_job` trains an original or gold model (:func:`train_model`), :func:`row_job` produces one row of a group
 (:func:`run_method` for a method, :func:`run_reference` for Original and Retrain) and writes it to ``result.json``.
+In a sequential scenario a method's row of request ``k >= 2`` starts from the method's own unlearned model of request
+``k - 1`` (:func:`request_input`), whose ledger says what it forgot already.
 
 A job is self-contained: it rebuilds its DataModule (one per process and group is kept, as the sequential benchmark
 kept one per group), writes only into its own directory, and sets the process's torch threads when told to. The
@@ -20,8 +22,8 @@ from lightning_unlearn.benchmark.config import BenchmarkConfig
 from lightning_unlearn.benchmark.plan import (
     Group,
     ModelJob,
-    build_datamodule,
     eval_device,
+    group_datamodule_for,
     trainer_kwargs,
 )
 from lightning_unlearn.benchmark.specs import RESULT_FILE, RETRAIN
@@ -52,6 +54,7 @@ __all__ = [
     "group_datamodule",
     "group_references",
     "group_rows_job",
+    "request_input",
     "row_job",
     "run_method",
     "run_reference",
@@ -73,7 +76,7 @@ def group_datamodule(cfg: BenchmarkConfig, group: Group) -> Any:
     dm = _DATAMODULES.get(key)
     if dm is None:
         _DATAMODULES.clear()
-        dm = build_datamodule(cfg, group.target, group.seed)
+        dm = group_datamodule_for(cfg, group)
         dm.setup("fit")
         _DATAMODULES[key] = dm
     return dm
@@ -115,7 +118,8 @@ def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, g
             row = run_reference(cfg, group, name, original_ckpt, gold.ckpt, run_dir, dm, cache=refs)
         else:
             updates = original.updates_path(group.forget_hash) if spec.needs_recorded_updates else None
-            row = run_method(cfg, group, spec, original_ckpt, gold.ckpt, run_dir, dm, updates, cache=refs)
+            source = original_ckpt if group.before is None else request_input(group, name)
+            row = run_method(cfg, group, spec, source, gold.ckpt, run_dir, dm, updates, cache=refs)
     row.update({"status": "ok", "wall_s": time.perf_counter() - t0,
                 "run_dir": str(run_dir.relative_to(Path(cfg.output_dir))), "config_hash": run_hash(cfg, group, name, spec),
                 "finished_at": now(), **run_stamp()})  # fmt: skip
@@ -140,6 +144,19 @@ def group_rows_job(cfg: BenchmarkConfig, group: Group, names: list[str], origina
     return results
 
 
+def request_input(group: Group, name: str) -> Path:
+    """The model method ``name`` starts from at request ``k >= 2`` of a sequence: its own unlearned checkpoint of
+    request ``k - 1`` (with the ledger of what it forgot). One line when it is not there."""
+    assert group.before is not None
+    path = group.before.dir / slug(name) / "unlearned.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name}'s unlearned model of request {group.request - 1} ({path}) is missing, so request {group.request} "
+            "cannot start from it: its run failed or the file was removed; run the benchmark again to redo both."
+        )
+    return path
+
+
 def finished_row(cfg: BenchmarkConfig, group: Group, name: str) -> JobResult | None:
     """The row ``name`` of ``group`` as a successful ``JobResult`` if it is finished with this configuration, else
     ``None``."""
@@ -157,7 +174,7 @@ def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
         return float("nan") if t is None else float(t)
     g = job.group
     fresh_dir(job.dir)  # an unfinished earlier attempt (no info.json) or a partial recording
-    dm = build_datamodule(cfg, g.target, g.seed, train_on="all" if job.role == "original" else "retain")
+    dm = group_datamodule_for(cfg, g, train_on="all" if job.role == "original" else "retain")
     recorders = [AmnesiacRecorder(sensitive=[int(i) for i in idx], path=str(job.updates_path(h)))
                  for h, idx in sorted(job.record_forget.items())]  # fmt: skip
     train_time = train_classifier(dm, cfg.backbone, cfg.training, job.role, g.seed, job.ckpt,
@@ -175,13 +192,15 @@ def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
 def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: Path, gold: Path, run_dir: Path,
                dm: Any, updates: Path | None, cache: ReferenceCache | None = None) -> dict[str, Any]:  # fmt: skip
     """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row.
+    ``original``: the model it starts from (the group's original, or at request ``k >= 2`` of a sequence the method's
+    model of request ``k - 1``: then the evaluator's original, the model before this request, is that one too);
     ``cache``: the group's ``evaluation.ReferenceCache`` (reference outputs and gold metrics computed once)."""
     evaluator = UnlearningEvaluator(output_dir=str(run_dir), **cfg.evaluator)
     evaluator.reference_cache = cache
     out = run_dir / "unlearned.ckpt"
     summary = unlearn(spec, dm, group.seed, original, gold, out, trainer_kwargs(cfg, run_dir), updates=updates,
                       callbacks=[evaluator])  # fmt: skip
-    if not cfg.keep_checkpoints and out.exists():
+    if not cfg.keep_checkpoints and not group.followed and out.exists():  # a next request's input is kept
         out.unlink()
     row = base_row(group, spec.name, "method", spec.class_path)
     row.update(scalars(evaluator.results))
@@ -191,10 +210,12 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
 
 def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, run_dir: Path,
                   dm: Any, cache: ReferenceCache | None = None) -> dict[str, Any]:  # fmt: skip
-    """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost)."""
+    """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost), against the
+    gold model and with the original as the relearning attack's target, as a method's row is: the Original row is the
+    reference of "not forgotten" (relearns at once), Retrain's probe excess is 0 and its relearn ratio 1."""
     path = original if which == ORIGINAL else gold
     backbone, meta = load_backbone(path, dm, what=f"{which.lower()} checkpoint {path}")
-    evaluator = UnlearningEvaluator(gold=str(gold), output_dir=str(run_dir), **cfg.evaluator)
+    evaluator = UnlearningEvaluator(gold=str(gold), original=str(original), output_dir=str(run_dir), **cfg.evaluator)
     evaluator.reference_cache = cache
     t = float(meta["train_time_s"]) if which == RETRAIN and meta.get("train_time_s") is not None else None
     results = evaluator.evaluate(backbone, dm, device=eval_device(cfg), unlearn_time_s=t)

@@ -1,6 +1,7 @@
-"""The plan of a benchmark: every (scenario, forget target, seed) :class:`Group` and the :class:`ModelJob` of each
-original and gold model, keyed by what determines them (shared where the training set is the same); names, labels and
-hashes; the DataModule, backbone and Trainer arguments of a run."""
+"""The plan of a benchmark: every (scenario, forget target, seed) :class:`Group` (in a sequential scenario, every
+(request, seed)) and the :class:`ModelJob` of each original and gold model, keyed by what determines them (shared
+where the training set is the same); names, labels and hashes; the DataModule, backbone and Trainer arguments of a
+run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 
 from lightning_unlearn.benchmark.config import BenchmarkConfig
 from lightning_unlearn.benchmark.given import check_given
-from lightning_unlearn.benchmark.specs import target_slug
+from lightning_unlearn.benchmark.specs import request_scenario, target_slug
 from lightning_unlearn.data.forget import ForgetSpec, index_hash
+from lightning_unlearn.data.requests import PreviousRequests
 from lightning_unlearn.experiment import (
     ConfigError,
     build_backbone,
@@ -35,6 +37,7 @@ __all__ = [
     "build_backbone_for",
     "build_datamodule",
     "eval_device",
+    "group_datamodule_for",
     "make_plan",
     "run_logger",
     "target_label",
@@ -65,6 +68,15 @@ def target_label(spec: ForgetSpec, class_names: Sequence[str] | None = None) -> 
 def build_datamodule(cfg: BenchmarkConfig, target: ForgetSpec | None, seed: int, train_on: str = "all") -> Any:
     """The configured DataModule with the benchmark's forget target, seed and ``train_on``."""
     return build_data(cfg.data, target, seed, train_on)
+
+
+def group_datamodule_for(cfg: BenchmarkConfig, group: Group, train_on: str = "all") -> Any:
+    """The DataModule of ``group`` (:func:`build_datamodule`); for request ``k >= 2`` of a sequence, continued from
+    the requests before it (``continue_from``: their holdout, D_f among what they left, D_r without any of it)."""
+    dm = build_datamodule(cfg, group.target, group.seed, train_on)
+    if group.previous is not None:
+        dm.continue_from(group.previous)
+    return dm
 
 
 def build_backbone_for(cfg: BenchmarkConfig, dm: Any) -> Any:
@@ -105,10 +117,19 @@ class Group:
     original_key: str = ""
     gold_key: str = ""
     given: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> what check_given recorded of the file
+    request: int = 0  # in a sequential scenario, the request's number (1, 2, ...); 0 for an independent target
+    previous: PreviousRequests | None = None  # what the requests before this one forgot (request >= 2)
+    before: Group | None = None  # the group of the request before (request >= 2): each method continues from its model
+    followed: bool = False  # a further request follows: the methods' unlearned checkpoints are its inputs, kept
 
     @property
     def forget_hash(self) -> str:
         return self.hashes["forget"]
+
+    @property
+    def row_scenario(self) -> str:
+        """The ``scenario`` of the group's rows: a request of a sequence is reported as a scenario of its own."""
+        return request_scenario(self.scenario, self.request) if self.request else self.scenario
 
     def describe(self) -> str:
         return f"{self.scenario} / {self.label} / seed {self.seed}"
@@ -161,32 +182,15 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
     for sc in cfg.scenarios:
         for target in sc.targets:
             for seed in cfg.seeds:
-                try:
-                    dm = build_datamodule(cfg, target, seed)
-                    dm.setup("fit")
-                    splits = dm.splits
-                    train_idx = dm.indices("train")
-                except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-                    raise ConfigError(
-                        f"Scenario {sc.name!r}, target {target.describe()}, seed {seed}: {type(err).__name__}: {err}"
-                    ) from err
-                tslug = target_slug(target)
-                given = _check_given_models(cfg, sc, target, tslug, seed, dm, checked)
-                groups.append(
-                    Group(
-                        scenario=sc.name,
-                        target=target,
-                        seed=seed,
-                        label=target_label(target, getattr(dm, "class_names", None)),
-                        slug=tslug,
-                        dir=out / "runs" / slug(sc.name) / tslug / f"seed{seed}",
-                        hashes=splits.hashes(),
-                        train_hash=index_hash(train_idx),
-                        forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
-                        given=given,
-                    )
-                )
-                del dm
+                groups.append(_make_group(cfg, sc, target, seed, checked, out / "runs" / slug(sc.name)))
+        for seed in cfg.seeds:  # a sequence: request k continues from request k - 1, per seed
+            before: Group | None = None
+            for k, target in enumerate(sc.requests, start=1):
+                g = _make_group(cfg, sc, target, seed, checked, out / "runs" / slug(sc.name), before, k)
+                if before is not None:
+                    before.followed = True
+                groups.append(g)
+                before = g
     record = cfg.needs_recorded_updates
     # originals: one per training set; with recorded updates, one recorder per forget set using it
     base_keys: dict[str, list[Group]] = {}
@@ -208,7 +212,10 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
         for g in members:
             g.original_key = job.dir.name
     for g in groups:
-        content = _key_content(cfg, g, "gold", {"train_indices": g.hashes["retain"], "forget": g.forget_hash})
+        split = {"train_indices": g.hashes["retain"], "forget": g.forget_hash}
+        if "forgotten" in g.hashes:  # request k >= 2 of a sequence: retrained without everything forgotten so far
+            split["forgotten"] = g.hashes["forgotten"]
+        content = _key_content(cfg, g, "gold", split)
         key = config_hash(content)
         given = g.given.get("gold")
         name = f"gold{'-given' if given else ''}-{key}"
@@ -216,6 +223,57 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
             models[name] = ModelJob("gold", key, out / "models" / name, g, content, **_given_fields(given))
         g.gold_key = name
     return Plan(groups, models)
+
+
+def _make_group(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, seed: int, checked: dict[tuple[Any, ...], Any],
+                root: Path, before: Group | None = None, request: int = 0) -> Group:  # fmt: skip
+    """The group of ``target`` and ``seed`` (``request``: its number in a sequence, ``before``: the group of the request
+    before it), its splits computed: a bad forget target stops the benchmark here, before any training."""
+    previous = None
+    if before is not None:
+        last = _group_splits(cfg, before)
+        previous = PreviousRequests(
+            holdout=np.asarray(last.holdout, dtype=np.int64), forgotten=last.cumulative_forget,
+            forgotten_classes=tuple(sorted(set(last.forgotten_classes) | set(last.forget_classes))),
+            request=request, ledger=(),
+        )  # fmt: skip
+    where = f"Scenario {sc.name!r}, {f'request {request}' if request else 'target'} {target.describe()}, seed {seed}"
+    try:
+        dm = build_datamodule(cfg, target, seed)
+        if previous is not None:
+            dm.continue_from(previous)
+        dm.setup("fit")
+        splits = dm.splits
+        train_idx = dm.indices("train")
+    except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+        raise ConfigError(f"{where}: {type(err).__name__}: {err}") from err
+    tslug = target_slug(target)
+    label = target_label(target, getattr(dm, "class_names", None))
+    if before is None:
+        given = _check_given_models(cfg, sc, target, tslug, seed, dm, checked)
+    else:  # the same original as request 1 (trained on all of D), never a given gold model (refused by the config)
+        given = {k: v for k, v in before.given.items() if k == "original"}
+    return Group(
+        scenario=sc.name,
+        target=target,
+        seed=seed,
+        label=f"request {request}: {label}" if request else label,
+        slug=tslug,
+        dir=root / (f"request{request}_{tslug}" if request else tslug) / f"seed{seed}",
+        hashes=splits.hashes(),
+        train_hash=before.train_hash if before is not None else index_hash(train_idx),  # the original's: all of D
+        forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
+        given=given,
+        request=request,
+        previous=previous,
+        before=before,
+    )
+
+
+def _group_splits(cfg: BenchmarkConfig, group: Group) -> Any:
+    dm = group_datamodule_for(cfg, group)
+    dm.setup("fit")
+    return dm.splits
 
 
 def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug: str, seed: int, dm: Any,

@@ -59,7 +59,10 @@ class Check:
 
 
 def scenario_kind(rows: Sequence[Mapping[str, Any]], scenario: str) -> str:
-    """``"random"``, ``"sub-class"``, ``"class-wise"`` or ``"other"`` from the scenario's forget specs."""
+    """``"random"``, ``"sub-class"``, ``"class-wise"`` or ``"other"`` from the scenario's forget specs; ``"other"``
+    for a request of a sequential scenario (the targets are set for a single request on the trained original)."""
+    if any(r.get("scenario") == scenario and r.get("request") is not None for r in rows):
+        return "other"
     specs = {str(r.get("target_spec")) for r in rows if r.get("scenario") == scenario}
     kinds = set()
     for s in specs:

@@ -1,6 +1,7 @@
-"""The parts of a benchmark configuration that are the benchmark's own: the scenarios and forget targets as written,
-the checkpoints a user brings (:func:`given_paths`), the reference rows, and the directory name of a forget target
-(:func:`target_slug`). The settings, method entries and errors shared with the tuner and the audit are
+"""The parts of a benchmark configuration that are the benchmark's own: the scenarios and forget targets as written
+(independent targets, or a sequence of deletion requests), the checkpoints a user brings (:func:`given_paths`), the
+reference rows, and the names of a forget target's directory (:func:`target_slug`) and of a request's rows
+(:func:`request_scenario`). The settings, method entries and errors shared with the tuner and the audit are
 :mod:`lightning_unlearn.experiment`'s."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "ScenarioEntry",
     "TargetEntry",
     "given_paths",
+    "request_scenario",
     "target_slug",
 ]
 
@@ -49,11 +51,29 @@ GivenPaths = str | dict[int, str] | None
 @dataclass
 class Scenario:
     """A forgetting scenario (a table of the report): a name and the forget targets it averages over; ``gold_ckpt``:
-    the gold models the user brings, ``{target slug: {seed: path}}`` (a target not in it gets a trained gold)."""
+    the gold models the user brings, ``{target slug: {seed: path}}`` (a target not in it gets a trained gold).
+
+    A *sequential* scenario has ``requests`` instead of ``targets``: deletion requests made one after the other on the
+    same model (request ``k`` forgets among what requests 1..k-1 left; every method continues from its own model of
+    request ``k - 1``; the gold model of request ``k`` is retrained without everything forgotten so far), one table
+    per request (:func:`request_scenario`)."""
 
     name: str
     targets: list[ForgetSpec]
     gold_ckpt: dict[str, dict[int, str]] = field(default_factory=dict)
+    requests: list[ForgetSpec] = field(default_factory=list)
+
+    @property
+    def report_names(self) -> list[str]:
+        """The scenario names of its rows: its own, or one per request of a sequence."""
+        return [request_scenario(self.name, k) for k in range(1, len(self.requests) + 1)] if self.requests else [
+            self.name]
+
+
+def request_scenario(name: str, request: int) -> str:
+    """The ``scenario`` of the rows of request ``request`` of the sequential scenario ``name``: each request is
+    reported (table, comparison, summary column) as a scenario of its own, ``"<name>: request <k>"``."""
+    return f"{name}: request {request}"
 
 
 @dataclass
@@ -71,10 +91,12 @@ class TargetEntry:
 
 @dataclass
 class ScenarioEntry:
-    """A scenario as written in the config: ``{name, targets: [{classes: [3], gold_ckpt: ...}, ...]}``."""
+    """A scenario as written in the config: ``{name, targets: [{classes: [3], gold_ckpt: ...}, ...]}``, or a sequence
+    of deletion requests on one model, ``{name, requests: [{fraction: 0.03}, {fraction: 0.03}, ...]}``."""
 
     name: str
-    targets: list[TargetEntry]
+    targets: list[TargetEntry] | None = None
+    requests: list[TargetEntry] | None = None
 
 
 def given_paths(value: Any, seeds: list[int], where: str) -> dict[int, str]:

@@ -78,12 +78,17 @@ def relearn_steps(
     device = torch.device(device) if device is not None else torch.device("cpu")
     targets = [float(t) for t in target_acc]
     steps, censored = np.zeros(len(targets), np.int64), np.zeros(len(targets), bool)
+    initial = _initial_accuracies(model, eval_x, eval_y, device)
+    todo = [s for s, t in enumerate(targets) if initial is None or initial[s] < t]
+    if not todo:  # every draw at its target before any step: 0 steps, nothing to copy or train
+        return steps, censored
     with torch.inference_mode(False), torch.enable_grad():
         net = copy.deepcopy(model).to(device=device, dtype=torch.float32).eval().requires_grad_(True)
         start = {k: v.clone() for k, v in net.state_dict().items()}
         params = [p for p in net.parameters() if p.is_floating_point()]
-        for s, target in enumerate(targets):
-            if s:
+        for n, s in enumerate(todo):
+            target = targets[s]
+            if n:
                 net.load_state_dict(start)
             opt = make_optimizer(params, "sgd", lr, momentum)
             xa, ya = x[s].to(device, torch.float32), y[s].to(device, torch.long)
@@ -98,6 +103,24 @@ def relearn_steps(
                 F.cross_entropy(net(xa).float(), ya).backward()
                 opt.step()
     return steps, censored
+
+
+def _initial_accuracies(model: nn.Module, eval_x: Tensor, eval_y: Tensor, device: torch.device) -> list[float] | None:
+    """Each draw's accuracy before the first step, computed on ``model`` itself (eval mode for the call, its modes
+    restored; ``no_grad``) when it is what the attack's copy would be (every floating tensor fp32 on ``device``), so
+    the same numbers as on the copy and no copy for a model already at its targets; ``None`` otherwise."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_floating_point() and (t.dtype != torch.float32 or t.device != device) for t in tensors):
+        return None
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            return [(model(eval_x[s].to(device, torch.float32)).argmax(dim=1) == eval_y[s].to(device, torch.long))
+                    .double().mean().item() for s in range(len(eval_x))]  # fmt: skip
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def _split_tensors(dm: Any, split: str) -> tuple[Tensor, Tensor]:

@@ -41,8 +41,9 @@ __all__ = [
 
 Objective = Literal["gap", "time"]
 #: Evaluator settings applied to tuning runs unless the config says otherwise: the gap needs accuracies and
-#: MIA-efficacy only (ZRF and plots cost time and are not part of it).
-DEFAULT_EVALUATOR_OVERRIDES: dict[str, Any] = {"zrf": False, "plots": False}
+#: MIA-efficacy only (ZRF, plots, the probe, the relearning attack and CKA cost time and are not part of it).
+DEFAULT_EVALUATOR_OVERRIDES: dict[str, Any] = {"zrf": False, "plots": False, "probe": False, "relearn": False,
+                                               "cka": False}
 #: The tuner's configuration errors are :class:`~lightning_unlearn.experiment.ConfigError` (the older name).
 TuneConfigError = ConfigError
 
