@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import os
 import statistics
 import tempfile
@@ -197,6 +198,13 @@ def settings_of(name: str, setting: str) -> tuple[type, dict[str, Any], int]:
     return cls, {**kw, **cfg["kw"].get(name, {})}, min(epochs, cfg["cap"] or epochs)
 
 
+def method_batch(name: str, kw: dict[str, Any], dm: UnlearningDataModule) -> int:
+    """The method's batch size: its ``init_args``, else its class default (64 for the one-pass methods, BS, BE, TMU),
+    else (``None``) the DataModule's."""
+    default = inspect.signature(METHODS[name][0].__init__).parameters.get("batch_size")
+    return int(kw.get("batch_size", default.default if default is not None else None) or dm.batch_size)
+
+
 def trainer(epochs: int, device: str = "cpu") -> pl.Trainer:
     return pl.Trainer(
         max_epochs=epochs, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, logger=False,
@@ -237,8 +245,9 @@ def step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
     opt.step()
 
 
-def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int, bs: int) -> float:
-    """Seconds of the bare loop of ``name`` (the model copy is made before the clock starts)."""
+def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int, bs: int, eval_bs: int = 256) -> float:
+    """Seconds of the bare loop of ``name`` (the model copy is made before the clock starts); ``bs``: the method's
+    batch size, ``eval_bs``: the DataModule's evaluation batch size (BoundaryShrink's neighbour search)."""
     dev = data.split["retain"][0].device
     model = copy.deepcopy(net).to(dev).train()
     teacher = copy.deepcopy(net).to(dev).eval().requires_grad_(False)
@@ -289,7 +298,7 @@ def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int,
         x_all, y_all = torch.cat([xf, xr]), torch.cat([torch.randint(0, 10, yf.shape, device=dev), yr])
     if name == "BoundaryShrink":
         labels = []
-        for x, y in [(xf[i : i + 256], yf[i : i + 256]) for i in range(0, len(yf), 256)]:
+        for x, y in [(xf[i : i + eval_bs], yf[i : i + eval_bs]) for i in range(0, len(yf), eval_bs)]:
             adv = fgsm(teacher, x, y, float(kw["epsilon"]), clamp=True)
             with torch.no_grad():
                 labels.append(teacher(adv).argmax(1))
@@ -496,7 +505,7 @@ def measure(names: list[str], setting: str, repeats: int, epochs: int, device: s
             times[n]["method_cpu"].append(cpu)
             _, kw, ep = settings_of(n, setting)
             c0 = time.process_time()
-            times[n]["bare"].append(bare(n, net, data, kw, ep, int(kw.get("batch_size") or dm.batch_size)))
+            times[n]["bare"].append(bare(n, net, data, kw, ep, method_batch(n, kw, dm), dm.eval_batch_size))
             times[n]["bare_cpu"].append(time.process_time() - c0)
     return times
 
