@@ -2,6 +2,7 @@
 
     python benchmarks/fisher_speed.py diag [--preset quickstart|allcnn16|fashion|fashion_gpu|resnet16|resnet28|resnet18]
         [--n 64] [--repeats 3] [--width W --size S] [--old REV] [--floor] [--no-ref]
+    python benchmarks/fisher_speed.py layers [--preset resnet18] [--n 8] [--repeats 3]
     python benchmarks/fisher_speed.py retrain [--config configs/benchmark/quickstart.yaml] [--repeats 3]
     python benchmarks/fisher_speed.py estimate --config CONFIG --shape 3,32,32 --classes 100 [--n 8]
 
@@ -21,6 +22,9 @@ diagonals agree: ``diagonal_fisher`` with ``chunk_size=1`` (the reference's batc
 reference, max over tensors of max|a - b| / max|b| <= 1e-5, exit 1 if not (the timed, batched result is printed too:
 a ReLU input within rounding of 0 can flip between a batched and a batch-size-1 forward, e.g. 1.3e-4 on
 ``resnet28``).
+
+``layers``: per Conv2d layer of the preset's model, the CPU time of each exact form of the layerwise backend's squared
+per-sample weight gradients (Gram, grouped, per sample) and the one its fixed rule picks (the data behind the rule).
 
 ``retrain``: the FisherForgetting run of a benchmark config's first group (as the benchmark runs it: its
 ``init_args``, ``max_epochs`` and trainer overrides, the method's own timer) against training that group's gold model
@@ -238,6 +242,45 @@ def bench_diag(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_layers(args: argparse.Namespace) -> int:
+    """Per Conv2d layer of the preset's model: CPU time of each exact form of the squared per-sample weight gradients
+    (``fisher_diagonal._conv_sq``) on random output gradients of ``C - 1 = 9`` cotangents, and the form the rule picks."""
+    from lightning_unlearn.methods import fisher_diagonal as fd
+
+    model, x, what = _preset(args.preset, args.n, torch.device(args.device), args.size, args.width)
+    seen: list[tuple[nn.Conv2d, Tensor, torch.Size]] = []
+    hooks = [m.register_forward_hook(lambda m, a, o: seen.append((m, a[0].detach(), o.shape)))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    k, gen = 9, torch.Generator().manual_seed(0)
+    print(f"{what}, {args.n} samples, K = {k}; CPU ms per layer (min of {args.repeats}); * = the rule's choice")
+    total = {f: 0.0 for f in ("gram", "grouped", "sample", "rule", "best")}
+    for mod, a, shape in seen:
+        d = torch.randn(k, *shape, generator=gen)
+        cost = {}
+        for form in ("gram", "grouped", "sample"):
+            dd = d.transpose(0, 1).contiguous() if form == "sample" else d
+            times = []
+            for _ in range(args.repeats):
+                c0 = time.process_time()
+                fd._conv_sq(mod, a, dd, form)
+                times.append(time.process_time() - c0)
+            cost[form] = min(times)
+        rule = fd._conv_form(mod, k, shape[2] * shape[3])
+        for f in cost:
+            total[f] += cost[f]
+        total["rule"] += cost[rule]
+        total["best"] += min(cost.values())
+        cells = " ".join(f"{f} {cost[f] * 1e3:8.1f}{'*' if f == rule else ' '}" for f in cost)
+        print(f"  {mod.in_channels:4d}->{mod.out_channels:<4d} k{mod.kernel_size[0]} s{mod.stride[0]} "
+              f"{a.shape[-1]:3d}->{shape[-1]:<3d} {cells}")  # fmt: skip
+    print("  total ms: " + ", ".join(f"{f} {v * 1e3:.0f}" for f, v in total.items()))
+    return 0
+
+
 def bench_retrain(args: argparse.Namespace) -> int:
     import copy
     import tempfile
@@ -332,7 +375,7 @@ def bench_estimate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["diag", "retrain", "estimate"])
+    parser.add_argument("what", choices=["diag", "layers", "retrain", "estimate"])
     parser.add_argument("--preset", default="quickstart", help=f"diag: {', '.join(PRESETS)}")
     parser.add_argument("--size", type=int, default=None, help="diag: image side (overrides the preset's)")
     parser.add_argument("--width", type=float, default=None, help="diag: All-CNN width (overrides the preset's)")
@@ -349,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    return {"diag": bench_diag, "retrain": bench_retrain, "estimate": bench_estimate}[args.what](args)
+    benches = {"diag": bench_diag, "layers": bench_layers, "retrain": bench_retrain, "estimate": bench_estimate}
+    return benches[args.what](args)
 
 
 if __name__ == "__main__":

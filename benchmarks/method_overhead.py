@@ -10,7 +10,7 @@ quickstart  the quickstart's data (digits 4x4, half held out) and model (All-CNN
 fmnist14    configs/benchmark/fashion_mnist.yaml's data and model (Fashion-MNIST at 14x14, All-CNN width 0.25, batch
             128) on the first 3,000 training images (half held out: D = 1,500)
 fmnist28    fashion_mnist_gpu.yaml's (Fashion-MNIST at 28x28, All-CNN width 1.0, batch 128), same 3,000 images
-resnet32    cifar10_resnet18.yaml's model (ResNet-18 at 3x32x32) on 400 random CIFAR-shaped images (D = 200), batch
+resnet32    cifar10_resnet18.yaml's model (ResNet-18 at 3x32x32) on 240 random CIFAR-shaped images (D = 120), batch
             32; methods capped at 2 epochs; UNSIR's noise 32 images x 10 steps
 ==========  =========================================================================================================
 
@@ -26,7 +26,9 @@ algorithm's passes with the method's batch sizes (plus the optimizer step):
 ==================  =================================================================================================
 Finetune, L1Sparse  D_r: forward, CE (+ L1 norm of the weights), backward, SGD step
 RandomLabels        D_f + D_r shuffled together: forward, CE, backward, step
-SalUn               once: gradient of CE over D_f (forward+backward, no step); then RandomLabels' passes
+SalUn               once: gradient of CE over D_f (eval mode, forward+backward, no step), ``saliency_mask``; then
+                    RandomLabels' passes with the gradients outside the mask zeroed before each step and those
+                    weights restored after it
 NegativeGradient    D_f: forward, -CE, backward, step
 BadTeacher          D_f + 30% of D_r: 2 teacher forwards (no grad), student forward, KL, backward, step
 BoundaryShrink      once: FGSM over D_f on the original (forward+backward for the input gradient, forward of the
@@ -100,6 +102,7 @@ from lightning_unlearn.backbones import build_backbone
 from lightning_unlearn.methods import twin_features as tf
 from lightning_unlearn.methods.base import loss_gradient
 from lightning_unlearn.methods.fisher import diagonal_fisher, fisher_noise_variance
+from lightning_unlearn.methods.salun import saliency_mask
 from lightning_unlearn.methods.ssd import ssd_dampen
 from lightning_unlearn.methods.unsir import error_maximizing_noise
 
@@ -131,7 +134,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "quickstart": dict(data="digits", size=4, model="allcnn", width=0.25, batch=64, n=None, cap=None, kw={}),
     "fmnist14": dict(data="fashion_mnist", size=14, model="allcnn", width=0.25, batch=128, n=3000, cap=None, kw={}),
     "fmnist28": dict(data="fashion_mnist", size=28, model="allcnn", width=1.0, batch=128, n=3000, cap=None, kw={}),
-    "resnet32": dict(data="synthetic", size=32, model="resnet18", width=None, batch=32, n=400, cap=2,
+    "resnet32": dict(data="synthetic", size=32, model="resnet18", width=None, batch=32, n=240, cap=2,
                      kw={"UNSIR": {"batch_size": 32, "noise_batch_size": 32, "noise_steps": 10}}),
 }
 
@@ -290,11 +293,15 @@ def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int,
         y_imp = torch.cat([torch.full((len(noise) * int(kw["noise_copies"]),), 3, device=dev), yr])
         repair = torch.optim.Adam(model.parameters(), lr=float(kw["repair_lr"]))
     if name in ("RandomLabels", "SalUn"):
-        if name == "SalUn":
-            model.zero_grad()
+        if name == "SalUn":  # the saliency pass (eval mode, summed CE), the mask, then masked steps (below)
+            model.eval().zero_grad()
             for x, y in data.batches(xf, yf, bs):
-                F.cross_entropy(model(x), y).backward()
+                F.cross_entropy(model(x), y, reduction="sum").backward()
+            masks = saliency_mask({n: p.grad for n, p in model.named_parameters()}, 0.5)
+            extra["theta0"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+            extra["masks"], extra["fmasks"] = masks, {n: m.float() for n, m in masks.items()}
             model.zero_grad(set_to_none=True)
+            model.train()
         x_all, y_all = torch.cat([xf, xr]), torch.cat([torch.randint(0, 10, yf.shape, device=dev), yr])
     if name == "BoundaryShrink":
         labels = []
@@ -318,9 +325,20 @@ def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int,
                 if name == "L1Sparse":
                     loss = loss + float(kw["alpha"]) * sum(p.abs().sum() for p in model.parameters())
                 step(opt, loss)
-        elif name in ("RandomLabels", "SalUn", "AmnesiacRelabel"):
+        elif name in ("RandomLabels", "AmnesiacRelabel"):
             for x, y in data.batches(x_all, y_all, bs):
                 step(opt, F.cross_entropy(model(x), y))
+        elif name == "SalUn":  # gradients outside the mask zeroed before the step, those weights restored after it
+            params = dict(model.named_parameters())
+            for x, y in data.batches(x_all, y_all, bs):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                for n, p in params.items():
+                    p.grad.mul_(extra["fmasks"][n])
+                opt.step()
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.copy_(torch.where(extra["masks"][n], p, extra["theta0"][n]))
         elif name in ("NegativeGradient", "BoundaryShrink"):
             sign = -1.0 if name == "NegativeGradient" else 1.0
             for x, y in data.batches(xf, yf, bs):
