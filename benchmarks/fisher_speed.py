@@ -243,7 +243,7 @@ def bench_diag(args: argparse.Namespace) -> int:
 
 
 def bench_layers(args: argparse.Namespace) -> int:
-    """Per Conv2d layer of the preset's model: CPU time of each exact form of the squared per-sample weight gradients
+    """Per Conv2d layer of the preset's model: CPU time (GPU: wall time) of each exact form of the squared per-sample weight gradients
     (``fisher_diagonal._conv_sq``) on random output gradients of ``C - 1 = 9`` cotangents, and the form the rule picks."""
     from lightning_unlearn.methods import fisher_diagonal as fd
 
@@ -255,20 +255,20 @@ def bench_layers(args: argparse.Namespace) -> int:
         model(x)
     for h in hooks:
         h.remove()
-    k, gen = 9, torch.Generator().manual_seed(0)
-    print(f"{what}, {args.n} samples, K = {k}; CPU ms per layer (min of {args.repeats}); * = the rule's choice")
+    k, gen, device = 9, torch.Generator().manual_seed(0), torch.device(args.device)
+    clock = "GPU wall" if device.type == "cuda" else "CPU"
+    print(f"{what}, {args.n} samples, K = {k}; {clock} ms per layer (min of {args.repeats}); * = the rule's choice")
     total = {f: 0.0 for f in ("gram", "grouped", "sample", "rule", "best")}
     for mod, a, shape in seen:
-        d = torch.randn(k, *shape, generator=gen)
+        d = torch.randn(k, *shape, generator=gen).to(device)
         cost = {}
         for form in ("gram", "grouped", "sample"):
             dd = d.transpose(0, 1).contiguous() if form == "sample" else d
             times = []
-            for _ in range(args.repeats):
-                c0 = time.process_time()
-                fd._conv_sq(mod, a, dd, form)
-                times.append(time.process_time() - c0)
-            cost[form] = min(times)
+            for _ in range(args.repeats + (device.type == "cuda")):  # on a GPU, one warm-up call
+                wall, cpu, _ = _timed(lambda: fd._conv_sq(mod, a, dd, form), device)
+                times.append(wall if device.type == "cuda" else cpu)
+            cost[form] = min(times[1:] if device.type == "cuda" else times)
         rule = fd._conv_form(mod, k, shape[2] * shape[3])
         for f in cost:
             total[f] += cost[f]
