@@ -33,7 +33,7 @@ FisherType = Literal["expected", "sampled", "empirical"]
 FisherBackend = Literal["auto", "layerwise", "vmap", "loop"]
 
 _BLOCK = 1 << 17  # floats per block of the Gram form's products (fits a core's L2 cache)
-_GROUP_BLOCK = 1 << 22  # floats of per-sample gradients of one grouped weight-gradient convolution
+_GROUP_BLOCK = 1 << 20  # floats of per-sample gradients squared at once by the grouped and per-sample forms
 _BATCHED_MAX = 1 << 23  # output-gradient floats of a chunk up to which the cotangents go through one vmapped backward
 _GRAM_MIN = 1 << 21  # per-sample gradient floats (K x weight) from which the Gram form is used where L <= 16
 _REPORTED: set[tuple[str, str]] = set()
@@ -108,11 +108,11 @@ def _conv_form(mod: nn.Conv2d, k: int, length: int) -> str:
     """Which exact form of :func:`_conv_sq` is cheapest for this layer (a fixed rule, so results do not depend on
     timing): ``gram`` where it needs fewer multiply-adds (``L <= K`` output positions) or where the per-sample
     gradients are large and ``L <= 16``; else ``grouped`` (one grouped weight-gradient convolution per cotangent)
-    for stride-1 layers with ``L >= 64``; else ``sample`` (one weight-gradient convolution per sample with the ``K``
+    for stride-1 layers with ``L >= 128``; else ``sample`` (one weight-gradient convolution per sample with the ``K``
     cotangents as ``K * O`` output channels). From per-layer CPU timings of All-CNN and ResNet-18 layers."""
     if length <= k or (length <= 16 and k * mod.weight.numel() >= _GRAM_MIN):
         return "gram"
-    return "grouped" if length >= 64 and tuple(mod.stride) == (1, 1) else "sample"
+    return "grouped" if length >= 128 and tuple(mod.stride) == (1, 1) else "sample"
 
 
 def _conv_sq(mod: nn.Conv2d, a: Tensor, d: Tensor, form: str) -> Tensor:
