@@ -88,13 +88,13 @@ def main() -> None:
 
     torch.load = load  # type: ignore[assignment]
     jobs.row_job = row_job
-    import lightning_unlearn.benchmark.execution as execution
+    import lightning_unlearn.benchmark.batch as batch
 
-    execution.row_job = row_job
+    batch.row_job = row_job
     try:
         result = run_benchmark(load_config(cfg_path))
     finally:
-        torch.load, jobs.row_job, execution.row_job = real_load, real_row, real_row  # type: ignore[assignment]
+        torch.load, jobs.row_job, batch.row_job = real_load, real_row, real_row  # type: ignore[assignment]
     rows_loads = [x for x in loads if x[0] not in ("(models)", "(after)")]
     by_role: dict[str, list[float]] = collections.defaultdict(list)
     by_row: dict[str, list[float]] = collections.defaultdict(list)

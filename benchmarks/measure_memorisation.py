@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         import torch
 
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    from lightning_unlearn.benchmark.progress import quiet
+    from lightning_unlearn.experiment import quiet
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
     ev_args = {k: v for k, v in cfg.evaluator.items() if k in ("nonmember_split", "seed")}

@@ -9,10 +9,14 @@ Three kinds of file are accepted, all read with ``torch.load(weights_only=True)`
 (c) a plain ``state_dict`` (``torch.save(model.state_dict(), path)``).
 
 For (b) and (c) the architecture is named, never read from the file: ``arch`` is a backbone of the registry
-(``AllCNN``, ``ResNet18``, ``ViT``, a registered class) or ``torchvision:NAME`` / ``timm:NAME`` (adapted, see
-:mod:`lightning_unlearn.backbones.adapters`), with ``arch_args`` for its other arguments; classes, channels, image size
-and normalisation come from the DataModule. Such a file records no splits, so the forget set is the one the user states
-on the DataModule, and the run records it.
+(``AllCNN``, ``ResNet18``, ``ViT``, a registered class), ``torchvision:NAME`` / ``timm:NAME`` (adapted, see
+:mod:`lightning_unlearn.backbones.adapters`), or the user's own network by its import path (``pkg.module.Class``,
+``pkg.module:factory``; imported because the user named it, as ``--data`` does), with ``arch_args`` for its other
+arguments; classes, channels, image size and normalisation come from the DataModule. Such a file records no splits,
+so the forget set is the one the user states on the DataModule, and the run records it.
+
+The way back (:func:`export_native`): the unlearned network in the format of the file it came from, so that the
+user's ``LightningModule.load_from_checkpoint`` (or ``load_state_dict``) takes it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lightning_unlearn.backbones import Backbone, build_backbone
+from lightning_unlearn.backbones import Backbone, build_backbone, import_architecture
 from lightning_unlearn.backbones.adapters import AdaptedBackbone
 from lightning_unlearn.checkpoints import META_KEY, CheckpointError, load_backbone, read_checkpoint
 from lightning_unlearn.filecache import file_sha256
@@ -35,8 +39,8 @@ if TYPE_CHECKING:
 
 _ADAPTERS = {"torchvision": "TorchvisionBackbone", "timm": "TimmBackbone"}
 _ARCH_HINT = (
-    "--arch NAME (AllCNN, ResNet18, ViT, torchvision:resnet18, timm:resnet10t, ...) with --arch_args '{...}' for its "
-    "other arguments"
+    "--arch NAME (AllCNN, ResNet18, ViT, torchvision:resnet18, timm:resnet10t, your pkg.module.Class or "
+    "pkg.module:factory, ...) with --arch_args '{...}' for its other arguments"
 )
 
 
@@ -66,11 +70,17 @@ class ModelSource:
             "mean": [float(m) for m in datamodule.mean] or None,
             "std": [float(s) for s in datamodule.std] or None,
         }
-        if sep:
-            if family not in _ADAPTERS:
-                raise ValueError(f"--arch {self.arch}: unknown family {family!r}; use torchvision:NAME or timm:NAME.")
+        if sep and family in _ADAPTERS:
             return {"class_path": _ADAPTERS[family], "init_args": {"arch": name, **init_args, **self.arch_args}}
+        self.resolve()
         return {"class_path": self.arch, "init_args": {**init_args, **self.arch_args}}
+
+    def resolve(self) -> None:
+        """Make ``arch`` known to the backbone registry: a built-in or registered name as it is, the user's
+        ``pkg.module.Class`` / ``pkg.module:factory`` imported (the user typed it). Nothing for ``torchvision:``,
+        ``timm:`` or no ``arch``."""
+        if self.arch and self.arch.partition(":")[0] not in _ADAPTERS:
+            import_architecture(self.arch)
 
 
 def is_ours(path: str | Path) -> bool:
@@ -92,9 +102,10 @@ def load_model(
     what = what or f"checkpoint {path}"
     ckpt = read_checkpoint(path)
     meta = ckpt.get(META_KEY)
-    if isinstance(meta, dict) and "backbone" in meta:
-        return load_backbone(path, datamodule, what=what, trained_on=trained_on)
     source = source or ModelSource()
+    if isinstance(meta, dict) and "backbone" in meta:
+        source.resolve()  # a class the user names with --arch may rebuild the one the checkpoint records
+        return load_backbone(path, datamodule, what=what, trained_on=trained_on)
     lightning = isinstance(ckpt.get("state_dict"), Mapping)
     if not source.arch:
         kind = "a Lightning checkpoint of another LightningModule" if lightning else "a plain state_dict"
@@ -190,3 +201,83 @@ def check_forget_stated(datamodule: UnlearningDataModule, meta: dict[str, Any], 
             "the data (--data.forget.classes [3], --data.forget.fraction 0.1 or --data.forget.indices_file F.json); "
             "the run records it."
         )
+
+
+#: Top-level entries of a Lightning checkpoint that ``export_native`` keeps from the original file (what
+#: ``load_from_checkpoint`` reads); optimizer, scheduler, loop and callback states belong to the old training.
+_KEPT_ENTRIES = ("epoch", "global_step", "pytorch-lightning_version", "hyper_parameters", "hparams_name",
+                 "datamodule_hyper_parameters", "datamodule_hparams_name")  # fmt: skip
+#: The record an exported file carries (never the ``lightning_unlearn`` entry: the file is the user's format).
+EXPORT_KEY = "lightning_unlearn_export"
+
+
+def native_path(output: str | Path, source: dict[str, Any] | None) -> Path:
+    """Where ``unlearn --export native`` writes beside ``output``: ``NAME.native.ckpt`` for a Lightning checkpoint,
+    ``NAME.native.pt`` for a plain ``state_dict`` (also what a model of this package exports)."""
+    out = Path(output)
+    suffix = ".ckpt" if (source or {}).get("format") == "lightning" else ".pt"
+    return out.with_name(f"{out.stem}.native{suffix}")
+
+
+def export_native(
+    backbone: Backbone, source: dict[str, Any] | None, path: str | Path, record: dict[str, Any] | None = None
+) -> Path:
+    """Write ``backbone``'s weights to the new file ``path`` in the format of the file the model came from.
+
+    ``source`` is what :func:`load_model` recorded of that file (``meta["source"]``; an unlearned checkpoint carries
+    it as ``native_source``): a Lightning checkpoint of the user's module becomes one again (its other weights,
+    hyper-parameters and version kept from the original file when it is still there unchanged, the network's weights
+    replaced under its attribute), loadable by ``MyModule.load_from_checkpoint``; a plain ``state_dict`` becomes the
+    network's ``state_dict``. Without a source (a model of this package) it is the backbone's own ``state_dict``.
+    ``record`` (e.g. the ledger) is stored as ``"lightning_unlearn_export"`` in a Lightning checkpoint.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another output path (files are never overwritten).")
+    source = source or {}
+    prefix = f"{source['network_attr']}." if source.get("network_attr") else ""
+    native = backbone.to_native_state_dict(prefix) if hasattr(backbone, "to_native_state_dict") else {
+        prefix + k: v.detach().clone() for k, v in backbone.state_dict().items()}  # fmt: skip
+    native = {k: v.cpu() for k, v in native.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if source.get("format") != "lightning":
+        torch.save(native, path)
+        return path
+    payload: dict[str, Any] = {"state_dict": native}
+    template = _template(source)
+    if template is not None:
+        state = template.get("state_dict") or {}
+        wrong = [k for k in native if k in state and tuple(state[k].shape) != tuple(native[k].shape)]
+        missing = [k for k in state if k.startswith(prefix) and k not in native]
+        if wrong or missing:
+            raise CheckpointError(
+                f"The unlearned network does not fit the network of {source.get('path')} under {prefix!r} "
+                f"({(wrong or missing)[0]}); it cannot be exported in that file's format."
+            )
+        payload = {k: template[k] for k in _KEPT_ENTRIES if k in template}
+        payload["state_dict"] = {**state, **native}
+    else:
+        import warnings
+
+        import lightning
+
+        payload["pytorch-lightning_version"] = lightning.__version__
+        warnings.warn(
+            f"{source.get('path')} is gone or changed since it was read, so {path} holds the network's weights alone "
+            "(no other weights or hyper-parameters of your module): load it with load_state_dict(..., strict=False).",
+            stacklevel=2,
+        )
+    if record:
+        payload[EXPORT_KEY] = record
+    torch.save(payload, path)
+    return path
+
+
+def _template(source: dict[str, Any]) -> dict[str, Any] | None:
+    """The original Lightning checkpoint, if it is still there with the sha256 recorded when it was read."""
+    original = source.get("path")
+    if not original or not Path(original).is_file():
+        return None
+    if source.get("sha256") and file_sha256(original) != source["sha256"]:
+        return None
+    return read_checkpoint(original)

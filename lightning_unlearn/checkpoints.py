@@ -207,6 +207,9 @@ def load_backbone(
         backbone = build_backbone(config, untrusted=True)  # a recorded config: no file loads, no downloads
     state = backbone_state_dict(ckpt)
     check_state_shapes(backbone, state, what, config)
+    bad = non_finite_tensors(state)
+    if bad:  # a model that diverged before it was given: not the learning rate of the run that reads it
+        raise CheckpointError(f"{what} holds NaN/inf weights ({', '.join(bad[:3])}); it cannot be used.")
     result = backbone.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

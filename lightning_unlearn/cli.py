@@ -1,12 +1,10 @@
-"""``lightning_unlearn``: LightningCLI with ``fit``/``validate``/``test``/``predict`` and ``unlearn``.
+"""The ``lightning_unlearn`` command: which subcommand runs, the top-level help, and one readable line per error.
 
-``unlearn`` is a method of :class:`~lightning_unlearn.trainer.UnlearnTrainer` added through :meth:`UnlearnCLI.subcommands`. The original model comes
-in through ``--original_ckpt`` (never ``ckpt_path``, which means "resume" in Lightning).
-
-``test`` keeps Lightning's behaviour when a model is configured. Without one (``lightning_unlearn test --ckpt_path X
--c configs/data/digits.yaml``) :meth:`UnlearnTrainer.test` rebuilds the network from the checkpoint (weights only, split
-hashes checked) and evaluates it with an :class:`~lightning_unlearn.evaluation.UnlearningEvaluator`; ``--gold_ckpt`` /
-``--original_ckpt`` add the comparisons. ``unlearn`` runs the same evaluation at its end unless ``--evaluate false``.
+This module imports nothing beyond the standard library at its top, so ``lightning_unlearn --help`` and a mistyped
+subcommand answer without loading torch or Lightning. ``fit``/``validate``/``test``/``predict``/``unlearn`` are run by
+:class:`~lightning_unlearn.unlearn_cli.UnlearnCLI` (a LightningCLI, imported when one of them runs); ``benchmark``,
+``tune`` and ``audit`` by their own modules' ``main``. The method and DataModule names of ``--help`` are listed here
+(:data:`METHODS`, :data:`DATAMODULES`); ``tests/test_cli_habits.py`` checks them against the registries.
 """
 
 from __future__ import annotations
@@ -18,159 +16,95 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
-
-from lightning_unlearn.checkpoints import CheckpointError, write_splits_json
-from lightning_unlearn.data.base import UnlearningDataModule
-from lightning_unlearn.trainer import UnlearnTrainer, check_writable_dir, metrics_table, refuse_existing
-
-#: Subcommands whose ``model`` may be left out (it is then rebuilt from ``--ckpt_path``).
-_MODEL_OPTIONAL = ("test",)
 #: Set to 1 (or pass ``--debug``) for the full traceback of an error instead of its one-line message.
 DEBUG_ENV = "LIGHTNING_UNLEARN_DEBUG"
 
-
-class UnlearnCLI(LightningCLI):
-    """LightningCLI with the ``unlearn`` subcommand and the DataModule -> backbone links."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        import lightning_unlearn.data  # noqa: F401 - the DataModules become known subclasses: `--data DigitsDataModule`
-        import lightning_unlearn.methods  # noqa: F401 - and the methods: `--model BoundaryShrink`, listed in --help
-
-        kwargs.setdefault("trainer_class", UnlearnTrainer)
-        kwargs.setdefault("datamodule_class", UnlearningDataModule)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("subclass_mode_model", True)
-        # A fixed default seed (0, what Lightning picked with a notice before) and no "Seed set to" line: _set_seed.
-        kwargs.setdefault("seed_everything_default", 0)
-        super().__init__(*args, **kwargs)
-
-    def _set_seed(self) -> None:
-        # Lightning's _set_seed, without the "Seed set to N" log line (the seed is in the saved config.yaml).
-        from lightning.fabric.utilities.seed import seed_everything
-
-        key = self.subcommand
-        config = self.config[key] if key else self.config
-        seed = config.get("seed_everything")
-        if seed is False:
-            return
-        config["seed_everything"] = seed_everything(None if seed is True else seed, workers=True, verbose=False)
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        commands = dict(LightningCLI.subcommands())
-        commands["unlearn"] = {"model", "datamodule"}
-        return commands
-
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        # Lightning builds one parser per subcommand through add_core_arguments_to_parser/add_arguments_to_parser,
-        # which do not know which; remember it so that `unlearn` can skip the DataModule -> backbone links and `test`
-        # can make the model optional.
-        self._preparing_subcommand: str | None = subcommand
-        try:
-            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        finally:
-            self._preparing_subcommand = None
-
-    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        if getattr(self, "_preparing_subcommand", None) not in _MODEL_OPTIONAL:
-            super().add_core_arguments_to_parser(parser)
-            return
-        # Lightning's add_core_arguments_to_parser with `required=False` on the model group: `test --ckpt_path X`
-        # needs no model config, the network is rebuilt from the checkpoint by UnlearnTrainer.test.
-        parser.add_lightning_class_args(self.trainer_class, "trainer")
-        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
-        parser.add_lightning_class_args(
-            self._model_class, "model", subclass_mode=self.subclass_mode_model, required=False
-        )
-        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
-
-    @property  # type: ignore[override]
-    def _model_class(self) -> Any:
-        # `unlearn` takes an unlearning method: its base class makes every method a known subclass (`--model
-        # BoundaryShrink`, `--model.help SCRUB`, listed in `unlearn --help`); other subcommands take any LightningModule.
-        if getattr(self, "_preparing_subcommand", None) == "unlearn" and self.__model_class is LightningModule:
-            from lightning_unlearn.methods.base import UnlearningMethod
-
-            return UnlearningMethod
-        return self.__model_class
-
-    @_model_class.setter
-    def _model_class(self, value: Any) -> None:
-        self.__model_class = value
-
-    def _parse_ckpt_path(self) -> None:
-        # Lightning reads the model's hyper-parameters from `ckpt_path` into the model config. A `test` without a model
-        # config rebuilds the network from the checkpoint itself (UnlearnTrainer.test), so skip that there.
-        sub = self.config.get("subcommand")
-        if sub in _MODEL_OPTIONAL and self.config[sub].get("model") is None:
-            return
-        import contextlib
-        import io
-
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):
-                super()._parse_ckpt_path()
-        except SystemExit:
-            ckpt_path = self.config[sub].get("ckpt_path")
-            raise CheckpointError(
-                f"{ckpt_path} cannot be restored into the configured model (its recorded hyper-parameters do not fit "
-                f"{self.config[sub].get('model', {}).get('class_path', 'the model config')}). Leave out the model config "
-                "(`-c model.yaml`) to rebuild the network from the checkpoint, or use the config it was trained with."
-            ) from None
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        if getattr(self, "_preparing_subcommand", None) == "unlearn":
-            return  # the method's backbone comes from --original_ckpt (backbone=None): no link target to fill
-        for attr in ("num_classes", "in_channels", "image_size"):
-            parser.link_arguments(f"data.{attr}", f"model.init_args.backbone.init_args.{attr}", apply_on="instantiate")
-        for attr in ("mean", "std"):
-            parser.link_arguments(
-                f"data.{attr}", f"model.init_args.backbone.init_args.{attr}", compute_fn=list, apply_on="instantiate"
-            )
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        _Stage.running = True
-        super()._run_subcommand(subcommand)
-
-    def fixed_output(self) -> Path | None:
-        """Where ``fit`` puts its model under a predictable name: ``<default_root_dir>/original.ckpt`` (trained on D),
-        ``gold.ckpt`` (``--data.train_on retain``), ``model.ckpt`` (nothing to forget); ``None`` for other data."""
-        dm = self.datamodule
-        if not isinstance(dm, UnlearningDataModule):
-            return None
-        name = "model" if dm.forget is None else {"all": "original", "retain": "gold"}[dm.train_on]
-        return Path(self.trainer.default_root_dir) / f"{name}.ckpt"
-
-    def before_fit(self) -> None:
-        target = self.fixed_output()
-        if target is not None and self.trainer.is_global_zero:
-            refuse_existing([target], "pass another `--trainer.default_root_dir` or move it away")
-            check_writable_dir(target.parent)
-
-    def after_fit(self) -> None:
-        callback = self.trainer.checkpoint_callback
-        path = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
-        if path and self.trainer.is_global_zero and isinstance(self.datamodule, UnlearningDataModule):
-            import shutil
-
-            splits = self.datamodule.splits_info()
-            write_splits_json(Path(path).parent, splits)
-            target = self.fixed_output()
-            if target is not None:
-                write_splits_json(target.parent, splits)
-                shutil.copyfile(path, target)
-                path = str(target)
-            rank_zero_info(f"Checkpoint: {path}")
+#: The subcommands LightningCLI runs (UnlearnCLI), each with its one-line summary.
+_SUBCOMMANDS = {
+    "fit": "Train a model: the original (on D = D_r + D_f) or, with --data.train_on retain, the gold model.",
+    "unlearn": "Run an unlearning method (--model NAME) on --original_ckpt; writes unlearned.ckpt and its metrics.",
+    "test": "Evaluate a checkpoint on every split (accuracy, MIA, gap to --gold_ckpt).",
+    "validate": "Lightning's validate: one evaluation epoch over the validation set.",
+    "predict": "Lightning's predict: run inference on the test set.",
+}
+#: Subcommands parsed by their own modules (imported only when used), each with its one-line summary.
+_DISPATCHED = {
+    "benchmark": ("lightning_unlearn.benchmark", "Compare methods over scenarios and seeds: report.md, results, plots."),
+    "tune": ("lightning_unlearn.tune", "Tune each method (Optuna) on targets the benchmark does not evaluate."),
+    "audit": ("lightning_unlearn.audit", "Per-example privacy audit on shadow models: U-LiRA, NeurIPS'23 score."),
+}
+_ORDER = ("fit", "unlearn", "test", "benchmark", "tune", "audit", "validate", "predict")
+#: The unlearning methods ``unlearn --model NAME`` takes: the public ``UnlearningMethod`` subclasses of
+#: ``lightning_unlearn.methods`` (listed, not imported, so that ``--help`` needs no torch).
+METHODS = (
+    "Amnesiac", "AmnesiacRelabel", "BadTeacher", "BoundaryExpanding", "BoundaryShrink", "ConvolutionTranspose",
+    "Finetune", "FisherForgetting", "L1Sparse", "LabelFreeSSD", "MaskedSmallGradients", "NegativeGradient", "RUM",
+    "RandomLabels", "SCRUB", "SFRon", "SalUn", "SelectiveSynapticDampening", "TwinUnlearning", "UNSIR",
+)  # fmt: skip
+#: The DataModules ``--data NAME`` takes: the public ``UnlearningDataModule`` subclasses of ``lightning_unlearn.data``.
+DATAMODULES = (
+    "CIFAR100DataModule", "CIFAR10DataModule", "DatasetsDataModule", "DigitsDataModule", "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+)  # fmt: skip
 
 
-    def after_unlearn(self) -> None:
-        """``unlearn`` ends with its result: the metrics table, on stdout (rank 0)."""
-        results = getattr(self.trainer, "unlearn_results", None)
-        if results and self.trainer.is_global_zero:
-            print(metrics_table(results), flush=True)
+class UsageError(ValueError):
+    """A command line that names no subcommand we have (found before anything is imported)."""
+
+
+def top_level_help() -> str:
+    """``lightning_unlearn --help``: every subcommand with one line, the methods and the DataModules."""
+    lines = ["usage: lightning_unlearn SUBCOMMAND [options]   (SUBCOMMAND --help for its options)", "", "subcommands:"]
+    for name in _ORDER:
+        text = _SUBCOMMANDS.get(name) or _DISPATCHED[name][1]
+        lines.append(f"  {name:<10} {text}")
+    lines += ["", "methods (unlearn --model NAME; NAME --model.help for its arguments; or module.Class of your own):"]
+    lines += _wrap(", ".join(METHODS), "  ")
+    lines += ["", "DataModules (--data NAME, or a config such as configs/data/digits.yaml):"]
+    lines += _wrap(", ".join(DATAMODULES), "  ")
+    lines += [
+        "",
+        "example: lightning_unlearn unlearn --data configs/data/digits.yaml --model configs/unlearn/boundary_shrink.yaml"
+        " --original_ckpt runs/digits/original.ckpt --gold_ckpt runs/digits/gold.ckpt",
+        "errors print one line; --debug (or LIGHTNING_UNLEARN_DEBUG=1) shows the traceback.",
+    ]
+    return "\n".join(lines)
+
+
+def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
+
+
+def check_subcommand(argv: list[str]) -> None:
+    """Refuse, in one line, a first argument that is neither an option nor one of our subcommands."""
+    first = argv[0] if argv else ""
+    if not first or first.startswith("-") or first in _SUBCOMMANDS or first in _DISPATCHED:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(first, _ORDER, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    names = ", ".join(_ORDER)
+    raise UsageError(f"unknown subcommand '{first}'; {hint}the subcommands are {names} (lightning_unlearn --help).")
+
+
+def _dispatch(name: str) -> Any:
+    """The ``main`` of the module that parses ``name`` (imported only now), or one line saying it is missing."""
+    import importlib
+
+    module_name = _DISPATCHED[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise RuntimeError(
+            f"`lightning_unlearn {name}` needs the module {module_name}, which is not in this installation; "
+            "update lightning_unlearn (pip install -U lightning_unlearn) or run from a checkout that has it."
+        ) from None
+    return module.main
 
 
 _FORGET_KEYS = ("classes", "per_class", "fraction", "indices", "indices_file")
@@ -221,78 +155,6 @@ def forget_mode_overrides(argv: list[str]) -> list[str]:
     return [*keep[:first], *replaced, *keep[first:]]
 
 
-#: Subcommands parsed by their own modules (imported only when used), each with its one-line summary.
-_DISPATCHED = {
-    "benchmark": ("lightning_unlearn.benchmark", "Compare methods over scenarios and seeds: report.md, results, plots."),
-    "tune": ("lightning_unlearn.tune", "Tune each method (Optuna) on targets the benchmark does not evaluate."),
-    "audit": ("lightning_unlearn.audit", "Per-example privacy audit on shadow models: U-LiRA, NeurIPS'23 score."),
-}
-_SUBCOMMANDS = {
-    "fit": "Train a model: the original (on D = D_r + D_f) or, with --data.train_on retain, the gold model.",
-    "unlearn": "Run an unlearning method (--model NAME) on --original_ckpt; writes unlearned.ckpt and its metrics.",
-    "test": "Evaluate a checkpoint on every split (accuracy, MIA, gap to --gold_ckpt).",
-    "validate": "Lightning's validate: one evaluation epoch over the validation set.",
-    "predict": "Lightning's predict: run inference on the test set.",
-}
-
-
-def _dispatch(name: str) -> Any:
-    """The ``main`` of the module that parses ``name`` (imported only now), or one line saying it is missing."""
-    import importlib
-
-    module_name = _DISPATCHED[name][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        raise RuntimeError(
-            f"`lightning_unlearn {name}` needs the module {module_name}, which is not in this installation; "
-            "update lightning_unlearn (pip install -U lightning_unlearn) or run from a checkout that has it."
-        ) from None
-    return module.main
-
-
-def top_level_help() -> str:
-    """``lightning_unlearn --help``: every subcommand with one line, and the methods ``unlearn`` takes."""
-    from lightning_unlearn.methods.base import UnlearningMethod
-    import lightning_unlearn.methods  # noqa: F401 - registers the subclasses
-
-    lines = ["usage: lightning_unlearn SUBCOMMAND [options]   (SUBCOMMAND --help for its options)", "", "subcommands:"]
-    order = ["fit", "unlearn", "test", "benchmark", "tune", "audit", "validate", "predict"]
-    for name in order:
-        text = _SUBCOMMANDS.get(name) or _DISPATCHED[name][1]
-        lines.append(f"  {name:<10} {text}")
-    public = set(lightning_unlearn.methods.__all__)
-    methods = sorted(
-        c.__name__
-        for c in _subclasses(UnlearningMethod)
-        if c.__name__ in public or not c.__module__.startswith("lightning_unlearn.")  # not internal bases
-    )
-    lines += ["", "methods (unlearn --model NAME; NAME --model.help for its arguments):"]
-    lines += _wrap(", ".join(methods), "  ")
-    lines += [
-        "",
-        "example: lightning_unlearn unlearn --data configs/data/digits.yaml --model configs/unlearn/boundary_shrink.yaml"
-        " --original_ckpt runs/digits/original.ckpt --gold_ckpt runs/digits/gold.ckpt",
-        "errors print one line; --debug (or LIGHTNING_UNLEARN_DEBUG=1) shows the traceback.",
-    ]
-    return "\n".join(lines)
-
-
-def _subclasses(cls: type) -> list[type]:
-    out: list[type] = []
-    for sub in cls.__subclasses__():
-        out += [sub, *_subclasses(sub)]
-    return list(dict.fromkeys(out))
-
-
-def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
-
-
 def fragment_configs(argv: list[str]) -> list[str]:
     """``--data F`` / ``--model F`` where ``F`` is a whole-config fragment (``data:``/``model:`` at its top, as the
     shipped ``configs/data/*.yaml`` and ``configs/unlearn/*.yaml``) become ``-c F``, so both anomalib-style calls
@@ -328,6 +190,27 @@ class _Stage:
 
     running = False
 
+    @classmethod
+    def start(cls) -> None:
+        cls.running = True
+
+
+def _run_lightning_cli(argv: list[str]) -> None:
+    """``fit``/``validate``/``test``/``predict``/``unlearn`` (or options before the subcommand) through UnlearnCLI."""
+    from lightning_unlearn.quiet import framework_notices_silenced
+    from lightning_unlearn.unlearn_cli import UnlearnCLI
+
+    argv = fragment_configs(forget_mode_overrides(argv))
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "lightning_unlearn"
+    # LightningCLI reads sys.argv (warning when `args` is also given): hand it our rewritten argv there instead.
+    saved, sys.argv = sys.argv, ["lightning_unlearn" if prog in ("__main__.py", "-c") else prog, *argv]
+    try:
+        with framework_notices_silenced():
+            only = argv[0] if argv and argv[0] in _SUBCOMMANDS else None
+            UnlearnCLI(args=None, save_config_kwargs={"overwrite": True}, only_subcommand=only, on_run=_Stage.start)
+    finally:
+        sys.argv = saved
+
 
 def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None:
     """Entry point of the ``lightning_unlearn`` command (``benchmark`` is parsed by ``lightning_unlearn.benchmark``).
@@ -346,21 +229,12 @@ def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None
         if not argv or argv[0] in ("-h", "--help"):
             print(top_level_help())
             return
+        check_subcommand(argv)
         if argv[0] in _DISPATCHED:
             _Stage.running = True
             _dispatch(argv[0])(argv[1:])
             return
-        argv = fragment_configs(forget_mode_overrides(argv))
-        from lightning_unlearn.quiet import framework_notices_silenced
-
-        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "lightning_unlearn"
-        # LightningCLI reads sys.argv (warning when `args` is also given): hand it our rewritten argv there instead.
-        saved, sys.argv = sys.argv, ["lightning_unlearn" if prog in ("__main__.py", "-c") else prog, *argv]
-        try:
-            with framework_notices_silenced():
-                UnlearnCLI(args=None, save_config_kwargs={"overwrite": True})
-        finally:
-            sys.argv = saved
+        _run_lightning_cli(argv)
     except KeyboardInterrupt:
         if debug or not friendly:
             raise
@@ -369,7 +243,10 @@ def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None
     except Exception as err:  # noqa: BLE001 - one readable line, the traceback on request
         if debug or not friendly:
             raise
-        sub = next((a for a in argv if not a.startswith("-")), "")
+        if isinstance(err, UsageError):
+            print(f"lightning_unlearn: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sub = next((a for a in argv if a in _SUBCOMMANDS or a in _DISPATCHED), "")
         print(f"lightning_unlearn{' ' + sub if sub else ''}: error: {error_line(err)}", file=sys.stderr)
         print(f"(the full traceback: rerun with --debug or {DEBUG_ENV}=1)", file=sys.stderr)
         raise SystemExit(1 if _Stage.running else 2) from None
@@ -377,7 +254,8 @@ def main(args: list[str] | None = None, *, friendly: bool | None = None) -> None
 
 def error_line(err: BaseException) -> str:
     """The message a person can act on: the innermost error raised by this package in the exception chain (the
-    arguments' parser wraps it in several of its own), else the outermost one; its first line, with its type."""
+    arguments' parser wraps it in several of its own), else the outermost one; its first line, with its type. A parse
+    error of the arguments' parser (many lines) becomes the option, the value given and the innermost reason."""
     chain: list[BaseException] = []
     e: BaseException | None = err
     while e is not None and e not in chain:
@@ -386,8 +264,41 @@ def error_line(err: BaseException) -> str:
     package = str(Path(__file__).resolve().parent)
     ours = [x for x in chain if x.__traceback__ and traceback.extract_tb(x.__traceback__)[-1].filename.startswith(package)]
     chosen = ours[-1] if ours else chain[0]
+    if not ours and type(chosen).__name__ == "ArgumentError":  # argparse's, raised by jsonargparse
+        return f"ArgumentError: {parse_error_line(str(chosen))}"
     text = str(chosen).strip().splitlines()
     return f"{type(chosen).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+#: Lines of jsonargparse's nested messages that say nothing about what to change.
+_PARSE_NOISE = ("Expected a path but", "Does not validate against any of the Union subtypes", "Subtypes:", "Errors:",
+                "Given value", "Expected a <class 'NoneType'>")  # fmt: skip
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's error for ``Parser key "K": ...`` (10-70 lines: each type of a Union tried in turn, nested once
+    per class) as one line: ``--K.SUBKEY VALUE: <the innermost reason that is not about a type never meant>``."""
+    import re
+
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    keys: list[str] = []
+    last = -1
+    for i, line in enumerate(lines):
+        head = re.match(r'Parser key "([^"]+)":', line)
+        if head is not None:
+            keys.append(head.group(1))
+            last = i
+    if not keys:
+        return lines[0] if lines else message
+    tail = lines[last + 1 :]  # the innermost key's block first, then the outer keys' remaining lines
+    given = next((ln.split(":", 1)[1].strip() for ln in tail if ln.startswith("Given value:")), "")
+    reasons = [r for r in (ln.lstrip("- ").strip() for ln in tail) if not r.startswith(_PARSE_NOISE)]
+    reason = reasons[0] if reasons else "invalid value"
+    if reason.endswith(":") and len(reasons) > 1:
+        reason = f"{reason} {reasons[1]}"
+    key = ".".join(keys)
+    hint = " (lightning_unlearn --help lists the methods and DataModules)" if key in ("model", "data") else ""
+    return f"--{key}{' ' + given if given else ''}: {reason}{hint}"
 
 
 if __name__ == "__main__":  # pragma: no cover

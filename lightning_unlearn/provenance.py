@@ -13,6 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from lightning_unlearn import __version__
+
 __all__ = ["collect_provenance", "git_info", "run_stamp"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -45,8 +49,6 @@ def git_info(package_dir: Path = _PACKAGE_DIR) -> dict[str, Any]:
 def run_stamp() -> dict[str, Any]:
     """The two fields stamped on every benchmark row: ``package_version`` and ``git_commit`` (``+dirty`` appended
     when the tree had uncommitted changes; ``None`` outside a git checkout)."""
-    from lightning_unlearn import __version__
-
     g = git_info()
     commit = g["commit"]
     if commit and g["dirty"]:
@@ -79,10 +81,6 @@ def collect_provenance(accelerator: str | None = None, num_threads: int | None =
             the one it resolves to here.
         num_threads: the benchmark's ``trainer.num_threads`` (``None``: PyTorch's default).
     """
-    import torch
-
-    from lightning_unlearn import __version__
-
     acc = (accelerator or "auto").lower()
     cuda = torch.cuda.is_available() and acc in ("gpu", "cuda", "auto")
     device = f"cuda: {torch.cuda.get_device_name(0)}" if cuda else f"cpu: {_cpu_name()}"

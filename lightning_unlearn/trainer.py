@@ -12,23 +12,26 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.checkpoints import (
+    META_KEY,
     CheckpointError,
     check_same_forget_set,
     check_splits_json,
     read_checkpoint,
     save_checkpoint,
 )
-from lightning_unlearn.byo import ModelSource, check_forget_stated, is_ours, load_model
+from lightning_unlearn.byo import ModelSource, check_forget_stated, export_native, is_ours, load_model, native_path
 from lightning_unlearn.data.base import UnlearningDataModule
+from lightning_unlearn.data.requests import NEXT_KEY, PreviousRequests, ledger_entry, ledger_of, next_request_record
 from lightning_unlearn.evaluation import UnlearningEvaluator
 from lightning_unlearn.evaluation.report import metrics_to_json
-from lightning_unlearn.quiet import method_notices_silenced
+from lightning_unlearn.filecache import file_sha256
+from lightning_unlearn.quiet import framework_notices_silenced, method_notices_silenced
 
 __all__ = [
     "PLOT_FILES",
@@ -46,7 +49,12 @@ PLOT_FILES = ("decision_space.png", "per_class_accuracy.png")
 
 
 class UnlearnTrainer(Trainer):
-    """A ``Trainer`` with an :meth:`unlearn` entry point. Every other behaviour is Lightning's."""
+    """A ``Trainer`` with an :meth:`unlearn` entry point. Every other behaviour is Lightning's (its construction
+    without the cloud-package tips the CLI also drops, :mod:`lightning_unlearn.quiet`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with framework_notices_silenced():
+            super().__init__(*args, **kwargs)
 
     def unlearn(
         self,
@@ -60,13 +68,19 @@ class UnlearnTrainer(Trainer):
         arch: str | None = None,
         arch_args: dict[str, Any] | None = None,
         network_attr: str | None = None,
+        export: Literal["native"] | None = None,
+        gold_train_time_s: float | None = None,
     ) -> dict[str, Any]:
         """Unlearn: run an unlearning method on the model in ``original_ckpt`` and write ``unlearned.ckpt``.
 
         Args:
             model: the unlearning method (an ``UnlearningMethod``).
             datamodule: the data, with the same forget spec, holdout and seed as the original model's checkpoint.
-            original_ckpt: the trained model to unlearn from (read only, loaded with ``weights_only=True``).
+                For a model unlearned before (an ``unlearned.ckpt``), a further deletion request: its forget spec
+                says what to forget now; the holdout and what was forgotten already come from the checkpoint's ledger
+                (``datamodule.continue_from``), and the new checkpoint's ledger lists every request.
+            original_ckpt: the model to unlearn from (read only, loaded with ``weights_only=True``): trained, or
+                unlearned by earlier requests.
             gold_ckpt: optional retrained (gold) model, checked to be trained on D_r (``train_on: retain``) and to
                 describe the same splits; methods and the evaluator that need it find it as ``trainer.gold_model``.
             output: where to write the unlearned checkpoint (default: ``<log_dir>/unlearned.ckpt``). Never overwritten.
@@ -82,6 +96,11 @@ class UnlearnTrainer(Trainer):
                 set is taken as stated and recorded.
             arch_args: further init arguments of ``arch`` (e.g. ``{"width": 0.5}``).
             network_attr: the attribute of your LightningModule that holds the network (default: found).
+            export: ``"native"`` also writes the unlearned network in the format of the file the model first came
+                from (``NAME.native.ckpt`` beside ``output``: your ``LightningModule.load_from_checkpoint`` takes it;
+                ``NAME.native.pt`` for a plain ``state_dict``; a model of this package: its ``state_dict``).
+            gold_train_time_s: the gold model's training time when its file does not record one (a model you
+                brought): the speed-up is measured against it.
 
         Every file the run writes (the checkpoint, ``unlearn.json``, the evaluation's reports) is checked before
         training starts: an existing one is refused, and so is an output directory that cannot be written.
@@ -90,10 +109,14 @@ class UnlearnTrainer(Trainer):
         for p in (original_ckpt, gold_ckpt):
             if p is not None and Path(p).resolve() == out_path.resolve():
                 raise FileExistsError(f"Refusing to write the unlearned model over the input checkpoint {p}.")
+        previous = PreviousRequests.from_meta(read_checkpoint(original_ckpt).get(META_KEY))
+        if previous is not None:  # a model unlearned before: this is a further deletion request
+            datamodule.continue_from(previous)
         datamodule.setup("fit")
         source = ModelSource(arch, dict(arch_args or {}), network_attr)
         what = f"original checkpoint {original_ckpt}"
         backbone, original_meta = load_model(original_ckpt, datamodule, source, what=what)
+        ledger = ledger_of(original_meta)
         check_forget_stated(datamodule, original_meta, what)
         check_writable_dir(out_path.parent)  # after the inputs are known good: a refused run leaves no directory
         self.original_meta = original_meta
@@ -103,8 +126,10 @@ class UnlearnTrainer(Trainer):
             self.gold_model, self.gold_meta = load_model(
                 gold_ckpt, datamodule, source, what=f"gold checkpoint {gold_ckpt}", trained_on="retain"
             )
-            if self.gold_meta.get("splits") and original_meta.get("splits"):
+            if self.gold_meta.get("splits") and original_meta.get("splits") and not ledger:
                 check_same_forget_set(self.gold_meta, original_meta, f"gold checkpoint {gold_ckpt}", original_ckpt)
+            if gold_train_time_s is not None and self.gold_meta.get("train_time_s") is None:
+                self.gold_meta["train_time_s"] = float(gold_train_time_s)
         # a checkpoint with no record goes to the evaluator as a module (it cannot rebuild it from the path)
         eval_gold = gold_ckpt if (self.gold_meta or {}).get("splits") else self.gold_model
         eval_original = original_ckpt if original_meta.get("splits") else copy.deepcopy(backbone)
@@ -118,8 +143,12 @@ class UnlearnTrainer(Trainer):
             _fill_evaluator(evaluator, gold_ckpt=eval_gold, original_ckpt=eval_original)
             if evaluator.output_dir is None:
                 evaluator.output_dir = str(out_path.parent)
+            if evaluator.retrain_time_s is None and self.gold_meta and self.gold_meta.get("train_time_s") is not None:
+                evaluator.retrain_time_s = float(self.gold_meta["train_time_s"])
+        native_source = original_meta.get("native_source") or original_meta.get("source")
+        native_out = native_path(out_path, native_source) if export == "native" else None
         if self.is_global_zero:
-            planned = [out_path, out_path.parent / "unlearn.json"]
+            planned = [out_path, out_path.parent / "unlearn.json", *([native_out] if native_out else [])]
             for evaluator in evaluators:
                 planned += report_files(evaluator, Path(evaluator.output_dir))
             refuse_existing(planned, "pass another `--output`")
@@ -148,23 +177,34 @@ class UnlearnTrainer(Trainer):
             if not original_meta.get("splits")
             else "checked against the original's split record",
             "splits": {k: v for k, v in datamodule.splits_info().items() if not k.endswith("_indices")},
+            "request": len(ledger) + 1,
             "output": str(out_path),
+            "native_output": str(native_out) if native_out else None,
             "metrics": json.loads(metrics_to_json(evaluators[0].results)) if evaluators else None,
         }
         if self.is_global_zero:
+            splits = datamodule.splits
+            entry = ledger_entry(
+                splits, datamodule.forget, summary, request=len(ledger) + 1, unlearn_time_s=unlearn_time,
+                input_ckpt=str(original_ckpt), input_sha256=file_sha256(original_ckpt),
+            )  # fmt: skip
             meta = {
                 "version": 1,
                 "role": "unlearned",
-                "splits": datamodule.splits_info(),
+                "splits": {**datamodule.splits_info(), NEXT_KEY: next_request_record(splits, len(ledger) + 1)},
+                "ledger": [*ledger, entry],
                 "unlearn_time_s": unlearn_time,
                 "method": summary["method"],
                 "hparams": summary["hparams"],
                 "original_ckpt": str(original_ckpt),
                 "original_train_time_s": original_meta.get("train_time_s"),
                 "original_source": original_meta.get("source"),
+                "native_source": native_source,
                 "forget_set": summary["forget_set"],
             }
             save_checkpoint(out_path, model.unlearned_backbone(), meta, protect=(original_ckpt, gold_ckpt))
+            if native_out is not None:
+                export_native(model.unlearned_backbone(), native_source, native_out, {"ledger": meta["ledger"]})
             (out_path.parent / "unlearn.json").write_text(json.dumps(summary, indent=1, default=str))
             rank_zero_info(f"Unlearned model written to {out_path} ({summary['method']}, {unlearn_time:.2f} s).")
         # the CLI prints these as the command's result (UnlearnCLI.after_unlearn); the benchmark and audit do not
@@ -185,6 +225,7 @@ class UnlearnTrainer(Trainer):
         arch: str | None = None,
         arch_args: dict[str, Any] | None = None,
         network_attr: str | None = None,
+        gold_train_time_s: float | None = None,
     ) -> list[dict[str, float]]:
         """Test a model; with no model, rebuild it from ``ckpt_path`` and evaluate it on every split.
 
@@ -200,6 +241,7 @@ class UnlearnTrainer(Trainer):
             gold_ckpt: a retrained (gold) model to compare with (``gold/*`` metrics, ``time/speedup_vs_retrain``).
             original_ckpt: the model before unlearning (``original/acc/*``, before/after plots).
             arch, arch_args, network_attr: how to read a checkpoint this package did not write (as for ``unlearn``).
+            gold_train_time_s: the gold model's training time when its file records none (as for ``unlearn``).
         """
         if isinstance(dataloaders, LightningDataModule) and datamodule is None:
             datamodule, dataloaders = dataloaders, None
@@ -232,6 +274,9 @@ class UnlearnTrainer(Trainer):
             for cb in self.callbacks:
                 if isinstance(cb, UnlearningEvaluator):
                     self._check_report_dir(cb)
+        for cb in self.callbacks:
+            if isinstance(cb, UnlearningEvaluator) and cb.retrain_time_s is None and gold_train_time_s is not None:
+                cb.retrain_time_s = float(gold_train_time_s)
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def _check_report_dir(self, evaluator: UnlearningEvaluator) -> None:

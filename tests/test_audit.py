@@ -16,18 +16,12 @@ from scipy.stats import norm
 from lightning_unlearn.audit import (
     AuditConfigError,
     AuditError,
-    bin_index,
-    challenge_score,
-    epsilon_from_rates,
     evaluate_scores,
     fit_gaussians,
-    forgetting_quality,
     load_config,
     logit_confidence,
     model_confidences,
-    per_example_epsilon,
     run_audit,
-    threshold_attack_rates,
     ulira,
 )
 from lightning_unlearn.methods import Finetune
@@ -94,42 +88,6 @@ def test_ulira_on_constructed_distributions_has_the_bayes_accuracy(seed):
     assert same.metrics["tpr@5%fpr"] < 0.1
 
 
-def test_threshold_rates_and_epsilon_known_values():
-    fpr, fnr = threshold_attack_rates(np.array([2.0, 3.0]), np.array([0.0, 1.0]))
-    # threshold 1 separates: FPR 0, FNR 0 (first direction); its mirror has FPR 1, FNR 1
-    assert (0.0, 0.0) in set(zip(fpr.tolist(), fnr.tolist(), strict=True))
-    assert epsilon_from_rates([0.1], [0.2], delta=0.01) == pytest.approx(math.log(0.79 / 0.1))
-    assert epsilon_from_rates([0.2], [0.1], delta=0.01) == pytest.approx(math.log(0.79 / 0.1))  # symmetric
-    assert epsilon_from_rates([0.5], [0.5]) == 0.0  # a coin flip: epsilon clipped at 0
-    # the challenge's rule: an attack with a zero rate is discarded
-    assert epsilon_from_rates([0.0, 0.3], [0.0, 0.3]) == pytest.approx(math.log(0.69 / 0.3))
-    # perfectly separated outputs of 10 models each: rates floored at half a count, 1/20
-    eps = per_example_epsilon([np.arange(10) + 100.0], [np.arange(10.0)], delta=0.01)
-    assert eps[0] == pytest.approx(math.log(0.94 / 0.05))
-    assert per_example_epsilon([np.arange(10) + 100.0], [np.arange(10.0)], floor=None)[0] == 0.0  # the challenge's rule
-
-
-def test_bins_forgetting_quality_and_final_score():
-    assert bin_index(np.array([0.0, 0.49, 0.5, 1.2, 5.99, 6.0, 50.0])).tolist() == [1, 1, 2, 3, 12, 13, 13]
-    assert forgetting_quality(np.array([0.3, 0.7])) == pytest.approx(0.75)
-    assert forgetting_quality(np.array([100.0])) == pytest.approx(2 / 2**13)
-    s = challenge_score(np.array([0.1, 0.2]), ra_u=0.9, ra_r=1.0, ta_u=0.8, ta_r=0.8)
-    assert s["F"] == 1.0 and s["score"] == pytest.approx(0.9)
-    with pytest.raises(AuditError):
-        forgetting_quality(np.array([]))
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_epsilon_grows_with_separation(seed):
-    rng = np.random.default_rng(seed)
-    same = per_example_epsilon([rng.normal(0, 1, 64) for _ in range(40)], [rng.normal(0, 1, 64) for _ in range(40)])
-    apart = per_example_epsilon([rng.normal(3, 1, 64) for _ in range(40)], [rng.normal(0, 1, 64) for _ in range(40)])
-    # measured over seeds 0-4: F(same) 0.17-0.22 (64 models: the max over thresholds is biased up, so F is read
-    # against Retrain's F), F(apart) 0.0023-0.0024, median eps 1.51-1.55 vs 4.64-4.66
-    assert forgetting_quality(same) > 0.12 > 0.02 > forgetting_quality(apart)
-    assert np.median(apart) > np.median(same) + 2.5
-
-
 # -- a miniature of real models: batched MLPs on digits with mislabelled canary targets ----------------------------
 def _train_batched(x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, seed: int, steps: int = 80) -> torch.Tensor:
     """B independent MLPs (64-32-10) trained full batch with Adam, model b on the samples where masks[b]; returns
@@ -181,12 +139,14 @@ def test_identity_is_exposed_and_retraining_is_not(seed):
     original, retrained, retrained2, forgotten, never_seen = _miniature(seed)
     ident = evaluate_scores(original, retrained, forgotten, never_seen, bootstrap=100, seed=seed)
     retrain = evaluate_scores(retrained2, retrained, forgotten, never_seen, bootstrap=100, seed=seed)
-    # measured over seeds 0-4: identity accuracy 0.94-0.97 (CI low end >= 0.897), F 0.077-0.093; retraining accuracy
-    # 0.475-0.503 with 0.5 inside every CI (two-way bootstrap), F 0.33-0.41
+    # measured over seeds 0-4: identity accuracy 0.94-0.97 (CI low end >= 0.897), F 0.008-0.029 (the challenge's
+    # rules; 0.077-0.093 with delta 0.01 and no double thresholds); retraining accuracy 0.475-0.503 with 0.5 inside
+    # every CI (two-way bootstrap), F 0.303-0.340 (0.33-0.41 before)
     assert ident["ulira"]["ci95"]["accuracy"][0] > 0.8
     lo, hi = retrain["ulira"]["ci95"]["accuracy"]
     assert lo <= 0.5 <= hi
     assert retrain["challenge"]["F"] > 2 * ident["challenge"]["F"]
+    assert retrain["challenge"]["F_ci95"][0] > ident["challenge"]["F_ci95"][1]  # intervals apart
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------

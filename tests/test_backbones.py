@@ -299,3 +299,58 @@ def test_lsa_masks_the_diagonal_and_learns_its_temperature(fused: bool) -> None:
 
     out.sum().backward()
     assert attn.scale.grad is not None and attn.scale.grad.abs().sum() > 0
+
+
+# -- the user's architectures (issue 25) ------------------------------------------------------------------------------
+def test_import_architecture_names_what_it_cannot_use(monkeypatch) -> None:
+    from lightning_unlearn.backbones import import_architecture
+    from lightning_unlearn.backbones.io import _REGISTERED
+
+    monkeypatch.setattr("lightning_unlearn.backbones.io._REGISTERED", dict(_REGISTERED))
+    with pytest.raises(ValueError, match="cannot import 'no_such_pkg'.*PYTHONPATH"):
+        import_architecture("no_such_pkg.Net")
+    with pytest.raises(ValueError, match="not a Backbone subclass, an nn.Module class or a function"):
+        import_architecture("json.JSONDecoder")
+    with pytest.raises(ValueError, match="not a built-in backbone"):
+        import_architecture("Nope")
+    assert import_architecture("AllCNN") is AllCNN  # built-ins: nothing imported
+    assert import_architecture("torch.nn:Linear") is torch.nn.Linear  # a plain network class, now registered
+    from lightning_unlearn.backbones.io import _lookup
+
+    assert _lookup("torch.nn:Linear") is torch.nn.Linear
+
+
+def test_a_factory_network_is_adapted_and_records_its_name(monkeypatch) -> None:
+    from lightning_unlearn.backbones import AdaptedBackbone, register_backbone
+    from lightning_unlearn.backbones.io import _REGISTERED
+
+    monkeypatch.setattr("lightning_unlearn.backbones.io._REGISTERED", dict(_REGISTERED))
+
+    def tiny(num_classes: int = 10, width: int = 4) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(1, width, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(width, num_classes))  # fmt: skip
+
+    register_backbone(tiny, name="tiny")
+    config = {"class_path": "tiny", "init_args": {"num_classes": 3, "in_channels": 1, "image_size": 8, "width": 6}}
+    net = build_backbone(config, untrusted=True)
+    assert isinstance(net, AdaptedBackbone) and net.head.out_features == 3 and net.net[0].out_channels == 6
+    assert net.config() == config and net(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"cannot be called with .*depth.*--arch_args"):
+        build_backbone({"class_path": "tiny", "init_args": {"num_classes": 3, "depth": 2}})
+
+
+def test_fresh_network_draws_as_a_new_construction() -> None:
+    from lightning_unlearn.backbones import AdaptedBackbone, fresh_network
+
+    model = FACTORIES["allcnn"]()
+    torch.manual_seed(7)
+    expected = FACTORIES["allcnn"]()
+    before = torch.random.get_rng_state()
+    fresh = fresh_network(model, 7)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), expected.state_dict().values()))
+    plain = AdaptedBackbone(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)), in_channels=1,
+                            image_size=8)  # fmt: skip
+    again = fresh_network(plain, 7)  # no exact config: a re-initialised copy
+    assert type(again) is AdaptedBackbone and not torch.equal(again.head.weight, plain.head.weight)
+    assert torch.equal(again.head.weight, fresh_network(plain, 7).head.weight)

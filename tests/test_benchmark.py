@@ -281,7 +281,7 @@ def test_row_hash_covers_the_evaluators_defaults(monkeypatch):
     a changed default (a new release's svc_max_samples) or a changed setting invalidates the row."""
     import inspect
 
-    from lightning_unlearn.benchmark.cache import evaluator_settings
+    from lightning_unlearn.experiment import evaluator_settings
     from lightning_unlearn.evaluation import UnlearningEvaluator
 
     default = inspect.signature(UnlearningEvaluator).parameters["svc_max_samples"].default

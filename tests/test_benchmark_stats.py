@@ -195,3 +195,75 @@ def test_protocol_checks_hold_and_fail(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(classwise))
     assert main([str(tmp_path / "results.json")]) == 0  # no random/sub-class scenario: N/A, not failed
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def _feature_rows() -> list[dict]:
+    """Class-wise, 3 seeds: the gold model's probe 0.30 and 10 relearning steps; `Head` forgets by the outputs only
+    (D_f 0, probe 0.60, 1 step), `Deep` by the features too, `Loud` not even by the outputs, `Once` has one run."""
+    rows = []
+    for s in range(3):
+        gold = {"gold/probe/forget_acc": 0.30, "gold/relearn/steps": 10.0, "gold/relearn/censored": 0.0,
+                "n/forget": 100}  # fmt: skip
+        def r(method, acc_f, probe, steps, censored=0.0, cka=0.5):
+            return row(method, s, scenario="cw", **gold, **{"acc/forget": acc_f, "gold/forget_acc_gap": acc_f,
+                       "probe/forget_acc": probe, "relearn/steps": steps, "relearn/censored": censored,
+                       "gold/cka_forget": cka})  # fmt: skip
+        rows += [r("Original", 1.0, 0.95, 0.0), r("Retrain", 0.0, 0.30, 10.0, cka=1.0),
+                 r("Head", 0.0, 0.60 + 0.01 * s, 1.0 + (s == 1)), r("Deep", 0.01, 0.30 + 0.02 * (s - 1), 10.0 + s),
+                 r("Loud", 0.30, 0.70, 2.0), r("Capped", 0.0, 0.30 + 0.02 * (s - 1), 30.0, censored=1.0)]  # fmt: skip
+    rows.append(row("Once", 0, scenario="cw", **{"gold/probe/forget_acc": 0.3, "gold/relearn/steps": 10.0,
+                    "acc/forget": 0.0, "gold/forget_acc_gap": 0.0, "probe/forget_acc": 0.9, "relearn/steps": 1.0}))
+    return rows
+
+
+def test_feature_columns_and_the_methods_that_forget_by_the_outputs_only(tmp_path):
+    from lightning_unlearn.benchmark.features import feature_check
+    from lightning_unlearn.benchmark.stats import add_feature_columns
+
+    rows = add_feature_columns(_feature_rows())
+    by = {(r["method"], r["seed"]): r for r in rows}
+    assert by[("Retrain", 0)]["probe_excess"] == 0.0 and by[("Retrain", 0)]["relearn_ratio"] == 1.0
+    assert by[("Original", 0)]["relearn_ratio"] == 0.0 and by[("Head", 1)]["relearn_ratio"] == pytest.approx(0.2)
+    assert by[("Head", 2)]["probe_excess"] == pytest.approx(0.32)
+    check = feature_check(rows, "cw")
+    assert check["by_outputs"] == ["Capped", "Deep", "Head", "Once"]  # within 2 points (1 sample is 1 point here)
+    assert check["flagged"] == ["Head"] and check["untestable"] == ["Once"]
+    head = check["methods"]["Head"]
+    assert head["probe_keeps"] and head["relearn_keeps"] and head["probe_excess"]["ci"][0] > 0.25
+    assert not check["methods"]["Capped"]["relearn_keeps"]  # every draw censored: its ratio is only a lower bound
+    assert "Loud" not in check["by_outputs"] and check["methods"]["Loud"]["probe_keeps"]
+    assert feature_check([r for r in rows if False], "cw") is None
+    no_components = [{k: v for k, v in r.items() if "probe" not in k and "relearn" not in k} for r in rows]
+    assert feature_check(no_components, "cw") is None
+
+    br.write_all(_feature_rows(), tmp_path)
+    text = (tmp_path / "report.md").read_text().split("## cw")[1]
+    line = text.split("| Head | ")[1].split("\n")[0]
+    assert "| 31.00 ± 1.00 [" in "| " + line and "| 0.13 ± 0.06 [" in "| " + line  # probe excess points, ratio 4/30
+    assert "(cens. 100% / -)" not in line and "(cens. 100% / 0%)" in text.split("| Capped | ")[1].split("\n")[0]
+    assert "**By the outputs, not by the features**" in text
+    assert "Head (\\|ΔAcc D_f\\| 0.00; probe excess 31.00 [" in text
+    assert "Not testable (a single run, no interval): Once." in text
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["summary"]["cw"]["features"]["flagged"] == ["Head"]
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert header.index("probe_excess") == header.index("avg_gap") + 1 and "relearn_ratio" in header
+    assert header.index("probe/forget_acc") > header.index("acc/forget")  # the evaluator's keys, in its order
+
+
+def test_relearn_ratio_undefined_where_the_gold_model_needs_no_step():
+    from lightning_unlearn.benchmark.features import feature_check
+    from lightning_unlearn.benchmark.stats import add_feature_columns
+
+    rows = [row(m, s, **{"gold/relearn/steps": g, "relearn/steps": 0.0, "gold/forget_acc_gap": 0.0,
+                         "probe/forget_acc": 0.9, "gold/probe/forget_acc": 0.9})  # fmt: skip
+            for s, g in enumerate((0.0, 0.33, 2.0)) for m in ("Retrain", "X")]
+    rows = add_feature_columns(rows)
+    assert [r["relearn_ratio"] for r in rows if r["method"] == "X"] == [None, None, 0.0]
+    check = feature_check(rows, "s")
+    assert check["relearn_undefined"] == {"runs": 2, "of": 3, "gold_steps": pytest.approx(0.165)}
+    assert check["flagged"] == []
+    text = br.render_report(rows, provenance={})
+    assert "none of the 1 method(s) that forget" in text
+    assert "Relearn ratio undefined in 2 of 3 run(s): there the gold model reaches the attack's target in fewer " \
+        "than 1 step (mean 0.17)" in text

@@ -108,14 +108,17 @@ def test_adapter_for_a_model_with_no_classifier_head(dm):
     trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with pytest.raises(NoClassifierHeadError, match="no nn.Linear layer at all"):
         AdaptedBackbone(trunk, num_classes=10, in_channels=1)
+    odd = nn.ModuleDict({"trunk": nn.Conv2d(1, 4, 3), "out": nn.Linear(4, 10)})  # no known name, not a Sequential
+    with pytest.raises(NoClassifierHeadError, match=r"its nn.Linear layers are: out. Pass `head=NAME`"):
+        AdaptedBackbone(odd, num_classes=10, in_channels=1)
     conv_head = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 10))
-    with pytest.raises(NoClassifierHeadError, match=r"Pass `head=NAME`"):
-        AdaptedBackbone(conv_head, num_classes=10, in_channels=1)
     with pytest.raises(NoClassifierHeadError, match="is a Conv2d, not an nn.Linear"):
         AdaptedBackbone(conv_head, num_classes=10, in_channels=1, head="0")
     named = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), num_classes=10, in_channels=1, image_size=16,
                             head="1")  # fmt: skip
     assert named.features(torch.rand(2, 1, 16, 16)).shape == (2, 256)
+    found = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), in_channels=1, image_size=16)
+    assert found.head_name == "1"  # a plain Sequential classifier: its last layer is the head
 
 
 def _unlearn(ckpt: Path, out: Path, *extra: str, evaluate: bool = False) -> list[str]:
@@ -141,6 +144,20 @@ def test_unlearn_a_users_lightning_checkpoint_records_the_stated_forget_set(dm, 
     assert meta["splits"]["hashes"] and meta["original_source"]["sha256"]
     reloaded, _ = load_model(out / "unlearned.ckpt", digits_dm(forget=ForgetSpec(classes=[5])))
     assert reloaded.num_classes == 10  # the unlearned model is ours: its splits are checked from now on
+
+
+def test_a_gold_model_brought_along_states_its_training_time(dm, tmp_path):
+    """A file that records no training time left the speed-up empty, with no way to state it (issue 25)."""
+    path = tmp_path / "user.ckpt"
+    torch.save({"state_dict": UserModule(small_allcnn(dm)).state_dict()}, path)
+    torch.save(small_allcnn(dm).state_dict(), tmp_path / "gold.pt")
+    out = tmp_path / "run"
+    main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--gold_ckpt",
+                  str(tmp_path / "gold.pt"), "--gold_train_time_s", "12.5", "--retain_collapse", "null",
+                  evaluate=True))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time/retrain_s"] == 12.5 and metrics["time/speedup_vs_retrain"] > 0
+    assert json.loads((out / "unlearn.json").read_text())["gold_train_time_s"] == 12.5
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,35 @@ def test_image_folder_train_test_folders(tmp_path):
 def test_image_folder_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="one sub-folder per class"):
         ImageFolderDataModule(root=str(tmp_path / "missing"))
+
+
+# -- the user's holdout and further deletion requests (issue 25) -------------------------------------------------------
+def test_holdout_indices_from_a_list_or_a_file(tmp_path):
+    held = list(range(0, 1400, 20))
+    (tmp_path / "val.txt").write_text(" ".join(map(str, held)))
+    for given in (held, str(tmp_path / "val.txt")):
+        dm = DigitsDataModule(forget=ForgetSpec(classes=[3]), holdout_indices=given)
+        assert dm.splits.holdout.tolist() == held and dm.splits_info()["holdout"] == "given"
+
+
+def test_a_new_request_needs_the_datamodule_to_know_what_was_forgotten():
+    from lightning_unlearn.data import SplitMismatchError
+    from lightning_unlearn.data.requests import NEXT_KEY, ledger_entry, next_request_record
+
+    first = DigitsDataModule(forget=ForgetSpec(classes=[3]))
+    entry = ledger_entry(first.splits, first.forget, {"method": "Finetune", "hparams": {}}, request=1,
+                         unlearn_time_s=1.0, input_ckpt="original.ckpt")  # fmt: skip
+    meta = {"splits": {**first.splits_info(), NEXT_KEY: next_request_record(first.splits, 1)}, "ledger": [entry]}
+    first.verify_splits(meta["splits"], "r1")  # the model's own request
+    second = DigitsDataModule(forget=ForgetSpec(fraction=0.05))
+    with pytest.raises(SplitMismatchError, match=r"is an unlearned model .* dm\.continue_from\(meta\)"):
+        second.verify_splits(meta["splits"], "r1")
+    second.continue_from(meta)
+    second.verify_splits(meta["splits"], "r1")  # the next request on it
+    assert second.splits.forgotten.tolist() == first.splits.forget.tolist()
+    assert not np.isin(second.splits.forget, first.splits.forget).any()
+    assert np.array_equal(second.splits.holdout, first.splits.holdout)
+    other = DigitsDataModule(forget=ForgetSpec(fraction=0.05), holdout_indices=list(range(0, 1400, 20)))
+    other.continue_from(meta)
+    with pytest.raises(ValueError, match="differ from the holdout of the model's first deletion request"):
+        other.splits  # noqa: B018 - the non-members never change

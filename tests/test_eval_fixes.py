@@ -22,7 +22,7 @@ from lightning_unlearn.trainer import UnlearnTrainer
 from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.data.base import InputMismatchError
 from lightning_unlearn.evaluation import UnlearningEvaluator
-from lightning_unlearn.evaluation import evaluator as evaluator_module
+from lightning_unlearn.evaluation import standard as evaluator_module  # where the MIA component calls the attacks
 from lightning_unlearn.evaluation import metrics as M
 from lightning_unlearn.evaluation.mia import entropy_mia
 from lightning_unlearn.methods import BadTeacher, BoundaryShrink, Classifier, Finetune
@@ -160,7 +160,9 @@ def test_unlearned_weights_do_not_depend_on_what_is_evaluated(ckpts, tmp_path) -
         ("end", None, True, []),
         ("gold", ckpts["gold"], True, []),
         ("gold+periodic+plots", ckpts["gold"], True, [UnlearningEvaluator(every_n_epochs=1, plots=True)]),
-    ):
+        ("gold+probe+relearn+cka", ckpts["gold"], True,
+         [UnlearningEvaluator(every_n_epochs=1, probe=True, relearn=True, cka=True)]),
+    ):  # fmt: skip
         pl.seed_everything(0, verbose=False)
         trainer = UnlearnTrainer(
             accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import quiet_trainer
 from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.data import unpack_batch
+from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation import METRIC_KEYS, UnlearningEvaluator
 from lightning_unlearn.evaluation.plots import PanelData, plot_decision_space, plot_per_class_accuracy
 from lightning_unlearn.methods import Classifier, UnlearningMethod
@@ -109,9 +110,10 @@ def test_ddp_results_are_global(trained_digits, tmp_path, monkeypatch):
     dm = trained_digits.datamodule()
     original, _ = load_backbone(trained_digits.original_ckpt, dm)
     gold, _ = load_backbone(trained_digits.gold_ckpt, dm)
-    single = UnlearningEvaluator(gold=gold).evaluate(original, dm)
+    extra = {"probe": True, "cka": True, "relearn": True, "relearn_seeds": 1}  # features gathered, the attack on rank 0
+    single = UnlearningEvaluator(gold=gold, original=original, **extra).evaluate(original, dm)
 
-    evaluator = UnlearningEvaluator(gold=gold, output_dir=str(tmp_path))
+    evaluator = UnlearningEvaluator(gold=gold, original=original, output_dir=str(tmp_path), **extra)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, callbacks=[evaluator],
@@ -122,6 +124,8 @@ def test_ddp_results_are_global(trained_digits, tmp_path, monkeypatch):
     for key, value in single.items():
         if key.startswith(("n/", "acc/", "gold/acc/", "gold/agreement")):
             assert ddp[key] == value, key  # counts and accuracies exactly: the whole split, not one rank's half
+        elif key.startswith(("probe/", "gold/probe/")):  # a probe refitted on features computed in other batches
+            assert ddp[key] == pytest.approx(value, abs=0.05), key
         else:
             assert ddp[key] == pytest.approx(value, abs=1e-3), key
 
@@ -149,3 +153,73 @@ def test_plot_functions_write_pngs(tmp_path):
     assert out.stat().st_size > 1000
     with pytest.raises(ValueError):
         plot_decision_space(panels, is_forget[:10], tmp_path / "bad.png", num_classes=3)
+
+
+class PlainClassifier(pl.LightningModule):
+    """A LightningModule as a user writes one: the network in ``self.model``, its own step and optimizer."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = net
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        return F.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_end_of_fit_results_reach_callback_metrics(trained_digits, tmp_path):
+    """Issue 25: without every_n_epochs the results reached the loggers but not ``trainer.callback_metrics``."""
+    dm = trained_digits.datamodule()
+    original, _ = load_backbone(trained_digits.original_ckpt, dm)
+    evaluator = UnlearningEvaluator(gold=str(trained_digits.gold_ckpt), mia=False, zrf=False)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, callbacks=[evaluator], default_root_dir=tmp_path)
+    trainer.fit(PlainClassifier(original), datamodule=dm)
+    metrics = trainer.callback_metrics
+    loggable = {k: v for k, v in evaluator.results.items() if not k.startswith("n/")}
+    assert loggable and set(loggable) <= set(metrics)
+    for key, value in loggable.items():
+        assert float(metrics[key]) == pytest.approx(value, rel=1e-6), key  # float32, as log_dict stores them
+
+
+def test_a_component_of_your_own_by_name(trained_digits):
+    from lightning_unlearn.evaluation import COMPONENTS, Component, register_component
+
+    @register_component("forget_confidence")
+    class ForgetConfidence(Component):
+        """Mean max-probability on D_f."""
+
+        def needs(self, nets, dm):
+            return {"model": {"forget": False}}
+
+        def compute(self, ctx):
+            return {"forget_confidence": float(ctx.view("model", "forget").probs.max(1).values.mean())}
+
+    try:
+        dm = trained_digits.datamodule()
+        gold, _ = load_backbone(trained_digits.gold_ckpt, dm)
+        res = UnlearningEvaluator(mia=False, zrf=False, extra_components=["forget_confidence"]).evaluate(gold, dm)
+        assert list(res)[-1] == "forget_confidence" and 0.1 <= res["forget_confidence"] <= 1.0
+        with pytest.raises(ValueError, match="already registered"):
+            register_component("forget_confidence")(type("Other", (Component,), {}))
+    finally:
+        COMPONENTS.pop("forget_confidence")
+    with pytest.raises(ValueError, match="Unknown evaluation component 'forget_confidence'.*register_component"):
+        UnlearningEvaluator(extra_components=["forget_confidence"])
+
+
+def test_settings_key_is_unchanged_until_an_optional_component_is_on():
+    """A benchmark row's cache key holds the evaluator's settings: the keys c7d07c8 wrote stay valid."""
+    from lightning_unlearn.evaluation import evaluator_settings
+
+    before = {"every_n_epochs": 0, "splits": tuple(SPLIT_NAMES), "mia": True, "zrf": True, "plots": False, "seed": 0,
+              "nonmember_split": "test", "projection": "pca", "max_plot_points": 2000,
+              "classwise_nonmembers": "retained", "entropy_max_members": 10000, "activation_p": 2, "zrf_inits": 5,
+              "svc_max_samples": 8192}  # fmt: skip
+    assert evaluator_settings({}) == before
+    assert evaluator_settings({"probe": False, "probe_forget_share": 0.5, "relearn_lr": 1.0}) == before
+    probe = evaluator_settings({"probe": True})
+    assert probe["probe"] is True and probe["probe_forget_share"] == 0.2 and "relearn_lr" not in probe
+    assert evaluator_settings({"relearn": True, "relearn_lr": 0.1})["relearn_lr"] == 0.1

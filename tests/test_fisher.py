@@ -333,3 +333,51 @@ def test_method_backends_give_the_same_fisher() -> None:
     vmapped = run(FisherForgetting(tiny(), alpha=0.0, backend="vmap", chunk_size=8), dm, batches=1)
     assert auto.fisher_diagonal is not None and vmapped.fisher_diagonal is not None
     _assert_same(auto.fisher_diagonal, vmapped.fisher_diagonal)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=1, bias=True),
+        dict(kernel_size=(3, 1), padding=(1, 0), dilation=2),
+        dict(kernel_size=2, stride=2),
+    ],
+)
+def test_every_conv_form_gives_the_per_sample_squares(conv: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three exact forms of the layerwise Conv2d square sum (Gram, grouped per cotangent, per sample) against
+    per-sample, per-cotangent autograd gradients; also in blocks (of samples, of cotangents) that do not divide."""
+    import lightning_unlearn.methods.fisher_diagonal as fd
+
+    g = torch.Generator().manual_seed(8)
+    mod = torch.nn.Conv2d(3, 5, **conv)
+    a = torch.randn(4, 3, 7, 6, generator=g)
+    k = 3
+    d = torch.randn(k, *mod(a).shape, generator=g)
+    w = mod.weight.detach().requires_grad_(True)
+    exact = torch.zeros_like(w)
+    for n in range(a.shape[0]):
+        out = F.conv2d(a[n : n + 1], w, None, mod.stride, mod.padding, mod.dilation)
+        for j in range(k):
+            (grad,) = torch.autograd.grad(out, w, d[j, n : n + 1], retain_graph=True)
+            exact += grad.square()
+    for block in (fd._GROUP_BLOCK, 2 * mod.weight.numel(), 3 * mod.weight.numel()):  # and 2 or 3 per block
+        monkeypatch.setattr(fd, "_GROUP_BLOCK", block)
+        for form in ("gram", "grouped", "sample"):
+            dd = d.transpose(0, 1).contiguous() if form == "sample" else d
+            got = fd._conv_sq(mod, a, dd, form)
+            torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-6 * float(exact.max()))
+
+
+def test_the_per_cotangent_backward_equals_the_vmapped_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers above ``_BATCHED_MAX`` floats take one backward per cotangent instead of the vmapped one: same Fisher."""
+    import lightning_unlearn.methods.fisher_diagonal as fd
+
+    model = _random_bn(tiny(num_classes=5)).eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    batched = diagonal_fisher(model, x, backend="layerwise")
+    monkeypatch.setattr(fd, "_BATCHED_MAX", 0)
+    looped = diagonal_fisher(model, x, backend="layerwise")
+    _assert_same(looped, batched, rtol=1e-5)
+    _assert_same(looped, naive_fisher(model, x, None, "expected"))

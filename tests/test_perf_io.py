@@ -18,7 +18,8 @@ from conftest import quiet_trainer, small_allcnn
 from lightning_unlearn import checkpoints
 from lightning_unlearn.benchmark import load_config, run_benchmark
 from lightning_unlearn.benchmark.jobs import group_datamodule, run_method
-from lightning_unlearn.benchmark.plan import make_plan, slug
+from lightning_unlearn.benchmark.plan import make_plan
+from lightning_unlearn.experiment import slug
 from lightning_unlearn.checkpoints import META_KEY, read_checkpoint
 from lightning_unlearn.data.fashion_mnist import DEBIAN_DIR
 

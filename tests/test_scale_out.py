@@ -144,19 +144,19 @@ def test_executor_and_logger_settings(tmp_path, monkeypatch):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lightning_unlearn.benchmark import BenchmarkConfigError
-    from lightning_unlearn.benchmark.config import executor_settings
     from lightning_unlearn.benchmark.plan import run_logger
+    from lightning_unlearn.benchmark.scaleout import executor_settings
 
     cfg = load_config(mini(tmp_path / "a"))
     spec, res, threads = executor_settings(cfg)
     assert spec == {"name": "local"} and (res.num_cpus, res.num_gpus) == (1.0, 0.0) and threads == 1
     # accelerator auto on a machine with a GPU: a Ray job asks for one (Ray hides the GPUs from a job that does not)
-    import lightning_unlearn.benchmark.scaleout as so
+    import lightning_unlearn.experiment.settings as so
 
     auto = load_config(mini(tmp_path / "auto", trainer={"accelerator": "auto"}, executor={"name": "ray"}))
-    monkeypatch.setattr(so, "_cuda_here", lambda: True)
+    monkeypatch.setattr(so, "cuda_available", lambda: True)
     assert executor_settings(auto)[1].num_gpus == 1.0
-    monkeypatch.setattr(so, "_cuda_here", lambda: False)
+    monkeypatch.setattr(so, "cuda_available", lambda: False)
     assert executor_settings(auto)[1].num_gpus == 0.0
     cfg = load_config(mini(tmp_path / "b", executor={"name": "ray", "address": "auto", "resources": {"num_cpus": 3}},
                            trainer={"accelerator": "gpu"}))  # fmt: skip
@@ -184,7 +184,7 @@ def test_group_rows_one_job_per_group(tmp_path):
     is recorded (error.json) and the group's other rows still run; the job, rerun after its worker died, reads back
     the rows already finished instead of redoing them."""
     from lightning_unlearn.benchmark import BenchmarkConfigError
-    from lightning_unlearn.benchmark.config import executor_settings, group_rows
+    from lightning_unlearn.benchmark.scaleout import executor_settings, group_rows
     from lightning_unlearn.benchmark.jobs import group_rows_job
     from lightning_unlearn.benchmark.plan import make_plan
 
@@ -208,12 +208,12 @@ def test_group_rows_one_job_per_group(tmp_path):
                            plan.models[group.gold_key])  # fmt: skip
     first = {r["method"]: r for r in result["rows"]}
     # the group job failed as a whole (its worker died): a row it had finished is kept, the others are failures
-    from lightning_unlearn.benchmark.execution import _after_failed_group
+    from lightning_unlearn.benchmark.batch import row_after_failed_group
     from lightning_unlearn.executors import JobResult
 
     died = JobResult("g", False, error="WorkerCrashedError: killed", attempts=1)
-    kept = _after_failed_group(cfg, group, "Finetune", died)
-    lost = _after_failed_group(cfg, group, "Broken", died)
+    kept = row_after_failed_group(cfg, group, "Finetune", died)
+    lost = row_after_failed_group(cfg, group, "Broken", died)
     assert kept.ok and kept.value["finished_at"] == first["Finetune"]["finished_at"]
     assert not lost.ok and lost.error == died.error
     assert [r.value["finished_at"] for r in again] == [first["Original"]["finished_at"], first["Finetune"]["finished_at"]]

@@ -141,3 +141,61 @@ def test_stratified_split_partitions():
     rest, part = stratified_split(Y, 0.2, seed=0)
     assert len(np.intersect1d(rest, part)) == 0 and len(rest) + len(part) == len(Y)
     assert np.bincount(Y[part]).tolist() == [8] * 5
+
+
+# -- the user's own splits and further deletion requests (issue 25) ----------------------------------------------------
+def test_a_forget_set_combines_classes_and_indices():
+    """One request naming a class and some samples could not be stated: ForgetSpec took exactly one mode."""
+    spec = ForgetSpec(classes=[1], indices=[0, 5, 199])
+    assert spec.mode == "combined"
+    s = make_splits(Y, Y_TEST, spec, holdout_fraction=0.1, seed=0)
+    assert set(s.forget.tolist()) == set(np.flatnonzero(Y == 1)) - set(s.holdout.tolist()) | {0, 5, 199}
+    assert s.forget_classes == [1] and set(Y_TEST[s.test_forget]) == {1}  # class 1 is forgotten whole
+    assert not np.isin([0, 5, 199], s.holdout).any()
+    sub = make_splits(Y, Y_TEST, ForgetSpec(classes=[2], per_class=5, indices=[0]), seed=0)
+    assert len(sub.forget) == 6 and 0 in sub.forget and sub.forget_classes == []
+    with pytest.raises(ValueError, match="exactly one mode"):
+        ForgetSpec(classes=[1], fraction=0.1, indices=[3])
+
+
+def test_the_users_holdout_replaces_the_drawn_one():
+    held = np.arange(0, 200, 10)
+    s = make_splits(Y, Y_TEST, SPECS["random"], holdout=held, seed=0)
+    assert np.array_equal(s.holdout, held) and not np.isin(s.forget, held).any() and not np.isin(s.retain, held).any()
+    with pytest.raises(ValueError, match=r"Forget indices \[0, 50\] are in the holdout"):
+        make_splits(Y, Y_TEST, ForgetSpec(indices=[0, 5, 50]), holdout=held)
+    with pytest.raises(IndexError, match="Holdout indices out of range"):
+        make_splits(Y, Y_TEST, None, holdout=[3, 200])
+
+
+def test_sequential_requests_forget_among_what_is_left():
+    from lightning_unlearn.data import sequential_splits
+
+    specs = [ForgetSpec(classes=[1]), ForgetSpec(indices=[2, 3, 4]), ForgetSpec(fraction=0.05)]
+    first, second, third = sequential_splits(Y, Y_TEST, specs, holdout_fraction=0.1, seed=0)
+    assert np.array_equal(first.holdout, second.holdout) and np.array_equal(first.holdout, third.holdout)
+    assert np.array_equal(second.forgotten, first.forget)
+    assert np.array_equal(third.forgotten, np.union1d(first.forget, second.forget))
+    assert not np.isin(third.forget, third.forgotten).any()
+    gold_data = set(third.retain.tolist())  # what the gold model of request 3 is trained on
+    assert gold_data == set(range(200)) - set(third.holdout.tolist()) - set(third.cumulative_forget.tolist())
+    assert "forgotten" in third.hashes() and "forgotten" not in first.hashes()  # first requests hash as before
+    assert not np.isin(third.test_retain, np.flatnonzero(Y_TEST == 1)).any()  # class 1 is gone from test_retain
+    with pytest.raises(ValueError, match="forgotten by an earlier request already"):
+        sequential_splits(Y, Y_TEST, [ForgetSpec(indices=[2, 3]), ForgetSpec(indices=[3])])
+    with pytest.raises(ValueError, match="every sample it names was forgotten by an earlier request"):
+        sequential_splits(Y, Y_TEST, [ForgetSpec(classes=[1]), ForgetSpec(classes=[1])])
+
+
+@pytest.mark.parametrize(
+    "mode, digest",
+    [("classwise", "444d696a48b28ef1"), ("subclass", "9e10978511c4d6ac"), ("random", "6a9b43d6c694c29e"),
+     ("indices", "12a40a35bf639e0d")],
+)  # fmt: skip
+def test_a_first_request_draws_as_before(mode, digest):
+    """A first request's splits (the only kind there was) are those of the code before sequential requests (digests
+    computed with c7d07c8), so every split hash a checkpoint recorded stays valid."""
+    import hashlib
+
+    s = make_splits(Y, Y_TEST, SPECS[mode], holdout_fraction=0.1, seed=3)
+    assert hashlib.sha256(json.dumps(s.hashes(), sort_keys=True).encode()).hexdigest()[:16] == digest

@@ -16,8 +16,9 @@ import yaml
 
 from lightning_unlearn.executors import Job
 from lightning_unlearn.search_space import Choice, FloatRange, IntRange, parse_space
-from lightning_unlearn.tune.config import TuneConfigError, load_tune_config, resolve_space
-from lightning_unlearn.tune.record import TuningOverlapError, check_not_tuned_on, read_best
+from lightning_unlearn.experiment import TuningOverlapError, check_not_tuned_on, read_best
+from lightning_unlearn.tune.config import TuneConfigError, load_tune_config
+from lightning_unlearn.tune.space import resolve_space
 from lightning_unlearn.tune.study import make_sampler, open_study, run_study, storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,12 +164,13 @@ def test_bad_names_and_overlapping_targets_are_refused(tmp_path: Path, capsys: p
 
 
 def test_declared_search_spaces_fit_their_methods() -> None:
-    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn import benchmark as B
 
     cfg = B.load_config(str(ROOT / "configs/benchmark/quickstart.yaml"))
     for spec in cfg.methods:
         space = resolve_space(spec, None)
-        assert space and "lr" in space or spec.class_path.endswith(("FisherForgetting", "SelectiveSynapticDampening"))
+        assert space and "lr" in space or spec.class_path.endswith(("FisherForgetting", "SelectiveSynapticDampening",
+                                                                    "RUM"))  # RUM: its bins' methods have the lr
     # YAML overrides: a new range replaces the declared one, null takes a key out
     fin = next(m for m in cfg.methods if m.name == "Finetune")
     space = resolve_space(fin, {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "max_epochs": None})
@@ -228,9 +230,9 @@ def test_tuning_uses_no_evaluation_target_and_reuses_finished_trials(tmp_path: P
 # -- the benchmark with tuned settings -----------------------------------------------------------------------------
 def _write_best(tmp_path: Path, bench_yaml: Path) -> Path:
     """A best/ directory as the tuner writes it, tuned on class 5 / seed 7 (no training needed)."""
-    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn import benchmark as B
+    from lightning_unlearn.experiment import write_best
     from lightning_unlearn.tune.config import group_record
-    from lightning_unlearn.tune.record import write_best
 
     cfg = B.load_config(str(bench_yaml), scenarios=[{"name": "class-wise", "targets": [{"classes": [5]}]}], seeds=[7])
     groups = [group_record(g) for g in B.make_plan(cfg).groups]
@@ -241,7 +243,7 @@ def _write_best(tmp_path: Path, bench_yaml: Path) -> Path:
 
 
 def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_path: Path) -> None:
-    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn import benchmark as B
 
     bench_yaml = _bench_yaml(tmp_path)
     best = _write_best(tmp_path, bench_yaml)
@@ -261,7 +263,7 @@ def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_p
     (best / "Finetune.yaml").write_text("model:\n  class_path: lightning_unlearn.methods.Finetune\n")
     with pytest.raises(B.BenchmarkConfigError, match="no tuning record"):
         B.load_config(str(bench_yaml), **{"tuned.dir": str(best)})
-    from lightning_unlearn.tune.record import write_best
+    from lightning_unlearn.experiment import write_best
 
     with pytest.raises(FileExistsError, match="not written by the tuner"):  # the tuner never overwrites a user's file
         write_best(best / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
@@ -322,13 +324,13 @@ def test_a_best_file_the_tuner_did_not_write_is_refused_before_any_trial(
 def test_a_model_that_fails_to_train_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_unlearn.tune import _bench as B
+    from lightning_unlearn.benchmark import jobs as bm
     from lightning_unlearn.tune import main
 
     def broken(cfg: object, job: object) -> float:
         raise RuntimeError("CUDA error: out of memory\n(a second line of the cause)")
 
-    monkeypatch.setattr(B, "train_model", broken)
+    monkeypatch.setattr(bm, "train_model", broken)
     with pytest.raises(SystemExit) as info:
         main(["-c", str(_tune_yaml(tmp_path))])
     assert info.value.code not in (0, None)

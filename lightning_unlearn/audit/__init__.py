@@ -16,7 +16,13 @@ from lightning_unlearn.audit.challenge import (
     per_example_epsilon,
     threshold_attack_rates,
 )
-from lightning_unlearn.audit.config import AuditConfig, AuditConfigError, build_parser, load_config
+from lightning_unlearn.audit.config import (
+    AuditConfig,
+    AuditConfigError,
+    build_parser,
+    config_from_namespace,
+    load_config,
+)
 from lightning_unlearn.audit.run import evaluate_scores, run_audit
 from lightning_unlearn.audit.ulira import (
     AuditError,
@@ -27,6 +33,7 @@ from lightning_unlearn.audit.ulira import (
     model_confidences,
     ulira,
 )
+from lightning_unlearn.experiment import ConfigError, parse_command, run_command
 
 __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "attack_metrics", "bin_index",
            "build_parser", "challenge_score", "epsilon_from_rates", "evaluate_scores", "fit_gaussians",
@@ -37,23 +44,14 @@ __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "atta
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``lightning_unlearn audit -c configs/audit/<name>.yaml [--key value ...]``."""
-    from lightning_unlearn.audit.config import config_from_namespace
-
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = build_parser().parse_args(args)
-    try:
-        cfg = config_from_namespace(ns)
-        result = run_audit(cfg)
-    except (AuditConfigError, AuditError) as err:
-        print(f"lightning_unlearn audit: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (KeyboardInterrupt, SystemExit) as err:
-        from lightning_unlearn.executors import is_interrupt
 
-        if not is_interrupt(err):
-            raise
-        print("lightning_unlearn audit: interrupted; run the same command again to resume (finished models and scores "
-              "are reused)", file=sys.stderr)  # fmt: skip
-        raise SystemExit(130) from None
-    if result["failures"]:
-        raise SystemExit(1)
+    def command() -> int:
+        ns = parse_command(build_parser(), args)
+        try:
+            result = run_audit(config_from_namespace(ns))
+        except AuditError as err:  # too few shadow models or examples for the statistics: the config's to change
+            raise ConfigError(str(err)) from None
+        return 1 if result["failures"] else 0
+
+    run_command("audit", command, reused="finished models and scores are reused")

@@ -2,45 +2,44 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_unlearn.audit._bench import (
-    BenchmarkConfigError,
-    MethodSpec,
+from lightning_unlearn.experiment import (
+    ORIGINAL,
+    RETRAIN,
+    ConfigError,
+    ExecutorSettings,
+    ExperimentConfig,
     TrainerSettings,
     TrainingSettings,
-    _check_method_args,
-    _method_spec,
+    add_experiment_arguments,
+    add_run_arguments,
+    check_methods,
     class_spec,
+    command_parser,
+    config_args,
+    executor_settings,
+    method_spec,
+    parse_command,
+    parsed_values,
 )
 
-__all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config"]
+__all__ = ["AuditConfig", "AuditConfigError", "build_parser", "config_from_namespace", "load_config", "validate_config"]
 
-#: Reserved method names: the original unchanged (no unlearning) and an independent retraining on D_r.
-ORIGINAL, RETRAIN = "Original", "Retrain"
 EVALUATIONS = ("ulira", "challenge")
-_DATA_SKIP = {"forget", "seed", "train_on", "holdout_fraction"}  # the audit sets them per shadow model
-_BACKBONE_LINKED = ("num_classes", "in_channels", "image_size", "mean", "std")
+DATA_SKIP = frozenset({"forget", "seed", "train_on", "holdout_fraction"})  # the audit sets them per shadow model
+#: The audit's configuration errors are :class:`~lightning_unlearn.experiment.ConfigError` (the older name).
+AuditConfigError = ConfigError
 
 
-class AuditConfigError(ValueError):
-    """The audit configuration cannot run (raised before anything is trained)."""
+@dataclass(kw_only=True)
+class AuditConfig(ExperimentConfig):
+    """A parsed audit configuration (see ``docs/audit.md`` for every key): the fields every application has
+    (:class:`~lightning_unlearn.experiment.ExperimentConfig`) and the audit's own."""
 
-
-@dataclass
-class AuditConfig:
-    """A parsed audit configuration (see ``docs/audit.md`` for every key)."""
-
-    output_dir: str
-    data: dict[str, Any]
-    backbone: dict[str, Any]
-    training: TrainingSettings
-    methods: list[MethodSpec]
-    trainer: TrainerSettings
     shadow_models: int = 16
     targets: int = 100
     forget_per_model: int = 50
@@ -48,47 +47,39 @@ class AuditConfig:
     seed: int = 0
     baselines: list[str] = field(default_factory=lambda: [ORIGINAL, RETRAIN])
     evaluations: list[str] = field(default_factory=lambda: list(EVALUATIONS))
-    delta: float = 0.01
+    delta: float = 1e-5
     variance: Literal["auto", "per_example", "global"] = "auto"
     bootstrap: int = 200
-    executor: Any = "local"
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    quiet: bool = True
-    source: dict[str, Any] = field(default_factory=dict)
+    num_cpus: float | None = None  # the older spelling of executor.resources.num_cpus
+    num_gpus: float | None = None  # ... and of executor.resources.num_gpus
 
     @property
     def rows(self) -> list[str]:
         """Every audited row: the baselines, then the configured methods."""
         return [*self.baselines, *(m.name for m in self.methods)]
 
+    def scale_out(self) -> ExecutorSettings:
+        """Where the jobs run: ``executor`` as every application reads it (``num_cpus``/``num_gpus``, if given, are
+        the defaults of ``executor.resources``)."""
+        defaults = {k: v for k, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)) if v is not None}
+        return executor_settings(self.executor, self.trainer, defaults)
+
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn audit``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from lightning_unlearn.backbones import Backbone
-    from lightning_unlearn.data.base import UnlearningDataModule
-
-    p = ArgumentParser(
-        prog="lightning_unlearn audit",
-        description=(
-            "Privacy audit of unlearning methods with shadow models: U-LiRA (Hayes et al. 2024) and the NeurIPS 2023 "
-            "unlearning challenge's forgetting score. Writes audit.json, audit.md and audit.png into output_dir; "
-            "trained models are cached and reused. See docs/audit.md."
-        ),
-        default_env=False,
+    p = command_parser(
+        "audit",
+        "Privacy audit of unlearning methods with shadow models: U-LiRA (Hayes et al. 2024) and the NeurIPS 2023 "
+        "unlearning challenge's forgetting score. Writes audit.json, audit.md and audit.png into output_dir; trained "
+        "models are cached and reused. See docs/audit.md.",
+        "configs/audit/*.yaml",
+        "runs/audit",
     )
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/audit/*.yaml).")
-    p.add_argument("--output_dir", type=str, default="runs/audit", help="Where everything is written.")
-    p.add_subclass_arguments(UnlearningDataModule, "data", instantiate=False, required=True, skip=_DATA_SKIP,
-                             help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).")
-    p.add_subclass_arguments(Backbone, "backbone", instantiate=False, required=True, skip=set(_BACKBONE_LINKED),
-                             help="The network; num_classes, in_channels, image_size, mean, std come from the data.")
-    p.add_class_arguments(TrainingSettings, "training", instantiate=False)
-    p.add_argument("--methods", type=list[dict[str, Any]], default=[],
-                   help="List of {name, class_path, init_args, max_epochs, trainer}: the methods under audit.")
-    p.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
+    add_experiment_arguments(
+        p, data_skip=DATA_SKIP, methods_required=False,
+        data_help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).",
+        methods_help="List of {name, class_path, init_args, max_epochs, trainer}: the methods under audit.",
+    )  # fmt: skip
     p.add_argument("--shadow_models", type=int, default=16, help="N: shadow originals (each on a random half).")
     p.add_argument("--targets", type=int, default=100, help="Size of the target set T drawn from the pool.")
     p.add_argument("--forget_per_model", type=int, default=50, help="Forget set size per shadow (drawn from T).")
@@ -98,36 +89,25 @@ def build_parser() -> Any:
     p.add_argument("--baselines", type=list[str], default=[ORIGINAL, RETRAIN],
                    help="Reference rows: Original (no unlearning) and Retrain (independent retraining on D_r).")
     p.add_argument("--evaluations", type=list[str], default=list(EVALUATIONS), help="ulira and/or challenge.")
-    p.add_argument("--delta", type=float, default=0.01, help="The challenge's delta.")
+    p.add_argument("--delta", type=float, default=1e-5, help="The challenge's delta (its scoring code's 1e-5).")
     p.add_argument("--variance", type=Literal["auto", "per_example", "global"], default="auto",
                    help="U-LiRA Gaussians: per-example or pooled std (auto: per example with >= 8 samples).")
     p.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples for the 95% intervals.")
-    p.add_argument("--executor", type=Any, default="local", help='"local" or {name: ray, ...}.')
-    p.add_argument("--num_cpus", type=float, default=1.0, help="CPU cores per job (for the executor).")
-    p.add_argument("--num_gpus", type=float, default=0.0, help="GPUs per job (for the executor).")
-    p.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
+    add_run_arguments(p)
+    p.add_argument("--num_cpus", type=float | None, default=None, help="Older spelling of executor.resources.num_cpus.")
+    p.add_argument("--num_gpus", type=float | None, default=None, help="Older spelling of executor.resources.num_gpus.")
     return p  # fmt: skip
 
 
 def load_config(source: str | Path | Sequence[str] | None = None, **overrides: Any) -> AuditConfig:
     """Parse an audit config: a YAML path or command-line arguments; ``overrides`` are dotted keys applied after."""
-    parser = build_parser()
-    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source or [])
-    for key, value in overrides.items():
-        args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
-    return config_from_namespace(parser.parse_args(args))
+    return config_from_namespace(parse_command(build_parser(), config_args(source, overrides)))
 
 
 def config_from_namespace(ns: Any) -> AuditConfig:
     """A validated :class:`AuditConfig` from a parsed namespace."""
-    d = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
-    d.pop("config", None)
-    d.pop("__path__", None)
-    source = json.loads(json.dumps(d, default=str))
-    try:
-        methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
-    except BenchmarkConfigError as err:
-        raise AuditConfigError(str(err)) from None
+    d, source = parsed_values(ns)
+    methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
     cfg = AuditConfig(
         output_dir=str(d["output_dir"]), data=class_spec(d["data"]), backbone=class_spec(d["backbone"]),
         training=TrainingSettings(**d["training"]), methods=methods, trainer=TrainerSettings(**d["trainer"]),
@@ -135,7 +115,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
         target_classes=None if d.get("target_classes") is None else [int(c) for c in d["target_classes"]],
         seed=int(d["seed"]), baselines=list(d["baselines"]), evaluations=list(d["evaluations"]),
         delta=float(d["delta"]), variance=d["variance"], bootstrap=int(d["bootstrap"]), executor=d["executor"],
-        num_cpus=float(d["num_cpus"]), num_gpus=float(d["num_gpus"]), quiet=bool(d["quiet"]), source=source,
+        num_cpus=d.get("num_cpus"), num_gpus=d.get("num_gpus"), quiet=bool(d["quiet"]), source=source,
     )  # fmt: skip
     validate_config(cfg)
     return cfg
@@ -144,37 +124,30 @@ def config_from_namespace(ns: Any) -> AuditConfig:
 def validate_config(cfg: AuditConfig) -> None:
     """Every check possible before training (sizes, names, methods' classes and arguments)."""
     if cfg.shadow_models < 4:
-        raise AuditConfigError(
+        raise ConfigError(
             f"shadow_models={cfg.shadow_models}: U-LiRA fits two Gaussians per example on the other shadows and the "
             "challenge score needs two outputs of each kind per example; use at least 4 (16 or more for stable "
             "numbers)."
         )
     if cfg.targets < 1 or not 1 <= cfg.forget_per_model <= cfg.targets:
-        raise AuditConfigError(f"need 1 <= forget_per_model ({cfg.forget_per_model}) <= targets ({cfg.targets}).")
+        raise ConfigError(f"need 1 <= forget_per_model ({cfg.forget_per_model}) <= targets ({cfg.targets}).")
     bad = sorted(set(cfg.baselines) - {ORIGINAL, RETRAIN})
     if bad:
-        raise AuditConfigError(f"baselines {bad} unknown: choose among {ORIGINAL} and {RETRAIN}.")
+        raise ConfigError(f"baselines {bad} unknown: choose among {ORIGINAL} and {RETRAIN}.")
     bad = sorted(set(cfg.evaluations) - set(EVALUATIONS))
     if bad or not cfg.evaluations:
-        raise AuditConfigError(f"evaluations {bad or '[]'}: choose one or more of {list(EVALUATIONS)}.")
+        raise ConfigError(f"evaluations {bad or '[]'}: choose one or more of {list(EVALUATIONS)}.")
     if not cfg.rows:
-        raise AuditConfigError("nothing to audit: list `methods` (or keep the baselines).")
-    names = [m.name for m in cfg.methods]
-    if len(set(names)) != len(names):
-        raise AuditConfigError(f"method names must be unique, got {names}.")
+        raise ConfigError("nothing to audit: list `methods` (or keep the baselines).")
+    check_methods(cfg.methods, "a baseline")
     for m in cfg.methods:
-        if m.name in (ORIGINAL, RETRAIN):
-            raise AuditConfigError(f"{m.name!r} is reserved for a baseline; rename that method.")
-        try:
-            if m.needs_recorded_updates:
-                raise AuditConfigError(f"method {m.name!r} needs updates recorded during training; the audit does "
-                                       "not record them yet: remove it from `methods`.")  # fmt: skip
-            _check_method_args(m, m.resolve())
-        except BenchmarkConfigError as err:
-            raise AuditConfigError(str(err)) from None
+        if m.needs_recorded_updates:
+            raise ConfigError(f"method {m.name!r} needs updates recorded during training; the audit does not record "
+                              "them yet: remove it from `methods`.")  # fmt: skip
     if not 0 < cfg.delta < 1:
-        raise AuditConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
+        raise ConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
     if cfg.trainer.devices != 1:
-        raise AuditConfigError(
+        raise ConfigError(
             "trainer.devices must be 1: each job runs on one device (use the ray executor for more)."
         )
+    cfg.scale_out()  # its errors, before anything runs

@@ -4,93 +4,69 @@ writes its files atomically, ``info.json`` (with the checkpoint's sha256) or ``s
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from typing import Any
 
 import numpy as np
+import torch
 
-from lightning_unlearn.audit._bench import build_backbone_for, file_sha256, quiet
-from lightning_unlearn.audit._bench import trainer_kwargs as _trainer_kwargs
 from lightning_unlearn.audit.config import AuditConfig
-from lightning_unlearn.audit.shadow import ModelEntry, Shadow, _datamodule, _write_json
+from lightning_unlearn.audit.shadow import ModelEntry, Shadow, shadow_datamodule
+from lightning_unlearn.audit.ulira import logit_confidence
+from lightning_unlearn.checkpoints import load_backbone
+from lightning_unlearn.data.datasets import SplitView
 from lightning_unlearn.data.forget import index_hash
+from lightning_unlearn.evaluation.mia import mia_efficacy
+from lightning_unlearn.experiment import (
+    eval_device,
+    fresh_dir,
+    quiet,
+    set_threads,
+    train_classifier,
+    trainer_kwargs,
+    unlearn,
+    write_json,
+    write_model_info,
+)
+from lightning_unlearn.filecache import file_sha256
 
 __all__ = ["score_job", "train_job", "unlearn_job"]
 
 
-def _threads(cfg: AuditConfig) -> None:
-    if cfg.trainer.num_threads:
-        import torch
-
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-
-
 def _finish(entry: ModelEntry, extra: dict[str, Any]) -> None:
-    _write_json(entry.dir / "info.json", {"role": entry.role, "row": entry.row, "shadow": entry.shadow,
-                                          "key_content": entry.key_content, **extra,
-                                          "sha256": {entry.ckpt.name: file_sha256(entry.ckpt)}})  # fmt: skip
+    write_model_info(entry.dir, {"role": entry.role, "row": entry.row, "shadow": entry.shadow,
+                                 "key_content": entry.key_content, **extra}, [entry.ckpt])  # fmt: skip
 
 
-def train_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow) -> float:
-    """Train an original (on the half) or a retrained model (on the half minus the forget set); returns seconds."""
-    import lightning.pytorch as pl
-
-    from lightning_unlearn.methods import Classifier
-
-    _threads(cfg)
-    if entry.dir.exists():
-        shutil.rmtree(entry.dir)
-    entry.dir.mkdir(parents=True)
+def train_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, threads: int | None = None) -> float:
+    """Train an original (on the half) or a retrained model (on the half minus the forget set); returns the training
+    time its checkpoint records."""
+    set_threads(threads)
+    fresh_dir(entry.dir)
     with quiet(cfg.quiet):
-        dm = _datamodule(cfg, shadow, train_on="all" if entry.role == "original" else "retain")
-        pl.seed_everything(entry.seed, workers=True, verbose=False)
-        model = Classifier(build_backbone_for(cfg, dm), **cfg.training.classifier_kwargs())
-        trainer = pl.Trainer(max_epochs=cfg.training.epochs(entry.role), **_trainer_kwargs(cfg, entry.dir))
-        t0 = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
-        tmp = entry.dir / "model.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, entry.ckpt)
-    seconds = time.perf_counter() - t0
+        dm = shadow_datamodule(cfg, shadow, train_on="all" if entry.role == "original" else "retain")
+        seconds = train_classifier(dm, cfg.backbone, cfg.training, entry.role, entry.seed, entry.ckpt,
+                                   trainer_kwargs(cfg.trainer, entry.dir))  # fmt: skip
     _finish(entry, {"train_time_s": seconds})
     return seconds
 
 
-def unlearn_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, original: str, gold: str) -> float:
+def unlearn_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, original: str, gold: str,
+                threads: int | None = None) -> float:  # fmt: skip
     """Run ``entry.method`` from shadow k's original through ``UnlearnTrainer.unlearn``; returns its unlearning time."""
-    import inspect
-
-    import lightning.pytorch as pl
-
-    from lightning_unlearn.trainer import UnlearnTrainer
-
-    assert entry.method is not None
-    _threads(cfg)
-    if entry.dir.exists():
-        shutil.rmtree(entry.dir)
-    entry.dir.mkdir(parents=True)
-    spec = entry.method
-    cls = spec.resolve()
-    kwargs = dict(spec.init_args)
-    if "seed" in inspect.signature(cls).parameters and "seed" not in kwargs:
-        kwargs["seed"] = entry.seed
+    if entry.method is None:
+        raise ValueError(f"{entry.name} is not an unlearned model")
+    set_threads(threads)
+    fresh_dir(entry.dir)
     with quiet(cfg.quiet):
-        dm = _datamodule(cfg, shadow)
-        pl.seed_everything(entry.seed, workers=True, verbose=False)
-        method = cls(**kwargs)
-        trainer = UnlearnTrainer(max_epochs=spec.max_epochs, **{**_trainer_kwargs(cfg, entry.dir), **spec.trainer})
-        summary = trainer.unlearn(method, dm, original_ckpt=original, gold_ckpt=gold, output=str(entry.ckpt),
-                                  evaluate=False, retain_collapse=None)  # fmt: skip
+        dm = shadow_datamodule(cfg, shadow)
+        summary = unlearn(entry.method, dm, entry.seed, original, gold, entry.ckpt,
+                          trainer_kwargs(cfg.trainer, entry.dir), evaluate=False)  # fmt: skip
     seconds = float(summary["unlearn_time_s"])
     _finish(entry, {"unlearn_time_s": seconds})
     return seconds
 
 
-def _logits(net: Any, loader: Any, device: str) -> tuple[Any, Any]:
-    import torch
-
+def _logits(net: Any, loader: Any, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     outs, ys = [], []
     net = net.to(device).eval()
     with torch.no_grad():
@@ -100,20 +76,13 @@ def _logits(net: Any, loader: Any, device: str) -> tuple[Any, Any]:
     return torch.cat(outs), torch.cat(ys)
 
 
-def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list[int]) -> dict[str, Any]:
+def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list[int],
+              threads: int | None = None) -> dict[str, Any]:  # fmt: skip
     """``phi`` (logit-scaled true-class confidence) of the model on every target, and its accuracies on D_r, D_f and
     the test set; written to ``scores.json`` with the digest of the scored checkpoint."""
-    import torch
-
-    from lightning_unlearn.audit.ulira import logit_confidence
-    from lightning_unlearn.checkpoints import load_backbone
-    from lightning_unlearn.data.datasets import SplitView
-    from lightning_unlearn.evaluation.mia import mia_efficacy
-
-    _threads(cfg)
-    acc = str(cfg.trainer.accelerator).lower()
-    device = "cuda" if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-    dm = _datamodule(cfg, shadow, train_on="retain" if entry.role == "gold" else "all")
+    set_threads(threads)
+    device = eval_device(cfg.trainer.accelerator)
+    dm = shadow_datamodule(cfg, shadow, train_on="retain" if entry.role == "gold" else "all")
     dm.setup("fit")
     net, _ = load_backbone(entry.ckpt, dm, what=f"{entry.role} model {entry.ckpt}")
     z, y = _logits(net, dm.loader(SplitView(dm.train_set, np.asarray(targets, dtype=np.int64))), device)
@@ -126,5 +95,5 @@ def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list
     # the population attack every toolkit reports (SalUn's MIA-efficacy: D_r vs test, applied to D_f), for comparison
     out["MIA"] = mia_efficacy(*probs["retain"], *probs["test"], *probs["forget"], seed=shadow.seed)
     out["model_sha256"] = file_sha256(entry.ckpt)
-    _write_json(entry.scores_path, out)
+    write_json(entry.scores_path, out)
     return out

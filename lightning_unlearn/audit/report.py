@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_unlearn.experiment import json_text, write_output
+
 __all__ = ["audit_markdown", "plot_distributions", "write_reports"]
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def _pct(v: Any) -> str:
@@ -39,6 +27,13 @@ def _ci(row: dict[str, Any], key: str) -> str:
     return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def _f(ch: dict[str, Any]) -> str:
+    if ch.get("F") is None:
+        return "-"
+    lo, hi = (ch.get("F_ci95") or [None, None])[:2]
+    return f"{ch['F']:.3f}" if lo is None else f"{ch['F']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def audit_markdown(result: dict[str, Any]) -> str:
     """The report: one line per audited row, the failures, and how to read it."""
     lines = [
@@ -46,21 +41,25 @@ def audit_markdown(result: dict[str, Any]) -> str:
         f"{result['shadow_models']} shadow models, each on a random half of a pool of {result['pool_size']} examples, "
         f"forgetting {result['forget_per_model']} of {result['targets']} target examples. U-LiRA (Hayes et al. 2024, "
         "sec. 4): a per-example likelihood-ratio attack telling an unlearned model from a retrained one, ideal 50% "
-        "(accuracy, AUC) and TPR equal to the FPR; 95% bootstrap intervals in brackets. Challenge (Triantafillou et "
-        "al. 2024): forgetting quality F (1 = indistinguishable from retraining) and the final score "
-        "F x RA_u/RA_r x TA_u/TA_r.", "",
-        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F | score | median eps | RA (%) | TA (%) "
-        "| FA (%) | pop. MIA-eff. (%) |",
+        "(accuracy, AUC) and a TPR equal to the FPR (the best TPR at FPR <= 1% / 5%); 95% bootstrap intervals in "
+        "brackets. Challenge (Triantafillou et al. 2024, its released scoring code): per target example, the largest "
+        "epsilon of its threshold attacks on the unlearned vs the retrained models of the shadows that forgot it; "
+        "forgetting quality F = mean over examples of 2^-k for an epsilon in [k/2, (k+1)/2), 0 from ceil(log(n - 1)) "
+        "on (n: that example's models per side), and the final score F x RA_u/RA_r x TA_u/TA_r. F = 1 would mean "
+        "every epsilon below 0.5, which even retraining does not reach with few models (the best of many attacks on a "
+        "few outputs finds a large epsilon by chance): read a row's F against the Retrain row's, the F of an "
+        "independent retraining, below.", "",
+        "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F [95% CI] | score | median eps | RA (%) "
+        "| TA (%) | FA (%) | pop. MIA-eff. (%) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name, row in result["rows"].items():
         ch = row.get("challenge") or {}
-        f = "-" if ch.get("F") is None else f"{ch['F']:.3f}"
         score = "-" if ch.get("score") is None else f"{ch['score']:.3f}"
         eps = "-" if ch.get("epsilon_median") is None else f"{ch['epsilon_median']:.2f}"
         lines.append(f"| {name} | {row['models']} | {_ci(row, 'accuracy')} | {_ci(row, 'auc')} | "
-                     f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {f} | {score} | {eps} | {_pct(row['RA'])} | "
-                     f"{_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
+                     f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {_f(ch)} | {score} | {eps} | "
+                     f"{_pct(row['RA'])} | {_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
                      f"{_pct(row.get('MIA_std'))} |")  # fmt: skip
     errors = [(n, r["error"]) for n, r in result["rows"].items() if r.get("error")]
     if errors:
@@ -70,17 +69,20 @@ def audit_markdown(result: dict[str, Any]) -> str:
                   "the traceback is in error.json in the model's directory):", ""]  # fmt: skip
         lines += [f"- {f['stage']} {f['row']} on shadow {f['shadow']}: {f['error']}" for f in result["failures"]]
     ref = result["reference"]
+    retrain = (result["rows"].get("Retrain") or {}).get("challenge") or {}  # the baseline row of that name
+    f_ref = (f"the F of retraining itself (row Retrain) is {_f(retrain)}: the most a method can be expected to reach "
+             "with these models" if retrain.get("F") is not None else "no Retrain row was audited, so F has no "
+             "reference here")  # fmt: skip
     lines += ["", f"Reference (retrained models): RA {_pct(ref['RA_r'])}%, TA {_pct(ref['TA_r'])}%, population "
               f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; "
-              "mean ± "
-              "std over shadows). A row is exposed when its U-LiRA accuracy interval lies above 50% or its F is far "
-              "below Retrain's.", ""]
+              f"mean ± std over shadows); {f_ref}. A row is exposed when its U-LiRA accuracy interval lies above 50% "
+              "or its F interval lies below Retrain's.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
 def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
     """Per row: the histogram of per-example epsilons and of the held-out models' log-likelihood ratios."""
-    import matplotlib
+    import matplotlib  # deferred: start-up (matplotlib only when the report is written)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,7 +109,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
             ax.legend(fontsize=7)
         ax.set_xlabel("log-likelihood ratio", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_output(path.parent, path.name, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -115,12 +117,7 @@ def plot_distributions(result: dict[str, Any], path: Path) -> Path | None:
 def write_reports(result: dict[str, Any], out: Path) -> list[str]:
     """Write the three files (each replaced atomically); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, text in (("audit.json", json.dumps(_clean(result), indent=1)), ("audit.md", audit_markdown(result))):
-        tmp = out / f"{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-        files.append(str(out / name))
+    files = [str(write_output(out, "audit.json", json_text(result))), str(write_output(out, "audit.md", audit_markdown(result)))]
     png = plot_distributions(result, out / "audit.png")
     if png is not None:
         files.append(str(png))

@@ -11,21 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from lightning_unlearn.audit.challenge import challenge_score, per_example_epsilon
-from lightning_unlearn.audit.config import ORIGINAL, AuditConfig
+from lightning_unlearn.audit.challenge import DELTA, challenge_score, forgetting_quality_from_scores
+from lightning_unlearn.audit.config import AuditConfig
 from lightning_unlearn.audit.jobs import score_job, train_job, unlearn_job
-from lightning_unlearn.audit.shadow import (
-    ModelEntry,
-    ShadowPlan,
-    _write_json,
-    cached_scores,
-    make_shadow_plan,
-    model_problem,
-)
+from lightning_unlearn.audit.report import write_reports
+from lightning_unlearn.audit.shadow import ModelEntry, ShadowPlan, cached_scores, make_shadow_plan, model_problem
 from lightning_unlearn.audit.ulira import AuditError, ulira
-from lightning_unlearn.executors import Job, JobResult, Resources, make_executor
+from lightning_unlearn.executors import Job, JobResult, make_executor
+from lightning_unlearn.experiment import ORIGINAL, Progress, claim_output_dir, hms, write_json
 
-__all__ = ["evaluate_scores", "run_audit"]
+__all__ = ["OUTPUT_FILES", "evaluate_scores", "run_audit"]
+
+#: What the audit writes at the top of its output_dir (through ``experiment.write_output``: never over a file it did
+#: not write).
+OUTPUT_FILES = ("audit.json", "audit.md", "audit.png")
 
 
 def evaluate_scores(
@@ -36,7 +35,7 @@ def evaluate_scores(
     *,
     accuracies: dict[str, float] | None = None,
     evaluations: Sequence[str] = ("ulira", "challenge"),
-    delta: float = 0.01,
+    delta: float = DELTA,
     variance: str = "auto",
     bootstrap: int = 200,
     seed: int = 0,
@@ -55,120 +54,83 @@ def evaluate_scores(
         out["llr"] = {"unlearned": res.llr_unlearned.tolist(), "retrained": res.llr_retrained.tolist()}
     if "challenge" in evaluations:
         # the challenge compares, per forget example, unlearned and retrained models of the same forget sets
-        us, rs = [], []
-        for j in range(u.shape[1]):
-            ok = f[:, j] & np.isfinite(u[:, j]) & np.isfinite(r[:, j])
-            if ok.sum() >= 2:
-                us.append(u[ok, j])
-                rs.append(r[ok, j])
-        if not us:
-            raise AuditError(f"no example is forgotten in 2 or more of the {u.shape[0]} shadow models with both "
-                             "outputs; use more shadow models or larger forget sets")  # fmt: skip
-        eps = per_example_epsilon(us, rs, delta=delta)
-        acc = accuracies or {}
+        ch = forgetting_quality_from_scores(u, r, f, delta=delta, bootstrap=bootstrap, seed=seed)
+        eps, acc = ch["epsilons"], accuracies or {}
         if all(k in acc and np.isfinite(acc[k]) for k in ("RA_u", "RA_r", "TA_u", "TA_r")):
-            out["challenge"] = challenge_score(eps, acc["RA_u"], acc["RA_r"], acc["TA_u"], acc["TA_r"])
+            out["challenge"] = challenge_score(eps, ch["num_models"], acc["RA_u"], acc["RA_r"], acc["TA_u"],
+                                               acc["TA_r"])
         else:
-            from lightning_unlearn.audit.challenge import forgetting_quality
-
-            out["challenge"] = {"F": forgetting_quality(eps), "examples": len(eps)}
-        out["challenge"]["delta"] = delta
+            out["challenge"] = {"F": ch["F"], "examples": len(eps)}
+        out["challenge"].update(F_ci95=list(ch["ci95"]), delta=delta,
+                                models_per_example=[int(ch["num_models"].min()), int(ch["num_models"].max())])
         out["epsilons"] = eps.tolist()
     return out
 
 
-class _Progress:
-    """One line per finished job on stderr: counts, elapsed, and the time left from the mean time of each kind."""
-
-    def __init__(self, kinds: list[str], stream: Any) -> None:
-        self.pending = list(kinds)
-        self.total, self.done, self.start = len(kinds), 0, time.perf_counter()
-        self.times: dict[str, list[float]] = {}
-        self.stream = stream
-
-    def finish(self, kind: str, what: str, res: JobResult) -> None:
-        if kind in self.pending:
-            self.pending.remove(kind)
-        self.done += 1
-        self.times.setdefault(kind, []).append(res.wall_s)
-        everything = [t for ts in self.times.values() for t in ts]
-
-        def mean_of(k: str) -> float:  # the same kind, else the same stage (train/unlearn/score), else any job
-            stage = [t for kk, ts in self.times.items() if kk.split(":")[0] == k.split(":")[0] for t in ts]
-            return float(np.mean(self.times.get(k) or stage or everything))
-
-        left = sum(mean_of(k) for k in self.pending)
-        state = "ok" if res.ok else f"FAILED ({res.error})"[:200]
-        self.log(f"[{self.done}/{self.total}] {what}: {res.wall_s:.1f}s {state} | elapsed "
-                 f"{_hms(time.perf_counter() - self.start)}, ~{_hms(left)} left")  # fmt: skip
-
-    def log(self, text: str) -> None:
-        print(f"audit {text}", file=self.stream, flush=True)
-
-
-def _hms(s: float) -> str:
-    s = max(0.0, float(s))
-    return f"{s:.0f}s" if s < 60 else f"{int(s // 60)}m{int(s % 60):02d}s" if s < 3600 else f"{s / 3600:.1f}h"
-
-
-def _kind(e: ModelEntry, stage: str) -> str:
-    return f"{stage}:{e.row or e.role}"
+def _step(e: ModelEntry, stage: str) -> tuple[str, str]:
+    """The progress estimate's ``(family, kind)`` of a job: its stage (train, unlearn, score) and its row."""
+    return stage, e.row or e.role
 
 
 def run_audit(cfg: AuditConfig, stream: Any = None) -> dict[str, Any]:
     """Run or resume the audit; returns the ``audit.json`` content. Cached models and scores are reused; a job that
     fails is recorded (``failures``, and ``error.json`` in its directory) and the audit goes on without it."""
     stream = stream if stream is not None else sys.stderr
-    out = Path(cfg.output_dir)
     plan = make_shadow_plan(cfg)  # every split is checked before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output_dir(cfg.output_dir, "audit", OUTPUT_FILES):  # this run's alone, nothing of others in it
+        return _run(cfg, plan, stream)
+
+
+def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
     sh = {s.index: s for s in plan.shadows}
     unique = {e.name: e for e in plan.models.values()}  # one model may stand for two rows; each is built once
     to_build = [e for e in unique.values() if model_problem(e) is not None]
     rows = set(cfg.rows)  # the originals are scored only when the Original row is reported
     to_score = [e for e in unique.values() if (e.row in rows or e.row == "") and cached_scores(e, plan.targets) is None]
-    kinds = [_kind(e, "train" if e.role != "unlearned" else "unlearn") for e in to_build] + [
-        _kind(e, "score") for e in to_score]  # fmt: skip
-    progress = _Progress(kinds, stream)
+    steps = [_step(e, "train" if e.role != "unlearned" else "unlearn") for e in to_build] + [
+        _step(e, "score") for e in to_score]  # fmt: skip
+    progress = Progress(steps, stream=stream, prog="audit")
     progress.log(f"{cfg.shadow_models} shadow models x rows {cfg.rows}; {len(unique)} models ({len(to_build)} to "
                  f"build, {len(to_score)} to score), {len(plan.targets)} targets, {cfg.forget_per_model} forgotten per "
                  f"shadow -> {out}")  # fmt: skip
     failures: list[dict[str, Any]] = []
-    res_kw = {"resources": Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)}
-    with make_executor(cfg.executor) as ex:
+    settings = cfg.scale_out()
+    res_kw = {"resources": settings.resources}
+    common = {"cfg": cfg, "threads": settings.threads}
+    with make_executor(settings.spec) as ex, progress:
 
         def run(jobs: list[Job], entries: dict[str, tuple[ModelEntry, str]]) -> None:
             def done(res: JobResult) -> None:
                 e, stage = entries[res.key]
-                progress.finish(_kind(e, stage), f"{stage} {e.row or 'gold'} shadow {e.shadow}", res)
+                note = "ok" if res.ok else f"FAILED ({res.error})"[:200]
+                progress.finish(*_step(e, stage), f"{stage} {e.row or 'gold'} shadow {e.shadow}", res.wall_s, note)
                 if not res.ok:
                     info = {"stage": stage, "row": e.row or "gold", "shadow": e.shadow, "model": e.name,
                             "error": res.error, "traceback": res.traceback}  # fmt: skip
                     failures.append({k: v for k, v in info.items() if k != "traceback"})
                     e.dir.mkdir(parents=True, exist_ok=True)
-                    _write_json(e.dir / "error.json", info)
+                    write_json(e.dir / "error.json", info)
 
             ex.map(jobs, on_done=done)
 
         first = [e for e in to_build if e.role != "unlearned"]
-        run([Job(e.name, train_job, {"cfg": cfg, "entry": e, "shadow": sh[e.shadow]}, **res_kw) for e in first],
+        run([Job(e.name, train_job, {**common, "entry": e, "shadow": sh[e.shadow]}, **res_kw) for e in first],
             {e.name: (e, "train") for e in first})  # fmt: skip
         second = []
         for e in (e for e in to_build if e.role == "unlearned"):
             o, g = plan.models[f"{e.original}:{ORIGINAL}"], plan.gold(e.shadow)
             if model_problem(o) is None and model_problem(g) is None:
-                second.append(Job(e.name, unlearn_job, {"cfg": cfg, "entry": e, "shadow": sh[e.shadow],
+                second.append(Job(e.name, unlearn_job, {**common, "entry": e, "shadow": sh[e.shadow],
                                                         "original": str(o.ckpt), "gold": str(g.ckpt)}, **res_kw))
         run(second, {j.key: (unique[j.key], "unlearn") for j in second})
-        third = [Job(e.name, score_job, {"cfg": cfg, "entry": e, "shadow": sh[e.shadow],
+        third = [Job(e.name, score_job, {**common, "entry": e, "shadow": sh[e.shadow],
                                          "targets": [int(t) for t in plan.targets]}, **res_kw)
                  for e in to_score if model_problem(e) is None]  # fmt: skip
         run(third, {j.key: (unique[j.key], "score") for j in third})
     result = summarise(cfg, plan, failures)
-    from lightning_unlearn.audit.report import write_reports
-
     result["files"] = write_reports(result, out)
-    progress.log(f"done in {_hms(time.perf_counter() - progress.start)}"
+    progress.log(f"done in {hms(time.perf_counter() - progress.start)}"
                  + (f", {len(failures)} job(s) FAILED (listed in audit.md)" if failures else "")
                  + f". Report: {out / 'audit.md'}")  # fmt: skip
     return result
@@ -181,9 +143,9 @@ def _matrix(plan: ShadowPlan, entries: list[ModelEntry | None]) -> tuple[np.ndar
         s = cached_scores(e, plan.targets) if e is not None else None
         if s is None:
             continue
-        mat[k] = np.asarray(s["phi"], dtype=float)
+        mat[k] = np.asarray(s["phi"], dtype=float)  # null (a non-finite score) reads as nan
         for key in acc:
-            acc[key].append(float(s[key]))
+            acc[key].append(np.nan if s[key] is None else float(s[key]))
     return mat, acc
 
 

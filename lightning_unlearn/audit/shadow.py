@@ -11,22 +11,33 @@ its scores on T (``scores.json``) record the digest of the model they were compu
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightning_unlearn.audit._bench import MethodSpec, _import_class, config_hash, file_sha256
-from lightning_unlearn.audit.config import ORIGINAL, RETRAIN, AuditConfig, AuditConfigError
+from lightning_unlearn.audit.config import AuditConfig
 from lightning_unlearn.data.forget import ForgetSpec, index_hash
+from lightning_unlearn.experiment import (
+    ORIGINAL,
+    RETRAIN,
+    ConfigError,
+    MethodSpec,
+    build_datamodule,
+    config_hash,
+    data_for_key,
+    method_identity,
+    model_key_content,
+    read_json,
+    trainer_key,
+)
+from lightning_unlearn.experiment import model_problem as stored_model_problem
 
-__all__ = ["ModelEntry", "Shadow", "ShadowPlan", "cached_scores", "make_shadow_plan", "model_problem"]
+__all__ = ["ModelEntry", "Shadow", "ShadowPlan", "cached_scores", "make_shadow_plan", "model_problem",
+           "shadow_datamodule"]  # fmt: skip
 
 RETRAIN_SEED_OFFSET = 100_003  #: the Retrain row's models: an independent retraining (another seed) on each D_r
-_CACHE_IRRELEVANT_DATA_ARGS = {"num_workers", "eval_batch_size"}
 
 
 @dataclass
@@ -87,17 +98,18 @@ class ShadowPlan:
         return next(m for m in self.models.values() if m.shadow == k and m.role == "gold" and m.row == "")
 
 
-def _datamodule(cfg: AuditConfig, shadow: Shadow | None, train_on: str = "all") -> Any:
-    cls = _import_class(cfg.data["class_path"])
+def shadow_datamodule(cfg: AuditConfig, shadow: Shadow | None, train_on: str = "all") -> Any:
+    """Shadow k's DataModule (its forget set given as indices, its holdout the other half of the pool); ``None``:
+    the whole pool (no forget set, nothing held out)."""
     if shadow is None:
-        return cls(**cfg.data["init_args"], forget=None, seed=cfg.seed, holdout_fraction=0.0)
-    return cls(**cfg.data["init_args"], forget=ForgetSpec(indices=list(shadow.forget)), seed=shadow.seed,
-               holdout_fraction=shadow.holdout_fraction, train_on=train_on)  # fmt: skip
+        return build_datamodule(cfg.data, None, cfg.seed, holdout_fraction=0.0)
+    return build_datamodule(cfg.data, ForgetSpec(indices=list(shadow.forget)), shadow.seed, train_on,
+                            holdout_fraction=shadow.holdout_fraction)  # fmt: skip
 
 
 def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
     """Draw T and every shadow's forget set and half, check their splits, and name every model by its content hash."""
-    pool_dm = _datamodule(cfg, None)
+    pool_dm = shadow_datamodule(cfg, None)
     pool_dm.setup("fit")
     y = np.asarray(pool_dm.train_set.targets, dtype=np.int64)  # type: ignore[attr-defined]
     n = len(y)
@@ -105,13 +117,13 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
     if cfg.target_classes is not None:
         candidates = np.flatnonzero(np.isin(y, cfg.target_classes))
         if not len(candidates):
-            raise AuditConfigError(f"target_classes={cfg.target_classes}: the pool has no example of these classes.")
+            raise ConfigError(f"target_classes={cfg.target_classes}: the pool has no example of these classes.")
     if cfg.targets > len(candidates):
-        raise AuditConfigError(f"targets={cfg.targets} is larger than the {len(candidates)} pool examples it is drawn "
+        raise ConfigError(f"targets={cfg.targets} is larger than the {len(candidates)} pool examples it is drawn "
                                f"from; use targets <= {len(candidates)}.")  # fmt: skip
     half = n // 2
     if cfg.forget_per_model > half:
-        raise AuditConfigError(
+        raise ConfigError(
             f"forget_per_model={cfg.forget_per_model} is larger than the half of the pool each shadow model trains on "
             f"({half} of {n}); the forget set must lie inside the half and leave a retained set: use "
             f"forget_per_model < {half}."
@@ -124,12 +136,12 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
         h = (n - half) / (n - len(forget))  # hold out n - half of the rest: the forget set + the rest's share = half
         sh = Shadow(k, cfg.seed + k, [int(i) for i in forget], float(h), {}, "", np.zeros(0, bool), np.zeros(0, bool))
         try:
-            dm = _datamodule(cfg, sh)
+            dm = shadow_datamodule(cfg, sh)
             # the same pool for every shadow: load the datasets once (only the splits differ)
             dm._train, dm._test = pool_dm._train, pool_dm._test
             dm.setup("fit")
         except (ValueError, IndexError) as err:
-            raise AuditConfigError(f"shadow model {k}: {err}") from err
+            raise ConfigError(f"shadow model {k}: {err}") from err
         sh.hashes = dm.splits.hashes()
         sh.train_hash = index_hash(dm.indices("train"))
         sh.target_in_retain = np.isin(targets, dm.splits.retain)
@@ -142,12 +154,9 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
 
 def _add_models(cfg: AuditConfig, plan: ShadowPlan) -> None:
     out = Path(cfg.output_dir) / "models"
-    data_init = {k: v for k, v in cfg.data["init_args"].items() if k not in _CACHE_IRRELEVANT_DATA_ARGS}
     methods = {m.name: m for m in cfg.methods}
     for sh in plan.shadows:
-        common = {"data": {"class_path": cfg.data["class_path"],
-                           "init_args": {**data_init, "holdout_fraction": sh.holdout_fraction}},
-                  "backbone": cfg.backbone, "training": asdict(cfg.training)}  # fmt: skip
+        data = data_for_key(cfg.data, holdout_fraction=sh.holdout_fraction)
 
         def add(role: str, row: str, seed: int, content: dict[str, Any], **kw: Any) -> ModelEntry:
             name = f"{role}-{config_hash(content)}"
@@ -155,55 +164,35 @@ def _add_models(cfg: AuditConfig, plan: ShadowPlan) -> None:
             plan.models[f"{name}:{row}"] = entry
             return entry
 
-        orig = add("original", ORIGINAL, sh.seed, {**common, "role": "original", "epochs": cfg.training.epochs(
-            "original"), "seed": sh.seed, "train_indices": sh.train_hash})  # fmt: skip
-        gold_content = {**common, "role": "gold", "epochs": cfg.training.epochs("gold"), "seed": sh.seed,
-                        "train_indices": sh.hashes["retain"], "forget": sh.hashes["forget"]}  # fmt: skip
-        gold = add("gold", "", sh.seed, gold_content)
+        orig = add("original", ORIGINAL, sh.seed, model_key_content(data, cfg.backbone, cfg.training, "original",
+                                                                    sh.seed, train_indices=sh.train_hash))  # fmt: skip
+        gold_split = {"train_indices": sh.hashes["retain"], "forget": sh.hashes["forget"]}
+        gold = add("gold", "", sh.seed, model_key_content(data, cfg.backbone, cfg.training, "gold", sh.seed,
+                                                          **gold_split))  # fmt: skip
         if RETRAIN in cfg.baselines:
             s2 = sh.seed + RETRAIN_SEED_OFFSET
-            add("gold", RETRAIN, s2, {**gold_content, "seed": s2})
+            add("gold", RETRAIN, s2, model_key_content(data, cfg.backbone, cfg.training, "gold", s2, **gold_split))
         for name in cfg.rows:
             spec = methods.get(name)
             if spec is None:
                 continue
-            content = {"method": {"class_path": spec.class_path, "init_args": spec.init_args,
-                                  "max_epochs": spec.max_epochs, "trainer": spec.trainer},
-                       "name": name, "original": orig.name, "gold": gold.name, "hashes": sh.hashes,
-                       "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k != "num_threads"}}  # fmt: skip
+            content = {"method": method_identity(spec), "name": name, "original": orig.name, "gold": gold.name,
+                       "hashes": sh.hashes, "trainer": trainer_key(cfg.trainer)}
             add("unlearned", name, sh.seed, content, method=spec, original=orig.name, gold=gold.name)
 
 
 # -- cache ---------------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True, default=str))
-    os.replace(tmp, path)
-
-
 def model_problem(entry: ModelEntry) -> str | None:
     """Why the cached model cannot be used (``None``: it can): missing, or not matching its recorded sha256."""
-    info = _read_json(entry.dir / "info.json")
-    if info is None or not entry.ckpt.is_file():
-        return "not trained"
-    if info.get("sha256", {}).get(entry.ckpt.name) != file_sha256(entry.ckpt):
-        return f"{entry.ckpt} does not match the sha256 recorded in info.json"
-    return None
+    return stored_model_problem(entry.dir, [entry.ckpt])
 
 
 def cached_scores(entry: ModelEntry, targets: np.ndarray) -> dict[str, Any] | None:
     """The model's scores on T if they were computed from the model now on disk and for this T."""
-    s = _read_json(entry.scores_path)
-    info = _read_json(entry.dir / "info.json")
-    if s is None or info is None or s.get("targets") != index_hash(targets):
+    s = read_json(entry.scores_path)
+    info = read_json(entry.dir / "info.json")
+    if not isinstance(s, dict) or not isinstance(info, dict) or s.get("targets") != index_hash(targets):
         return None
-    if s.get("model_sha256") != info.get("sha256", {}).get(entry.ckpt.name) or model_problem(entry) is not None:
+    if s.get("model_sha256") != (info.get("sha256") or {}).get(entry.ckpt.name) or model_problem(entry) is not None:
         return None
     return s

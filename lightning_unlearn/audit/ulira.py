@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["AuditError", "GaussianFit", "ULiRAResult", "attack_metrics", "fit_gaussians", "logit_confidence",
-           "model_confidences", "ulira"]
+           "model_confidences", "tpr_at_fpr", "ulira"]
 
 Variance = Literal["auto", "per_example", "global"]
 _MIN_STD = 1e-3
@@ -113,9 +113,17 @@ def _roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
 
 
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
+    """The largest TPR among the thresholds whose FPR is at most ``max_fpr`` (an attacker's best at that FPR, as
+    Carlini et al.'s LiRA code reads it off ``roc_curve``: ``tpr[np.where(fpr < x)[0][-1]]``, there with ``<``);
+    ``(fpr, tpr)`` from :func:`_roc`, which starts at (0, 0)."""
+    return float(np.max(tpr[fpr <= max_fpr]))
+
+
 def attack_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
     """Accuracy at ``threshold`` (predict positive above it), ROC AUC (trapezoids, as scikit-learn's) and TPR at 1%
-    and 5% FPR (interpolated on the ROC curve) of ``scores`` with boolean ``labels``."""
+    and 5% FPR (:func:`tpr_at_fpr`: the best TPR with FPR <= 1% / 5%, not interpolated) of ``scores`` with boolean
+    ``labels``."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
     acc = float(np.mean((scores > threshold) == labels))
     if labels.all() or not labels.any():
@@ -124,8 +132,8 @@ def attack_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.
     return {
         "accuracy": acc,
         "auc": float(np.trapezoid(tpr, fpr)),
-        "tpr@1%fpr": float(np.interp(0.01, fpr, tpr)),
-        "tpr@5%fpr": float(np.interp(0.05, fpr, tpr)),
+        "tpr@1%fpr": tpr_at_fpr(fpr, tpr, 0.01),
+        "tpr@5%fpr": tpr_at_fpr(fpr, tpr, 0.05),
     }
 
 

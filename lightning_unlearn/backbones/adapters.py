@@ -9,6 +9,7 @@ without pretrained weights (nothing is downloaded): the weights come from the us
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,13 +60,16 @@ class NoClassifierHeadError(ValueError):
 
 def find_head(net: nn.Module, head: str | None = None) -> str:
     """The dotted name of ``net``'s classifier: ``head`` if given, else timm's ``get_classifier()``, else the first of
-    :data:`HEAD_NAMES`; it must be an ``nn.Linear`` (or a ``Sequential`` ending in one, e.g. torchvision's VGG)."""
+    :data:`HEAD_NAMES`, else the last layer of an ``nn.Sequential`` network; it must be an ``nn.Linear`` (or a
+    ``Sequential`` ending in one, e.g. torchvision's VGG)."""
     modules = dict(net.named_modules())
     if head is None and callable(getattr(net, "get_classifier", None)):
         classifier = net.get_classifier()
         head = next((name for name, m in modules.items() if m is classifier and name), None)
     if head is None:
         head = next((name for name in HEAD_NAMES if name in modules), None)
+    if head is None and isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear):
+        head = str(len(net) - 1)  # a plain nn.Sequential classifier: its last layer
     if head is None or head not in modules:
         linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
         raise NoClassifierHeadError(
@@ -90,53 +94,95 @@ def find_head(net: nn.Module, head: str | None = None) -> str:
 class AdaptedBackbone(Backbone):
     """Any classifier network with a final ``nn.Linear`` as a :class:`Backbone` (see the module docstring).
 
-    Not rebuildable by itself (``config()`` needs a named architecture): use :class:`TorchvisionBackbone` or
-    :class:`TimmBackbone`, or subclass and call ``_record_config``.
+    The network you pass is never changed: the backbone holds a deep copy (``copy_net=False`` takes the network
+    itself, whose classifier is then replaced inside it), so your ``LightningModule`` keeps its trained weights and its
+    ``forward``. The unlearned weights come back in your network's own keys with :meth:`to_native_state_dict`.
+
+    ``config()`` names the network's class (``module.QualName``) with the data arguments, so a checkpoint of it is
+    rebuilt by calling that class (``num_classes``, ``in_channels``, ``image_size`` passed where its constructor takes
+    them); a class that needs other arguments is best named by a factory: ``--arch pkg.module:factory``
+    (:func:`~lightning_unlearn.backbones.build_backbone`). A checkpoint's class is rebuilt only once registered
+    (``register_backbone``, ``$LIGHTNING_UNLEARN_BACKBONES``) or named by you with ``--arch``.
 
     Args:
         net: the network, taking normalised input of ``in_channels`` channels (a 3-channel network given 1-channel
             data gets the channel repeated).
+        num_classes: its classes (default: its classifier's outputs).
+        in_channels: channels of the data (default: its first convolution's input channels).
+        image_size: side of the square images it takes.
+        mean, std: the normalisation it was trained with (applied inside; the data stays in [0, 1]).
         head: dotted name of its classifier; default: ``get_classifier()`` (timm), then ``fc``, ``head``, ``classifier``.
-        num_classes, in_channels, image_size, mean, std: as for every backbone (linked from the DataModule).
+        copy_net: hold a copy of ``net`` (default) rather than ``net`` itself.
     """
 
     def __init__(
         self,
         net: nn.Module,
-        num_classes: int,
-        in_channels: int = 3,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
         image_size: int = 32,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         head: str | None = None,
+        copy_net: bool = True,
     ) -> None:
+        head_name = find_head(net, head)
+        first_conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+        net_channels = first_conv.in_channels if first_conv is not None else None
+        in_channels = int(in_channels if in_channels is not None else net_channels or 3)
+        linear = net.get_submodule(head_name)
+        assert isinstance(linear, nn.Linear)  # find_head checked it
+        num_classes = int(num_classes if num_classes is not None else linear.out_features)
         super().__init__(num_classes, in_channels, image_size, mean, std)
-        self.head_name = find_head(net, head)
-        parent_name, _, leaf = self.head_name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        linear = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
         if linear.out_features != num_classes:
             raise ValueError(
-                f"The classifier {self.head_name!r} of {type(net).__name__} has {linear.out_features} outputs but "
+                f"The classifier {head_name!r} of {type(net).__name__} has {linear.out_features} outputs but "
                 f"num_classes={num_classes}; build the network with num_classes={num_classes}."
             )
-        if leaf.isdigit():
-            parent[int(leaf)] = nn.Identity()
-        else:
-            setattr(parent, leaf, nn.Identity())
-        self.net = net
-        self.head = linear
-        first_conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-        self.net_channels = first_conv.in_channels if first_conv is not None else in_channels
+        self.net_channels = net_channels if net_channels is not None else in_channels
         if self.net_channels != in_channels and in_channels != 1:
             raise ValueError(
                 f"{type(net).__name__} takes {self.net_channels}-channel input but the data has {in_channels} channels."
             )
+        if copy_net:
+            net = copy.deepcopy(net)
+        self.head_name = head_name
+        self.head_given = head
+        parent_name, _, leaf = head_name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        self.head = net.get_submodule(head_name)  # type: ignore[assignment]
+        if leaf.isdigit():
+            parent[int(leaf)] = nn.Identity()  # type: ignore[index]
+        else:
+            setattr(parent, leaf, nn.Identity())
+        self.net = net
 
     def forward_features(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1 and self.net_channels != 1:
             x = x.expand(-1, self.net_channels, -1, -1)
         return torch.flatten(self.net(x), 1)
+
+    @property
+    def config_is_exact(self) -> bool:
+        """Whether :meth:`config` rebuilds exactly this network (not for a network passed in as an object, whose own
+        constructor arguments are unknown)."""
+        return bool(self._config)
+
+    def config(self) -> dict[str, Any]:
+        """The recorded config (named architectures), else the network's class with the data arguments."""
+        if self._config:
+            return super().config()
+        cls = type(self.net)
+        init_args: dict[str, Any] = {
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+        }
+        if self.head_given is not None:
+            init_args["head"] = self.head_given
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 
     def native_key_map(self) -> dict[str, str]:
         """``{key in the network's own state_dict: key in this backbone's}``: ``fc.weight -> head.weight``, ...."""
@@ -157,6 +203,13 @@ class AdaptedBackbone(Backbone):
         for key in ("mean", "std"):
             out.setdefault(key, getattr(self, key).clone())
         return out
+
+    def to_native_state_dict(self, prefix: str = "") -> dict[str, Tensor]:
+        """This backbone's weights in the network's own keys (``fc.weight``, ...), each under ``prefix``: what
+        ``net.load_state_dict`` takes (``prefix="net."``: what the ``LightningModule`` holding it as ``self.net``
+        takes). The normalisation buffers are left out (the network has none)."""
+        own = self.state_dict()
+        return {prefix + native: own[key].detach().clone() for native, key in self.native_key_map().items()}
 
 
 class TorchvisionBackbone(AdaptedBackbone):
@@ -182,7 +235,7 @@ class TorchvisionBackbone(AdaptedBackbone):
                 f"torchvision has no classification model {arch!r}; choose one of {', '.join(known[:8])}, ..."
             )
         net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **(model_kwargs or {}))
-        super().__init__(net, num_classes, in_channels, image_size, mean, std, head)
+        super().__init__(net, num_classes, in_channels, image_size, mean, std, head, copy_net=False)
         self._record_config(
             arch=arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size, mean=mean, std=std,
             head=head, model_kwargs=model_kwargs,
@@ -210,7 +263,7 @@ class TimmBackbone(AdaptedBackbone):
             raise ValueError(f"timm has no model {arch!r} (timm.list_models('{arch}') is empty).")
         kwargs = {"num_classes": num_classes, "in_chans": in_channels, **(model_kwargs or {})}
         net = timm.create_model(arch, pretrained=False, **kwargs)
-        super().__init__(net, num_classes, in_channels, image_size, mean, std, head)
+        super().__init__(net, num_classes, in_channels, image_size, mean, std, head, copy_net=False)
         self._record_config(
             arch=arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size, mean=mean, std=std,
             head=head, model_kwargs=model_kwargs,

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Backbone
-from .io import load_weights
+from .weights import load_weights
 
 __all__ = ["AllCNN", "allcnn"]
 

@@ -2,10 +2,14 @@
 
 Input is in [0, 1] pixel space; the dataset's normalisation lives inside the model (so attacks can clamp to [0, 1]),
 ``features(x)`` is the penultimate vector, ``head`` is an ``nn.Linear`` and ``forward(x) = head(features(x))``.
+What a method needs of a network is the :class:`~lightning_unlearn.backbones.protocol.Network` protocol; a
+``Backbone`` follows it and adds the normalisation buffers and a rebuildable ``config()``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +21,9 @@ class Backbone(nn.Module):
     """Base class: normalisation buffers, ``features``/``head``/``forward`` and a rebuildable ``config``.
 
     Subclasses build their trunk in ``__init__``, set ``self.head = nn.Linear(feature_dim, num_classes)`` and implement
-    :meth:`forward_features` on *normalised* input. They call ``self._record_config(...)`` with their init arguments so
-    that a checkpoint can rebuild the same architecture (``config()``).
+    :meth:`forward_features` on *normalised* input. The arguments a subclass was constructed with are recorded
+    automatically (``config()``), so that a checkpoint can rebuild the same architecture; they must be plain values
+    (numbers, strings, lists, dicts). A ``weights`` argument (a file to load) is never recorded.
     """
 
     head: nn.Linear
@@ -53,6 +58,55 @@ class Backbone(nn.Module):
         self.register_buffer("std", std_t, persistent=True)
         self._config: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the subclass's ``__init__`` so that the outermost constructor's arguments become ``config()``."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_config", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Backbone, *args: Any, **kw: Any) -> None:
+            stack = self.__dict__.setdefault("_init_stack", [])
+            stack.append(cls)
+            try:
+                init(self, *args, **kw)
+            finally:
+                stack.pop()
+            # the class actually built records its own arguments, unless its own __init__ recorded them explicitly
+            if type(self) is cls and self.__dict__.get("_config_owner") is not cls:
+                self._auto_record(init, args, kw)
+            if not stack:
+                self.__dict__.pop("_init_stack", None)
+
+        __init__._records_config = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def _auto_record(self, init: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            bound = inspect.signature(init).bind(self, *args, **kwargs)
+        except TypeError:  # pragma: no cover - the call itself succeeded with these arguments
+            return
+        bound.apply_defaults()
+        init_args: dict[str, Any] = {}
+        for name, param in list(bound.signature.parameters.items())[1:]:
+            value = bound.arguments.get(name)
+            if param.kind is param.VAR_POSITIONAL:
+                if value:
+                    self._config_error = f"its __init__ takes *{name}, which a config cannot name"
+                    return
+            elif param.kind is param.VAR_KEYWORD:
+                init_args.update(value or {})
+            else:
+                init_args[name] = value
+        bad = next((k for k, v in init_args.items() if k != "weights" and not _plain(v)), None)
+        if bad is not None:
+            self._config_error = (
+                f"its init argument `{bad}` is a {type(init_args[bad]).__name__}, not a plain value (number, string, "
+                "list, dict), so a checkpoint could not rebuild it"
+            )
+            return
+        self._record_config(**init_args)
     # -- interface -------------------------------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
         """Map [0, 1] pixels to the normalised space the trunk was trained in."""
@@ -73,8 +127,17 @@ class Backbone(nn.Module):
     def feature_dim(self) -> int:
         return self.head.in_features
 
+    def to_native_state_dict(self, prefix: str = "") -> dict[str, Tensor]:
+        """The weights in the network's own keys, each under ``prefix`` (a backbone of this package: its own
+        ``state_dict``; :class:`~lightning_unlearn.backbones.AdaptedBackbone`: the wrapped network's keys)."""
+        return {prefix + k: v.detach().clone() for k, v in self.state_dict().items()}
+
     # -- configuration ---------------------------------------------------------------------------------------------
     def _record_config(self, **init_args: Any) -> None:
+        """Record ``init_args`` as this backbone's config (done automatically for subclasses; explicit calls still
+        work and win over the automatic record of the class that makes them)."""
+        stack = self.__dict__.get("_init_stack") or [None]
+        self.__dict__["_config_owner"] = stack[-1]
         init_args.pop("weights", None)  # a rebuilt model takes its weights from the checkpoint, not the file
         for key in ("mean", "std"):
             if init_args.get(key) is not None:
@@ -84,8 +147,23 @@ class Backbone(nn.Module):
     def config(self) -> dict[str, Any]:
         """``{"class_path": ..., "init_args": ...}`` that :func:`build_backbone` turns back into this architecture."""
         if not self._config:
-            raise RuntimeError(f"{type(self).__name__} did not call _record_config in __init__.")
+            why = self.__dict__.get("_config_error") or "it records no config (Backbone.__init__ was not called?)"
+            raise RuntimeError(
+                f"{type(self).__name__} cannot be rebuilt from a checkpoint: {why}. Give it plain init arguments, or "
+                "override config() to return {'class_path': ..., 'init_args': {...}}."
+            )
         return {"class_path": self._config["class_path"], "init_args": dict(self._config["init_args"])}
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is a config value (what ``torch.load(weights_only=True)`` and YAML both read back)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def _per_channel(values: Sequence[float] | None, channels: int, default: float, name: str) -> Tensor:

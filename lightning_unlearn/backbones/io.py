@@ -1,9 +1,13 @@
 """Rebuilding backbones from their ``config()`` and loading local weight files.
 
-``build_backbone({"class_path": ..., "init_args": {...}})`` instantiates the class named by ``class_path``: the short or
-dotted name of a built-in backbone (``"ResNet18"``, ``"lightning_unlearn.backbones.ResNet18"``) or of a class the user
-registered with :func:`register_backbone` (or listed in ``$LIGHTNING_UNLEARN_BACKBONES``). A ``class_path`` is often read
-from a checkpoint, which is untrusted: nothing else is ever imported. ``load_weights(backbone, path)`` loads a file
+``build_backbone({"class_path": ..., "init_args": {...}})`` instantiates the architecture named by ``class_path``: the
+short or dotted name of a built-in backbone (``"ResNet18"``, ``"lightning_unlearn.backbones.ResNet18"``) or of an
+architecture in the registry: one the user registered with :func:`register_backbone`, listed in
+``$LIGHTNING_UNLEARN_BACKBONES``, or named themselves (``--arch pkg.module.Class``, ``--arch pkg.module:factory``:
+:func:`import_architecture`). An architecture is a :class:`Backbone` subclass, or any ``nn.Module`` class or factory
+function returning a classifier network, which is wrapped by :class:`~lightning_unlearn.backbones.AdaptedBackbone`.
+A ``class_path`` is often read from a checkpoint, which is untrusted: :func:`build_backbone` never imports anything;
+only :func:`import_architecture`, called with what the user typed, does. ``load_weights(backbone, path)`` loads a file
 written by ``torch.save(model.state_dict(), path)`` or a Lightning checkpoint whose module holds the backbone as
 ``self.model`` (keys ``model.*``; other prefixes, e.g. a frozen ``original.*`` copy, are ignored).
 """
@@ -13,18 +17,19 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
+from torch import nn
 
-from .adapters import AdaptedBackbone, check_untrusted_model_kwargs
+from .adapters import AdaptedBackbone, TimmBackbone, TorchvisionBackbone, check_untrusted_model_kwargs
+from .allcnn import AllCNN
 from .base import Backbone
+from .resnet18 import ResNet18
+from .vit import ViT
+from .weights import load_weights  # re-exported: `backbones.io.load_weights` stays importable
 
-__all__ = ["build_backbone", "load_weights", "register_backbone"]
+__all__ = ["build_backbone", "import_architecture", "load_weights", "register_backbone"]
 
 _BUILTIN_BACKBONES = {
     "resnet18": "lightning_unlearn.backbones.resnet18.ResNet18",
@@ -33,21 +38,71 @@ _BUILTIN_BACKBONES = {
 }
 #: Environment variable: comma-separated dotted paths of the user's own Backbone classes (trusted: set by the user).
 BACKBONES_ENV = "LIGHTNING_UNLEARN_BACKBONES"
-_REGISTERED: dict[str, type[Backbone]] = {}
+#: Architectures by every name they are known by: Backbone subclasses, nn.Module classes and factory functions.
+_REGISTERED: dict[str, Any] = {}
+#: Init arguments that come from the data (linked from the DataModule), not from the network's own constructor.
+DATA_ARGS = ("num_classes", "in_channels", "image_size", "mean", "std")
 
 
-def register_backbone(cls: type[Backbone]) -> type[Backbone]:
-    """Allow :func:`build_backbone` (and so checkpoints) to name ``cls``; usable as a class decorator.
+def register_backbone(arch: Any, name: str | None = None) -> Any:
+    """Allow :func:`build_backbone` (and so checkpoints) to name ``arch``; usable as a class or function decorator.
 
-    Checkpoints record their backbone's ``module.QualName``; only built-in and registered classes are rebuilt from
-    one. From the command line, list the classes in ``$LIGHTNING_UNLEARN_BACKBONES`` (``pkg.mod.MyNet,pkg.Other``).
+    ``arch`` is a :class:`Backbone` subclass, any ``nn.Module`` class, or a function returning a network (a plain
+    network is wrapped by :class:`~lightning_unlearn.backbones.AdaptedBackbone`). It is known as ``module.QualName``
+    and ``module:QualName`` (and ``name``, if given). Checkpoints record that name; only built-in and registered
+    architectures are rebuilt from one. From the command line, name it (``--arch pkg.mod.MyNet``) or list it in
+    ``$LIGHTNING_UNLEARN_BACKBONES`` (``pkg.mod.MyNet,pkg.mod:factory``).
     """
-    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-        raise TypeError(f"register_backbone takes a Backbone subclass, got {cls!r}.")
-    _REGISTERED[f"{cls.__module__}.{cls.__qualname__}"] = cls
-    return cls
-_MODEL_PREFIX = "model."
-_MAX_LISTED = 5
+    if not _is_architecture(arch):
+        raise TypeError(
+            f"register_backbone takes a Backbone subclass, an nn.Module class or a function returning a network, got "
+            f"{arch!r}."
+        )
+    for key in (f"{arch.__module__}.{arch.__qualname__}", f"{arch.__module__}:{arch.__qualname__}", name):
+        if key:
+            _REGISTERED[key] = arch
+    return arch
+
+
+def import_architecture(path: str) -> Any:
+    """Import the architecture ``path`` names (``pkg.module.Class`` or ``pkg.module:factory``) and register it.
+
+    For names the user typed (``--arch``), as ``--data`` imports a DataModule class: never call it with a name read
+    from a file. A built-in or registered name is returned without importing anything.
+    """
+    found = _lookup(path)
+    if found is not None:
+        return found
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(
+            f"--arch {path}: not a built-in backbone ({_known()}), torchvision:NAME / timm:NAME, nor an importable "
+            "name (pkg.module.Class or pkg.module:factory)."
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"--arch {path}: cannot import {module_name!r} ({err}); is your project on the PYTHONPATH?"
+        ) from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not _is_architecture(obj):
+        what = "nothing" if obj is None else f"a {type(obj).__name__}"
+        raise ValueError(
+            f"--arch {path}: {module_name} has {what} there, not a Backbone subclass, an nn.Module class or a function "
+            "returning a network."
+        )
+    register_backbone(obj, name=path)
+    return obj
+
+
+def _is_architecture(obj: Any) -> bool:
+    if isinstance(obj, type):
+        return issubclass(obj, nn.Module)
+    return inspect.isfunction(obj) or inspect.ismethod(obj)
 
 
 def build_backbone(config: Mapping[str, Any], *, untrusted: bool = False) -> Backbone:
@@ -74,49 +129,73 @@ def build_backbone(config: Mapping[str, Any], *, untrusted: bool = False) -> Bac
         )
     class_path = config["class_path"]
     init_args = dict(config.get("init_args") or {})
-    cls = _resolve_backbone_class(class_path)
-    if untrusted and issubclass(cls, AdaptedBackbone):
+    arch = _resolve_backbone_class(class_path)
+    if untrusted:
+        _check_no_file_named(init_args, f"backbone {class_path}")
+    if not (isinstance(arch, type) and issubclass(arch, Backbone)):
+        return _adapt(arch, class_path, init_args)
+    if untrusted and issubclass(arch, AdaptedBackbone):
         check_untrusted_model_kwargs(init_args, f"backbone {class_path}")
     try:
-        inspect.signature(cls).bind(**init_args)
+        inspect.signature(arch).bind(**init_args)
     except TypeError as e:
-        raise TypeError(f"init_args do not fit {class_path}{inspect.signature(cls)}: {e}.") from None
-    return cls(**init_args)
+        raise TypeError(f"init_args do not fit {class_path}{inspect.signature(arch)}: {e}.") from None
+    return arch(**init_args)
 
 
-def load_weights(backbone: Backbone, path: str | Path) -> Backbone:
-    """Load a local weight file into ``backbone`` (in place) and return it.
-
-    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)`` and may hold a raw state dict or
-    a dict with a ``"state_dict"`` entry (a Lightning checkpoint). If the keys carry the ``model.`` prefix of a
-    LightningModule that stores the backbone as ``self.model``, only those keys are used, with the prefix stripped.
-    The checkpoint's ``mean``/``std`` buffers replace the ones the backbone was built with.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a state dict, its head has a different number of classes, or its keys/shapes do
-            not match the backbone's (e.g. a checkpoint of another architecture or width).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Weights file not found: '{path}'.")
+def _adapt(arch: Any, class_path: str, init_args: dict[str, Any]) -> Backbone:
+    """Build a plain network (class or factory) and wrap it: ``init_args`` holds the data arguments (passed to the
+    network where its signature names them), ``head`` (the adapter's, unless the network takes one) and the network's
+    own arguments. The backbone records ``class_path`` and ``init_args`` as its config."""
+    config = {"class_path": class_path, "init_args": dict(init_args)}
+    params = inspect.signature(arch).parameters
+    data = {k: init_args.pop(k) for k in DATA_ARGS if k in init_args}
+    head = init_args.pop("head", None) if "head" not in params else None
+    net_args = dict(init_args)
+    for key in ("num_classes", "in_channels", "image_size"):
+        if key in params and key in data:
+            net_args.setdefault(key, data[key])
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"Could not read '{path}' with torch.load(weights_only=True): {e}\nOnly tensors and plain containers can "
-            f"be loaded safely; save the weights with torch.save(model.state_dict(), path)."
+        inspect.signature(arch).bind(**net_args)
+    except TypeError as e:
+        raise TypeError(
+            f"{class_path}{inspect.signature(arch)} cannot be called with {net_args}: {e}; give its arguments with "
+            "--arch_args '{...}' (Python: init_args)."
         ) from None
-    state_dict = _extract_state_dict(obj, backbone, path)
-    _check_compatible(backbone, state_dict, path)
-    backbone.load_state_dict(state_dict)
+    net = arch(**net_args)
+    if isinstance(net, Backbone):
+        backbone = net
+    elif isinstance(net, nn.Module):
+        backbone = AdaptedBackbone(
+            net, data.get("num_classes"), data.get("in_channels"), int(data.get("image_size") or 32),
+            data.get("mean"), data.get("std"), head=head, copy_net=False,
+        )  # fmt: skip
+    else:
+        raise TypeError(f"{class_path} returned a {type(net).__name__}, not a network (an nn.Module).")
+    for key in ("mean", "std"):
+        if config["init_args"].get(key) is not None:
+            config["init_args"][key] = [float(v) for v in config["init_args"][key]]
+    backbone._config = config
     return backbone
+
+
+#: Words of an argument name that names a file or a place to fetch from (``weights``, ``checkpoint_path``, ...).
+_FILE_WORDS = ("weight", "path", "file", "dir", "checkpoint", "ckpt", "url", "pretrained")
+
+
+def _check_no_file_named(init_args: Mapping[str, Any], what: str) -> None:
+    """Refuse an untrusted config's argument that would make the backbone open a file or download (``weights``, or
+    any argument named like a path): ``Backbone.config()`` never records one, so only a crafted file holds it."""
+    bad = [k for k, v in init_args.items() if v not in (None, False, "") and any(w in k.lower() for w in _FILE_WORDS)]
+    if bad:
+        raise ValueError(
+            f"{what} gives {bad[0]}={init_args[bad[0]]!r}, which would open a file or download; a checkpoint's "
+            "recorded config may not, so it is refused (nothing was opened or built)."
+        )
 
 
 def _builtin_classes() -> dict[str, type[Backbone]]:
     """Every name a built-in backbone is known by: short (any case), package-level and module-level dotted paths."""
-    from . import AllCNN, ResNet18, TimmBackbone, TorchvisionBackbone, ViT
-
     out: dict[str, type[Backbone]] = {}
     for cls in (ResNet18, AllCNN, ViT, TorchvisionBackbone, TimmBackbone):
         names = (cls.__name__.lower(), f"lightning_unlearn.backbones.{cls.__name__}", f"{cls.__module__}.{cls.__name__}")
@@ -125,85 +204,46 @@ def _builtin_classes() -> dict[str, type[Backbone]]:
     return out
 
 
-def _env_registered() -> dict[str, type[Backbone]]:
-    """Classes named in ``$LIGHTNING_UNLEARN_BACKBONES`` (the user's environment, not a file, names them)."""
-    out: dict[str, type[Backbone]] = {}
+def _env_registered() -> dict[str, Any]:
+    """Architectures named in ``$LIGHTNING_UNLEARN_BACKBONES`` (the user's environment, not a file, names them)."""
+    out: dict[str, Any] = {}
     for path in filter(None, (p.strip() for p in os.environ.get(BACKBONES_ENV, "").split(","))):
-        module_name, _, name = path.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module_name), name, None) if module_name else None
-        except ImportError as e:
-            raise ValueError(f"${BACKBONES_ENV} names '{path}', which cannot be imported ({e}).") from None
-        if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-            raise ValueError(f"${BACKBONES_ENV} names '{path}', which is not a Backbone subclass.")
-        out[path] = cls
-        out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+            arch = import_architecture(path)
+        except ValueError as e:
+            raise ValueError(f"${BACKBONES_ENV} names '{path}': {e}") from None
+        out[path] = arch
+        out[f"{arch.__module__}.{arch.__qualname__}"] = arch
     return out
 
 
-def _resolve_backbone_class(class_path: str) -> type[Backbone]:
-    """The class ``class_path`` names in the registry (built-in, registered, ``$LIGHTNING_UNLEARN_BACKBONES``).
+def _lookup(class_path: str) -> Any:
+    """The built-in or registered architecture ``class_path`` names, or ``None`` (nothing imported)."""
+    builtin = _builtin_classes()
+    return builtin.get(class_path.lower()) or builtin.get(class_path) or _REGISTERED.get(class_path)
+
+
+def _known() -> str:
+    builtin = _builtin_classes()
+    return ", ".join(
+        c.__name__ for c in (builtin[n] for n in ("resnet18", "allcnn", "vit", "torchvisionbackbone", "timmbackbone"))
+    )
+
+
+def _resolve_backbone_class(class_path: str) -> Any:
+    """The architecture ``class_path`` names in the registry (built-in, registered, ``$LIGHTNING_UNLEARN_BACKBONES``).
 
     Nothing is imported on behalf of ``class_path``: it may come from an untrusted checkpoint.
     """
-    builtin = _builtin_classes()
-    cls = builtin.get(class_path.lower()) or builtin.get(class_path) or _REGISTERED.get(class_path)
-    if cls is None and os.environ.get(BACKBONES_ENV):
-        cls = _env_registered().get(class_path)
-    if cls is None:
-        known = ", ".join(
-            c.__name__ for c in (builtin[n] for n in ("resnet18", "allcnn", "vit", "torchvisionbackbone", "timmbackbone"))
-        )
+    arch = _lookup(class_path)
+    if arch is None and os.environ.get(BACKBONES_ENV):
+        arch = _env_registered().get(class_path)
+    if arch is None:
         raise ValueError(
-            f"Unknown backbone '{class_path}': not a built-in backbone ({known}) nor a registered one, so it is "
-            "refused (nothing was imported). For your own Backbone class call "
-            f"lightning_unlearn.backbones.register_backbone(cls) or list it in ${BACKBONES_ENV}."
+            f"Unknown backbone '{class_path}': not a built-in backbone ({_known()}) nor a registered one, so it is "
+            "refused (nothing was imported). For your own architecture call "
+            f"lightning_unlearn.backbones.register_backbone(cls) or list it in ${BACKBONES_ENV}; from the command "
+            f"line naming it yourself is enough: --arch {class_path}."
         )
-    return cls
+    return arch
 
-
-def _extract_state_dict(obj: Any, backbone: Backbone, path: Path) -> dict[str, Tensor]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(
-            f"'{path}' does not hold a state dict (got {type(obj).__name__}); expected the output of "
-            f"model.state_dict() or a Lightning checkpoint with a 'state_dict' entry."
-        )
-    state_dict = dict(obj)
-    own_keys = backbone.state_dict().keys()
-    if any(k.startswith(_MODEL_PREFIX) for k in state_dict) and not any(k.startswith(_MODEL_PREFIX) for k in own_keys):
-        state_dict = {k[len(_MODEL_PREFIX):]: v for k, v in state_dict.items() if k.startswith(_MODEL_PREFIX)}
-    return state_dict
-
-
-def _check_compatible(backbone: Backbone, state_dict: Mapping[str, Tensor], path: Path) -> None:
-    own = backbone.state_dict()
-    name = type(backbone).__name__
-    head = state_dict.get("head.weight")
-    own_head = own["head.weight"]
-    if head is not None and head.shape[1:] == own_head.shape[1:] and head.shape[0] != own_head.shape[0]:
-        raise ValueError(
-            f"'{path}': checkpoint head has {head.shape[0]} outputs but the model has num_classes="
-            f"{backbone.num_classes}. Build the {name} with num_classes={head.shape[0]} to load it, or remove the "
-            f"'head.*' entries from the state dict to load only the trunk and train a new head."
-        )
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{', ...' if len(items) > _MAX_LISTED else ''}"
-            for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mismatched shapes", mismatched))
-            if items
-        ]
-        init_args = backbone._config.get("init_args", {})
-        raise ValueError(
-            f"'{path}' does not fit this {name} ({init_args}): " + "; ".join(problems) + ". "
-            f"The checkpoint was probably made for another backbone or another configuration (width, depth, "
-            f"in_channels, ...); rebuild the model with the config it was trained with (build_backbone(config))."
-        )

@@ -19,7 +19,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .base import Backbone
-from .io import load_weights
+from .weights import load_weights
 
 __all__ = ["ResNet18", "resnet18"]
 

@@ -30,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from .base import Backbone
-from .io import load_weights
+from .weights import load_weights
 
 __all__ = ["ViT", "vit", "ShiftedPatchTokenization", "LocalitySelfAttention"]
 

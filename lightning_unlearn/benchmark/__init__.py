@@ -42,11 +42,18 @@ Config (YAML, parsed with jsonargparse; ``lightning_unlearn benchmark --help`` l
 
 Python: ``run_benchmark(load_config("configs/benchmark/quickstart.yaml"))``.
 
-The package: :mod:`~.config` (the parsed configuration, its parser and loading; the settings dataclasses come from
-:mod:`~.specs`), :mod:`~.validate` (the checks before training), :mod:`~.scaleout` (executor settings), :mod:`~.given`
-(checks of the user's models), :mod:`~.plan` (groups, models to train, names and hashes), :mod:`~.cache` (what is on
-disk), :mod:`~.execution` (training, runs, :func:`run_benchmark`, :func:`main`), :mod:`~.progress`, :mod:`~.report`,
-:mod:`~.plots`, :mod:`~.stats` and :mod:`~.protocol`.
+The package, on :mod:`lightning_unlearn.experiment` (settings, method specs, the store, training and unlearning jobs,
+progress, the command's errors): :mod:`~.specs` (scenarios, targets, given checkpoints), :mod:`~.config` (the parsed
+configuration, its parser and loading), :mod:`~.tuned` (rows at tuned settings), :mod:`~.validate` (the checks before
+training), :mod:`~.scaleout` (executor settings), :mod:`~.given` (checks of the user's models), :mod:`~.plan` (groups,
+models to train, names and hashes), :mod:`~.cache` (what is on disk), :mod:`~.jobs` (what one job runs), :mod:`~.batch`
+(the jobs of one start), :mod:`~.execution` (:func:`run_benchmark`, :func:`main`), :mod:`~.report`, :mod:`~.plots`,
+:mod:`~.stats`, :mod:`~.features` (which methods forget by the outputs but not by the features) and :mod:`~.protocol`.
+
+A scenario may also be a sequence of deletion requests on one model (``{name, requests: [...]}``): request ``k``
+forgets among what the earlier ones left, every method continues from its own unlearned model of request ``k - 1``,
+the gold model of request ``k`` is retrained without everything forgotten so far, and each request is reported as a
+scenario of its own (``"<name>: request k"``).
 """
 
 from lightning_unlearn.benchmark.config import (
@@ -56,19 +63,14 @@ from lightning_unlearn.benchmark.config import (
     load_config,
     validate_config,
 )
-from lightning_unlearn.benchmark.execution import main, run_benchmark, run_method, run_reference, train_model
+from lightning_unlearn.benchmark.execution import main, run_benchmark
+from lightning_unlearn.benchmark.jobs import run_method, run_reference, train_model
 from lightning_unlearn.benchmark.plan import Group, ModelJob, Plan, build_backbone_for, build_datamodule, make_plan
 from lightning_unlearn.benchmark.report import read_results, render_report, write_all, write_results
-from lightning_unlearn.benchmark.specs import (
-    BASELINE_METHODS,
-    RESULT_FILE,
-    BenchmarkConfigError,
-    MethodSpec,
-    Scenario,
-    TrainerSettings,
-    TrainingSettings,
-)
+from lightning_unlearn.benchmark.specs import BASELINE_METHODS, RESULT_FILE, BenchmarkConfigError, Scenario
 from lightning_unlearn.benchmark.stats import add_gaps
+from lightning_unlearn.benchmark.tuned import TunedSource
+from lightning_unlearn.experiment import MethodSpec, TrainerSettings, TrainingSettings
 
 __all__ = [
     "BASELINE_METHODS",
@@ -82,6 +84,7 @@ __all__ = [
     "Scenario",
     "TrainerSettings",
     "TrainingSettings",
+    "TunedSource",
     "add_gaps",
     "build_backbone_for",
     "build_datamodule",

@@ -4,75 +4,63 @@ trained."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lightning_unlearn.benchmark.specs import (
-    _BACKBONE_LINKED,
-    _DATA_SKIP,
-    _EVALUATOR_SKIP,
-    BASELINE_METHODS,
-    ORIGINAL,
+    DATA_SKIP,
     RESULT_FILE,
-    RETRAIN,
-    BenchmarkConfigError,
-    MethodSpec,
     Scenario,
     ScenarioEntry,
-    TrainerSettings,
-    TrainingSettings,
-    _method_spec,
-    class_spec,
     given_paths,
     target_slug,
 )
-from lightning_unlearn.benchmark.scaleout import executor_settings, group_rows
+from lightning_unlearn.benchmark.tuned import TunedSource, expand_tuned
 from lightning_unlearn.benchmark.validate import validate_config
+from lightning_unlearn.byo import ModelSource
 from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.experiment import (
+    EVALUATOR_SKIP,
+    ORIGINAL,
+    RETRAIN,
+    ConfigError,
+    ExperimentConfig,
+    TrainerSettings,
+    TrainingSettings,
+    add_experiment_arguments,
+    add_run_arguments,
+    class_spec,
+    command_parser,
+    config_args,
+    method_spec,
+    parse_command,
+    parsed_values,
+)
 
 __all__ = [
-    "BASELINE_METHODS",
-    "ORIGINAL",
     "RESULT_FILE",
-    "RETRAIN",
     "BenchmarkConfig",
-    "BenchmarkConfigError",
-    "MethodSpec",
-    "Scenario",
-    "TrainerSettings",
-    "TrainingSettings",
     "build_parser",
     "config_from_namespace",
-    "executor_settings",
-    "group_rows",
     "load_config",
-    "validate_config",
 ]
 
 
-@dataclass
-class BenchmarkConfig:
-    """A parsed benchmark configuration (see the module docstring and ``docs/benchmarks.md``)."""
+@dataclass(kw_only=True)
+class BenchmarkConfig(ExperimentConfig):
+    """A parsed benchmark configuration (see the module docstring and ``docs/benchmarks.md``): the fields every
+    application has (:class:`~lightning_unlearn.experiment.ExperimentConfig`) and the benchmark's own."""
 
-    output_dir: str
-    data: dict[str, Any]
-    backbone: dict[str, Any]
-    training: TrainingSettings
     scenarios: list[Scenario]
     seeds: list[int]
-    methods: list[MethodSpec]
-    trainer: TrainerSettings
     evaluator: dict[str, Any]
     keep_checkpoints: bool = True
     fail_fast: bool = False
     report_only: bool = False
-    quiet: bool = True
     logger: str = "csv"  # per-run Lightning logger: csv, tensorboard, wandb or none
-    executor: Any = "local"  # "local", "ray" or {name, ..., resources: {num_cpus, num_gpus}}
-    source: dict[str, Any] = field(default_factory=dict)  # the parsed config, written to output_dir/config.yaml
     original_ckpt: dict[int, str] = field(default_factory=dict)  # the user's original per seed (none: trained)
     model_source: dict[str, Any] = field(default_factory=dict)  # how to read a given file not ours: byo.ModelSource
 
@@ -92,71 +80,45 @@ class BenchmarkConfig:
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn benchmark``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from lightning_unlearn.backbones import Backbone
-    from lightning_unlearn.data.base import UnlearningDataModule
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
-    parser = ArgumentParser(
-        prog="lightning_unlearn benchmark",
-        description=(
-            "Run every listed unlearning method on every scenario x forget target x seed, against the original and the "
-            "gold (retrained) model, and write results.csv, results.json, report.md and plots into output_dir. "
-            "Finished runs and trained models are reused when run again. See docs/benchmarks.md."
-        ),
-        default_env=False,
+    parser = command_parser(
+        "benchmark",
+        "Run every listed unlearning method on every scenario x forget target x seed, against the original and the "
+        "gold (retrained) model, and write results.csv, results.json, report.md and plots into output_dir. Finished "
+        "runs and trained models are reused when run again. See docs/benchmarks.md.",
+        "configs/benchmark/*.yaml",
+        "runs/benchmark",
     )
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/benchmark/*.yaml).")
-    parser.add_argument("--output_dir", type=str, default="runs/benchmark", help="Where everything is written.")
-    parser.add_subclass_arguments(
-        UnlearningDataModule, "data", instantiate=False, required=True, skip=_DATA_SKIP,
-        help="The DataModule (class_path/init_args) without forget/seed/train_on, which the benchmark sets per run.",
+    add_experiment_arguments(
+        parser, data_skip=DATA_SKIP,
+        data_help="The DataModule (class_path/init_args) without forget/seed/train_on, which the benchmark sets per run.",
+        methods_help="List of {name, class_path, init_args, max_epochs, trainer, scenarios}: UnlearningMethod classes, "
+        "their arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
     )  # fmt: skip
-    parser.add_subclass_arguments(
-        Backbone, "backbone", instantiate=False, required=True, skip=set(_BACKBONE_LINKED),
-        help="The network (class_path/init_args); num_classes, in_channels, image_size, mean, std come from the data.",
-    )  # fmt: skip
-    parser.add_class_arguments(TrainingSettings, "training", instantiate=False)
     parser.add_argument(
         "--scenarios", type=list[ScenarioEntry], required=True,
         help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}; a "
         "target's gold_ckpt (a path, or {seed: path}) is your gold model of it (trained on its D_r) instead of a "
-        "trained one.",
+        "trained one. Or {name, requests: [ForgetSpec dict, ...]}: deletion requests one after the other on the same "
+        "model, e.g. {name: sequential, requests: [{fraction: 0.03}, {fraction: 0.03}]}.",
     )  # fmt: skip
     parser.add_argument(
         "--original_ckpt", type=str | dict[int, str] | None, default=None,
         help="Your original model (trained on all of D) instead of a trained one: a path, or {seed: path}; it serves "
         "every forget target of its seed. Read weights-only, never written to. See docs/embedding.md.",
     )  # fmt: skip
-    from lightning_unlearn.byo import ModelSource
-
     parser.add_class_arguments(ModelSource, "model_source", instantiate=False)  # {arch, arch_args, network_attr}
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
-    parser.add_argument(
-        "--methods", type=list[dict[str, Any]], required=True,
-        help="List of {name, class_path, init_args, max_epochs, trainer, scenarios}: UnlearningMethod classes, their "
-        "arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
-    )  # fmt: skip
-    parser.add_class_arguments(TrainerSettings, "trainer", instantiate=False)
-    parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=_EVALUATOR_SKIP)
+    parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=set(EVALUATOR_SKIP))
     parser.add_argument("--keep_checkpoints", type=bool, default=True, help="Keep every run's unlearned.ckpt.")
     parser.add_argument("--fail_fast", type=bool, default=False, help="Stop at the first failed run.")
     parser.add_argument(
         "--report_only", type=bool, default=False, help="Only rebuild the tables, report and plots from finished runs."
     )
-    parser.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     parser.add_argument(
         "--logger", type=Literal["csv", "tensorboard", "wandb", "none"], default="csv",
         help="Lightning logger of every training and run, in its directory's logs/ (wandb: one W&B run per job).",
     )
-    parser.add_argument(
-        "--executor", type=dict[str, Any] | str, default="local",
-        help="Where the jobs run: local (this process, one after the other) or {name: ray, address: auto, "
-        "max_retries: 1, resources: {num_cpus: 1, num_gpus: 1}} (resources: per job). See docs/scale-out.md.",
-    )  # fmt: skip
-    from lightning_unlearn.tune.apply import TunedSource
-
+    add_run_arguments(parser)
     parser.add_class_arguments(TunedSource, "tuned", instantiate=False)  # {dir, mode}: docs/tuning.md
     return parser
 
@@ -165,45 +127,49 @@ def load_config(source: str | Path | Sequence[str] | None = None, **overrides: A
     """Parse a benchmark config: a YAML path, or a list of command-line arguments (``["-c", "x.yaml", ...]``).
 
     ``overrides`` are dotted keys applied after parsing (``output_dir="/tmp/b"``, ``seeds=[0]``).
-    Raises :class:`BenchmarkConfigError` for a configuration that cannot run (unknown method class, bad arguments,
+    Raises :class:`~lightning_unlearn.experiment.ConfigError` for a configuration that cannot run (unknown method class, bad arguments,
     a forget target that is not a valid :class:`ForgetSpec`, ...).
     """
     parser = build_parser()
-    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source or [])
-    for key, value in overrides.items():
-        args.append(f"--{key}={json.dumps(value) if not isinstance(value, str) else value}")
-    ns = parser.parse_args(args)
-    return config_from_namespace(ns, parser)
+    return config_from_namespace(parse_command(parser, config_args(source, overrides)), parser)
 
 
 def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
     """Turn a parsed namespace into a validated :class:`BenchmarkConfig`."""
-    d = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
-    d.pop("config", None)
-    d.pop("__path__", None)
-    source = json.loads(json.dumps(d, default=str))
+    d, source = parsed_values(ns)
     scenarios = []
     for i, sc in enumerate(d.get("scenarios") or []):
         name = str(sc.get("name") or "").strip()
         if not name:
-            raise BenchmarkConfigError(f"scenarios[{i}] has no name.")
+            raise ConfigError(f"scenarios[{i}] has no name.")
+        if sc.get("targets") is not None and sc.get("requests") is not None:
+            raise ConfigError(f"scenarios[{i}] ({name}) has both `targets` and `requests`: give `targets` (independent "
+                              "forget targets) or `requests` (deletion requests one after the other), not both.")
+        key = "requests" if sc.get("requests") is not None else "targets"
         targets, golds = [], {}
-        for j, t in enumerate(sc.get("targets") or []):
+        for j, t in enumerate(sc.get(key) or []):
+            if not isinstance(t, dict):
+                raise ConfigError(f"scenarios[{i}] ({name}) {key}[{j}] = {t!r} is not a forget spec mapping such as "
+                                  "{fraction: 0.03}.")  # fmt: skip
             spec = {k: v for k, v in dict(t).items() if v is not None}
             gold = spec.pop("gold_ckpt", None)
+            if gold is not None and key == "requests":
+                raise ConfigError(f"scenarios[{i}] ({name}) requests[{j}] has a gold_ckpt: the gold model of request k "
+                                  "is retrained by the benchmark without everything forgotten so far; remove it.")
             try:
                 targets.append(ForgetSpec(**spec))
             except (TypeError, ValueError) as err:
-                raise BenchmarkConfigError(f"scenarios[{i}] ({name}) targets[{j}] = {spec}: {err}") from err
+                raise ConfigError(f"scenarios[{i}] ({name}) {key}[{j}] = {spec}: {err}") from err
             where = f"scenarios[{i}] ({name}) targets[{j}] gold_ckpt"
             paths = given_paths(gold, [int(s) for s in d.get("seeds") or []], where)
             if paths:
                 golds[target_slug(targets[-1])] = paths
-        scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
-    methods = [_method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
-    from lightning_unlearn.tune.apply import expand_tuned
-
-    methods = expand_tuned(methods, d.get("tuned"), BenchmarkConfigError)  # "X (tuned)" rows from best/X.yaml
+        if key == "requests":
+            scenarios.append(Scenario(name=name, targets=[], requests=targets))
+        else:
+            scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
+    methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
+    methods = expand_tuned(methods, d.get("tuned"))  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
         data=class_spec(d["data"]),

@@ -17,7 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_unlearn.benchmark.specs import BenchmarkConfigError
+from lightning_unlearn.byo import ModelSource, is_ours, load_model
+from lightning_unlearn.checkpoints import check_trained_on, load_backbone, non_finite_tensors
+from lightning_unlearn.data.forget import SPLIT_NAMES
+from lightning_unlearn.experiment import ConfigError
 from lightning_unlearn.filecache import file_sha256
 
 __all__ = ["GIVEN_ROLES", "check_given", "given_source"]
@@ -29,8 +32,6 @@ _HOLDOUT_AND_TEST = ("holdout", "test")  # an original on all of D shares them w
 def given_source(cfg: Any) -> Any:
     """The :class:`~lightning_unlearn.byo.ModelSource` of a given file that is not this package's: ``model_source``,
     its ``arch`` defaulting to the configured ``backbone:`` (and ``arch_args`` then to its ``init_args``)."""
-    from lightning_unlearn.byo import ModelSource
-
     ms = dict(cfg.model_source or {})
     if ms.get("arch"):
         return ModelSource(str(ms["arch"]), dict(ms.get("arch_args") or {}), ms.get("network_attr"))
@@ -40,18 +41,14 @@ def given_source(cfg: Any) -> Any:
 def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str, Any]:
     """Check the user's ``role`` model (``"original"`` or ``"gold"``) at ``path`` against ``dm`` (the group's
     DataModule, set up); returns what the benchmark records of it: ``{path, sha256, format, splits_checked,
-    train_time_s, source}``. Raises :class:`BenchmarkConfigError` (one line, starting with ``where``) for a missing
+    train_time_s, source}``. Raises :class:`ConfigError` (one line, starting with ``where``) for a missing
     file, weights that do not fit the architecture or the DataModule, NaN/inf weights, or a checkpoint of this package
     trained on other data (see the module docstring)."""
-    from lightning_unlearn.byo import is_ours, load_model
-    from lightning_unlearn.checkpoints import check_trained_on, load_backbone, non_finite_tensors
-    from lightning_unlearn.data.forget import SPLIT_NAMES
-
     p = Path(path).expanduser()
     if p.is_dir():
-        raise BenchmarkConfigError(f"{where}: {p} is a directory; give the checkpoint file itself.")
+        raise ConfigError(f"{where}: {p} is a directory; give the checkpoint file itself.")
     if not p.is_file():
-        raise BenchmarkConfigError(f"{where}: {p} not found; give the path of your {role} model's checkpoint file.")
+        raise ConfigError(f"{where}: {p} not found; give the path of your {role} model's checkpoint file.")
     what = f"the given {role} model {p}"
     source = given_source(cfg)
     try:
@@ -62,16 +59,18 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
             if splits:
                 check_trained_on(meta, "all" if role == "original" else "retain", what)
                 dm.verify_splits(splits, what, names=_HOLDOUT_AND_TEST if role == "original" else SPLIT_NAMES)
+            if role == "original":
+                _check_original(meta, f"{where}: {what}")
         else:
             backbone, meta = load_model(p, dm, source, what=what)
             splits = None
-    except BenchmarkConfigError:
+    except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - CheckpointError, SplitMismatchError, InputMismatchError, OSError, ...
-        raise BenchmarkConfigError(f"{where}: {_in_config_terms(err)}") from err
+        raise ConfigError(f"{where}: {_in_config_terms(err)}") from err
     bad = non_finite_tensors(backbone.state_dict())
     if bad:
-        raise BenchmarkConfigError(f"{where}: {what} holds NaN/inf weights ({', '.join(bad[:3])}); it cannot be used.")
+        raise ConfigError(f"{where}: {what} holds NaN/inf weights ({', '.join(bad[:3])}); it cannot be used.")
     src = meta.get("source") or {}
     return {
         "path": str(p.resolve()),
@@ -82,6 +81,22 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         "source": None if ours else {"arch": source.arch, "arch_args": source.arch_args,
                                      "network_attr": src.get("network_attr")},  # fmt: skip
     }
+
+
+#: The roles a checkpoint of this package records when it may stand for the original (``model``: trained on all of D
+#: with nothing to forget; an older checkpoint records none).
+_ORIGINAL_ROLES = (None, "original", "model")
+
+
+def _check_original(meta: dict[str, Any], what: str) -> None:
+    """Refuse, as the original, a checkpoint of this package that records another role or deletion requests made on it:
+    an unlearned model records ``train_on: all`` too, which alone let it pass (a gold one is refused by ``train_on``)."""
+    recorded, ledger = meta.get("role"), meta.get("ledger") or []
+    if recorded in _ORIGINAL_ROLES and not ledger:
+        return
+    requests = f" and {len(ledger)} deletion request(s)" if ledger else ""
+    raise ConfigError(f"{what} records role {recorded!r}{requests}: it is not an original model; give the model as it "
+                      "was trained on all of D (`lightning_unlearn fit`), not one unlearned from it.")
 
 
 def _in_config_terms(err: Exception) -> str:

@@ -1,23 +1,34 @@
-"""The plan of a benchmark: every (scenario, forget target, seed) :class:`Group` and the :class:`ModelJob` of each
-original and gold model, keyed by what determines them (shared where the training set is the same); names, labels and
-hashes; the DataModule, backbone and Trainer arguments of a run."""
+"""The plan of a benchmark: every (scenario, forget target, seed) :class:`Group` (in a sequential scenario, every
+(request, seed)) and the :class:`ModelJob` of each original and gold model, keyed by what determines them (shared
+where the training set is the same); names, labels and hashes; the DataModule, backbone and Trainer arguments of a
+run."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lightning_unlearn.benchmark.config import BenchmarkConfig
-from lightning_unlearn.benchmark.specs import _CACHE_IRRELEVANT_DATA_ARGS, BenchmarkConfigError, slug, target_slug
+from lightning_unlearn.benchmark.given import check_given
+from lightning_unlearn.benchmark.specs import request_scenario, target_slug
 from lightning_unlearn.data.forget import ForgetSpec, index_hash
+from lightning_unlearn.data.requests import PreviousRequests
+from lightning_unlearn.experiment import (
+    ConfigError,
+    build_backbone,
+    config_hash,
+    data_for_key,
+    model_key_content,
+    slug,
+)
+from lightning_unlearn.experiment import build_datamodule as build_data
+from lightning_unlearn.experiment import eval_device as device_for
+from lightning_unlearn.experiment import run_logger as logger_for
+from lightning_unlearn.experiment import trainer_kwargs as trainer_args
 
 __all__ = [
     "Group",
@@ -25,14 +36,11 @@ __all__ = [
     "Plan",
     "build_backbone_for",
     "build_datamodule",
-    "config_hash",
     "eval_device",
-    "import_class",
+    "group_datamodule_for",
     "make_plan",
     "run_logger",
-    "slug",
     "target_label",
-    "target_slug",
     "trainer_kwargs",
 ]
 
@@ -57,84 +65,40 @@ def target_label(spec: ForgetSpec, class_names: Sequence[str] | None = None) -> 
     return f"indices from {d.get('indices_file')}"
 
 
-def config_hash(obj: Any, length: int = 16) -> str:
-    """sha256 of the canonical JSON of ``obj``."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def import_class(class_path: str) -> type:
-    module_name, _, attr = class_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def build_datamodule(cfg: BenchmarkConfig, target: ForgetSpec | None, seed: int, train_on: str = "all") -> Any:
     """The configured DataModule with the benchmark's forget target, seed and ``train_on``."""
-    cls = import_class(cfg.data["class_path"])
-    return cls(**cfg.data["init_args"], forget=target, seed=seed, train_on=train_on)
+    return build_data(cfg.data, target, seed, train_on)
+
+
+def group_datamodule_for(cfg: BenchmarkConfig, group: Group, train_on: str = "all") -> Any:
+    """The DataModule of ``group`` (:func:`build_datamodule`); for request ``k >= 2`` of a sequence, continued from
+    the requests before it (``continue_from``: their holdout, D_f among what they left, D_r without any of it)."""
+    dm = build_datamodule(cfg, group.target, group.seed, train_on)
+    if group.previous is not None:
+        dm.continue_from(group.previous)
+    return dm
 
 
 def build_backbone_for(cfg: BenchmarkConfig, dm: Any) -> Any:
     """The configured backbone with ``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std`` from ``dm``."""
-    cls = import_class(cfg.backbone["class_path"])
-    params = inspect.signature(cls).parameters
-    linked = {
-        "num_classes": int(dm.num_classes),
-        "in_channels": int(dm.in_channels),
-        "image_size": int(dm.image_size),
-        "mean": [float(v) for v in dm.mean],
-        "std": [float(v) for v in dm.std],
-    }
-    kwargs = {k: v for k, v in linked.items() if k in params}
-    kwargs.update(cfg.backbone["init_args"])
-    return cls(**kwargs)
+    return build_backbone(cfg.backbone, dm)
 
 
 def run_logger(cfg: BenchmarkConfig, run_dir: Path) -> Any:
     """The Lightning logger of one training or run, writing into ``run_dir/logs`` (``cfg.logger``: ``csv``,
     ``tensorboard``, ``wandb`` (one W&B run per job, grouped by the benchmark's directory) or ``none``)."""
-    from lightning.pytorch import loggers
-
-    kind = getattr(cfg, "logger", "none")  # a config without the key (the audit's) keeps its runs unlogged
-    if kind == "none":
-        return False
-    if kind == "csv":
-        return loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
-    if kind == "tensorboard":
-        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
-    out = Path(cfg.output_dir)
-    name = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else run_dir.name
-    return loggers.WandbLogger(save_dir=str(run_dir / "logs"), name=name, group=out.name, project="lightning_unlearn")
+    return logger_for(cfg.logger, run_dir, cfg.output_dir)
 
 
 def trainer_kwargs(cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
     """The Trainer arguments of every training and run of the benchmark (no checkpointing, no validation loop,
     no progress bar, a per-run logger)."""
-    t = cfg.trainer
-    return {
-        "accelerator": t.accelerator,
-        "devices": t.devices,
-        "precision": t.precision,
-        "deterministic": t.deterministic,
-        "logger": run_logger(cfg, run_dir),
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        "default_root_dir": str(run_dir),
-    }
+    return trainer_args(cfg.trainer, run_dir, run_logger(cfg, run_dir))
 
 
 def eval_device(cfg: BenchmarkConfig) -> str:
-    import torch
-
-    acc = str(cfg.trainer.accelerator).lower()
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if acc == "mps" and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """Where a reference row is evaluated (outside a Trainer): the device ``trainer.accelerator`` names."""
+    return device_for(cfg.trainer.accelerator)
 
 
 @dataclass
@@ -153,10 +117,19 @@ class Group:
     original_key: str = ""
     gold_key: str = ""
     given: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> what check_given recorded of the file
+    request: int = 0  # in a sequential scenario, the request's number (1, 2, ...); 0 for an independent target
+    previous: PreviousRequests | None = None  # what the requests before this one forgot (request >= 2)
+    before: Group | None = None  # the group of the request before (request >= 2): each method continues from its model
+    followed: bool = False  # a further request follows: the methods' unlearned checkpoints are its inputs, kept
 
     @property
     def forget_hash(self) -> str:
         return self.hashes["forget"]
+
+    @property
+    def row_scenario(self) -> str:
+        """The ``scenario`` of the group's rows: a request of a sequence is reported as a scenario of its own."""
+        return request_scenario(self.scenario, self.request) if self.request else self.scenario
 
     def describe(self) -> str:
         return f"{self.scenario} / {self.label} / seed {self.seed}"
@@ -182,6 +155,11 @@ class ModelJob:
     def ckpt(self) -> Path:
         return self.dir / "model.ckpt"
 
+    @property
+    def files(self) -> list[Path]:
+        """The model's files: its checkpoint, then the updates recorded for each forget set."""
+        return [self.ckpt, *(self.updates_path(h) for h in sorted(self.record_forget))]
+
     def updates_path(self, forget_hash: str) -> Path:
         return self.dir / f"amnesiac_updates-{forget_hash[:16]}.pt"
 
@@ -199,53 +177,30 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
     """Compute every group's splits (so a bad forget target stops the benchmark before any training) and the models
     to train, keyed by what determines them."""
     out = Path(cfg.output_dir)
-    data_for_key = {
-        "class_path": cfg.data["class_path"],
-        "init_args": {k: v for k, v in cfg.data["init_args"].items() if k not in _CACHE_IRRELEVANT_DATA_ARGS},
-    }
     groups: list[Group] = []
     checked: dict[tuple[Any, ...], dict[str, Any]] = {}  # a file checked once per role, seed and forget set
     for sc in cfg.scenarios:
         for target in sc.targets:
             for seed in cfg.seeds:
-                try:
-                    dm = build_datamodule(cfg, target, seed)
-                    dm.setup("fit")
-                    splits = dm.splits
-                    train_idx = dm.indices("train")
-                except Exception as err:  # noqa: BLE001 - re-raised with where it happened
-                    raise BenchmarkConfigError(
-                        f"Scenario {sc.name!r}, target {target.describe()}, seed {seed}: {type(err).__name__}: {err}"
-                    ) from err
-                tslug = target_slug(target)
-                given = _check_given_models(cfg, sc, target, tslug, seed, dm, checked)
-                groups.append(
-                    Group(
-                        scenario=sc.name,
-                        target=target,
-                        seed=seed,
-                        label=target_label(target, getattr(dm, "class_names", None)),
-                        slug=tslug,
-                        dir=out / "runs" / slug(sc.name) / tslug / f"seed{seed}",
-                        hashes=splits.hashes(),
-                        train_hash=index_hash(train_idx),
-                        forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
-                        given=given,
-                    )
-                )
-                del dm
-    backbone_for_key = cfg.backbone
-    common = {"data": data_for_key, "backbone": backbone_for_key, "training": asdict(cfg.training)}
+                groups.append(_make_group(cfg, sc, target, seed, checked, out / "runs" / slug(sc.name)))
+        for seed in cfg.seeds:  # a sequence: request k continues from request k - 1, per seed
+            before: Group | None = None
+            for k, target in enumerate(sc.requests, start=1):
+                g = _make_group(cfg, sc, target, seed, checked, out / "runs" / slug(sc.name), before, k)
+                if before is not None:
+                    before.followed = True
+                groups.append(g)
+                before = g
     record = cfg.needs_recorded_updates
     # originals: one per training set; with recorded updates, one recorder per forget set using it
     base_keys: dict[str, list[Group]] = {}
     for g in groups:
-        content = _key_content(cfg, common, g, "original", {"train_indices": g.train_hash})
+        content = _key_content(cfg, g, "original", {"train_indices": g.train_hash})
         base_keys.setdefault(config_hash(content), []).append(g)
     models: dict[str, ModelJob] = {}
     for members in base_keys.values():
         g0 = members[0]
-        content = _key_content(cfg, common, g0, "original", {"train_indices": g0.train_hash})
+        content = _key_content(cfg, g0, "original", {"train_indices": g0.train_hash})
         given = g0.given.get("original")
         forget = {g.forget_hash: g.forget_indices for g in members} if record and not given else {}
         if forget:
@@ -257,7 +212,10 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
         for g in members:
             g.original_key = job.dir.name
     for g in groups:
-        content = _key_content(cfg, common, g, "gold", {"train_indices": g.hashes["retain"], "forget": g.forget_hash})
+        split = {"train_indices": g.hashes["retain"], "forget": g.forget_hash}
+        if "forgotten" in g.hashes:  # request k >= 2 of a sequence: retrained without everything forgotten so far
+            split["forgotten"] = g.hashes["forgotten"]
+        content = _key_content(cfg, g, "gold", split)
         key = config_hash(content)
         given = g.given.get("gold")
         name = f"gold{'-given' if given else ''}-{key}"
@@ -267,12 +225,61 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
     return Plan(groups, models)
 
 
+def _make_group(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, seed: int, checked: dict[tuple[Any, ...], Any],
+                root: Path, before: Group | None = None, request: int = 0) -> Group:  # fmt: skip
+    """The group of ``target`` and ``seed`` (``request``: its number in a sequence, ``before``: the group of the request
+    before it), its splits computed: a bad forget target stops the benchmark here, before any training."""
+    previous = None
+    if before is not None:
+        last = _group_splits(cfg, before)
+        previous = PreviousRequests(
+            holdout=np.asarray(last.holdout, dtype=np.int64), forgotten=last.cumulative_forget,
+            forgotten_classes=tuple(sorted(set(last.forgotten_classes) | set(last.forget_classes))),
+            request=request, ledger=(),
+        )  # fmt: skip
+    where = f"Scenario {sc.name!r}, {f'request {request}' if request else 'target'} {target.describe()}, seed {seed}"
+    try:
+        dm = build_datamodule(cfg, target, seed)
+        if previous is not None:
+            dm.continue_from(previous)
+        dm.setup("fit")
+        splits = dm.splits
+        train_idx = dm.indices("train")
+    except Exception as err:  # noqa: BLE001 - re-raised with where it happened
+        raise ConfigError(f"{where}: {type(err).__name__}: {err}") from err
+    tslug = target_slug(target)
+    label = target_label(target, getattr(dm, "class_names", None))
+    if before is None:
+        given = _check_given_models(cfg, sc, target, tslug, seed, dm, checked)
+    else:  # the same original as request 1 (trained on all of D), never a given gold model (refused by the config)
+        given = {k: v for k, v in before.given.items() if k == "original"}
+    return Group(
+        scenario=sc.name,
+        target=target,
+        seed=seed,
+        label=f"request {request}: {label}" if request else label,
+        slug=tslug,
+        dir=root / (f"request{request}_{tslug}" if request else tslug) / f"seed{seed}",
+        hashes=splits.hashes(),
+        train_hash=before.train_hash if before is not None else index_hash(train_idx),  # the original's: all of D
+        forget_indices=np.asarray(splits.forget, dtype=np.int64).copy(),
+        given=given,
+        request=request,
+        previous=previous,
+        before=before,
+    )
+
+
+def _group_splits(cfg: BenchmarkConfig, group: Group) -> Any:
+    dm = group_datamodule_for(cfg, group)
+    dm.setup("fit")
+    return dm.splits
+
+
 def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug: str, seed: int, dm: Any,
                         checked: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """``{role: record}`` of the group's given models, each checked against the group's DataModule (once per file,
     role, seed and forget set): before anything is trained, a bad file stops the benchmark."""
-    from lightning_unlearn.benchmark.given import check_given
-
     given: dict[str, dict[str, Any]] = {}
     paths = {"original": cfg.original_ckpt.get(seed), "gold": sc.gold_ckpt.get(tslug, {}).get(seed)}
     for role, path in paths.items():
@@ -288,16 +295,15 @@ def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug
     return given
 
 
-def _key_content(cfg: BenchmarkConfig, common: dict[str, Any], group: Group, role: str,
-                 split: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def _key_content(cfg: BenchmarkConfig, group: Group, role: str, split: dict[str, str]) -> dict[str, Any]:
     """What determines a model: for a trained one the data, backbone, training settings, epochs, seed and the
     training set; for a given one the data, seed and split it stands for, the file's sha256 and how it was read (a
     changed file is another model, whose rows are redone; the training settings do not concern it)."""
     info = group.given.get(role)
     if info is None:
-        return {**common, "role": role, "epochs": cfg.training.epochs(role), "seed": group.seed, **split}
+        return model_key_content(data_for_key(cfg.data), cfg.backbone, cfg.training, role, group.seed, **split)
     given = {"sha256": info["sha256"], "source": info["source"]}
-    return {"data": common["data"], "role": role, "seed": group.seed, **split, "given": given}
+    return {"data": data_for_key(cfg.data), "role": role, "seed": group.seed, **split, "given": given}
 
 
 def _given_fields(info: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The benchmark's figures: ``gap_to_gold.png`` (average gap per method and scenario) and ``time_vs_gap.png`` (cost
-against distance to the gold model, Pareto fronts ringed)."""
+"""The benchmark's figures: ``gap_to_gold.png`` (average gap per method and scenario), ``time_vs_gap.png`` (cost
+against distance to the gold model, Pareto fronts ringed) and, with a sequential scenario, ``sequence_gap.png`` (the
+gap after each deletion request)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_unlearn.benchmark.stats import add_gaps, aggregate, methods_in, pareto_front, scenarios_in
+from lightning_unlearn.experiment import write_output
 
 __all__ = ["write_plots"]
 
@@ -17,7 +19,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     unlearning time against the average gap, one colour and marker per method named in a shared legend, error bars of
     one std clipped at 0, the Pareto front ringed and joined by a dashed step line). Uses matplotlib's object API (no
     global backend change)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: start-up (matplotlib only when plots are drawn)
 
     out = Path(out)
     rows = add_gaps([dict(r) for r in rows])
@@ -47,17 +49,53 @@ def write_plots(rows: Sequence[dict[str, Any]], out: str | Path, cfg: Any = None
     ax.set_title("Distance to the gold (retrained) model")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    path = out / "gap_to_gold.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
+    written.append(_save(fig, out / "gap_to_gold.png"))
 
     fig = _time_vs_gap(Figure, methods, scenarios, tim, gap)
-    if fig is None:
-        return written
-    path = out / "time_vs_gap.png"
-    fig.savefig(path, dpi=120)
-    written.append(path)
+    if fig is not None:
+        written.append(_save(fig, out / "time_vs_gap.png"))
+    fig = _sequence_gap(Figure, rows, methods, gap)
+    if fig is not None:
+        written.append(_save(fig, out / "sequence_gap.png"))
     return written
+
+
+def _sequence_gap(figure: Any, rows: Sequence[dict[str, Any]], methods: Sequence[str], gap: dict) -> Any:
+    """One panel per sequential scenario: the average gap to the gold model of each request (mean ± std over seeds)
+    after requests 1, 2, ..., one line per method (Original: never unlearned)."""
+    steps: dict[str, dict[int, str]] = {}  # sequence -> request -> the rows' scenario name
+    for r in rows:
+        if r.get("sequence") is not None and r.get("request") is not None:
+            steps.setdefault(str(r["sequence"]), {})[int(r["request"])] = str(r.get("scenario"))
+    if not steps:
+        return None
+    style = _style(methods)
+    fig = figure(figsize=(4.6 * len(steps) + 2.4, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(steps), squeeze=False, sharey=True)[0]
+    for ax, (name, by_request) in zip(axes, sorted(steps.items()), strict=True):
+        for m in methods:
+            pts = [(k, gap.get((by_request[k], m))) for k in sorted(by_request)]
+            pts = [(k, g) for k, g in pts if g]
+            if pts:
+                colour, marker = style[m]
+                ax.errorbar([k for k, _ in pts], [g[0] for _, g in pts], yerr=_clipped([g[0] for _, g in pts],
+                            [g[1] for _, g in pts]), fmt=f"-{marker}", color=colour, capsize=2, label=m)  # fmt: skip
+        ax.set_xticks(sorted(by_request))
+        ax.set_xlabel("deletion request")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("average gap to that request's Retrain (points)")
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8, title="method")
+    fig.suptitle("Gap to the gold model after each deletion request")
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    return write_output(path.parent, path.name, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
@@ -67,7 +105,7 @@ def _clipped(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]
 
 def _style(methods: Sequence[str]) -> dict[str, tuple[Any, str]]:
     """One colour and marker per method, the same in every panel (Retrain last, black)."""
-    import matplotlib
+    import matplotlib  # deferred: start-up (matplotlib only when plots are drawn)
 
     cmap = matplotlib.colormaps["tab10"]
     markers = "osD^vPXhp<>d"  # 10 colours x 11 markers: (colour, marker) pairs differ for 110 methods

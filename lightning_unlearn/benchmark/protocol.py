@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.benchmark.cache import read_results
+from lightning_unlearn.benchmark.stats import add_gaps
+
 __all__ = ["Check", "Targets", "main", "protocol_checks", "scenario_kind"]
 
 
@@ -56,7 +59,10 @@ class Check:
 
 
 def scenario_kind(rows: Sequence[Mapping[str, Any]], scenario: str) -> str:
-    """``"random"``, ``"sub-class"``, ``"class-wise"`` or ``"other"`` from the scenario's forget specs."""
+    """``"random"``, ``"sub-class"``, ``"class-wise"`` or ``"other"`` from the scenario's forget specs; ``"other"``
+    for a request of a sequential scenario (the targets are set for a single request on the trained original)."""
+    if any(r.get("scenario") == scenario and r.get("request") is not None for r in rows):
+        return "other"
     specs = {str(r.get("target_spec")) for r in rows if r.get("scenario") == scenario}
     kinds = set()
     for s in specs:
@@ -147,9 +153,6 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print every check for ``argv[0]`` (a benchmark's ``output_dir`` or its ``results.json``); 0 if all held."""
-    from lightning_unlearn.benchmark.cache import read_results
-    from lightning_unlearn.benchmark.stats import add_gaps
-
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python benchmarks/check_protocol.py OUTPUT_DIR_OR_RESULTS_JSON", file=sys.stderr)

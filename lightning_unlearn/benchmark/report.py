@@ -20,8 +20,6 @@ commit, library versions, device, threads and date; every row carries the ``git_
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,11 +27,13 @@ from typing import Any
 
 from lightning_unlearn.benchmark.cache import read_results
 from lightning_unlearn.benchmark.plots import write_plots
-from lightning_unlearn.benchmark.report_lines import comparison_lines, marks, provenance_lines
+from lightning_unlearn.benchmark.features import feature_check
+from lightning_unlearn.benchmark.report_lines import comparison_lines, feature_lines, marks, provenance_lines
 from lightning_unlearn.benchmark.stats import (
     ALPHA,
     GAP_COLUMNS,
     LEVEL,
+    add_feature_columns,
     add_gaps,
     aggregate,
     finite_float,
@@ -44,6 +44,8 @@ from lightning_unlearn.benchmark.stats import (
     summaries,
     t_interval,
 )
+from lightning_unlearn.experiment import json_text, write_output
+from lightning_unlearn.provenance import collect_provenance
 
 __all__ = [
     "GAP_COLUMNS",
@@ -68,14 +70,15 @@ _TABLE: tuple[tuple[str, str, float, int], ...] = (
     ("Avg. gap ↓", "avg_gap", 1.0, 2),
     ("\\|ΔAcc D_f\\|", "gold/forget_acc_gap", 100.0, 2),
     ("Act. dist.", "gold/activation_distance", 1.0, 4),
+    ("Probe exc.", "probe_excess", 100.0, 2),
+    ("Relearn ratio", "relearn_ratio", 1.0, 2),
+    ("CKA D_f", "gold/cka_forget", 1.0, 3),
     ("Time (s)", "time/unlearn_s", 1.0, 2),
     ("Speed-up", "time/speedup_vs_retrain", 1.0, 1),
 )
 
 
 def _provenance(cfg: Any = None) -> dict[str, Any]:
-    from lightning_unlearn.provenance import collect_provenance
-
     t = getattr(cfg, "trainer", None)
     return collect_provenance(getattr(t, "accelerator", None), getattr(t, "num_threads", None))
 
@@ -91,34 +94,37 @@ def write_results(
     frame = results_frame(rows, cfg)
     records = frame.to_dict(orient="records")
     csv_path, json_path = out / "results.csv", out / "results.json"
-    tmp = csv_path.with_name("results.csv.tmp")
-    frame.to_csv(tmp, index=False, na_rep="")
-    tmp.replace(csv_path)
+    write_output(out, csv_path.name, frame.to_csv(index=False, na_rep=""))
     doc = {
         "provenance": provenance if provenance is not None else _provenance(cfg),
         "row_commits": row_commits(records),
-        "summary": _json_safe(summaries(records, cfg)),
+        "summary": _summaries(records, cfg),
         "rows": records,
     }
-    tmp = json_path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_plain))
-    tmp.replace(json_path)
+    write_output(out, json_path.name, json_text(doc))  # numpy scalars as numbers, nan/inf as null
     return [csv_path, json_path]
 
 
-def _plain(v: Any) -> Any:
-    """numpy scalars (pandas may hand them back) as Python numbers."""
-    return v.item() if hasattr(v, "item") else str(v)
+def _summaries(rows: Sequence[dict[str, Any]], cfg: Any) -> dict[str, dict[str, Any]]:
+    """Per scenario :func:`summaries` and, where the representation metrics were measured, ``features``:
+    :func:`~.features.feature_check` (rows with ``avg_gap`` and the feature columns)."""
+    out = summaries(rows, cfg)
+    for s, summary in out.items():
+        check = feature_check(rows, s)
+        if check is not None:
+            summary["features"] = check
+    return out
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+def _censoring(stats: dict[str, dict], scenario: str, method: str) -> str:
+    """`` (cens. a% / b%)``: the mean share of censored relearning draws of the model and of the gold model, when
+    either is above 0 (a censored draw counts as the step cap: the model's ratio is then a lower bound, the gold's
+    an upper one)."""
+    own, gold = (stats[k].get((scenario, method)) for k in ("relearn/censored", "gold/relearn/censored"))
+    if not (own and own[0] > 0) and not (gold and gold[0] > 0):
+        return ""
+    pct = lambda s: "-" if not s else f"{100 * s[0]:.0f}%"  # noqa: E731
+    return f" (cens. {pct(own)} / {pct(gold)})"
 
 
 def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suffix: str = "") -> str:
@@ -138,14 +144,15 @@ def _fmt(stat: tuple[float, float, int] | None, scale: float, decimals: int, suf
 def _scenario_table(rows: Sequence[dict[str, Any]], scenario: str, methods: Sequence[str]) -> list[str]:
     sub = [r for r in rows if r.get("scenario") == scenario]
     cols = [c for c in _TABLE if any(finite_float(r.get(c[1])) is not None for r in sub)]
-    stats = {c[1]: aggregate(sub, c[1]) for c in cols}
+    stats = {key: aggregate(sub, key) for key in [c[1] for c in cols] + ["relearn/censored", "gold/relearn/censored"]}
     lines = ["| Method | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for m in methods:
         if not any(r.get("method") == m for r in sub):
             continue
         cells = []
         for header, key, scale, dec in cols:
-            cells.append(_fmt(stats[key].get((scenario, m)), scale, dec, "×" if key.endswith("speedup_vs_retrain") else ""))
+            cell = _fmt(stats[key].get((scenario, m)), scale, dec, "×" if key.endswith("speedup_vs_retrain") else "")
+            cells.append(cell + (_censoring(stats, scenario, m) if key == "relearn_ratio" else ""))
         name = f"**{m}**" if m == "Retrain" else m
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
@@ -162,10 +169,10 @@ def render_report(
     """The Markdown report: what produced it, a summary, then per scenario a table of every method (mean ± std and
     95% confidence interval over seeds and targets), the best method and those tied with it, the Pareto front, the
     column definitions, failures and plots."""
-    rows = add_gaps([dict(r) for r in rows])
+    rows = add_feature_columns(add_gaps([dict(r) for r in rows]))
     methods = methods_in(rows, cfg)
     scenarios = scenarios_in(rows, cfg)
-    summary = summaries(rows, cfg)
+    summary = _summaries(rows, cfg)
     lines = ["# Unlearning benchmark", ""]
     if cfg is not None:
         data = cfg.data["class_path"].rsplit(".", 1)[-1]
@@ -211,6 +218,7 @@ def render_report(
         "speed-up.",
         "",
     ]
+    lines += _sequence_lines(rows)
     for s in scenarios:
         sub = [r for r in rows if r.get("scenario") == s]
         targets = sorted({str(r.get("target")) for r in sub})
@@ -219,6 +227,7 @@ def render_report(
         lines += _scenario_table(rows, s, methods)
         lines.append("")
         lines += comparison_lines(summary.get(s))
+        lines += feature_lines(summary.get(s, {}).get("features"))
         figs = [r for r in sub if out is not None and r.get("run_dir")
                 and (out / str(r["run_dir"]) / "decision_space.png").is_file()]  # fmt: skip
         if figs:
@@ -237,6 +246,13 @@ def render_report(
         "| Avg. gap | mean over the Acc and MIA-eff. columns of \\|metric - Retrain's\\|, per run (SalUn's average gap) |",
         "| \\|ΔAcc D_f\\| | \\|Acc(D_f) - Acc_gold(D_f)\\| (TMU's forget-accuracy gap) |",
         "| Act. dist. | mean over D_f of the L2 distance between the softmax outputs of the model and the gold model |",
+        "| Probe exc. | linear-probe accuracy on the unseen part of D_f (penultimate features, a share of D_f shown to "
+        "the probe) minus the gold model's, in points: 0 is retraining's, above 0 the features still hold D_f |",
+        "| Relearn ratio | fine-tuning steps on a few D_f samples until D_f is back near the original's accuracy, over "
+        "the gold model's steps (below 1: relearns faster than a retrained model; empty where the gold model needs "
+        "< 1 step); (cens. a% / b%): draws of the model / the gold model that hit the step cap |",
+        "| CKA D_f | linear CKA of the penultimate features of the model and the gold model on D_f (1: the same up to "
+        "rotation and scale; two retrainings are not 1) |",
         "| Time (s) | unlearning wall time (evaluation excluded); for Retrain, the gold model's training time |",
         "| Speed-up | Retrain time / unlearning time of the same run |",
         "",
@@ -254,6 +270,21 @@ def render_report(
     return "\n".join(lines)
 
 
+def _sequence_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What the columns of a sequential scenario are (one per deletion request)."""
+    seqs = sorted({str(r["sequence"]) for r in rows if r.get("sequence") is not None})
+    if not seqs:
+        return []
+    names = ", ".join(f"`{s}`" for s in seqs)
+    return [
+        f"Sequential scenario(s) {names}: deletion requests one after the other on the same model. The column (and "
+        "table) `<name>: request k` is the gap to the gold model of request k, retrained without everything forgotten "
+        "by requests 1..k; each method starts request k from its own unlearned model of request k - 1 (the Original "
+        "row is the trained original, never unlearned). `sequence_gap.png` plots the gap after each request.",
+        "",
+    ]
+
+
 def _kv(d: dict[str, Any]) -> str:
     keep = {k: v for k, v in d.items() if v is not None and k not in ("num_workers", "eval_batch_size")}
     return "(" + ", ".join(f"{k}={v}" for k, v in keep.items()) + ")" if keep else ""
@@ -267,6 +298,5 @@ def write_all(
     prov = _provenance(cfg)
     files = write_results(rows, out, cfg, provenance=prov)
     plots = write_plots(rows, out, cfg)
-    report = out / "report.md"
-    report.write_text(render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
+    report = write_output(out, "report.md", render_report(rows, cfg, failed=failed, plots=plots, out=out, provenance=prov))
     return [*files, *plots, report]

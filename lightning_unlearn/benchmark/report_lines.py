@@ -8,7 +8,7 @@ from typing import Any
 
 from lightning_unlearn.benchmark.stats import row_commits
 
-__all__ = ["comparison_lines", "given_lines", "marks", "provenance_lines"]
+__all__ = ["comparison_lines", "feature_lines", "given_lines", "marks", "provenance_lines"]
 
 
 def marks(summary: dict[str, Any] | None, method: str) -> str:
@@ -41,6 +41,43 @@ def comparison_lines(summary: dict[str, Any] | None) -> list[str]:
     if front:
         lines.append("Pareto front of unlearning time against average gap (fastest first): " + ", ".join(front) + ".")
     return [" ".join(lines), ""]
+
+
+def _ci(stat: dict[str, Any], scale: float, unit: str) -> str:
+    lo, hi = stat["ci"]
+    return f"{stat['mean'] * scale:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]{unit}"
+
+
+def feature_lines(check: dict[str, Any] | None) -> list[str]:
+    """The methods of a scenario that forget by the outputs but not by the features
+    (:func:`~lightning_unlearn.benchmark.features.feature_check`), with the intervals that say so."""
+    if not check:
+        return []
+    head = f"**By the outputs, not by the features** ({check['rule']}; paired over the (target, seed) runs): "
+    methods = check["methods"]
+    if check["flagged"]:
+        parts = []
+        for m in check["flagged"]:
+            info, why = methods[m], []
+            if info["probe_keeps"]:
+                why.append("probe excess " + _ci(info["probe_excess"], 100.0, " points"))
+            if info["relearn_keeps"]:
+                why.append("relearn ratio " + _ci(info["relearn_ratio"], 1.0, ""))
+            parts.append(f"{m} (\|ΔAcc D_f\| {100 * info['forget_acc_gap']:.2f}; " + ", ".join(why) + ")")
+        text = head + ", ".join(parts) + "."
+    elif check["by_outputs"]:
+        text = (head + f"none of the {len(check['by_outputs'])} method(s) that forget by the outputs ("
+                + ", ".join(check["by_outputs"]) + ").")  # fmt: skip
+    else:
+        text = head + f"no method is within {100 * check['tolerance']:.2f} points of the gold model's D_f accuracy."
+    if check["untestable"]:
+        text += " Not testable (a single run, no interval): " + ", ".join(check["untestable"]) + "."
+    low = check.get("relearn_undefined") or {}
+    if low.get("runs"):
+        text += (f" Relearn ratio undefined in {low['runs']} of {low['of']} run(s): there the gold model reaches the "
+                 f"attack's target in fewer than 1 step (mean {low['gold_steps']:.2f}), so the attack tells "
+                 "nothing.")  # fmt: skip
+    return [text, ""]
 
 
 def provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:

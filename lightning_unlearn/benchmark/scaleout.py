@@ -1,17 +1,24 @@
-"""Where the benchmark's jobs run: the ``executor`` key of its config (:func:`executor_settings`: the executor, each
-job's resources and torch threads; :func:`group_rows`: one job per row or per group). See docs/scale-out.md."""
+"""Where the benchmark's jobs run: the ``executor`` key of its config, read as every application reads it
+(:func:`lightning_unlearn.experiment.executor_settings`): the executor, each job's resources and torch threads
+(:func:`executor_settings`), and one job per row or per group (:func:`group_rows`). See docs/scale-out.md."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_unlearn.benchmark.specs import BenchmarkConfigError
 from lightning_unlearn.executors import Resources
+from lightning_unlearn.experiment import ExecutorSettings
+from lightning_unlearn.experiment import executor_settings as read_executor
 
 if TYPE_CHECKING:
     from lightning_unlearn.benchmark.config import BenchmarkConfig
 
-__all__ = ["executor_settings", "group_rows"]
+__all__ = ["executor_settings", "group_rows", "scale_out"]
+
+
+def scale_out(cfg: BenchmarkConfig) -> ExecutorSettings:
+    """Everything ``cfg.executor`` says (raises :class:`~lightning_unlearn.experiment.ConfigError` for a bad key)."""
+    return read_executor(cfg.executor, cfg.trainer)
 
 
 def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, int | None]:
@@ -21,27 +28,8 @@ def executor_settings(cfg: BenchmarkConfig) -> tuple[dict[str, Any], Resources, 
     local executor keeps today's rule (``trainer.num_threads`` if set, else PyTorch's choice); any other one gives
     each job ``trainer.num_threads`` or its whole CPUs, so that jobs side by side do not oversubscribe the cores.
     """
-    raw = cfg.executor
-    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
-    spec.setdefault("name", "local")
-    res = dict(spec.pop("resources", None) or {})
-    spec.pop("group_rows", None)  # the benchmark's own choice (group_rows()), not the executor's
-    unknown = sorted(set(res) - {"num_cpus", "num_gpus"})
-    if unknown:
-        raise BenchmarkConfigError(f"executor.resources: unknown key(s) {unknown}; it takes num_cpus and num_gpus.")
-    acc = str(cfg.trainer.accelerator).lower()
-    gpu = acc in ("gpu", "cuda") or (acc == "auto" and spec["name"] != "local" and _cuda_here())
-    cpus = float(res.get("num_cpus", cfg.trainer.num_threads or 1))
-    gpus = float(res.get("num_gpus", 1.0 if gpu else 0.0))
-    if cpus <= 0 or gpus < 0:
-        raise BenchmarkConfigError(f"executor.resources: num_cpus must be > 0 and num_gpus >= 0, got {res}.")
-    from lightning_unlearn.executors import _EXECUTORS
-
-    known = sorted({*_EXECUTORS, "ray"})
-    if spec["name"] not in known:
-        raise BenchmarkConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
-    threads = cfg.trainer.num_threads if spec["name"] == "local" else (cfg.trainer.num_threads or max(1, int(cpus)))
-    return spec, Resources(num_cpus=cpus, num_gpus=gpus), threads
+    s = scale_out(cfg)
+    return s.spec, s.resources, s.threads
 
 
 def group_rows(cfg: BenchmarkConfig) -> bool:
@@ -50,19 +38,4 @@ def group_rows(cfg: BenchmarkConfig) -> bool:
     original's outputs and attacks, :class:`~lightning_unlearn.evaluation.ReferenceCache`) in one worker, computed
     once, instead of once per worker that happens to run one of its rows; ``local`` runs in one process anyway and
     keeps a progress line per row as it finishes."""
-    raw = cfg.executor
-    spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
-    value = spec.get("group_rows")
-    if value is None:
-        return str(spec.get("name", "local")) != "local"
-    if not isinstance(value, bool):
-        raise BenchmarkConfigError(f"executor.group_rows must be true or false, got {value!r}.")
-    return value
-
-
-def _cuda_here() -> bool:
-    """``accelerator: auto`` resolved where the jobs are planned: Ray hides the GPUs from a task that asks for none
-    (``CUDA_VISIBLE_DEVICES=""``), so its jobs would train on the CPU where a local run of the same config uses one."""
-    import torch
-
-    return torch.cuda.is_available()
+    return scale_out(cfg).group_rows

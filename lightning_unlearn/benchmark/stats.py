@@ -4,8 +4,9 @@
 * :func:`compare_to_best`: per scenario, the method closest to Retrain and which methods are not significantly further
   from it (two-sided paired t-test over the (target, seed) pairs).
 * :func:`pareto_front`: the methods no other method beats on both unlearning time and average gap.
-* :func:`add_gaps`: SalUn's average gap to Retrain of every row; :func:`aggregate`: mean, std and n per (scenario,
-  method).
+* :func:`add_gaps`: SalUn's average gap to Retrain of every row; :func:`add_feature_columns`: the probe excess and
+  the relearn ratio of every row (the representation metrics against the gold model's); :func:`aggregate`: mean, std
+  and n per (scenario, method).
 
 Definitions and the reasons for the choices are in ``docs/metrics.md`` ("Uncertainty of benchmark results").
 """
@@ -17,10 +18,16 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lightning_unlearn.evaluation import METRIC_KEYS, REPRESENTATION_KEYS
+from lightning_unlearn.experiment import finite
+
 __all__ = [
     "ALPHA",
     "GAP_COLUMNS",
     "LEVEL",
+    "FEATURE_COLUMNS",
+    "RELEARN_MIN_GOLD_STEPS",
+    "add_feature_columns",
     "add_gaps",
     "aggregate",
     "compare_to_best",
@@ -60,7 +67,7 @@ def t_interval(mean: float, std: float, n: int, level: float = LEVEL) -> tuple[f
     with sample standard deviation ``std`` (``None`` for ``n < 2``, where it is undefined)."""
     if n < 2:
         return None
-    from scipy.stats import t
+    from scipy.stats import t  # deferred: start-up (scipy only when a report is written)
 
     half = float(t.ppf((1.0 + level) / 2.0, n - 1)) * std / math.sqrt(n)
     return mean - half, mean + half
@@ -81,7 +88,7 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     if max(d) - min(d) <= 1e-12 * max(1.0, max(abs(v) for v in d)):
         return 0.0
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_rel  # deferred: start-up (scipy only when a report is written)
 
     return float(ttest_rel(a, b).pvalue)
 
@@ -186,6 +193,29 @@ def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: The representation columns derived from the evaluator's keys (:func:`add_feature_columns`).
+FEATURE_COLUMNS: tuple[str, ...] = ("probe_excess", "relearn_ratio")
+#: The relearn ratio is defined only where the gold model needs at least this many attack steps (mean over the draws):
+#: below it the gold model is at the attack's target (almost) before any step and the ratio divides by ~0.
+RELEARN_MIN_GOLD_STEPS = 1.0
+
+
+def add_feature_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set, on every row that has the evaluator's keys, ``probe_excess`` = ``probe/forget_acc - gold/probe/forget_acc``
+    (a fraction: 0 is the gold model's, above 0 the features still separate D_f) and ``relearn_ratio`` =
+    ``relearn/steps / gold/relearn/steps`` (below 1: relearns faster than a retrained model; defined only where the
+    gold model needs at least :data:`RELEARN_MIN_GOLD_STEPS` steps). Both compare with the gold model of the row's own
+    (scenario, target, seed), so they are paired by construction. Returns ``rows``."""
+    for r in rows:
+        probe, gold_probe = finite_float(r.get("probe/forget_acc")), finite_float(r.get("gold/probe/forget_acc"))
+        if probe is not None and gold_probe is not None:
+            r["probe_excess"] = probe - gold_probe
+        steps, gold_steps = finite_float(r.get("relearn/steps")), finite_float(r.get("gold/relearn/steps"))
+        if steps is not None and gold_steps is not None:
+            r["relearn_ratio"] = steps / gold_steps if gold_steps >= RELEARN_MIN_GOLD_STEPS else None
+    return rows
+
+
 def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How many rows each ``git_commit`` produced (``"unknown"``: rows without a stamp, e.g. from older versions)."""
     counts: dict[str, int] = {}
@@ -198,7 +228,7 @@ def row_commits(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str], tuple[float, float, int] | None]:
     """``{(scenario, method): (mean, std, n)}`` of ``key`` over seeds and targets (std: sample std, 0 for n = 1;
     ``None`` where no run has a finite value), by a pandas group-by."""
-    import pandas as pd
+    import pandas as pd  # deferred: start-up (pandas only when tables are written)
 
     frame = pd.DataFrame({"scenario": [str(r.get("scenario")) for r in rows],
                           "method": [str(r.get("method")) for r in rows],
@@ -218,8 +248,15 @@ def methods_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
     return seen
 
 
+def _scenario_names(cfg: Any) -> list[str]:
+    """The configured scenarios' row names in order (a sequential scenario's: one per request)."""
+    if cfg is None:
+        return []
+    return [n for s in cfg.scenarios for n in getattr(s, "report_names", [s.name])]
+
+
 def scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
-    order = [s.name for s in cfg.scenarios] if cfg is not None else []
+    order = _scenario_names(cfg)
     seen = [s for s in order if any(r.get("scenario") == s for r in rows)]
     for r in rows:
         if r.get("scenario") not in seen:
@@ -229,7 +266,7 @@ def scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
 
 def ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, Any]]:
     """``rows`` in report order: scenarios and methods as configured (others after them), then target and seed."""
-    scen = [s.name for s in cfg.scenarios] if cfg is not None else []
+    scen = _scenario_names(cfg)
     meth = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
 
     def pos(seq: list[str], v: Any) -> int:
@@ -255,24 +292,23 @@ _SKIP_COLUMNS = {"traceback"}
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    from lightning_unlearn.evaluation import METRIC_KEYS
-
     seen: set[str] = set()
     for r in rows:
         seen.update(r)
-    fixed = [*_ID_COLUMNS, *(k for k in METRIC_KEYS if k in seen)]
+    fixed = [*_ID_COLUMNS, *(k for k in (*FEATURE_COLUMNS, *METRIC_KEYS, *REPRESENTATION_KEYS) if k in seen)]
     tail = [k for k in _TAIL_COLUMNS if k in seen]
     rest = sorted(k for k in seen if k not in fixed and k not in tail and k not in _SKIP_COLUMNS)
     return [*fixed, *rest, *tail]
 
 
 def results_frame(rows: Sequence[dict[str, Any]], cfg: Any = None) -> Any:
-    """The rows as a pandas ``DataFrame`` in report order, ``avg_gap`` added, columns ordered (identification, the
+    """The rows as a pandas ``DataFrame`` in report order, ``avg_gap`` (and, where the evaluator measured them,
+    ``probe_excess`` and ``relearn_ratio``) added, columns ordered (identification, the derived columns, the
     evaluator's metrics, the rest, then cost and provenance); object dtype, so integers stay integers and a value a
     row does not have is ``None``."""
-    import pandas as pd
+    import pandas as pd  # deferred: start-up (pandas only when tables are written)
 
-    rows = ordered(add_gaps([dict(r) for r in rows]), cfg)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    rows = ordered(add_feature_columns(add_gaps([dict(r) for r in rows])), cfg)
+    clean = [{k: finite(v) for k, v in r.items()} for r in rows]
     frame = pd.DataFrame(clean, columns=_columns(rows), dtype=object)
     return frame.where(frame.notna(), None)

@@ -3,11 +3,14 @@ names, devices, the settings of given models)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lightning_unlearn.benchmark.scaleout import executor_settings, group_rows
-from lightning_unlearn.benchmark.specs import BASELINE_METHODS, BenchmarkConfigError, _check_method_args, slug, target_slug
+from lightning_unlearn.benchmark.scaleout import executor_settings
+from lightning_unlearn.benchmark.specs import BASELINE_METHODS, target_slug
+from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.experiment import ConfigError, check_methods, slug
 
 if TYPE_CHECKING:
     from lightning_unlearn.benchmark.config import BenchmarkConfig
@@ -22,7 +25,7 @@ def _check_dir_names(names: Sequence[str], what: str) -> None:
     for name in names:
         key = slug(name).casefold()
         if key in seen and seen[key] != name:
-            raise BenchmarkConfigError(
+            raise ConfigError(
                 f"{what} names {seen[key]!r} and {name!r} make the same directory name {slug(name)!r}; rename one."
             )
         seen[key] = name
@@ -31,63 +34,55 @@ def _check_dir_names(names: Sequence[str], what: str) -> None:
 def validate_config(cfg: BenchmarkConfig) -> None:
     """Every check that can be made before training anything (imports, arguments, names, devices)."""
     if not cfg.scenarios:
-        raise BenchmarkConfigError("`scenarios` is empty: list at least one {name, targets}.")
+        raise ConfigError("`scenarios` is empty: list at least one {name, targets}.")
     names = [s.name for s in cfg.scenarios]
     if len(set(names)) != len(names):
-        raise BenchmarkConfigError(f"Scenario names must be unique, got {names}.")
+        raise ConfigError(f"Scenario names must be unique, got {names}.")
     _check_dir_names(names, "Scenario")
     for s in cfg.scenarios:
+        if s.requests:
+            continue  # a sequence may ask for the same spec again ({fraction: 0.03} three times): among what is left
         if not s.targets:
-            raise BenchmarkConfigError(f"Scenario {s.name!r} has no targets.")
+            raise ConfigError(f"Scenario {s.name!r} has no targets (nor requests): list at least one forget target.")
         slugs = [target_slug(t) for t in s.targets]
         if len(set(slugs)) != len(slugs):
-            raise BenchmarkConfigError(f"Scenario {s.name!r} lists a forget target twice: {slugs}.")
+            raise ConfigError(f"Scenario {s.name!r} lists a forget target twice: {slugs}.")
     if not cfg.seeds:
-        raise BenchmarkConfigError("`seeds` is empty.")
+        raise ConfigError("`seeds` is empty.")
     if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise BenchmarkConfigError(f"`seeds` lists a seed twice: {cfg.seeds}.")
+        raise ConfigError(f"`seeds` lists a seed twice: {cfg.seeds}.")
     if not cfg.methods:
-        raise BenchmarkConfigError("`methods` is empty: list at least one {name, class_path, init_args, max_epochs}.")
-    mnames = [m.name for m in cfg.methods]
-    if len(set(mnames)) != len(mnames):
-        raise BenchmarkConfigError(f"Method names must be unique, got {mnames}.")
-    _check_dir_names([*BASELINE_METHODS, *mnames], "Method")
+        raise ConfigError("`methods` is empty: list at least one {name, class_path, init_args, max_epochs}.")
+    check_methods(cfg.methods, "the reference rows")
+    _check_dir_names([*BASELINE_METHODS, *(m.name for m in cfg.methods)], "Method")
     for m in cfg.methods:
-        if m.name in BASELINE_METHODS:
-            raise BenchmarkConfigError(f"{m.name!r} is reserved for the reference rows; rename that method.")
         if not slug(m.name):
-            raise BenchmarkConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")
+            raise ConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")
         unknown_s = sorted(set(m.scenarios or []) - set(names))
         if unknown_s or m.scenarios == []:
-            raise BenchmarkConfigError(
+            raise ConfigError(
                 f"Method {m.name!r}: scenarios {unknown_s or '[]'} not among the configured scenarios {names}; list "
                 "some of those (or drop `scenarios` to run it in all)."
             )
-        _check_method_args(m, m.resolve())
     _check_given(cfg)
     if cfg.trainer.devices != 1:
-        raise BenchmarkConfigError(
+        raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: every training and run of the benchmark uses one device. To use "
             "several GPUs, run its jobs side by side: `executor: {name: ray, resources: {num_gpus: 1}}` "
             "(docs/scale-out.md)."
         )
     if cfg.training.max_epochs < 1 or (cfg.training.gold_max_epochs is not None and cfg.training.gold_max_epochs < 1):
-        raise BenchmarkConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
-    executor_settings(cfg)
-    group_rows(cfg)
+        raise ConfigError("training.max_epochs (and gold_max_epochs) must be >= 1.")
+    executor_settings(cfg)  # its errors, before anything runs
     if cfg.logger in ("tensorboard", "wandb"):
-        import importlib.util
-
         needs = ("wandb",) if cfg.logger == "wandb" else ("tensorboard", "tensorboardX")  # either writes TB files
         module = needs[0]
         if not any(importlib.util.find_spec(m) for m in needs):
-            raise BenchmarkConfigError(f"logger: {cfg.logger} needs the {module} package: pip install {module}.")
-    from lightning_unlearn.evaluation import UnlearningEvaluator
-
+            raise ConfigError(f"logger: {cfg.logger} needs the {module} package: pip install {module}.")
     try:
         UnlearningEvaluator(**cfg.evaluator)
     except (TypeError, ValueError) as err:
-        raise BenchmarkConfigError(f"evaluator settings {cfg.evaluator}: {err}") from err
+        raise ConfigError(f"evaluator settings {cfg.evaluator}: {err}") from err
 
 
 def _check_given(cfg: BenchmarkConfig) -> None:
@@ -95,18 +90,18 @@ def _check_given(cfg: BenchmarkConfig) -> None:
     training): a given original has no recorded training updates, ``model_source`` needs a given model."""
     needs = [m.name for m in cfg.methods if m.needs_recorded_updates]
     if cfg.original_ckpt and needs:
-        raise BenchmarkConfigError(
+        raise ConfigError(
             f"{', '.join(needs)} need(s) the updates recorded while the benchmark trains the original model, which a "
             "given original_ckpt does not have: remove it from `methods`, or drop original_ckpt to train the original."
         )
     ms = cfg.model_source
     if ms and not cfg.gives_models:
-        raise BenchmarkConfigError(
+        raise ConfigError(
             "model_source says how to read your checkpoints, but no original_ckpt or gold_ckpt is given: add them, or "
             "remove model_source."
         )
     if not ms.get("arch") and ms.get("arch_args"):
-        raise BenchmarkConfigError(
+        raise ConfigError(
             "model_source.arch_args needs model_source.arch; without it the configured `backbone:` is the "
             "architecture: put its arguments in backbone.init_args."
         )

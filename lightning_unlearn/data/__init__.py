@@ -12,20 +12,24 @@ from lightning_unlearn.data.forget import (
     Splits,
     index_hash,
     make_splits,
+    sequential_splits,
 )
 from lightning_unlearn.data.image_folder import ImageFolderDataModule
-from lightning_unlearn.data.indexed import IndexedDataset
+from lightning_unlearn.data.indexed import DatasetsDataModule, IndexedDataset
+from lightning_unlearn.data.requests import PreviousRequests
 
 __all__ = [
     "SPLIT_NAMES",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "DatasetsDataModule",
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "ForgetSpec",
     "ImageFolderDataModule",
     "IndexedDataset",
     "InMemoryImages",
+    "PreviousRequests",
     "SplitMismatchError",
     "SplitView",
     "Splits",
@@ -33,5 +37,6 @@ __all__ = [
     "batch_indices",
     "index_hash",
     "make_splits",
+    "sequential_splits",
     "unpack_batch",
 ]

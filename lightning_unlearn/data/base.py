@@ -17,10 +17,13 @@ from lightning_unlearn.data.tensor_loader import fits_on
 from lightning_unlearn.data.forget import (
     SPLIT_NAMES,
     ForgetSpec,
+    SplitMismatchError,
     Splits,
     check_hashes,
     make_splits,
+    read_indices,
 )
+from lightning_unlearn.data.requests import NEXT_KEY, PreviousRequests
 
 TrainOn = Literal["all", "retain"]
 
@@ -35,11 +38,21 @@ class UnlearningDataModule(pl.LightningDataModule):
     Subclasses implement :meth:`load_datasets` (returning datasets whose items are ``(x in [0,1], y, index)`` and which
     expose ``targets``) and may override :meth:`train_transform`. Split names: ``retain``, ``forget``, ``holdout``,
     ``test``, ``test_retain``, ``test_forget``, plus ``train`` (what ``train_on`` says: D = D_r + D_f, or D_r alone
-    for the gold model).
+    for the gold model) and, for a further deletion request (:meth:`continue_from`), ``forgotten``.
+
+    Batches are ``(x, y, index)`` for this package's modules (methods, ``Classifier``: they read ``index``) and ``(x,
+    y)`` for any other ``LightningModule`` (your own ``training_step``/``test_step`` unpack two values); a module
+    with ``takes_indexed_batches = True`` gets the index too.
 
     Args:
         forget: what to forget; ``None`` forgets nothing (D_f empty).
         holdout_fraction: stratified fraction of the training set held out (validation, MIA non-members, TMU twin data).
+        holdout_indices: the held-out training indices themselves (a list, or a file like ``indices_file``), e.g. your
+            own validation split: then the model's non-members are the samples it really never saw, and
+            ``holdout_fraction`` is not used.
+        previous_ckpt: the unlearned checkpoint of the last deletion request: this DataModule then describes the next
+            request on that model (:meth:`continue_from`), e.g. to train the gold model of request ``k`` without
+            everything forgotten so far (``train_on: retain``).
         seed: seed of every random choice in the splits.
         batch_size: training batch size; evaluation loaders use ``eval_batch_size`` (default: 2x).
         num_workers: DataLoader workers.
@@ -70,6 +83,8 @@ class UnlearningDataModule(pl.LightningDataModule):
         augment: bool = True,
         train_on: TrainOn = "all",
         image_size: int = 32,
+        holdout_indices: list[int] | str | None = None,
+        previous_ckpt: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(forget, dict):
@@ -87,6 +102,10 @@ class UnlearningDataModule(pl.LightningDataModule):
         self.augment = augment
         self.train_on = train_on
         self.image_size = image_size
+        self.holdout_indices = holdout_indices
+        self.previous_ckpt = previous_ckpt
+        #: Earlier deletion requests on the model this DataModule serves (:meth:`continue_from`, ``previous_ckpt``).
+        self.previous: PreviousRequests | None = None
         self._train: Dataset | None = None
         self._test: Dataset | None = None
         self._splits: Splits | None = None
@@ -121,6 +140,20 @@ class UnlearningDataModule(pl.LightningDataModule):
         if self._train is None or self._test is None:
             self._train, self._test = shared_datasets(self.dataset_key(), self.load_datasets)
         if self._splits is None:
+            if self.previous is None and self.previous_ckpt is not None:
+                self.previous = PreviousRequests.from_checkpoint(self.previous_ckpt)
+            prev = self.previous
+            history: dict[str, Any] = {}
+            if prev is not None:
+                history = {
+                    "forgotten": prev.forgotten, "forgotten_classes": prev.forgotten_classes, "request": prev.request
+                }
+                given = self._given_holdout()
+                if given is not None and not np.array_equal(np.unique(given), np.unique(prev.holdout)):
+                    raise ValueError(
+                        "holdout_indices differ from the holdout of the model's first deletion request (its ledger): "
+                        "the non-members stay those of the first request; leave holdout_indices out or give those."
+                    )
             self._splits = make_splits(
                 self._train.targets,  # type: ignore[attr-defined]
                 self._test.targets,  # type: ignore[attr-defined]
@@ -128,26 +161,55 @@ class UnlearningDataModule(pl.LightningDataModule):
                 holdout_fraction=self.holdout_fraction,
                 seed=self.seed,
                 num_classes=self.num_classes,
+                holdout=prev.holdout if prev is not None else self._given_holdout(),
+                **history,
             )
+
+    def _given_holdout(self) -> np.ndarray | None:
+        given = self.holdout_indices
+        if given is None:
+            return None
+        if isinstance(given, str):
+            return read_indices(given, "Holdout indices file", "the holdout would be empty")
+        return np.asarray(given, dtype=np.int64)
+
+    def continue_from(self, meta: dict[str, Any] | PreviousRequests | None) -> None:
+        """Make this DataModule describe a new deletion request on the unlearned model whose checkpoint record is
+        ``meta`` (or on top of ``PreviousRequests``): the first request's holdout, D_f among the samples not forgotten
+        yet, D_r without anything forgotten so far. ``None`` (or a trained model's record): a first request."""
+        prev = meta if isinstance(meta, PreviousRequests) or meta is None else PreviousRequests.from_meta(meta)
+        self.previous = prev
+        self._splits = None
 
     def train_dataloader(self) -> DataLoader:
         # An unlearning method decides which splits an epoch iterates (BS: D_f only, Finetune: D_r, ...). Lightning
         # prefers a DataModule's hook over the module's, so the DataModule defers to the method explicitly.
-        trainer = self.trainer
-        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        module = self._module()
         build = getattr(module, "build_train_dataloader", None)
         if callable(build):
             return build(self)
-        return self.loader("train", shuffle=True, augment=self.augment, train=True)
+        return self._hook_loader("train", shuffle=True, augment=self.augment, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("holdout" if len(self.splits.holdout) else "test")
+        return self._hook_loader("holdout" if len(self.splits.holdout) else "test")
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self._hook_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self._hook_loader("test")
+
+    def _module(self) -> Any:
+        trainer = self.trainer if self._has_trainer() else None
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    def _hook_loader(self, name: str, **kwargs: Any) -> DataLoader:
+        """A Lightning hook's loader: ``(x, y, index)`` batches for a module that reads the index, else ``(x, y)``."""
+        module = self._module()
+        if module is None or getattr(module, "takes_indexed_batches", False):
+            return self.loader(name, **kwargs)
+        augment = bool(kwargs.pop("augment", False))
+        return self.loader(PairView(self.dataset(name, augment=augment)), **kwargs)
 
     # -- splits and loaders ----------------------------------------------------------------------------------------
     @property
@@ -178,8 +240,8 @@ class UnlearningDataModule(pl.LightningDataModule):
 
     def dataset(self, name: str, augment: bool = False) -> SplitView:
         """The split as a dataset of ``(x, y, index)``; ``augment`` applies :meth:`train_transform`."""
-        if name not in (*SPLIT_NAMES, "train"):
-            raise KeyError(f"Unknown split {name!r}; choose from train, {', '.join(SPLIT_NAMES)}.")
+        if name not in (*SPLIT_NAMES, "train", "forgotten"):
+            raise KeyError(f"Unknown split {name!r}; choose from train, {', '.join(SPLIT_NAMES)}, forgotten.")
         base = self.test_set if name.startswith("test") else self.train_set
         if not augment:
             return SplitView(base, self.indices(name))
@@ -250,6 +312,11 @@ class UnlearningDataModule(pl.LightningDataModule):
     # -- provenance ------------------------------------------------------------------------------------------------
     def splits_info(self) -> dict[str, Any]:
         """What a checkpoint records about the data: dataset, spec, seed, sizes and the hash of every split."""
+        extra: dict[str, Any] = {}
+        if self.previous is not None:
+            extra["request"] = self.previous.request
+        elif self.holdout_indices is not None:
+            extra["holdout"] = "given"
         return self.splits.to_dict(
             self.forget,
             dataset=self.name,
@@ -258,6 +325,7 @@ class UnlearningDataModule(pl.LightningDataModule):
             seed=self.seed,
             train_on=self.train_on,
             input=self.input_info(),
+            **extra,
         )
 
     def input_info(self) -> dict[str, Any]:
@@ -298,9 +366,43 @@ class UnlearningDataModule(pl.LightningDataModule):
 
     def verify_splits(self, recorded: dict[str, Any], what: str, names: Sequence[str] = SPLIT_NAMES) -> None:
         """Stop with :class:`InputMismatchError` when ``recorded`` (a checkpoint's splits) was made on differently
-        shaped input (:meth:`verify_input`), and with :class:`SplitMismatchError` when its splits differ from ours."""
+        shaped input (:meth:`verify_input`), and with :class:`SplitMismatchError` when its splits differ from ours.
+
+        An unlearned model's record also fits the DataModule of the next deletion request on it (:meth:`continue_from`:
+        the same holdout and test set, everything it forgot as ``forgotten``)."""
         self.verify_input(recorded.get("input"), what)
-        check_hashes(recorded.get("hashes", {}), self.splits.hashes(), names=names, what=what, against="this DataModule")
+        ours = self.splits.hashes()
+        names = tuple(names) + (("forgotten",) if "forgotten" not in names else ())
+        nxt = recorded.get(NEXT_KEY)
+        if isinstance(nxt, dict) and "forgotten" in ours and ours.get("forgotten") == nxt.get("forgotten"):
+            recorded_hashes = recorded.get("hashes", {})
+            check_hashes(recorded_hashes, ours, names=("holdout", "test"), what=what, against="this DataModule")
+            return
+        try:
+            check_hashes(recorded.get("hashes", {}), ours, names=names, what=what, against="this DataModule")
+        except SplitMismatchError as err:
+            if isinstance(nxt, dict) and self.previous is None:
+                raise SplitMismatchError(
+                    f"{what} is an unlearned model and this DataModule describes neither its request nor a new one "
+                    "after it: for a new deletion request, tell the DataModule what the model forgot already, "
+                    "dm.continue_from(meta) with the checkpoint's record (`unlearn` does it). " + str(err)
+                ) from None
+            raise
+
+
+class PairView(Dataset):
+    """A dataset of ``(x, y, index)`` items served as ``(x, y)``: the batches a user's own ``LightningModule``
+    unpacks (``x, y = batch``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        x, y = self.dataset[i][:2]
+        return x, y
 
 
 def _distributed(trainer: Any) -> bool:

@@ -98,6 +98,8 @@ class _CIFARDataModule(UnlearningDataModule):
         download: bool = False,
         forget: ForgetSpec | None = None,
         holdout_fraction: float = 0.1,
+        holdout_indices: list[int] | str | None = None,
+        previous_ckpt: str | None = None,
         seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
@@ -109,6 +111,8 @@ class _CIFARDataModule(UnlearningDataModule):
         super().__init__(
             forget=forget,
             holdout_fraction=holdout_fraction,
+            holdout_indices=holdout_indices,
+            previous_ckpt=previous_ckpt,
             seed=seed,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,

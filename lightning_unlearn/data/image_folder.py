@@ -43,6 +43,8 @@ class ImageFolderDataModule(UnlearningDataModule):
         std: list[float] | None = None,
         forget: ForgetSpec | None = None,
         holdout_fraction: float = 0.1,
+        holdout_indices: list[int] | str | None = None,
+        previous_ckpt: str | None = None,
         seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -54,6 +56,8 @@ class ImageFolderDataModule(UnlearningDataModule):
         super().__init__(
             forget=forget,
             holdout_fraction=holdout_fraction,
+            holdout_indices=holdout_indices,
+            previous_ckpt=previous_ckpt,
             seed=seed,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,

@@ -9,15 +9,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 Projection = Literal["pca", "tsne"]
 
-__all__ = ["PanelData", "plot_decision_space", "plot_per_class_accuracy", "project_2d"]
+__all__ = ["PanelData", "plot_data", "plot_decision_space", "plot_per_class_accuracy", "project_2d", "write_plots"]
 
 
 def _figure(**kwargs: object):  # type: ignore[no-untyped-def]
@@ -189,3 +189,58 @@ def plot_per_class_accuracy(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+_PANELS = (("original", "original"), ("model", "unlearned"), ("gold", "gold (retrained)"))
+_BARS = (("original", "original"), ("model", "unlearned"), ("gold", "gold"))
+
+
+def plot_data(outputs: Mapping[tuple[str, str], Any], num_classes: int, max_points: int, seed: int) -> dict[str, Any]:
+    """What the two plots draw, from the evaluation's outputs ``{(role, split): Outputs}`` (roles ``original``,
+    ``model``, ``gold``; D_f and test with features): at most ``max_points`` test and half as many D_f points (a seeded
+    subsample shared by every panel), the features and predictions per model, and per-class test accuracy."""
+    from lightning_unlearn.evaluation.metrics import per_class_accuracy
+
+    rng = np.random.default_rng(seed)
+
+    def pick(count: int, limit: int) -> np.ndarray:
+        return np.sort(rng.choice(count, size=limit, replace=False)) if count > limit else np.arange(count)
+
+    f_pos = pick(len(outputs[("model", "forget")]), max(1, max_points // 2))
+    t_pos = pick(len(outputs[("model", "test")]), max_points)
+    data: dict[str, Any] = {"panels": [], "per_class": {}}
+    data["is_forget"] = np.concatenate([np.ones(len(f_pos), bool), np.zeros(len(t_pos), bool)])
+    for name, title in _PANELS:
+        f, t = outputs.get((name, "forget")), outputs.get((name, "test"))
+        if f is None or t is None or f.features is None or t.features is None:
+            continue
+        feats = np.concatenate([f.features[f_pos].cpu().numpy(), t.features[t_pos].cpu().numpy()])
+        preds = np.concatenate([f.logits[f_pos].argmax(1).cpu().numpy(), t.logits[t_pos].argmax(1).cpu().numpy()])
+        data["panels"].append((title, feats, preds))
+    for name, label in _BARS:
+        t = outputs.get((name, "test"))
+        if t is not None:
+            data["per_class"][label] = per_class_accuracy(t.logits, t.targets, num_classes)
+    return data
+
+
+def write_plots(data: dict[str, Any], out_dir: Path, dm: Any, projection: Projection, seed: int) -> list[Path]:
+    """Draw :func:`plot_data`'s result into ``decision_space.png`` and ``per_class_accuracy.png``; returns the files."""
+    written = []
+    names = list(getattr(dm, "class_names", [])) or None
+    forget_classes = list(getattr(dm.splits, "forget_classes", []) or [])
+    if data["panels"]:
+        panels = [PanelData(title, f, p) for title, f, p in data["panels"]]
+        written.append(
+            plot_decision_space(
+                panels, data["is_forget"], out_dir / "decision_space.png", num_classes=int(dm.num_classes),
+                class_names=names, method=projection, seed=seed,
+            )  # fmt: skip
+        )
+    if data["per_class"]:
+        written.append(
+            plot_per_class_accuracy(
+                data["per_class"], out_dir / "per_class_accuracy.png", class_names=names, forget_classes=forget_classes
+            )
+        )
+    return written

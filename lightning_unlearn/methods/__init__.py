@@ -16,6 +16,10 @@ from lightning_unlearn.methods.salun import SalUn
 from lightning_unlearn.methods.ssd import SelectiveSynapticDampening
 from lightning_unlearn.methods.twin import TwinUnlearning
 from lightning_unlearn.methods.unsir import UNSIR
+from lightning_unlearn.methods.msg import MaskedSmallGradients
+from lightning_unlearn.methods.conv_transpose import ConvolutionTranspose
+from lightning_unlearn.methods.sfron import SFRon
+from lightning_unlearn.methods.rum import RUM
 
 __all__ = [
     "Amnesiac",
@@ -38,4 +42,12 @@ __all__ = [
     "UNSIR",
     "UnlearningFailedError",
     "UnlearningMethod",
+    "MaskedSmallGradients",
+    "ConvolutionTranspose",
+    "SFRon",
+    "RUM",
 ]
+
+from lightning_unlearn.methods.lfssd import LabelFreeSSD  # noqa: E402
+
+__all__ += ["LabelFreeSSD"]

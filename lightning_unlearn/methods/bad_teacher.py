@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader
 
-from lightning_unlearn.backbones import Backbone, build_backbone
+from lightning_unlearn.backbones import Backbone, fresh_network
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import Frozen, OptimizerName
 from lightning_unlearn.methods.finetune import (
@@ -67,7 +67,8 @@ class BadTeacher(TrainModeMethod):
     * student ``S``: the original model (trained);
     * competent teacher ``T_good``: frozen copy of the original (``self.original``);
     * incompetent teacher ``T_bad``: frozen, randomly initialised network of the same architecture
-      (``build_backbone(backbone.config())`` under ``torch.manual_seed(seed)``), ``self.incompetent``.
+      (``fresh_network(backbone, seed)``: rebuilt from its config under ``torch.manual_seed(seed)``),
+      ``self.incompetent``.
 
     Loss: :func:`bad_teacher_loss` -- KL from ``l*softmax(T_bad/t) + (1-l)*softmax(T_good/t)`` to ``softmax(S/t)``,
     ``l = 1`` on D_f samples, 0 on D_r samples (told apart by sample index). Data: D_f plus a random
@@ -129,9 +130,7 @@ class BadTeacher(TrainModeMethod):
         self._forget_sorted = torch.empty(0, dtype=torch.long)
 
     def on_attach(self, backbone: Backbone) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.hparams.seed))
-            random_net = build_backbone(backbone.config())
+        random_net = fresh_network(backbone, int(self.hparams.seed))
         random_net.to(next(backbone.parameters()).device)
         self.incompetent = Frozen(random_net)
 

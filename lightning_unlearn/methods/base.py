@@ -1,16 +1,17 @@
 """What every unlearning method shares: the trained backbone to start from, frozen reference copies, the optimizer, the
 splits it trains on, and timing.
 
-A method is a plain ``LightningModule``: ``Trainer(...).fit(method, datamodule=dm)`` runs it. Each method builds its own
-training loader from the DataModule's splits (:meth:`UnlearningMethod.build_train_dataloader`; the DataModule's
-``train_dataloader`` defers to it), so an epoch costs what the method needs and no more.
+A method is a plain ``LightningModule``: ``Trainer(...).fit(method, datamodule=dm)`` runs it, ``trainer.test`` and
+``trainer.predict`` evaluate and apply the current network. Each method builds its own training loader from the
+DataModule's splits (:meth:`UnlearningMethod.build_train_dataloader`; the DataModule's ``train_dataloader`` defers to
+it), so an epoch costs what the method needs and no more. The network is anything that follows the
+:class:`~lightning_unlearn.backbones.Network` protocol; methods use nothing else of it.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
@@ -18,15 +19,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.backbones import Backbone
-from lightning_unlearn.methods.guards import FiniteWeightsGuard, UnlearningFailedError, check_retain_collapse, retain_probe
-from lightning_unlearn.data.datasets import SplitView
+from lightning_unlearn.backbones.protocol import check_network, num_classes
+from lightning_unlearn.methods.guards import (
+    FiniteWeightsGuard,
+    UnlearningFailedError,
+    check_fit_data,
+    check_retain_collapse,
+    retain_probe,
+    warn_at_chance,
+)
+from lightning_unlearn.data.datasets import unpack_batch
+from lightning_unlearn.methods.loaders import PhasedLoader, forget_split, sharded_loader
+from lightning_unlearn.methods.optim import OptimizerName, make_optimizer
+from lightning_unlearn.methods.steps import EpochMeans
+from lightning_unlearn.quiet import MethodNotices
 from lightning_unlearn.search_space import SearchSpace
 from lightning_unlearn.utils import accuracy, eval_mode
 
-OptimizerName = Literal["sgd", "adam"]
+#: Also importable from here (the method files do): the optimizer names, the failure, the loader helpers.
+__all__ = [
+    "OptimizerName",
+    "PhasedLoader",
+    "UnlearningFailedError",
+    "UnlearningMethod",
+    "forget_split",
+    "loss_gradient",
+    "set_training_mode",
+    "sharded_loader",
+]
 
 
 class Frozen(nn.Module):
@@ -48,11 +71,13 @@ class Frozen(nn.Module):
 
 
 class UnlearningMethod(pl.LightningModule):
-    """Base class. Subclasses implement :meth:`build_train_dataloader` and ``training_step``.
+    """Base class. Subclasses implement :meth:`build_train_dataloader` and ``training_step``, and pass ``backbone``
+    on to this constructor, which attaches it (:meth:`attach`, then :meth:`on_attach`) once the hyper-parameters are
+    saved: an ``on_attach`` may read ``self.hparams`` but no attribute the subclass sets after ``super().__init__``.
 
     Args:
-        backbone: the trained model to unlearn from (from Python). From the CLI it comes from ``--original_ckpt``
-            through :meth:`attach`.
+        backbone: the trained model to unlearn from: any network of the :class:`~lightning_unlearn.backbones.Network`
+            protocol (checked). From the CLI it comes from ``--original_ckpt``, attached later by the trainer.
         lr: learning rate. momentum, weight_decay: optimizer settings (SGD; Adam ignores momentum).
         optimizer: ``"sgd"`` or ``"adam"``.
         batch_size: batch size of the method's own loaders (default: the DataModule's).
@@ -71,6 +96,8 @@ class UnlearningMethod(pl.LightningModule):
     retain_collapse: float | None = 0.1
     #: How many D_r samples (evenly spaced) the guard evaluates, before and after unlearning.
     retain_probe_samples: int = 512
+    #: Batches from this package's DataModule carry the sample index (``(x, y, index)``).
+    takes_indexed_batches: bool = True
 
     def __init__(
         self,
@@ -96,11 +123,7 @@ class UnlearningMethod(pl.LightningModule):
     # -- model ---------------------------------------------------------------------------------------------------
     def attach(self, backbone: Backbone) -> None:
         """Start from ``backbone`` (the trained original). Builds the frozen copies the method needs."""
-        if not hasattr(backbone, "features") or not isinstance(getattr(backbone, "head", None), nn.Linear):
-            raise TypeError(
-                "The backbone must follow the lightning_unlearn interface (`features(x)`, an nn.Linear `head`); "
-                f"got {type(backbone).__name__}. Wrap it or use a model from lightning_unlearn.backbones."
-            )
+        check_network(backbone, f"The network given to {type(self).__name__} ({type(backbone).__name__})")
         self.model = backbone
         if self.keeps_original:
             self.original = Frozen(backbone)
@@ -151,12 +174,7 @@ class UnlearningMethod(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.trainable_parameters()
-        if hp.optimizer == "adam":
-            return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        raise ValueError(f"Unknown optimizer {hp.optimizer!r}; choose 'sgd' or 'adam'.")
+        return make_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay)
 
     # -- optional early stop on D_f accuracy --------------------------------------------------------------------------
     def forget_accuracy(self) -> float:
@@ -197,13 +215,35 @@ class UnlearningMethod(pl.LightningModule):
             self.trainer.should_stop = True
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """A :class:`FiniteWeightsGuard`: a run whose weights become NaN/inf stops, and is never checkpointed."""
-        return [FiniteWeightsGuard()]
+        """A :class:`FiniteWeightsGuard` (a run whose weights become NaN/inf stops, and is never checkpointed), the
+        epoch means of the logged losses (:class:`~lightning_unlearn.methods.steps.EpochMeans`: ``EarlyStopping``/
+        ``ModelCheckpoint`` can monitor ``train/loss``) and the framework notices every method makes true dropped
+        for this run (:class:`~lightning_unlearn.quiet.MethodNotices`)."""
+        return [FiniteWeightsGuard(), EpochMeans(), MethodNotices(self)]
+
+    # -- evaluation and prediction, as for any LightningModule -----------------------------------------------------
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """``test/acc`` and ``test/loss`` of the current network (batches ``(x, y)`` or ``(x, y, index)``)."""
+        x, y = unpack_batch(batch)
+        logits = self(x)
+        n = len(y)
+        self.log("test/acc", (logits.argmax(1) == y).float().mean(), batch_size=n, sync_dist=True)
+        self.log("test/loss", F.cross_entropy(logits.float(), y), batch_size=n, sync_dist=True)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The current network's logits for a batch of images (``x``, or ``(x, ...)``/``{"image": x, ...}``)."""
+        if isinstance(batch, Tensor):
+            return self(batch)
+        return self(batch["image"] if isinstance(batch, dict) else batch[0])
 
     # -- timing ----------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._require_model()
+        check_fit_data(self)
         self._retain_before = retain_probe(self) if self.retain_collapse is not None else None
+        if self._retain_before is not None:
+            name = f"The network {type(self).__name__} starts from ({type(self._require_model()).__name__})"
+            warn_at_chance(self._retain_before, num_classes(self._require_model()), name)
         self._t0 = time.perf_counter()
 
     def on_fit_end(self) -> None:
@@ -219,44 +259,8 @@ class UnlearningMethod(pl.LightningModule):
         return config
 
 
-# -- helpers for methods that build their own loaders ------------------------------------------------------------------
+# -- helpers for methods ----------------------------------------------------------------------------------------------
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
-
-
-def forget_split(datamodule: Any, augment: bool = False) -> SplitView:
-    """D_f as a dataset, with a clear error when it is empty (nothing to unlearn)."""
-    ds = datamodule.dataset("forget", augment=augment)
-    if len(ds) == 0:
-        raise ValueError(
-            "The forget set D_f is empty: give the DataModule a `forget` spec (e.g. `ForgetSpec(classes=[3])`)."
-        )
-    return ds
-
-
-def sharded_loader(
-    module: UnlearningMethod, datamodule: Any, dataset: Dataset, *, shuffle: bool, batch_size: int
-) -> DataLoader:
-    """A training loader over ``dataset`` that keeps ``shuffle`` under DDP.
-
-    Lightning replaces a training loader's sampler with a *shuffling* ``DistributedSampler`` whatever the loader's own
-    setting; a loader that already has a ``DistributedSampler`` is left alone. So under DDP this builds one with the
-    method's ``shuffle`` (rank ``r`` of ``W`` then takes samples ``r, r+W, ...``: with ``shuffle=False`` and per-rank
-    batch ``b``, the ``W`` ranks' step-``t`` batches together are the single-process batch ``t`` of size ``W*b``).
-    """
-    loader = datamodule.loader(dataset, shuffle=shuffle, batch_size=batch_size, train=True)
-    trainer = module._trainer
-    world = int(trainer.world_size) if trainer is not None else 1
-    if world <= 1:
-        return loader
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=shuffle, seed=0)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=loader.num_workers,
-        persistent_workers=loader.persistent_workers,
-        drop_last=loader.drop_last,
-    )
 
 
 def set_training_mode(model: nn.Module, train_bn: bool) -> None:
@@ -271,49 +275,6 @@ def set_training_mode(model: nn.Module, train_bn: bool) -> None:
         for m in model.modules():
             if isinstance(m, _BATCHNORM):
                 m.eval()
-
-
-class PhasedLoader:
-    """One training epoch as passes over named loaders one after another, the passes chosen per epoch.
-
-    ``plan(epoch)`` names the loaders of that epoch, in order; each batch comes out as ``{name: batch}``, so the step
-    knows which pass it is in (SCRUB: max-steps over D_f then min-steps over D_r; UNSIR: impair then repair).
-    Lightning's ``CombinedLoader(mode="sequential")`` would do this but ``fit`` refuses it, and Lightning builds the
-    training loader once (unless the user sets ``reload_dataloaders_every_n_epochs``), so the plan is read when each
-    epoch's iterator starts (``epoch()``, the module's ``current_epoch``). Lightning also sizes an epoch once: ``len``
-    is the longest planned epoch (over the first ``horizon`` epochs; later ones repeat the last), and a shorter epoch
-    ends on its last batch, which Lightning detects by prefetching. Inner loaders with a ``DistributedSampler``
-    (:func:`sharded_loader`) get ``set_epoch`` here, which Lightning cannot do through this wrapper.
-    """
-
-    def __init__(
-        self,
-        loaders: dict[str, DataLoader],
-        plan: Callable[[int], Sequence[str]],
-        epoch: Callable[[], int],
-        horizon: int = 1,
-    ) -> None:
-        unknown = {n for e in range(max(horizon, 1)) for n in plan(e)} - set(loaders)
-        if unknown:
-            raise KeyError(f"PhasedLoader: the plan names loaders {sorted(unknown)} that were not given.")
-        self.loaders, self.plan, self.epoch, self.horizon = loaders, plan, epoch, max(horizon, 1)
-
-    def epoch_length(self, epoch: int) -> int:
-        return sum(len(self.loaders[name]) for name in self.plan(epoch))
-
-    def __len__(self) -> int:
-        return max(self.epoch_length(e) for e in range(self.horizon))
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._batches(int(self.epoch()))  # the epoch is read now, when Lightning starts the epoch's iterator
-
-    def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
-        for name in self.plan(epoch):
-            loader = self.loaders[name]
-            if isinstance(getattr(loader, "sampler", None), DistributedSampler):
-                loader.sampler.set_epoch(epoch)
-            for batch in loader:
-                yield {name: batch}
 
 
 def loss_gradient(

@@ -119,6 +119,8 @@ class BoundaryExpanding(UnlearningMethod):
     }
 
     train_splits = ("forget",)
+    #: Number of real classes ``C``; the shadow class is index ``C`` (set by :meth:`on_attach`).
+    num_classes: int | None = None
 
     def __init__(
         self,
@@ -140,18 +142,14 @@ class BoundaryExpanding(UnlearningMethod):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
         check_stop(stop_at_forget_acc, stop_margin)
         super().__init__(
-            backbone=None,
+            backbone=backbone,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
             optimizer=optimizer,
             batch_size=batch_size,
         )
-        #: Number of real classes ``C``; the shadow class is index ``C``.
-        self.num_classes: int | None = None
         self.stop_target: float | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     def on_attach(self, backbone: Backbone) -> None:
         head = backbone.head

@@ -111,7 +111,7 @@ class BoundaryShrink(UnlearningMethod):
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
         check_stop(stop_at_forget_acc, stop_margin)
         super().__init__(
-            backbone=None,
+            backbone=backbone,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -124,8 +124,6 @@ class BoundaryShrink(UnlearningMethod):
         self.neighbour_stats: dict[str, float] = {}
         self._neighbour_key: bytes | None = None
         self.stop_target: float | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- neighbour search ------------------------------------------------------------------------------------------
     @torch.no_grad()

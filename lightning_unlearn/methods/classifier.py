@@ -12,10 +12,13 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.backbones.protocol import num_classes
 from lightning_unlearn.checkpoints import META_KEY, load_backbone
 from lightning_unlearn.data.datasets import unpack_batch
 from lightning_unlearn.methods.guards import WATCH_EVERY_N_STEPS, check_step_watch, reset_step_watch, watch_step
-from lightning_unlearn.methods.steps import log_step
+from lightning_unlearn.methods.optim import make_optimizer
+from lightning_unlearn.methods.steps import log_epoch_means, log_step
+from lightning_unlearn.quiet import MethodNotices
 
 
 class Classifier(pl.LightningModule):
@@ -34,6 +37,9 @@ class Classifier(pl.LightningModule):
         label_smoothing: passed to the cross-entropy.
     """
 
+    #: Batches from this package's DataModule carry the sample index (``(x, y, index)``).
+    takes_indexed_batches: bool = True
+
     def __init__(
         self,
         backbone: Backbone,
@@ -47,7 +53,7 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.model = backbone
-        n = backbone.num_classes
+        n = num_classes(backbone)
         # validate_args reads the labels back to the host on every update: off on the training path
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -85,6 +91,12 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         check_step_watch(self)  # runs before ModelCheckpoint's epoch-end save
+        log_epoch_means(self)  # `train/loss` of the epoch, for EarlyStopping/ModelCheckpoint
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The framework notices the CLI drops, dropped for this run (:class:`~lightning_unlearn.quiet.MethodNotices`).
+        """
+        return [MethodNotices()]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = unpack_batch(batch)
@@ -101,10 +113,7 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        if hp.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        opt = make_optimizer(self.parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay)
         if hp.scheduler == "none":
             return opt
         t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
@@ -127,7 +136,7 @@ class Classifier(pl.LightningModule):
         return {
             "version": 1,
             "role": {"all": "original", "retain": "gold"}.get(str(train_on), "model"),
-            "backbone": self.model.config(),
+            "backbone": self.model.config() if callable(getattr(self.model, "config", None)) else None,
             "splits": splits,
             "train_time_s": self.train_time_s(),
             "epochs": int(self.current_epoch) + 1 if self._trainer is not None else 0,

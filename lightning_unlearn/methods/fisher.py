@@ -162,7 +162,7 @@ class FisherForgetting(UnlearningMethod):
             raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'layerwise', 'vmap' or 'loop'.")
         if memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}.")
-        super().__init__(backbone=None, lr=0.0, batch_size=batch_size)
+        super().__init__(backbone=backbone, lr=0.0, batch_size=batch_size)
         self.automatic_optimization = False
         #: Normalised diagonal Fisher ``{name: tensor}`` (CPU, fp32), set at the end of the Fisher epoch.
         self.fisher_diagonal: dict[str, Tensor] | None = None
@@ -171,8 +171,6 @@ class FisherForgetting(UnlearningMethod):
         self._acc: dict[str, Tensor] | None = None
         self._count: Tensor | None = None
         self._applied = False
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- data ------------------------------------------------------------------------------------------------------
     def build_train_dataloader(self, datamodule: Any) -> DataLoader:

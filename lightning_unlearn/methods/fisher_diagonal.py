@@ -7,9 +7,10 @@ diagonal: we take the ``C - 1`` columns ``sqrt(lambda) v`` of its eigendecomposi
 eigenvalue 0), i.e. ``C - 1`` backward cotangents per sample instead of ``C``, all pushed through one forward pass.
 
 Backends: ``layerwise`` (Conv2d, Linear and eval-mode BatchNorm2d: one batched forward, the cotangents back-propagated
-together with ``autograd.grad(..., is_grads_batched=True)`` to every layer's output, per-sample weight gradients formed
-per layer and squared in cache-sized blocks); ``vmap`` (any ``torch.func``-traceable model: ``vmap`` over samples of
-``vmap`` over cotangents of ``vjp``, in chunks); ``loop`` (one sample at a time, for models neither handles).
+to every layer's output one at a time, or all at once with ``is_grads_batched`` for small chunks, then the per-sample
+weight gradients' squares per layer by an exact form chosen by the layer's shape); ``vmap`` (any ``torch.func``-
+traceable model: ``vmap`` over samples of ``vmap`` over cotangents of ``vjp``, in chunks); ``loop`` (one sample at a
+time, for models neither handles).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+from torch.nn.grad import conv2d_weight
 
 from lightning_unlearn.utils import eval_mode
 
@@ -30,7 +32,10 @@ __all__ = ["FisherBackend", "FisherType", "diagonal_fisher", "fisher_cotangents"
 FisherType = Literal["expected", "sampled", "empirical"]
 FisherBackend = Literal["auto", "layerwise", "vmap", "loop"]
 
-_BLOCK = 1 << 17  # floats per block of per-sample gradients squared at once (fits a core's L2 cache)
+_BLOCK = 1 << 17  # floats per block of the Gram form's products (fits a core's L2 cache)
+_GROUP_BLOCK = 1 << 20  # floats of per-sample gradients squared at once by the grouped and per-sample forms
+_BATCHED_MAX = 1 << 23  # output-gradient floats of a chunk up to which the cotangents go through one vmapped backward
+_GRAM_MIN = 1 << 21  # per-sample gradient floats (K x weight) from which the Gram form is used where L <= 16
 _REPORTED: set[tuple[str, str]] = set()
 
 
@@ -99,31 +104,81 @@ def _report(model: nn.Module, backend: str, reason: str) -> None:
         rank_zero_info(f"diagonal_fisher: {type(model).__name__} uses the {backend} backend: {reason}.")
 
 
-def _conv_sq(mod: nn.Conv2d, a: Tensor, d: Tensor) -> Tensor:
-    """``sum_{k,n} (per-sample weight gradient of cotangent k)^2`` of a Conv2d; ``a``: input, ``d (K, N, O, H, W)``."""
+def _conv_form(mod: nn.Conv2d, k: int, length: int) -> str:
+    """Which exact form of :func:`_conv_sq` is cheapest for this layer (a fixed rule, so results do not depend on
+    timing): ``gram`` where it needs fewer multiply-adds (``L <= K`` output positions) or where the per-sample
+    gradients are large and ``L <= 16``; else ``grouped`` (one grouped weight-gradient convolution per cotangent)
+    for stride-1 layers with ``L >= 128``; else ``sample`` (one weight-gradient convolution per sample with the ``K``
+    cotangents as ``K * O`` output channels). From per-layer CPU timings of All-CNN and ResNet-18 layers."""
+    if length <= k or (length <= 16 and k * mod.weight.numel() >= _GRAM_MIN):
+        return "gram"
+    return "grouped" if length >= 128 and tuple(mod.stride) == (1, 1) else "sample"
+
+
+def _conv_sq(mod: nn.Conv2d, a: Tensor, d: Tensor, form: str) -> Tensor:
+    """``sum_{k,n} (per-sample weight gradient of cotangent k)^2`` of a Conv2d; ``a``: input ``(N, D, H, W)``, ``d``:
+    output gradients ``(K, N, O, H', W')`` (``form`` gram/grouped) or ``(N, K, O, H', W')`` (``sample``)."""
+    wshape, conv = mod.weight.shape, (mod.stride, mod.padding, mod.dilation)
+    if form == "sample":  # per sample: one weight gradient with (a block of) the K cotangents as output channels
+        n, k, o = d.shape[:3]
+        kb = max(1, min(k, _GROUP_BLOCK // wshape.numel()))
+        acc = torch.zeros(kb * o, *wshape[1:], device=a.device)
+        for i in range(n):
+            for j in range(0, k, kb):
+                dj = d[i, j : j + kb].reshape(1, -1, *d.shape[3:])
+                g = conv2d_weight(a[i : i + 1], (dj.shape[1], *wshape[1:]), dj, *conv)
+                acc[: g.shape[0]].addcmul_(g, g)
+        return acc.view(kb, *wshape).sum(0)
     k, n, o = d.shape[:3]
+    if form == "grouped":  # per cotangent: the samples as groups, one convolution for a block of samples
+        out = torch.zeros(wshape, device=a.device)
+        step = max(1, _GROUP_BLOCK // (o * wshape[1:].numel()))
+        for i in range(0, n, step):
+            ai = a[i : i + step]
+            m = ai.shape[0]
+            inp, acc = ai.reshape(1, -1, *ai.shape[2:]), torch.zeros(m * o, *wshape[1:], device=a.device)
+            for j in range(k):
+                g = conv2d_weight(inp, acc.shape, d[j, i : i + step].reshape(1, m * o, *d.shape[3:]), *conv, groups=m)
+                acc.addcmul_(g, g)
+            out += acc.view(m, *wshape).sum(0)
+        return out
+    # gram: sum_{l <= l'} (1 or 2) (sum_k d_l d_l') (c_l c_l') over pairs of the L output positions, one GEMM
     cols = F.unfold(a, mod.kernel_size, dilation=mod.dilation, padding=mod.padding, stride=mod.stride)  # (N, D, L)
     dim, length = cols.shape[1:]
     dl = d.flatten(3)  # (K, N, O, L)
-    if length <= k:  # Gram form: sum_{l,l'} (sum_k d_l d_l') (c_l c_l'), GEMMs, cheaper when L <= K
-        gram = torch.zeros(o, dim, device=a.device)
-        step = max(1, 16 * _BLOCK // (max(o, dim) * length * length))
-        for i in range(0, n, step):
-            lhs = torch.einsum("knol,knom->onlm", dl[:, i : i + step], dl[:, i : i + step]).reshape(o, -1)
-            rhs = torch.einsum("ndl,ndm->dnlm", cols[i : i + step], cols[i : i + step]).reshape(dim, -1)
-            gram += lhs @ rhs.T
-        return gram.view_as(mod.weight)
-    dd = dl.transpose(0, 1).reshape(n, k * o, length)
-    ct = cols.transpose(1, 2).contiguous()  # (N, L, D)
-    acc = torch.zeros(k * o, dim, device=a.device)
-    step = max(1, _BLOCK // (k * o * dim))
+    li, lj = torch.triu_indices(length, length, device=a.device)  # both factors are symmetric in (l, l')
+    pairs, twice = li * length + lj, torch.where(li == lj, 1.0, 2.0).to(a.device)
+    gram = torch.zeros(o, dim, device=a.device)
+    step = max(1, 16 * _BLOCK // (max(o, dim) * length * length))
     for i in range(0, n, step):
-        acc += torch.bmm(dd[i : i + step], ct[i : i + step]).square_().sum(0)
-    return acc.view(k, *mod.weight.shape).sum(0)
+        lhs = torch.einsum("knol,knom->onlm", dl[:, i : i + step], dl[:, i : i + step]).flatten(2)[:, :, pairs] * twice
+        rhs = torch.einsum("ndl,ndm->dnlm", cols[i : i + step], cols[i : i + step]).flatten(2)[:, :, pairs]
+        gram += lhs.reshape(o, -1) @ rhs.reshape(dim, -1).T
+    return gram.view(wshape)
+
+
+def _output_grads(logits: Tensor, outs: list[Tensor], u: Tensor, sample: list[bool]) -> list[Tensor | None]:
+    """The gradients of ``logits`` with respect to ``outs`` for each cotangent of ``u (K, N, C)``, as ``(K, N, ...)``
+    tensors, or ``(N, K, ...)`` where ``sample`` says so. Small layers: one ``is_grads_batched`` backward (vmap); else
+    one backward per cotangent, which is faster there (vmap loops over the cotangents in ``convolution_backward``,
+    which has no batching rule, and then copies its results together)."""
+    k = u.shape[0]
+    if k * sum(o.numel() for o in outs) <= _BATCHED_MAX:
+        grads = torch.autograd.grad(logits, outs, u, is_grads_batched=True, allow_unused=True)
+        return [g.transpose(0, 1).contiguous() if g is not None and s else g for g, s in zip(grads, sample)]
+    out: list[Tensor | None] = [None] * len(outs)
+    for j in range(k):
+        for i, g in enumerate(torch.autograd.grad(logits, outs, u[j], retain_graph=j < k - 1, allow_unused=True)):
+            if g is None:
+                continue
+            if out[i] is None:
+                out[i] = g.new_empty((g.shape[0], k, *g.shape[1:]) if sample[i] else (k, *g.shape))
+            (out[i][:, j] if sample[i] else out[i][j]).copy_(g)  # type: ignore[index]
+    return out
 
 
 def _layerwise(model: nn.Module, state: dict[str, Tensor], names: set[str], x: Tensor, u: Tensor) -> dict[str, Tensor]:
-    """One forward with hooks on every layer that holds a parameter in ``names``, then one batched backward."""
+    """One forward with hooks on every layer that holds a parameter in ``names``, then the batched backward."""
     owners = {}
     for mod_name, mod in model.named_modules():
         for p_name, _ in mod.named_parameters(recurse=False):
@@ -145,13 +200,14 @@ def _layerwise(model: nn.Module, state: dict[str, Tensor], names: set[str], x: T
         return out.clone()  # a later in-place op (ReLU(inplace), +=) must not touch the tensor we differentiate
 
     handles = [m.register_forward_hook(hook) for m in owners]
+    k = u.shape[0]
     try:
         with torch.enable_grad():
             logits = functional_call(model, state, (x.detach().requires_grad_(True),))
             used = [m for m in owners if m in outputs]
-            grads = torch.autograd.grad(
-                logits, [outputs[m] for m in used], u, is_grads_batched=True, allow_unused=True
-            )
+            forms = {m: _conv_form(m, k, outputs[m].shape[2:].numel()) for m in used if isinstance(m, nn.Conv2d)}
+            sample = [forms.get(m) == "sample" for m in used]  # layers whose gradients go to (N, K, ...)
+            grads = _output_grads(logits, [outputs[m] for m in used], u, sample)
     finally:
         for h in handles:
             h.remove()
@@ -164,7 +220,7 @@ def _layerwise(model: nn.Module, state: dict[str, Tensor], names: set[str], x: T
         a, prefix = inputs[mod][0], (owners[mod] + "." if owners[mod] else "")
         sq: dict[str, Tensor] = {}
         if isinstance(mod, nn.Conv2d):
-            sq["weight"] = _conv_sq(mod, a, d)
+            sq["weight"] = _conv_sq(mod, a, d, forms[mod])
             sq["bias"] = d.sum((3, 4)).square().sum((0, 1))
         elif isinstance(mod, nn.BatchNorm2d):
             mean, var = state[prefix + "running_mean"], state[prefix + "running_var"]
@@ -274,8 +330,11 @@ def diagonal_fisher(
         if reason is not None:
             _report(model, "vmap", reason)
         numel = sum(state[n].numel() for n in names)
-        per_sample = u.shape[0] * (numel if chosen != "layerwise" else _activation_floats(model, state, x[:1]))
-        step = chunk_size or max(1, int(memory_budget_mb * 2**20 / (4 * 3 * max(per_sample, 1))))
+        if chosen == "layerwise":  # the K output gradients, the forward's saved tensors, the backward's temporaries
+            per_sample = 4 * (u.shape[0] + 6) * _output_floats(model, state, x[:1])  # bytes (peak measured ~ this)
+        else:  # K per-sample gradients and their temporaries
+            per_sample = 4 * 3 * u.shape[0] * numel
+        step = chunk_size or max(1, int(memory_budget_mb * 2**20 / max(per_sample, 1)))
         for i in range(0, x.shape[0], step):
             part = _compute(chosen, model, state, names, x[i : i + step], u[:, i : i + step])
             for n, v in part.items():
@@ -306,13 +365,13 @@ def _compute(
 
 
 @torch.no_grad()
-def _activation_floats(model: nn.Module, state: dict[str, Tensor], x1: Tensor) -> int:
-    """Floats of one sample's layer inputs and outputs (what the layerwise backend keeps per cotangent)."""
+def _output_floats(model: nn.Module, state: dict[str, Tensor], x1: Tensor) -> int:
+    """Floats of one sample's outputs of the layers that hold parameters (the layerwise backend's gradients)."""
     total = 0
 
     def count(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
         nonlocal total
-        total += args[0].numel() + out.numel()
+        total += out.numel()
 
     handles = [m.register_forward_hook(count) for m in model.modules() if next(m.parameters(False), None) is not None]
     try:

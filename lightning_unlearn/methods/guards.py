@@ -1,5 +1,7 @@
 """Guards every unlearning method shares: a run whose weights become NaN/inf, or whose accuracy on the retained data
-collapses to chance, ends with :class:`UnlearningFailedError` and writes no model (see ``docs/safety.md``).
+collapses to chance, ends with :class:`UnlearningFailedError` and writes no model; data a method cannot use (no
+forget/retain splits, images of another size or normalised twice) is refused before any step, and a model at chance on
+D_r is reported (see ``docs/safety.md``).
 """
 
 from __future__ import annotations
@@ -10,20 +12,26 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
+from lightning_unlearn.backbones.protocol import check_batch, check_input, num_classes
 from lightning_unlearn.checkpoints import non_finite_tensors
-from lightning_unlearn.data.datasets import SplitView
+from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.utils import accuracy
 
 __all__ = [
     "FiniteWeightsGuard",
     "StepWatch",
     "UnlearningFailedError",
+    "at_chance",
+    "check_fit_data",
     "check_retain_collapse",
     "check_step_watch",
     "reset_step_watch",
     "retain_probe",
+    "warn_at_chance",
     "watch_step",
 ]
 
@@ -180,7 +188,7 @@ def check_retain_collapse(method: Any, before: float | None) -> None:
     fraction = method.retain_collapse
     if fraction is None or before is None:
         return
-    chance = 1.0 / max(int(getattr(method.unlearned_backbone(), "num_classes", 0) or 0), 1)
+    chance = 1.0 / num_classes(method.unlearned_backbone())
     if before - chance < 0.2:
         return  # the original model itself is close to chance on D_r: nothing to collapse from
     after = retain_probe(method)
@@ -193,3 +201,63 @@ def check_retain_collapse(method: Any, before: float | None) -> None:
             f"{method.hparams.get('lr')}) or the number of epochs, or add a retain term; set "
             "`--retain_collapse null` (Python: `method.retain_collapse = None`) to keep such a model anyway."
         )
+
+
+# -- what a method cannot use -----------------------------------------------------------------------------------------
+#: Samples of D_r whose range and shape :func:`check_fit_data` reads at the start of ``fit``.
+DATA_PROBE_SAMPLES = 64
+
+
+def check_fit_data(method: Any) -> None:
+    """Refuse, before any step and in one line, a ``fit`` whose data the method cannot use: no DataModule with
+    forget/retain splits (a method would train on everything), an empty D_f, images of another size or channel count
+    than the network takes, or values outside [0, 1] (normalised by the dataset and again by the network).
+
+    Reads one batch of up to ``DATA_PROBE_SAMPLES`` D_r samples, under a forked RNG (training draws are unchanged).
+    """
+    name = type(method).__name__
+    trainer = method._trainer
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if dm is None or not hasattr(dm, "splits") or not callable(getattr(dm, "dataset", None)):
+        got = f"{type(dm).__name__}, which has no forget/retain splits" if dm is not None else "no DataModule"
+        raise TypeError(
+            f"{name} needs the forget and retain splits, but fit was given {got}: it would train on all the data. Pass "
+            "`datamodule=` an UnlearningDataModule; for your own datasets DatasetsDataModule(train, test, "
+            "image_size=..., in_channels=..., forget=ForgetSpec(...), holdout_indices=<your validation indices>) "
+            "(docs/embedding.md)."
+        )
+    if len(dm.splits.forget) == 0:
+        raise ValueError(
+            f"{name}: the DataModule's forget set D_f is empty (forget={dm.forget}): there is nothing to unlearn; give "
+            "it a ForgetSpec (e.g. ForgetSpec(classes=[3]))."
+        )
+    model = method._require_model()
+    check_input(model, dm, f"{name}'s network ({type(model).__name__})")
+    split = "retain" if len(dm.splits.retain) else "forget"
+    view = dm.dataset(split)
+    first = np.arange(min(len(view), DATA_PROBE_SAMPLES))
+    probe = view.subset(first) if callable(getattr(view, "subset", None)) else Subset(view, first.tolist())
+    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed from the global RNG
+        x, _ = unpack_batch(next(iter(dm.loader(probe, batch_size=len(probe)))))
+    check_batch(model, x, f"The DataModule ({type(dm).__name__})")
+
+
+def at_chance(acc: float | None, classes: int) -> bool:
+    """Whether an accuracy is within a tenth of the way from chance (``1/classes``) to 1: no trained model is."""
+    if acc is None or not np.isfinite(acc) or classes < 2:
+        return False
+    chance = 1.0 / classes
+    return bool(acc < chance + 0.1 * (1.0 - chance))
+
+
+def warn_at_chance(acc: float | None, classes: int, what: str) -> bool:
+    """Warn (one line) when ``what``'s accuracy ``acc`` on retained data is at chance; returns whether it warned."""
+    if not at_chance(acc, classes):
+        return False
+    rank_zero_warn(
+        f"{what} is at chance on the retained data ({100 * float(acc or 0):.1f}%, chance {100 / classes:.1f}%): it is "
+        "not a trained model of this data, or the data it is given differs from what it was trained on (image size, "
+        "channels, normalisation; a plain network given where its adapted backbone was meant). Its unlearning "
+        "metrics mean nothing."
+    )
+    return True

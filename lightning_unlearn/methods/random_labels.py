@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader
 
 from lightning_unlearn.backbones import Backbone
+from lightning_unlearn.backbones.protocol import num_classes as network_classes
 from lightning_unlearn.data.datasets import batch_indices, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName
 from lightning_unlearn.methods.finetune import (
@@ -136,7 +137,7 @@ class RandomLabels(TrainModeMethod):
         draw_epoch = epoch if hp.redraw_each_epoch else 0
         if self._labels_epoch != draw_epoch:
             gen = torch.Generator().manual_seed(int(hp.seed) + draw_epoch)
-            num_classes = self._require_model().num_classes
+            num_classes = network_classes(self._require_model())
             self._labels = draw_random_labels(self._forget_true, num_classes, gen, include_true=hp.include_true)
             self._labels_epoch = draw_epoch
         return self._labels

@@ -2,7 +2,8 @@
 Selective Synaptic Dampening", AAAI 2024; reference code github.com/if-loops/selective-synaptic-dampening, ``ssd.py``).
 
 Diagonal importances (squared gradients) on the forget set D_f and on the whole training set D; the weights far more
-important to D_f than to D are scaled down. No training: two gradient passes and one multiplication.
+important to D_f than to D are scaled down. No training: a gradient pass over D_f and one over D_r, then one
+multiplication.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.backbones import Backbone
@@ -21,10 +22,11 @@ from lightning_unlearn.methods.base import UnlearningMethod, forget_split, loss_
 from lightning_unlearn.methods.fisher import diagonal_fisher
 from lightning_unlearn.search_space import FloatRange, SearchSpace
 
-__all__ = ["SelectiveSynapticDampening", "ImportanceType", "ssd_dampen"]
+__all__ = ["FullOrder", "ImportanceType", "SelectiveSynapticDampening", "full_importance", "ssd_dampen"]
 
 ImportanceType = Literal["batch", "per_sample"]
-_FORGET, _FULL, _PAD = 0, 1, -1
+FullOrder = Literal["reference", "interleaved"]
+_FORGET, _RETAIN, _FULL, _PAD = 0, 1, 2, -1
 
 
 def ssd_dampen(weight: Tensor, imp_full: Tensor, imp_forget: Tensor, alpha: float, lam: float) -> tuple[Tensor, Tensor]:
@@ -39,8 +41,20 @@ def ssd_dampen(weight: Tensor, imp_full: Tensor, imp_forget: Tensor, alpha: floa
     return torch.where(selected, (weight.float() * factor).to(weight.dtype), weight), selected
 
 
+def full_importance(sum_forget: Tensor, n_forget: float, sum_retain: Tensor, n_retain: float) -> Tensor:
+    """I_D when D's batches are D_r's batches followed by D_f's (``full_order="reference"``)::
+
+        I_D = (sum_{B in D_r} i_B + sum_{B in D_f} i_B) / (n_r + n_f),   so   I_Df / I_D <= (n_r + n_f) / n_f
+
+    (``n``: batches, or samples for per-sample importances; ``I_Df = sum_{B in D_f} i_B / n_f``). The cap is why no
+    weight is selected once ``alpha >= (n_r + n_f) / n_f``, about |D| / |D_f|, as with the paper's per-sample
+    definition.
+    """
+    return (sum_forget + sum_retain) / (n_forget + n_retain)
+
+
 class _Batches(Dataset):
-    """Whole batches as items: ``(x, y, source)``; ``source`` 0 = D_f, 1 = D, -1 = padding (ignored)."""
+    """Whole batches as items: ``(x, y, source)``; ``source`` 0 = D_f, 1 = D_r, 2 = D, -1 = padding (ignored)."""
 
     def __init__(self, splits: list[tuple[int, SplitView]], batch_size: int, world: int) -> None:
         self.items = [
@@ -61,6 +75,12 @@ class _Batches(Dataset):
         return x, torch.tensor([int(s[1]) for s in samples]), src
 
 
+def _by_label(view: SplitView) -> SplitView:
+    """The view's samples sorted by label (stable: index order within a class), as the reference's class-wise and
+    sub-class scripts build D_r and D_f (``build_retain_forget_sets``: class 0's samples, then class 1's, ...)."""
+    return view.subset(np.argsort(view.targets, kind="stable"))
+
+
 class SelectiveSynapticDampening(UnlearningMethod):
     """SSD: dampen the weights whose D_f importance exceeds ``alpha`` times their D importance, no training::
 
@@ -72,14 +92,20 @@ class SelectiveSynapticDampening(UnlearningMethod):
     Fisher instead (mean over samples of per-sample squared gradients, Fisher's :func:`diagonal_fisher`), the paper's
     definition; the reference squares mini-batch gradients, and its ``alpha``/``lambda`` are tuned for that.
 
-    The method's one "epoch" iterates the batches of D_f, then those of D (no optimizer; the Trainer stops after it).
-    Under DDP whole batches are dealt to the ranks and the sums and batch counts are all-reduced, so DDP gives the
-    one-process result. Every batch must be seen: ``limit_train_batches`` < 1 is an error, not a silent subsample.
+    D's batches (``full_order``): ``"reference"`` (default) as the reference scripts iterate
+    ``ConcatDataset((retain, forget))`` unshuffled: D_r's batches (sorted by label when D_f is a class or a sub-class,
+    as ``build_retain_forget_sets`` builds D_r; in the stored order for a random or explicit D_f, as ``random_split``
+    leaves it), then D_f's batches, which are the D_f pass's own, so they count once in I_Df and once in I_D
+    (:func:`full_importance`: I_Df / I_D <= (n_r + n_f) / n_f). ``"interleaved"``: D in index order, D_f spread over
+    D's batches (this package up to c7d07c8; with squared mini-batch gradients I_Df / I_D then grows with the batch
+    size, far past |D| / |D_f|). Under DDP whole batches are dealt to the ranks and the sums and batch counts are
+    all-reduced, so DDP gives the one-process result. Every batch must be seen: ``limit_train_batches`` < 1 is an
+    error, not a silent subsample.
 
-    Defaults and their source: ``alpha=10`` (selection weighting) and ``lambda=1`` (dampening constant), batch 64,
-    importances on ``forget_train_dl`` and ``full_train_dl`` (reference ``forget_*_main.py``; the paper uses
-    ``alpha=50, lambda=0.1`` for PinsFaceRecognition and halves ``alpha`` for ViT on full-class forgetting).
-    Cost: one forward+backward pass over D_f and one over D; no D_f-free repair.
+    Defaults and their source: ``alpha=10`` (selection weighting) and ``lambda=1`` (dampening constant), batch 64
+    (reference ``forget_full_class_main.py`` / ``forget_subclass_main.py``; ``forget_random_main.py`` uses batch 128;
+    the paper uses ``alpha=50, lambda=0.1`` for PinsFaceRecognition, the code scales alpha by 0.5 (full class) or 2.5
+    (sub-class) for ViT). Cost: one forward+backward pass over D_f and one over D_r; no D_f-free repair.
 
     Args:
         backbone: the trained model (from the CLI: ``--original_ckpt``).
@@ -87,6 +113,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
         lam: dampening constant (the paper's lambda).
         importance: ``"batch"`` (reference code) or ``"per_sample"`` (diagonal empirical Fisher).
         batch_size: batch size of both importance passes (per rank; the reference: 64).
+        full_order: how D is cut into batches: ``"reference"`` or ``"interleaved"`` (see above).
     """
 
     #: ``lightning_unlearn tune``'s search space (docs/tuning.md); overridable from YAML.
@@ -97,6 +124,8 @@ class SelectiveSynapticDampening(UnlearningMethod):
 
     train_splits = ("forget", "retain")
     uses_optimizer = False  # one pass edits the weights; configure_optimizers returns None
+    #: Whether the importance pass reads labels (label-free subclasses keep D_r in the stored order).
+    uses_labels: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -105,12 +134,15 @@ class SelectiveSynapticDampening(UnlearningMethod):
         lam: float = 1.0,
         importance: ImportanceType = "batch",
         batch_size: int | None = 64,
+        full_order: FullOrder = "reference",
     ) -> None:
         if alpha < 0 or lam < 0:
             raise ValueError(f"alpha and lam must be >= 0, got alpha={alpha}, lam={lam}.")
         if importance not in ("batch", "per_sample"):
             raise ValueError(f"Unknown importance {importance!r}; choose 'batch' or 'per_sample'.")
-        super().__init__(backbone=None, lr=0.0, batch_size=batch_size)
+        if full_order not in ("reference", "interleaved"):
+            raise ValueError(f"Unknown full_order {full_order!r}; choose 'reference' or 'interleaved'.")
+        super().__init__(backbone=backbone, lr=0.0, batch_size=batch_size)
         self.automatic_optimization = False
         #: ``{"forget": {name: I_Df}, "full": {name: I_D}}`` (CPU, fp32), set at the end of the pass.
         self.importances: dict[str, dict[str, Tensor]] = {}
@@ -120,16 +152,24 @@ class SelectiveSynapticDampening(UnlearningMethod):
         self._count: Tensor | None = None
         self._num_items = 0
         self._applied = False
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- data ------------------------------------------------------------------------------------------------------
-    def build_train_dataloader(self, datamodule: Any) -> DataLoader:
+    def full_batches(self, datamodule: Any) -> list[tuple[int, SplitView]]:
+        """The importance pass's datasets in order, each tagged with its source (D_f, D_r, or D)."""
         forget = forget_split(datamodule, augment=False)
         s = datamodule.splits
-        full = SplitView(datamodule.train_set, np.sort(np.concatenate([s.retain, s.forget])))
+        if self.hparams.full_order == "interleaved":
+            full = SplitView(datamodule.train_set, np.sort(np.concatenate([s.retain, s.forget])))
+            return [(_FORGET, forget), (_FULL, full)]
+        retain = datamodule.dataset("retain", augment=False)
+        spec = getattr(datamodule, "forget", None)
+        if self.uses_labels and getattr(spec, "mode", None) in ("classwise", "subclass"):
+            forget, retain = _by_label(forget), _by_label(retain)
+        return [(_FORGET, forget), (_RETAIN, retain)]
+
+    def build_train_dataloader(self, datamodule: Any) -> DataLoader:
         world = int(self.trainer.world_size) if self._trainer is not None else 1
-        ds = _Batches([(_FORGET, forget), (_FULL, full)], self.method_batch_size, world)
+        ds = _Batches(self.full_batches(datamodule), self.method_batch_size, world)
         self._num_items = sum(src != _PAD for src, _, _ in ds.items)
         sampler = None
         if world > 1:
@@ -140,10 +180,21 @@ class SelectiveSynapticDampening(UnlearningMethod):
         return None
 
     # -- the importance pass ---------------------------------------------------------------------------------------
+    def batch_importance(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """One batch's contribution to the importance sums: squared batch gradient, or summed per-sample ones."""
+        if self.hparams.importance == "batch":
+            return {n: g.pow(2) for n, g in loss_gradient(model, x, y).items()}
+        return diagonal_fisher(model, x, y, fisher_type="empirical")
+
+    @property
+    def _per_sample(self) -> bool:
+        return self.hparams.get("importance", "batch") == "per_sample"
+
     def on_train_epoch_start(self) -> None:
         params = [(n, p) for n, p in self._require_model().named_parameters() if p.requires_grad]
-        self._acc = {src: {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params} for src in (_FORGET, _FULL)}
-        self._count = torch.zeros(4, dtype=torch.float32, device=self.device)  # batches, samples of D_f; of D
+        sources = (_FORGET, _RETAIN, _FULL)
+        self._acc = {s: {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params} for s in sources}
+        self._count = torch.zeros(6, dtype=torch.float32, device=self.device)  # (batches, samples) per source
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x, y, src = batch
@@ -151,12 +202,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
         if self._applied or src == _PAD:
             return None
         assert self._count is not None
-        model = self._require_model()
-        if self.hparams.importance == "batch":
-            imp = {n: g.pow(2) for n, g in loss_gradient(model, x, y).items()}
-        else:
-            imp = diagonal_fisher(model, x, y, fisher_type="empirical")
-        for n, v in imp.items():
+        for n, v in self.batch_importance(self._require_model(), x, y).items():
             self._acc[src][n] += v
         self._count[2 * src] += 1
         self._count[2 * src + 1] += x.shape[0]
@@ -166,22 +212,40 @@ class SelectiveSynapticDampening(UnlearningMethod):
         if self._applied or self._count is None:
             return
         names = list(self._acc[_FORGET])
-        flat = torch.cat([self._acc[s][n].flatten() for s in (_FORGET, _FULL) for n in names] + [self._count])
+        sources = (_FORGET, _RETAIN, _FULL)
+        flat = torch.cat([self._acc[s][n].flatten() for s in sources for n in names] + [self._count])
         flat = self.trainer.strategy.reduce(flat, reduce_op="sum")
-        count = flat[-4:].tolist()
-        if int(round(count[0] + count[2])) != self._num_items:
+        count = flat[-6:].tolist()
+        seen = int(round(count[0] + count[2] + count[4]))
+        if seen != self._num_items:
             raise RuntimeError(
-                f"SSD saw {int(count[0] + count[2])} of its {self._num_items} importance batches: it needs every "
+                f"{type(self).__name__} saw {seen} of its {self._num_items} importance batches: it needs every "
                 "batch of D_f and D; remove `limit_train_batches` (or set it to 1.0)."
             )
-        per = 0 if self.hparams.importance == "batch" else 1  # normalise by batches (reference) or samples
-        offset, out = 0, {}
-        for s, key in ((_FORGET, "forget"), (_FULL, "full")):
-            out[key] = {}
+        per = 1 if self._per_sample else 0  # normalise by batches (reference) or samples
+        sums: dict[int, dict[str, Tensor]] = {s: {} for s in sources}
+        offset = 0
+        for s in sources:
             for n in names:
                 numel = self._acc[s][n].numel()
-                out[key][n] = (flat[offset : offset + numel] / count[2 * s + per]).view_as(self._acc[s][n])
+                sums[s][n] = flat[offset : offset + numel].view_as(self._acc[s][n])
                 offset += numel
+        n_f, n_r, n_d = count[per], count[2 + per], count[4 + per]
+        reference = self.hparams.get("full_order", "reference") == "reference"
+        if reference and float(self.hparams.alpha) >= (n_f + n_r) / n_f:
+            rank_zero_warn(
+                f"{type(self).__name__}: alpha={self.hparams.alpha} is at or above the cap of I_Df / I_D, "
+                f"(n_r + n_f) / n_f = {(n_f + n_r) / n_f:.2f} (about |D| / |D_f|), so no weight can be selected and "
+                "the model stays as it is; use an alpha below it (the reference's alpha=10 is below it only when "
+                "D_f is under a tenth of D)."
+            )
+        out: dict[str, dict[str, Tensor]] = {"forget": {}, "full": {}}
+        for n in names:
+            out["forget"][n] = sums[_FORGET][n] / n_f
+            if reference:
+                out["full"][n] = full_importance(sums[_FORGET][n], n_f, sums[_RETAIN][n], n_r)
+            else:
+                out["full"][n] = sums[_FULL][n] / n_d
         self.importances = {k: {n: v.detach().cpu() for n, v in d.items()} for k, d in out.items()}
         self._acc = {}
         self.dampen(out["full"], out["forget"])
@@ -199,7 +263,8 @@ class SelectiveSynapticDampening(UnlearningMethod):
             p.copy_(new)
             self.selected[name] = selected.cpu()
         n_sel = sum(int(m.sum()) for m in self.selected.values())
-        rank_zero_info(f"SSD: dampened {n_sel} of {sum(m.numel() for m in self.selected.values())} weights.")
+        total = sum(m.numel() for m in self.selected.values())
+        rank_zero_info(f"{type(self).__name__}: dampened {n_sel} of {total} weights.")
 
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -171,7 +170,7 @@ class TwinUnlearning(UnlearningMethod):
                 f"Need nf_k >= 1, af_steps >= 0, af_epsilon >= 0, hard_rate_samples >= 1 or null (got {nf_k}, "
                 f"{af_steps}, {af_epsilon}, {hard_rate_samples})."
             )
-        super().__init__(backbone=None, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
+        super().__init__(backbone=backbone, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
                          batch_size=batch_size)  # fmt: skip
         self.hparams["features"] = feats
         #: What the precomputation found (``method_config()["tmu"]``); empty until ``fit`` (or :meth:`compute_split`).
@@ -183,8 +182,6 @@ class TwinUnlearning(UnlearningMethod):
         self._hard_sorted = torch.empty(0, dtype=torch.bool)
         self._random_sorted = torch.empty(0, dtype=torch.long)
         self._retain_indices: np.ndarray | None = None
-        if backbone is not None:
-            self.attach(backbone)
 
     # -- precomputation ----------------------------------------------------------------------------------------------
     def compute_split(self, datamodule: Any) -> dict[str, Any]:
@@ -202,7 +199,7 @@ class TwinUnlearning(UnlearningMethod):
                     + (": set the DataModule's `holdout_fraction` > 0 (D_e is drawn from it)." if name == "holdout"
                        else ".")  # fmt: skip
                 )
-        split = predict_split(self.original, datamodule, self.hparams, int(self._require_model().num_classes))
+        split = predict_split(self.original, datamodule, self.hparams, int(self._require_model().head.out_features))
         self.feature_table = split.table
         self._forget_sorted, self._hard_sorted, self._random_sorted = split.forget, split.hard, split.random_labels
         seed = int(self.hparams.seed)

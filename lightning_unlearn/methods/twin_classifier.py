@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_unlearn.methods.optim import make_optimizer
+
 __all__ = [
     "EasyHardMLP",
     "HardRule",
@@ -114,7 +116,7 @@ def train_easy_hard_classifier(
     if features.shape[0] == 0:
         return mlp.eval()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=momentum)
+    opt = make_optimizer(mlp.parameters(), "sgd", lr, momentum=momentum)
     target = easy.float().to(features.device)
     n_easy = int(easy.sum())
     pos_weight = None

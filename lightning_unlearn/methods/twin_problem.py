@@ -24,8 +24,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from lightning_unlearn.backbones import build_backbone
+from lightning_unlearn.backbones import fresh_network
 from lightning_unlearn.data.datasets import SplitView, batch_indices, unpack_batch
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.methods.twin_features import adversarial_feature, nearest_distance, per_sample_loss
 from lightning_unlearn.methods.twin_features import train_from_scratch
 from lightning_unlearn.methods.twin_set import select_twin_set, twin_set_size
@@ -94,11 +95,7 @@ def _per_class_subset(view: SplitView, per_class: int, rng: np.random.Generator)
 
 
 def _optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"Unknown optimizer {name!r}; choose 'sgd' or 'adam'.")
+    return make_optimizer(params, name, lr, momentum=0.9)
 
 
 def materialise(datamodule: Any, dataset: Dataset) -> tuple[Tensor, Tensor, Tensor]:
@@ -232,10 +229,7 @@ def build_twin_problem(original: nn.Module, datamodule: Any, hp: Mapping[str, An
 def _curriculum_model(original: nn.Module, datamodule: Any, retain_ds: SplitView, forget_ds: SplitView,
                       hp: Mapping[str, Any], rng: np.random.Generator, device: Any) -> nn.Module:  # fmt: skip
     """CF's model: the original's architecture, freshly initialised (seeded), trained ``cf_epochs`` from scratch."""
-    config = getattr(original, "module", original).config()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(hp["seed"]))
-        model = build_backbone(config).to(device)
+    model = fresh_network(getattr(original, "module", original), int(hp["seed"])).to(device)
     views = [retain_ds] if hp["cf_data"] == "retain" else [retain_ds, forget_ds]
     data = ConcatDataset([_XY(subset(v, float(hp["cf_fraction"]), rng)) for v in views])
     train_from_scratch(model, _loader_fn(data, int(hp["cf_batch_size"]), int(hp["seed"]) + 1, datamodule.num_workers),

@@ -20,6 +20,7 @@ from lightning_unlearn.backbones import Backbone
 from lightning_unlearn.data.datasets import SplitView, unpack_batch
 from lightning_unlearn.methods.base import OptimizerName, PhasedLoader, sharded_loader
 from lightning_unlearn.methods.finetune import TrainModeMethod, check_finite, split_or_error
+from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 from lightning_unlearn.utils import eval_mode, param_dtype
@@ -49,7 +50,7 @@ def error_maximizing_noise(
     mean = getattr(model, "mean", torch.zeros(())).to(p.device)
     std = getattr(model, "std", torch.ones(())).to(p.device)
     z = torch.randn(shape, generator=generator).to(p.device).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    opt = make_optimizer([z], "adam", lr)
     labels = torch.full((shape[0],), int(target_class), dtype=torch.long, device=p.device)
     history: list[float] = []
     with eval_mode(model), torch.enable_grad():
@@ -222,10 +223,7 @@ class UNSIR(TrainModeMethod):
         impair = super().configure_optimizers()
         hp = self.hparams
         params = self.trainable_parameters()
-        if hp.optimizer == "adam":
-            repair = torch.optim.Adam(params, lr=hp.repair_lr, weight_decay=hp.weight_decay)
-        else:
-            repair = torch.optim.SGD(params, lr=hp.repair_lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        repair = make_optimizer(params, hp.optimizer, hp.repair_lr, hp.momentum, hp.weight_decay)
         return [impair, repair]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -9,32 +9,50 @@ search space (its ``search_space`` attribute, with the config's overrides) must 
 from __future__ import annotations
 
 import inspect
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_unlearn.search_space import EPOCHS_KEY, Choice, FloatRange, IntRange, Param, parse_space
+from lightning_unlearn.benchmark import BenchmarkConfig, Group, Plan, Scenario, load_config, make_plan, validate_config
+from lightning_unlearn.data.forget import ForgetSpec
+from lightning_unlearn.experiment import (
+    ConfigError,
+    MethodSpec,
+    add_run_arguments,
+    command_parser,
+    config_args,
+    parse_command,
+    parsed_values,
+)
+from lightning_unlearn.search_space import EPOCHS_KEY, Param
+from lightning_unlearn.tune.space import resolve_space
 
-__all__ = ["MethodTuning", "TuneConfig", "TuneConfigError", "build_parser", "load_tune_config", "tune_config_from_args"]
+__all__ = [
+    "MethodTuning",
+    "TuneConfig",
+    "TuneConfigError",
+    "build_parser",
+    "check_disjoint",
+    "group_record",
+    "load_tune_config",
+    "tune_config_from_args",
+]
 
 Objective = Literal["gap", "time"]
 #: Evaluator settings applied to tuning runs unless the config says otherwise: the gap needs accuracies and
-#: MIA-efficacy only (ZRF and plots cost time and are not part of it).
-DEFAULT_EVALUATOR_OVERRIDES: dict[str, Any] = {"zrf": False, "plots": False}
-
-
-class TuneConfigError(ValueError):
-    """The tuning configuration cannot run (raised before anything is trained)."""
+#: MIA-efficacy only (ZRF, plots, the probe, the relearning attack and CKA cost time and are not part of it).
+DEFAULT_EVALUATOR_OVERRIDES: dict[str, Any] = {"zrf": False, "plots": False, "probe": False, "relearn": False,
+                                               "cka": False}
+#: The tuner's configuration errors are :class:`~lightning_unlearn.experiment.ConfigError` (the older name).
+TuneConfigError = ConfigError
 
 
 @dataclass
 class MethodTuning:
     """One method to tune: its benchmark entry, its resolved search space and its trial budget."""
 
-    spec: Any  # the benchmark's MethodSpec (the settings every trial starts from)
+    spec: MethodSpec  # the benchmark's entry (the settings every trial starts from)
     space: dict[str, Param]
     n_trials: int
 
@@ -63,8 +81,8 @@ class TuneConfig:
 
     benchmark_path: str
     output_dir: str
-    bench: Any  # BenchmarkConfig of the tuning runs: the benchmark's settings, the tuning scenarios and seeds
-    evaluation: Any  # BenchmarkConfig as given: its scenarios x seeds are the evaluation targets
+    bench: BenchmarkConfig  # of the tuning runs: the benchmark's settings, the tuning scenarios and seeds
+    evaluation: BenchmarkConfig  # as given: its scenarios x seeds are the evaluation targets
     methods: list[MethodTuning]
     objectives: list[str]
     sampler: str = "tpe"
@@ -76,28 +94,23 @@ class TuneConfig:
     parallel: int = 1
     quiet: bool = True
     source: dict[str, Any] = field(default_factory=dict)
-    plan: Any = None  # the tuning Plan (groups, models), computed and checked against the evaluation's when loaded
+    plan: Plan | None = None  # the tuning Plan (groups, models), computed and checked against the evaluation's when loaded
     evaluation_hashes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_parser() -> Any:
     """The jsonargparse parser of ``lightning_unlearn tune``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    p = ArgumentParser(
-        prog="lightning_unlearn tune",
-        description=(
-            "Tune every method's hyper-parameters with Optuna against the average gap to Retrain, on tuning targets "
-            "disjoint from the benchmark's evaluation targets; write best/<method>.yaml and tune.md into output_dir. "
-            "Finished trials are reused when run again. See docs/tuning.md."
-        ),
-        default_env=False,
+    p = command_parser(
+        "tune",
+        "Tune every method's hyper-parameters with Optuna against the average gap to Retrain, on tuning targets "
+        "disjoint from the benchmark's evaluation targets; write best/<method>.yaml and tune.md into output_dir. "
+        "Finished trials are reused when run again. See docs/tuning.md.",
+        "configs/tune/*.yaml",
+        "runs/tune",
     )
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/tune/*.yaml).")
     p.add_argument("--benchmark", type=str, required=True,
                    help="Benchmark config: data, model, training, methods; its scenarios x seeds are the evaluation "
                    "targets that tuning must not use.")  # fmt: skip
-    p.add_argument("--output_dir", type=str, default="runs/tune", help="Where studies, trials and best/ are written.")
     p.add_argument("--scenarios", type=list[dict[str, Any]], required=True,
                    help="Tuning targets: [{name: <benchmark scenario>, targets: [ForgetSpec dict, ...]}].")  # fmt: skip
     p.add_argument("--seeds", type=list[int], default=[100], help="Seeds of the tuning splits and runs.")
@@ -116,180 +129,117 @@ def build_parser() -> Any:
                    help="Prune a trial whose running gap after a tuning target is worse than the median.")  # fmt: skip
     p.add_argument("--timeout_s", type=float | None, default=None, help="Time budget per method (this start).")
     p.add_argument("--evaluator", type=dict[str, Any], default={}, help="Overrides of the benchmark's evaluator.")
-    p.add_argument("--executor", type=str | dict[str, Any], default="local", help="`local` or {name: ray, ...}.")
+    add_run_arguments(p)
     p.add_argument("--parallel", type=int, default=1, help="Trials asked and run at once (executor batch).")
-    p.add_argument("--quiet", type=bool, default=True, help="Silence Lightning's per-run messages.")
     return p
 
 
 def load_tune_config(source: str | Path | Sequence[str], **overrides: Any) -> TuneConfig:
     """A YAML path or command-line arguments (``["-c", "x.yaml", "--n_trials", "3"]``); ``overrides`` are keys."""
-    args = ["-c", str(source)] if isinstance(source, (str, Path)) else list(source)
-    for key, value in overrides.items():
-        args.append(f"--{key}={value if isinstance(value, str) else json.dumps(value)}")
-    return tune_config_from_args(args)
+    return tune_config_from_args(config_args(source, overrides))
 
 
 def tune_config_from_args(args: Sequence[str]) -> TuneConfig:
-    parser = build_parser()
-    ns = parser.parse_args(list(args))
-    d = ns.as_dict()
-    d.pop("config", None)
-    d.pop("__path__", None)
-    return _build(d)
+    """A validated :class:`TuneConfig` from command-line arguments (raises ``ConfigError`` before anything runs)."""
+    return _build(*parsed_values(parse_command(build_parser(), args)))
 
 
-def _err(msg: str) -> TuneConfigError:
-    return TuneConfigError(msg)
-
-
-def _build(d: dict[str, Any]) -> TuneConfig:
-    from lightning_unlearn.data.forget import ForgetSpec
-    from lightning_unlearn.tune import _bench as B
-
+def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
     bpath = Path(str(d["benchmark"]))
     if not bpath.is_file():
-        raise _err(f"benchmark config {bpath} not found (a path relative to the current directory)")
+        raise ConfigError(f"benchmark config {bpath} not found (a path relative to the current directory)")
     out = Path(str(d["output_dir"]))
     try:
-        evaluation = B.load_config(str(bpath))
-        bench = B.load_config(str(bpath), output_dir=str(out / "work"))
-    except B.BenchmarkConfigError as err:
-        raise _err(f"benchmark config {bpath}: {err}") from None
+        evaluation = load_config(str(bpath))
+        bench = load_config(str(bpath), output_dir=str(out / "work"))
+    except ConfigError as err:
+        raise ConfigError(f"benchmark config {bpath}: {err}") from None
     eval_names = [s.name for s in evaluation.scenarios]
     scenarios = []
     for i, sc in enumerate(d.get("scenarios") or []):
         name = str(sc.get("name") or "").strip()
         if name not in eval_names:
-            raise _err(f"scenarios[{i}] name {name!r} is not a scenario of {bpath} ({eval_names}); tuning targets "
+            raise ConfigError(f"scenarios[{i}] name {name!r} is not a scenario of {bpath} ({eval_names}); tuning targets "
                        "stand for a benchmark scenario")  # fmt: skip
         targets = []
         for j, t in enumerate(sc.get("targets") or []):
             try:
                 targets.append(ForgetSpec(**{k: v for k, v in dict(t).items() if v is not None}))
             except (TypeError, ValueError) as err:
-                raise _err(f"scenarios[{i}] ({name}) targets[{j}]: {err}") from None
-        scenarios.append(B.Scenario(name=name, targets=targets))
+                raise ConfigError(f"scenarios[{i}] ({name}) targets[{j}]: {err}") from None
+        scenarios.append(Scenario(name=name, targets=targets))
     if not scenarios:
-        raise _err("`scenarios` is empty: list the tuning targets, e.g. {name: class-wise, targets: [{classes: [5]}]}")
+        raise ConfigError("`scenarios` is empty: list the tuning targets, e.g. {name: class-wise, targets: [{classes: [5]}]}")
     seeds = [int(s) for s in d.get("seeds") or []]
     names = d.get("methods")
-    untuned = [m for m in bench.methods if getattr(m, "tuned_record", None) is None]  # not the `tuned:` variants
+    untuned = [m for m in bench.methods if m.tuned_record is None]  # not the `tuned:` variants
     known = [m.name for m in untuned]
     if names is not None:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise _err(f"methods {unknown} are not methods of {bpath}: {known}")
+            raise ConfigError(f"methods {unknown} are not methods of {bpath}: {known}")
     chosen = [m for m in untuned if names is None or m.name in names]
     chosen = [m for m in chosen if any(m.runs_in(s.name) for s in scenarios)]
     if not chosen:
-        raise _err("no method to tune: none of the chosen methods runs in the tuning scenarios")
+        raise ConfigError("no method to tune: none of the chosen methods runs in the tuning scenarios")
     evaluator = {**bench.evaluator, **DEFAULT_EVALUATOR_OVERRIDES, **dict(d.get("evaluator") or {})}
     bench = replace(bench, scenarios=scenarios, seeds=seeds, methods=chosen, evaluator=evaluator,
                     keep_checkpoints=False, report_only=False, quiet=bool(d.get("quiet", True)))  # fmt: skip
     try:
-        B.validate_config(bench)
-    except B.BenchmarkConfigError as err:
-        raise _err(f"tuning targets: {err}") from None
+        validate_config(bench)
+    except ConfigError as err:
+        raise ConfigError(f"tuning targets: {err}") from None
     overrides = dict(d.get("search_space") or {})
     unknown_m = sorted(set(overrides) - set(known))
     if unknown_m:
-        raise _err(f"search_space names {unknown_m}, which are not methods of {bpath}: {known}")
+        raise ConfigError(f"search_space names {unknown_m}, which are not methods of {bpath}: {known}")
     per = dict(d.get("trials_per_method") or {})
     unknown_t = sorted(set(per) - set(known))
     if unknown_t:
-        raise _err(f"trials_per_method names {unknown_t}, which are not methods of {bpath}: {known}")
+        raise ConfigError(f"trials_per_method names {unknown_t}, which are not methods of {bpath}: {known}")
     methods = []
     for m in chosen:
         n = int(per.get(m.name, d["n_trials"]))
         if n < 1:
-            raise _err(f"{m.name}: n_trials must be >= 1, got {n}")
+            raise ConfigError(f"{m.name}: n_trials must be >= 1, got {n}")
         methods.append(MethodTuning(m, resolve_space(m, overrides.get(m.name)), n))
     objectives = list(d.get("objectives") or ["gap"])
     if objectives not in (["gap"], ["gap", "time"]):
-        raise _err(f"objectives must be [gap] or [gap, time], got {objectives}")
+        raise ConfigError(f"objectives must be [gap] or [gap, time], got {objectives}")
     for key in ("parallel",):
         if int(d[key]) < 1:
-            raise _err(f"{key} must be >= 1, got {d[key]}")
+            raise ConfigError(f"{key} must be >= 1, got {d[key]}")
     if d.get("timeout_s") is not None and float(d["timeout_s"]) <= 0:
-        raise _err(f"timeout_s must be > 0 (or null), got {d['timeout_s']}")
+        raise ConfigError(f"timeout_s must be > 0 (or null), got {d['timeout_s']}")
     cfg = TuneConfig(
         benchmark_path=str(bpath), output_dir=str(out), bench=bench, evaluation=evaluation, methods=methods,
         objectives=objectives, sampler=str(d["sampler"]), seed=int(d["seed"]),
         n_startup_trials=d.get("n_startup_trials"),
         pruner=str(d["pruner"]), timeout_s=d.get("timeout_s"), executor=d.get("executor") or "local",
-        parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=json.loads(json.dumps(d, default=str)),
+        parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=source,
     )  # fmt: skip
     try:
-        cfg.plan = B.make_plan(bench)
-        eval_plan = B.make_plan(evaluation)
-    except B.BenchmarkConfigError as err:
-        raise _err(str(err)) from None
+        cfg.plan = make_plan(bench)
+        eval_plan = make_plan(evaluation)
+    except ConfigError as err:
+        raise ConfigError(str(err)) from None
     check_disjoint(cfg.plan.groups, eval_plan.groups)
     cfg.evaluation_hashes = [group_record(g) for g in eval_plan.groups]
     return cfg
 
 
-def group_record(g: Any) -> dict[str, Any]:
+def group_record(g: Group) -> dict[str, Any]:
     """What identifies a (scenario, target, seed) group in records: its names and its split hashes."""
     return {"scenario": g.scenario, "target": g.target.describe(), "seed": int(g.seed), "hashes": dict(g.hashes)}
 
 
-def resolve_space(spec: Any, override: dict[str, Any] | None) -> dict[str, Param]:
-    """The method class's ``search_space`` with the YAML ``override`` applied, every key and bound checked."""
-    cls = spec.resolve()
-    try:
-        parsed = parse_space(override)
-    except ValueError as err:
-        raise _err(f"{spec.name}: {err}") from None
-    space: dict[str, Param | None] = {**dict(getattr(cls, "search_space", {}) or {}), **parsed}
-    space = {k: v for k, v in space.items() if v is not None}
-    params = inspect.signature(cls).parameters
-    allowed = {k for k in params if k not in ("backbone", "updates", "self")} | {EPOCHS_KEY}
-    for key in space:
-        if key not in allowed:
-            raise _err(f"{spec.name}: search space key {key!r} is not an argument of {cls.__name__} "
-                       f"({', '.join(sorted(allowed))})")  # fmt: skip
-    if not space:
-        raise _err(f"{spec.name}: empty search space ({cls.__name__} declares none); give one under "
-                   f"search_space.{spec.name}, or leave the method out of `methods`")  # fmt: skip
-    for key, param in space.items():
-        _check_values(spec, key, param)
-    return dict(space)  # type: ignore[arg-type]
-
-
-def _check_values(spec: Any, key: str, param: Param) -> None:
-    from lightning_unlearn.tune import _bench as B
-
-    values = param.bounds()
-    if key == EPOCHS_KEY:
-        if isinstance(param, FloatRange) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                      for v in values):  # fmt: skip
-            raise _err(f"{spec.name}: {EPOCHS_KEY} must be an integer range or choices of integers >= 0, got "
-                       f"{param.describe()}")  # fmt: skip
-        return
-    for v in values:
-        trial_spec = replace(spec, init_args={**spec.init_args, key: v})
-        try:
-            B._check_method_args(trial_spec, spec.resolve())
-        except B.BenchmarkConfigError as err:
-            raise _err(f"{spec.name}: search space {key}={param.describe()}: the value {v!r} is not accepted "
-                       f"({str(err)[:300]})") from None  # fmt: skip
-    if isinstance(param, (IntRange, Choice)):
-        return
-
-
-def check_disjoint(tuning_groups: Sequence[Any], evaluation_groups: Sequence[Any]) -> None:
+def check_disjoint(tuning_groups: Sequence[Group], evaluation_groups: Sequence[Group]) -> None:
     """Refuse a tuning target whose forget set (split hash) is one of the evaluation targets'."""
     evals = {g.hashes["forget"]: g for g in evaluation_groups}
     for g in tuning_groups:
         hit = evals.get(g.hashes["forget"])
         if hit is not None:
-            raise _err(
+            raise ConfigError(
                 f"tuning target {g.describe()} has the same forget set (sha256 {g.hashes['forget'][:12]}) as the "
                 f"evaluation target {hit.describe()}: tune on other forget classes or other seeds"
             )
-
-
-def print_error(err: BaseException) -> None:
-    print("lightning_unlearn tune: error: " + " ".join(str(err).split()), file=sys.stderr)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lightning_unlearn.experiment import json_text, now, write_best, write_output
 from lightning_unlearn.search_space import EPOCHS_KEY
 
-__all__ = ["summarise", "write_best_file", "write_report"]
+__all__ = ["OUTPUT_FILES", "PLOTS", "summarise", "write_best_file", "write_report"]
+
+#: Where the plots go, under output_dir.
+PLOTS = "plots"
+#: What the tuner writes at the top of its output_dir (through ``experiment.write_output``: never over a file it did
+#: not write); ``best/<method>.yaml`` has its own rule (its tuning record, ``experiment.check_writable``).
+OUTPUT_FILES = ("config.yaml", "tune.md", "tune.json", f"{PLOTS}/*.png")
 
 
 def _fmt(v: Any) -> str:
@@ -23,7 +29,7 @@ def _fmt(v: Any) -> str:
 def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """The study's trials, its best trial (lowest gap; with [gap, time], the lowest-gap trial of the Pareto front) and
     the trial at the benchmark's configured settings."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # deferred: start-up (optuna only once studies run)
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -52,8 +58,7 @@ def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> 
 
 
 def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> Path:
-    from lightning_unlearn.tune.record import write_best
-
+    """``best/<method>.yaml`` of a finished study: its best trial's settings and the tuning record."""
     best = summary["best"]
     params = dict(best["params"])
     init = {**mt.spec.init_args, **{k: v for k, v in params.items() if k != EPOCHS_KEY}}
@@ -64,7 +69,7 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
         "objectives": cfg.objectives, "values": best["values"], "params": params,
         "default_values": None if default is None else default["values"],
         "benchmark": cfg.benchmark_path, "tuning_groups": summary["tuning_groups"],
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_at": now(),
     }  # fmt: skip
     dv = "" if default is None else f" (configured settings: {default['values'][0]:.2f})"
     header = [
@@ -78,8 +83,9 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
 
 
 def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], list[str]]:
-    """Optuna's optimisation history and parameter importances (matplotlib backend); returns (files, notes)."""
-    import matplotlib
+    """Optuna's optimisation history and parameter importances (matplotlib backend) in ``out/plots/``; returns
+    (files, notes)."""
+    import matplotlib  # deferred: start-up (matplotlib and optuna's plots only when the report is written)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -89,7 +95,7 @@ def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], li
     target = (lambda t: t.values[0]) if multi else None
     kw = {"target": target, "target_name": "average gap"} if multi else {}
     for kind, fn in (("history", ovm.plot_optimization_history), ("importance", ovm.plot_param_importances)):
-        path = out / f"{stem}-{kind}.png"
+        name = f"{stem}-{kind}.png"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -97,9 +103,9 @@ def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], li
                 fig = (ax if not hasattr(ax, "__len__") else ax[0]).figure
                 fig.set_size_inches(7, 4)
                 fig.tight_layout()
-                fig.savefig(path, dpi=90)
+                write_output(out, f"{PLOTS}/{name}", lambda f, fig=fig: fig.savefig(f, format="png", dpi=90))
                 plt.close(fig)
-            files.append(path.name)
+            files.append(name)
         except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn (e.g. < 2 finished trials) is noted
             notes.append(f"no {kind} plot ({type(err).__name__}: {str(err)[:120]})")
     return files, notes
@@ -108,8 +114,6 @@ def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], li
 def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, contexts: list[dict[str, Any]],
                  seconds: float) -> Path:  # fmt: skip
     """``tune.md`` (and ``tune.json`` without the study objects, ``plots/``)."""
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
     objs = " and ".join(cfg.objectives)
     lines = [
         "# Tuning", "",
@@ -145,8 +149,8 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
         if len(cfg.objectives) > 1 and s["front"]:
             lines += ["", "Pareto front (gap, unlearning time s): " + "; ".join(
                 f"trial {t['number']} ({_fmt(t['values'][0])}, {_fmt(t['values'][1])})" for t in s["front"]) + "."]
-        files, notes = _plots(s["_study"], plots, name.replace(" ", "_"), len(cfg.objectives) > 1)
-        lines += [""] + [f"![{f}](plots/{f})" for f in files] + [f"*{n}*" for n in notes]
+        files, notes = _plots(s["_study"], out, name.replace(" ", "_"), len(cfg.objectives) > 1)
+        lines += [""] + [f"![{f}]({PLOTS}/{f})" for f in files] + [f"*{n}*" for n in notes]
         lines += ["", "| trial | state | " + " | ".join(cfg.objectives) + " | params | s |",
                   "|---:|---|" + "---:|" * len(cfg.objectives) + "---|---:|"]  # fmt: skip
         for r in s["trials"]:
@@ -155,10 +159,9 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
             state += " (interrupted)" if r["interrupted"] else ""
             lines.append(f"| {r['number']} | {state} | " + " | ".join(_fmt(v) if v is not None else "-" for v in vals)
                          + f" | {_params(r['params'])} | {_fmt(r['seconds']) if r['seconds'] is not None else '-'} |")
-    path = out / "tune.md"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_output(out, "tune.md", "\n".join(lines) + "\n")
     clean = {k: {kk: vv for kk, vv in v.items() if kk != "_study"} for k, v in summaries.items()}
-    (out / "tune.json").write_text(json.dumps(clean, indent=1, default=str))
+    write_output(out, "tune.json", json_text(clean))
     return path
 
 

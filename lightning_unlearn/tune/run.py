@@ -4,75 +4,66 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_unlearn.search_space import Choice, FloatRange, IntRange
+import yaml
+
+from lightning_unlearn.executors import Job, make_executor
+from lightning_unlearn.experiment import (
+    ConfigError,
+    config_hash,
+    evaluator_settings,
+    executor_settings,
+    method_identity,
+    run_command,
+    claim_output_dir,
+    slug,
+    trainer_key,
+    write_output,
+)
+from lightning_unlearn.experiment import check_writable as check_best_writable
+from lightning_unlearn.tune.config import MethodTuning, TuneConfig, tune_config_from_args
+from lightning_unlearn.tune.objective import prepare, run_trial
+from lightning_unlearn.tune.report import OUTPUT_FILES, summarise, write_best_file, write_report
+from lightning_unlearn.tune.space import in_space
+from lightning_unlearn.tune.study import make_pruner, make_sampler, open_storage, open_study, run_study, trial_seed
 
 __all__ = ["best_path", "check_outputs", "main", "run_tuning", "study_name"]
 
 
-def study_name(cfg: Any, mt: Any, contexts: Sequence[dict[str, Any]]) -> str:
+def study_name(cfg: TuneConfig, mt: MethodTuning, contexts: Sequence[dict[str, Any]]) -> str:
     """``<method>-<hash>``: the hash covers everything a trial's value depends on, so a changed setting starts a new
     study and an unchanged one reuses every finished trial."""
-    from lightning_unlearn.tune import _bench as B
-    from lightning_unlearn.tune.objective import trainer_key
-
     content = {
-        "method": {"class_path": mt.spec.class_path, "init_args": mt.spec.init_args, "max_epochs": mt.spec.max_epochs,
-                   "trainer": mt.spec.trainer},  # fmt: skip
+        "method": method_identity(mt.spec),
         "space": {k: p.describe() for k, p in sorted(mt.space.items())},
         "groups": [(c["group"].original_key, c["group"].gold_key, c["record"]["hashes"]) for c in contexts],
-        "evaluator": B.evaluator_settings(cfg.bench.evaluator),
-        "trainer": trainer_key(cfg.bench),
+        "evaluator": evaluator_settings(cfg.bench.evaluator),
+        "trainer": trainer_key(cfg.bench.trainer),
         "objectives": cfg.objectives,
     }
-    return f"{B.slug(mt.name)}-{B.config_hash(content, 12)}"
+    return f"{slug(mt.name)}-{config_hash(content, 12)}"
 
 
-def _in_space(params: dict[str, Any], space: dict[str, Any]) -> bool:
-    for k, p in space.items():
-        v = params.get(k)
-        if isinstance(p, Choice):
-            if v not in p.choices:
-                return False
-        elif isinstance(p, (FloatRange, IntRange)):
-            if v is None or isinstance(v, bool) or not (p.low <= v <= p.high):
-                return False
-    return True
-
-
-def best_path(cfg: Any, mt: Any) -> Path:
+def best_path(cfg: TuneConfig, mt: MethodTuning) -> Path:
     """Where a method's tuned settings are written: ``output_dir/best/<method>.yaml``."""
-    from lightning_unlearn.tune import _bench as B
-
-    return Path(cfg.output_dir) / "best" / f"{B.slug(mt.name)}.yaml"
+    return Path(cfg.output_dir) / "best" / f"{slug(mt.name)}.yaml"
 
 
-def check_outputs(cfg: Any) -> None:
-    """Refuse (``TuneConfigError``) before anything is written or trained when a ``best/`` file exists that the tuner
+def check_outputs(cfg: TuneConfig) -> None:
+    """Refuse (``ConfigError``) before anything is written or trained when a ``best/`` file exists that the tuner
     did not write: it would otherwise only be found after a method's study has finished."""
-    from lightning_unlearn.tune.config import TuneConfigError
-    from lightning_unlearn.tune.record import check_writable
-
     for mt in cfg.methods:
         try:
-            check_writable(best_path(cfg, mt))
+            check_best_writable(best_path(cfg, mt))
         except FileExistsError as err:
-            raise TuneConfigError(str(err)) from None
+            raise ConfigError(str(err)) from None
 
 
-def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
+def run_tuning(cfg: TuneConfig, stream: Any = None) -> dict[str, Any]:
     """Tune every configured method; returns ``{method: summary}`` and writes ``best/`` and ``tune.md``."""
-    import yaml
-
-    from lightning_unlearn.executors import Job, make_executor
-    from lightning_unlearn.tune import _bench as B
-    from lightning_unlearn.tune.objective import prepare, run_trial
-    from lightning_unlearn.tune.report import summarise, write_best_file, write_report
-    from lightning_unlearn.tune.study import make_pruner, make_sampler, open_study, run_study, storage_url
-
     stream = stream if stream is not None else sys.stderr
     start = time.perf_counter()
 
@@ -80,12 +71,17 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
         print(f"tune {text}", file=stream, flush=True)
 
     check_outputs(cfg)
+    with claim_output_dir(cfg.output_dir, "tune", OUTPUT_FILES):  # this run's alone, nothing of others in it
+        return _run(cfg, log, start)
+
+
+def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str, Any]:
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.source, sort_keys=False))
-    storage = storage_url(out)
-    executor = make_executor(cfg.executor)
-    contexts = prepare(cfg, executor, log)
+    write_output(out, "config.yaml", yaml.safe_dump(cfg.source, sort_keys=False))
+    storage = open_storage(out)
+    settings = executor_settings(cfg.executor, cfg.bench.trainer)
+    executor = make_executor(settings.spec)
+    contexts = prepare(cfg, executor, settings.threads, log)
     multi = len(cfg.objectives) > 1
     directions = ["minimize"] * len(cfg.objectives)
     summaries: dict[str, Any] = {}
@@ -93,18 +89,22 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
         for i, mt in enumerate(cfg.methods, 1):
             ctx = [c for c in contexts if mt.spec.runs_in(c["group"].scenario)]
             name = study_name(cfg, mt, ctx)
-            sampler = make_sampler(cfg.sampler, cfg.seed, cfg.n_startup_trials, mt.n_trials, multi_objective=multi)
+
+            def sampler(k: int, mt: Any = mt) -> Any:  # the k-th counted trial's, the same after a restart
+                return make_sampler(cfg.sampler, trial_seed(cfg.seed, k), cfg.n_startup_trials, mt.n_trials,
+                                    multi_objective=multi)  # fmt: skip
+
             pruner = "none" if multi else cfg.pruner
-            study = open_study(name, storage, directions, sampler, make_pruner(pruner))
+            study = open_study(name, storage, directions, sampler(0), make_pruner(pruner))
             if not study.get_trials(deepcopy=False):
                 study.set_user_attr("method", mt.name)
                 study.set_user_attr("tuning_groups", [c["record"] for c in ctx])
                 default = mt.default_params()
-                if len(default) == len(mt.space) and _in_space(default, mt.space):
+                if len(default) == len(mt.space) and in_space(default, mt.space):
                     study.enqueue_trial(default, user_attrs={"default": True})
                 else:
                     log(f"{mt.name}: its configured settings {default} are outside the search space; no default trial")
-            trial_root = out / "trials" / B.slug(mt.name)
+            trial_root = out / "trials" / slug(mt.name)
 
             def make_job(trial: Any, mt: Any = mt, ctx: Any = ctx, name: str = name, pruner: str = pruner,
                          trial_root: Path = trial_root) -> Job:  # fmt: skip
@@ -112,16 +112,16 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
                     key=f"trial-{trial.number}", fn=run_trial,
                     kwargs={"bench": cfg.bench, "spec": mt.spec, "params": dict(trial.params), "contexts": ctx,
                             "trial_dir": str(trial_root / f"trial-{trial.number:04d}"), "objectives": cfg.objectives,
-                            "study_name": name, "storage": storage, "trial_id": trial._trial_id, "pruner": pruner},
-                    description=f"{mt.name} trial {trial.number}",
+                            "study_name": name, "storage": storage, "trial_id": trial._trial_id, "pruner": pruner,
+                            "threads": settings.threads},
+                    resources=settings.resources, description=f"{mt.name} trial {trial.number}",
                 )  # fmt: skip
 
-            def on_trial(trial: Any, res: Any, mt: Any = mt, study: Any = study) -> None:
+            def on_trial(trial: Any, res: Any, mt: Any = mt) -> None:
                 if res.ok and isinstance(res.value, dict):
                     gaps = [g["gap"] for g in res.value.get("groups", [])]
-                    study._storage.set_trial_user_attr(trial._trial_id, "gaps", gaps)
-                    study._storage.set_trial_user_attr(trial._trial_id, "tuning_hashes",
-                                                       [g["used_hashes"] for g in res.value.get("groups", [])])
+                    trial.set_user_attr("gaps", gaps)
+                    trial.set_user_attr("tuning_hashes", [g["used_hashes"] for g in res.value.get("groups", [])])
                     state = "pruned" if res.value.get("pruned") else "gap " + "/".join(
                         f"{v:.3g}" for v in res.value.get("values", []))
                 else:
@@ -130,7 +130,7 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
                     f"({res.wall_s:.1f}s)")  # fmt: skip
 
             counts = run_study(study, mt.space, mt.n_trials, make_job, executor=executor, parallel=cfg.parallel,
-                               timeout_s=cfg.timeout_s, on_trial=on_trial)  # fmt: skip
+                               timeout_s=cfg.timeout_s, on_trial=on_trial, sampler=sampler)  # fmt: skip
             log(f"[{i}/{len(cfg.methods)}] {mt.name}: {counts['run']} trial(s) run, {counts['reused']} reused from "
                 f"{storage}" + (f", {counts['recovered']} interrupted trial(s) redone" if counts["recovered"] else ""))
             summary = summarise(study, mt, ctx, cfg)
@@ -146,24 +146,9 @@ def run_tuning(cfg: Any, stream: Any = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``lightning_unlearn tune -c configs/tune/<name>.yaml [--key value ...]``."""
-    from lightning_unlearn.tune.config import TuneConfigError, print_error, tune_config_from_args
-    from lightning_unlearn.tune.objective import TuneRunError
-
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = tune_config_from_args(args)
-    except TuneConfigError as err:
-        print_error(err)
-        raise SystemExit(2) from None
-    try:
-        run_tuning(cfg)
-    except TuneConfigError as err:  # a best/ file the tuner did not write: refused before anything ran
-        print_error(err)
-        raise SystemExit(2) from None
-    except (TuneRunError, FileExistsError) as err:  # a model failed to train; a best/ file appeared while it ran
-        print_error(err)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("lightning_unlearn tune: interrupted; run the same command again to resume (finished trials are "
-              "reused)", file=sys.stderr)  # fmt: skip
-        raise SystemExit(130) from None
+
+    def command() -> None:
+        run_tuning(tune_config_from_args(args))
+
+    run_command("tune", command, reused="finished trials are reused")

@@ -1,6 +1,6 @@
-"""What the benchmark prints while it runs: a rich progress bar (done/total, elapsed, time left) under one line per
-finished step, and Lightning's per-Trainer messages silenced (:func:`quiet`). The bar is drawn on a terminal only; to
-a file or a pipe the lines alone are written, as plain text."""
+"""What an application (benchmark, audit) prints while it runs: a rich progress bar (done/total, elapsed, time left)
+under one line per finished step, and Lightning's per-Trainer messages silenced (:func:`quiet`). The bar is drawn on a
+terminal only; to a file or a pipe the lines alone are written, as plain text."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["Progress", "hms", "quiet", "short_summary"]
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
+__all__ = ["Progress", "hms", "quiet"]
 
 
 class Progress:
@@ -20,15 +24,13 @@ class Progress:
 
     The estimate adds, for every remaining step, the mean time of finished steps of the same kind (a training of the
     same role, the same method, an evaluation of a reference row), else the mean of all finished steps of that family,
-    and divides by how many steps ran side by side so far (1 with the local executor). Use it as a context manager:
+    and divides by how many steps ran side by side so far (1 with the local executor). Every line starts with ``prog``
+    (``benchmark``, ``audit``). Use it as a context manager:
     the bar is shown inside (what is written to stderr meanwhile is printed above the bar, not through it).
     """
 
-    def __init__(self, steps: Sequence[tuple[str, str]], stream: Any = None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as RichProgress
-
+    def __init__(self, steps: Sequence[tuple[str, str]], stream: Any = None, prog: str = "benchmark") -> None:
+        self.prog = prog  # the first word of every line: which command speaks
         self.pending: list[tuple[str, str]] = list(steps)  # (family, kind)
         self.total = len(steps)
         self.done = 0
@@ -36,7 +38,7 @@ class Progress:
         self.times: dict[tuple[str, str], list[float]] = {}
         self.console = Console(file=stream if stream is not None else sys.stderr, soft_wrap=True, highlight=False)
         self.bar = RichProgress(
-            TextColumn("benchmark"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn(prog), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("~{task.fields[left]} left"), console=self.console, transient=True,
             disable=not self.total or not self.console.is_terminal,
         )  # fmt: skip
@@ -84,7 +86,7 @@ class Progress:
         )
 
     def log(self, text: str) -> None:
-        self.console.print(f"benchmark {text}", markup=False, crop=False, overflow="ignore")
+        self.console.print(f"{self.prog} {text}", markup=False, crop=False, overflow="ignore")
 
 
 def hms(seconds: float) -> str:
@@ -126,11 +128,3 @@ def quiet(enabled: bool) -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
-
-
-def short_summary(row: dict[str, Any]) -> str:
-    def pct(k: str) -> str:
-        v = row.get(k)
-        return "-" if v is None else f"{100 * v:.1f}"
-
-    return f"(acc D_f {pct('acc/forget')}, test {pct('acc/test')}, MIA-eff {pct('mia/efficacy')})"

@@ -3,15 +3,23 @@
 The file is an ordinary ``unlearn`` config (``model: {class_path, init_args}``, ``trainer: {max_epochs, ...}``); the
 record (study, objective value, and the split hashes of every tuning target) is one ``# tuning-record: {json}`` comment
 line, so ``unlearn -c`` reads the file unchanged and the benchmark can still refuse to call a result *tuned* when its
-evaluation targets are among the tuning ones (:func:`check_not_tuned_on`). Nothing here imports the benchmark.
+evaluation targets are among the tuning ones (:func:`check_not_tuned_on`). The tuner writes these files, the benchmark
+reads them (``tuned:``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from lightning_unlearn.experiment.errors import ConfigError
+from lightning_unlearn.experiment.store import to_json, write_atomic
 
 __all__ = [
     "RECORD_PREFIX",
@@ -26,8 +34,9 @@ __all__ = [
 RECORD_PREFIX = "# tuning-record: "
 
 
-class TuningOverlapError(ValueError):
-    """A result would be called tuned although its evaluation target was a tuning target."""
+class TuningOverlapError(ConfigError):
+    """A result would be called tuned although its evaluation target was a tuning target (found before anything
+    runs)."""
 
 
 class TunedSettings(dict):
@@ -35,17 +44,18 @@ class TunedSettings(dict):
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one)."""
+    """Raise ``FileExistsError`` when ``path`` exists and is not a file the tuner wrote (it never overwrites one, nor
+    reads or writes through a link or a special file)."""
     path = Path(path)
-    if path.exists() and (not path.is_file() or RECORD_PREFIX not in path.read_text(errors="replace")):
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISREG(os.lstat(path).st_mode) or RECORD_PREFIX not in path.read_text(errors="replace"):
         raise FileExistsError(f"{path} exists and was not written by the tuner; move it or choose another output_dir")
 
 
 def write_best(path: str | Path, *, method: str, class_path: str, init_args: Mapping[str, Any], max_epochs: int,
                trainer: Mapping[str, Any], record: Mapping[str, Any], header: Iterable[str] = ()) -> Path:  # fmt: skip
     """Write ``path`` (a new file, or the tuner's own earlier one: a file without a record is never overwritten)."""
-    import yaml
-
     path = Path(path)
     check_writable(path)
     body = yaml.safe_dump(
@@ -54,18 +64,13 @@ def write_best(path: str | Path, *, method: str, class_path: str, init_args: Map
         sort_keys=False,
     )  # fmt: skip
     lines = [f"# {method}: settings found by `lightning_unlearn tune` (docs/tuning.md).", *(f"# {h}" for h in header)]
-    lines.append(RECORD_PREFIX + json.dumps(dict(record), sort_keys=True, default=str))
+    lines.append(RECORD_PREFIX + json.dumps(to_json(record), sort_keys=True, allow_nan=False))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n" + body)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "\n".join(lines) + "\n" + body)
 
 
 def read_best(path: str | Path) -> TunedSettings:
     """Read a ``best/<method>.yaml`` (``yaml.safe_load``); a file without a tuning record is refused."""
-    import yaml
-
     path = Path(path)
     text = path.read_text()
     record = None

@@ -1,7 +1,8 @@
 """The ``ray`` executor (extra ``lightning_unlearn[ray]``): every job a Ray task with its declared resources.
 
 ``executor: {name: ray}`` starts a Ray instance on this machine for the run (``num_cpus``/``num_gpus`` size it; default:
-all of them) and stops it at the end; ``address: auto`` (or ``ray://host:10001``, ``host:6379``) joins a running cluster
+all of them) and stops it at the end, also when the run's process is killed (a :mod:`~.watchdog` stops what Ray left
+running: its agents outlive a SIGKILL of the driver otherwise); ``address: auto`` (or ``ray://host:10001``, ``host:6379``) joins a running cluster
 (``ray start --head`` on one node, ``ray start --address=<head>:6379`` on the others) and leaves it running. Each job is
 ``run_job(job)`` in a worker, with ``num_cpus``/``num_gpus`` from ``job.resources`` (Ray sets ``CUDA_VISIBLE_DEVICES``
 of a task to the GPUs it was given). Retries: an exception is retried in the worker by :func:`run_job`
@@ -14,12 +15,14 @@ have ended, while other jobs still run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
-from lightning_unlearn.executors import Executor, Job, JobResult, _check_keys, register_executor, run_job
+from lightning_unlearn.executors import watchdog
+from lightning_unlearn.executors.base import Executor, Job, JobResult, check_keys, run_job
 
 __all__ = ["RayExecutor"]
 
@@ -69,6 +72,7 @@ class RayExecutor(Executor):
         self.runtime_env = runtime_env
         self.init_kwargs = dict(init_kwargs or {})
         self._started = False
+        self._watchdog: watchdog.Watchdog | None = None
 
     def _ensure_ray(self) -> None:
         if ray.is_initialized():
@@ -80,11 +84,22 @@ class RayExecutor(Executor):
             kwargs["address"] = self.address
         else:
             kwargs.update({k: v for k, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)) if v is not None})
-        ray.init(**kwargs)
+        if self.address:
+            ray.init(**kwargs)
+        else:  # a local Ray of this run: its processes stop with it, however it ends
+            before = watchdog.children(os.getpid()) if watchdog.supported() else set()
+            self._watchdog = watchdog.start()
+            try:
+                ray.init(**kwargs)
+            except BaseException:
+                self.close()
+                raise
+            if self._watchdog is not None:
+                self._watchdog.guard(watchdog.children(os.getpid()) - before - {self._watchdog.proc.pid})
         self._started = True
 
     def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-        _check_keys(jobs)
+        check_keys(jobs)
         if not jobs:
             return []
         self._ensure_ray()
@@ -122,7 +137,8 @@ class RayExecutor(Executor):
         """Stop the Ray this executor started (a cluster it joined, or the caller's Ray, keeps running)."""
         if self._started and ray.is_initialized():
             ray.shutdown()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         self._started = False
 
-
-register_executor("ray", RayExecutor)

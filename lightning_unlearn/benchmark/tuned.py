@@ -3,14 +3,18 @@
 ``tuned: {dir: runs/tune/quickstart/best, mode: both}`` in a benchmark config adds, after each method ``X``, a method
 ``X (tuned)`` built from ``<dir>/<X>.yaml`` (``mode: tuned`` replaces ``X`` by it). Before anything runs, the split
 hashes of every evaluation target are compared with the tuning targets recorded in that file: a result on a target the
-settings were tuned on cannot be called tuned, and the benchmark stops (:class:`TuningOverlapError`).
+settings were tuned on cannot be called tuned, and the benchmark stops
+(:class:`~lightning_unlearn.experiment.TuningOverlapError`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from lightning_unlearn.experiment import ConfigError, MethodSpec, check_not_tuned_on, method_spec, read_best, slug
 
 __all__ = ["TUNED_SUFFIX", "TunedSource", "check_tuned_targets", "expand_tuned"]
 
@@ -39,47 +43,42 @@ def _source(tuned: Any) -> TunedSource:
     return TunedSource(**dict(tuned))
 
 
-def expand_tuned(methods: list[Any], tuned: Any, error: type[Exception] = ValueError) -> list[Any]:
-    """``methods`` (benchmark ``MethodSpec``\\ s) with the tuned variants added or substituted."""
-    from lightning_unlearn.tune._bench import slug
-    from lightning_unlearn.tune.record import read_best
-
+def expand_tuned(methods: Sequence[MethodSpec], tuned: Any) -> list[MethodSpec]:
+    """``methods`` with the tuned variants added or substituted, each carrying its file's ``tuned_record``."""
     src = _source(tuned)
     if src.dir is None or src.mode == "default":
         return list(methods)
     root = Path(src.dir)
     if not root.is_dir():
-        raise error(f"tuned.dir {root} is not a directory; run `lightning_unlearn tune` first (it writes best/)")
-    out: list[Any] = []
-    for m in methods:
+        raise ConfigError(f"tuned.dir {root} is not a directory; run `lightning_unlearn tune` first (it writes best/)")
+    out: list[MethodSpec] = []
+    for i, m in enumerate(methods):
         path = root / f"{slug(m.name)}.yaml"
         if not path.is_file():
-            raise error(f"Method {m.name!r}: no tuned settings {path}; tune it, or leave it out of `methods`, or use "
-                        "tuned.mode: default")  # fmt: skip
+            raise ConfigError(f"Method {m.name!r}: no tuned settings {path}; tune it, or leave it out of `methods`, or "
+                              "use tuned.mode: default")  # fmt: skip
         try:
             best = read_best(path)
         except (OSError, ValueError) as err:
-            raise error(f"Method {m.name!r}: {err}") from None
+            raise ConfigError(f"Method {m.name!r}: {err}") from None
         if best["class_path"] != m.class_path:
-            raise error(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
-        variant = replace(m, name=m.name + TUNED_SUFFIX, init_args=dict(best["init_args"]),
-                          max_epochs=int(best["max_epochs"]), trainer=dict(best["trainer"]))  # fmt: skip
-        variant.tuned_record = best["record"]  # type: ignore[attr-defined]
+            raise ConfigError(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
+        entry = {"name": m.name + TUNED_SUFFIX, "class_path": m.class_path, "init_args": best["init_args"],
+                 "max_epochs": best["max_epochs"], "trainer": best["trainer"], "scenarios": m.scenarios}  # fmt: skip
+        try:  # the rules of a config's methods (e.g. no `trainer` key the benchmark sets itself)
+            variant = replace(method_spec(i, entry), tuned_record=best["record"])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
         out.extend([variant] if src.mode == "tuned" else [m, variant])
     return out
 
 
-def check_tuned_targets(methods: list[Any], groups: list[Any], error: type[Exception] = ValueError) -> None:
-    """Refuse to run a tuned method on a group whose forget set was one of its tuning targets (split hashes)."""
-    from lightning_unlearn.tune.record import TuningOverlapError, check_not_tuned_on
-
+def check_tuned_targets(methods: Sequence[MethodSpec], groups: Sequence[Any]) -> None:
+    """Refuse (:class:`~lightning_unlearn.experiment.TuningOverlapError`, a ``ConfigError``) to run a tuned method on a
+    group whose forget set was one of its tuning targets (split hashes)."""
     for m in methods:
-        record = getattr(m, "tuned_record", None)
-        if record is None:
+        if m.tuned_record is None:
             continue
         evals = [{"scenario": g.scenario, "target": g.target.describe(), "seed": g.seed, "hashes": g.hashes}
                  for g in groups if m.runs_in(g.scenario)]  # fmt: skip
-        try:
-            check_not_tuned_on({"record": record}, evals, what=m.name)
-        except TuningOverlapError as err:
-            raise error(str(err)) from None
+        check_not_tuned_on({"record": m.tuned_record}, evals, what=m.name)

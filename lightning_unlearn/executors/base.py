@@ -1,22 +1,16 @@
-"""Executors: how the independent jobs of the benchmark, the tuner and the audit are run.
-
-A *job* is one model training, one unlearning run, one evaluation or one tuning trial: a module-level function and its
-keyword arguments (so that a process pool or Ray can ship it by reference), with the resources it needs. A job writes
-its own result files; the executor only runs it, records how it ended, and retries it when asked to. ``local`` runs
-the jobs one after the other in this process (the default, and exactly the behaviour of a plain loop); ``ray`` (the
-``lightning_unlearn[ray]`` extra, :mod:`lightning_unlearn.executors_ray`) runs each as a Ray task.
-"""
+"""What every executor shares: a :class:`Job`, its :class:`JobResult`, :func:`run_job` (one job in this process, with
+its retries) and the :class:`Executor` interface."""
 
 from __future__ import annotations
 
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Executor", "Job", "JobResult", "LocalExecutor", "Resources", "make_executor", "register_executor"]
+__all__ = ["Executor", "Job", "JobResult", "Resources", "check_keys", "is_interrupt", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -110,24 +104,8 @@ class Executor(ABC):
         self.close()
 
 
-class LocalExecutor(Executor):
-    """In process, one job after the other, in the given order: a plain loop."""
-
-    name = "local"
-
-    def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-        _check_keys(jobs)
-        results: list[JobResult] = []
-        by_key: dict[str, JobResult] = {}
-        for job in jobs:
-            res = by_key[job.key] = run_job(job, self.max_retries, [by_key[k] for k in job.after])
-            results.append(res)
-            if on_done is not None:
-                on_done(res)
-        return results
-
-
-def _check_keys(jobs: Sequence[Job]) -> None:
+def check_keys(jobs: Sequence[Job]) -> None:
+    """Refuse a batch where two jobs share a key, or a job comes ``after`` one that is not earlier in the batch."""
     seen: set[str] = set()
     for job in jobs:
         if job.key in seen:
@@ -137,38 +115,3 @@ def _check_keys(jobs: Sequence[Job]) -> None:
             raise ValueError(f"job {job.key!r} comes after {unknown}, which are not earlier jobs of the batch; "
                              "put the jobs it needs before it")  # fmt: skip
         seen.add(job.key)
-
-
-_EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
-
-
-def register_executor(name: str, factory: Callable[..., Executor]) -> None:
-    """Make ``executor: {name: <name>, ...}`` in a config build ``factory(**options)``."""
-    _EXECUTORS[name] = factory
-
-
-def make_executor(spec: str | Mapping[str, Any] | Executor | None = None) -> Executor:
-    """``None``/``"local"`` -> :class:`LocalExecutor`; ``{"name": "ray", "address": "auto", ...}`` -> that executor."""
-    if isinstance(spec, Executor):
-        return spec
-    if spec is None:
-        spec = "local"
-    options: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        options = dict(spec)
-        name = str(options.pop("name", "local"))
-    else:
-        name = str(spec)
-    if name == "ray" and name not in _EXECUTORS:
-        try:
-            import lightning_unlearn.executors_ray  # noqa: F401 - registers "ray"
-        except ImportError as err:
-            raise ValueError(
-                f"the ray executor needs Ray ({err}); install it with: pip install 'lightning_unlearn[ray]'"
-            ) from None
-    if name not in _EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; choose one of: {', '.join(sorted(_EXECUTORS))}")
-    try:
-        return _EXECUTORS[name](**options)
-    except TypeError as err:
-        raise ValueError(f"bad options for the {name} executor: {err}") from None
