@@ -99,7 +99,10 @@ from lightning_unlearn.methods import (
     TwinUnlearning,
 )
 from lightning_unlearn.backbones import build_backbone
+from lightning_unlearn.methods import twin_classifier as tc
 from lightning_unlearn.methods import twin_features as tf
+from lightning_unlearn.methods import twin_loss as tl
+from lightning_unlearn.methods import twin_set as ts
 from lightning_unlearn.methods.base import loss_gradient
 from lightning_unlearn.methods.fisher import diagonal_fisher, fisher_noise_variance
 from lightning_unlearn.methods.salun import saliency_mask
@@ -406,9 +409,9 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     (xr, yr), (xf, yf) = data.split["retain"], data.split["forget"]
     xh, yh = data.split["holdout"]
     seed, ebs = 0, 128
-    size = tf.twin_set_size(len(yf), len(yr), len(yr) + len(yf))
+    size = ts.twin_set_size(len(yf), len(yr), len(yr) + len(yf))
     dev = xr.device
-    sel = tf.select_twin_set(yh.cpu().numpy(), yf.cpu().numpy(), seed=seed, size=size)
+    sel = ts.select_twin_set(yh.cpu().numpy(), yf.cpu().numpy(), seed=seed, size=size)
     x_e, y_e = xh[torch.as_tensor(sel.positions, device=dev)], yh[torch.as_tensor(sel.positions, device=dev)]
 
     def shuffled(x: Tensor, y: Tensor, bs: int, s: int):  # noqa: ANN202
@@ -443,12 +446,12 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     cols_e.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), x_e, y_e))
     cols_f.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), xf, yf))
     feat_e, feat_f = torch.stack(cols_e, 1).cpu(), torch.stack(cols_f, 1).cpu()
-    held = torch.as_tensor(tf.group_holdout_split(np.asarray(sel.positions), 0.2, seed))
-    scaler = tf.Standardizer().fit(feat_e[~held])
-    mlp = tf.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held],
+    held = torch.as_tensor(tc.group_holdout_split(np.asarray(sel.positions), 0.2, seed))
+    scaler = tc.Standardizer().fit(feat_e[~held])
+    mlp = tc.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held],
                                         epochs=int(kw["classifier_epochs"]), seed=seed)  # fmt: skip
     hard_f = ~mlp.predict_easy(scaler.transform(feat_f))
-    random_f = tf.draw_other_labels(yf, 10, torch.Generator().manual_seed(seed + 1))
+    random_f = tl.draw_other_labels(yf, 10, torch.Generator().manual_seed(seed + 1))
     keep = torch.randperm(len(yr), device=dev)[: round(0.2 * len(yr))]
     x_u, y_u = torch.cat([xf, xr[keep]]), torch.cat([yf, yr[keep]])
     hard = torch.cat([hard_f.to(dev), torch.zeros(len(keep), dtype=torch.bool, device=dev)])
@@ -457,7 +460,7 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     model.train()
     for _ in range(epochs):
         for p in torch.randperm(len(y_u), device=dev).split(64):
-            loss, _ = tf.twin_unlearning_loss(model(x_u[p]), y_u[p], hard[p], random_targets=rand[p], max_hard_loss=5.0)
+            loss, _ = tl.twin_unlearning_loss(model(x_u[p]), y_u[p], hard[p], random_targets=rand[p], max_hard_loss=5.0)
             step(opt, loss)
 
 

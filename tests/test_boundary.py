@@ -20,12 +20,15 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import quiet_trainer
+from conftest import digits_dm, quiet_trainer
 
 from lightning_unlearn.attacks import fgsm
 from lightning_unlearn.backbones import build_backbone
 from lightning_unlearn.checkpoints import load_backbone
+from lightning_unlearn.data import ForgetSpec
+from lightning_unlearn.data.datasets import SplitView
 from lightning_unlearn.methods import BoundaryExpanding, BoundaryShrink
+from lightning_unlearn.methods.gold_estimate import estimate_gold_forget_accuracy, unseen_accuracy_per_class
 
 ROOT = Path(__file__).resolve().parents[1]
 BS_TUNED = dict(lr=3e-3, train_bn=True, stop_at_forget_acc=0.15)  # configs/unlearn/boundary_shrink.yaml
@@ -239,3 +242,37 @@ def test_stop_at_forget_acc_ends_fit_and_is_recorded(setup, cls) -> None:
 def test_stop_at_forget_acc_out_of_range(cls, bad: float) -> None:
     with pytest.raises(ValueError, match="stop_at_forget_acc"):
         cls(stop_at_forget_acc=bad)
+
+
+# -- stop at the gold model's estimated D_f accuracy ------------------------------------------------------------------
+def test_gold_estimate_is_zero_for_a_lost_class_and_the_held_out_accuracy_otherwise(setup, trained_digits) -> None:
+    dm, original = setup
+    assert estimate_gold_forget_accuracy(original, dm) == 0.0  # class-wise: D_r holds no 3, the gold cannot name it
+    sub = digits_dm(ForgetSpec(classes=[3], per_class=40))
+    sub.setup()
+    held = np.flatnonzero(np.asarray(sub.dataset("holdout").targets) == 3)
+    expected = accuracy(original, sub, SplitView(sub.train_set, sub.indices("holdout")[held]))
+    assert len(held) > 5 and estimate_gold_forget_accuracy(original, sub) == pytest.approx(expected)
+    assert unseen_accuracy_per_class(original, sub, [3])[3] == (pytest.approx(expected), len(held))
+    # random forgetting: each class's held-out accuracy, weighted by D_f's class counts
+    rnd = digits_dm(ForgetSpec(fraction=0.2))
+    rnd.setup()
+    per = unseen_accuracy_per_class(original, rnd, list(range(10)))
+    counts = np.bincount(np.asarray(rnd.dataset("forget").targets), minlength=10)
+    weighted = sum(per[c][0] * counts[c] for c in range(10)) / counts.sum()
+    assert estimate_gold_forget_accuracy(original, rnd) == pytest.approx(weighted)
+
+
+@pytest.mark.parametrize("cls", [BoundaryShrink, BoundaryExpanding])
+def test_stop_estimate_is_measured_before_training_and_recorded(setup, cls) -> None:
+    dm, original = setup
+    method = cls(copy.deepcopy(original), lr=1e-6, train_bn=False, stop_at_forget_acc="estimate", stop_margin=0.05)
+    quiet_trainer(max_epochs=2).fit(method, datamodule=dm)
+    assert method.stop_target == pytest.approx(0.05)  # class-wise: 0 + the margin
+    assert method.method_config()["stop_target"] == pytest.approx(0.05)
+    # BatchNorm stays frozen although the estimate ran the model in eval mode and gave the modes back
+    assert all(not m.training for m in method.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="stop_at_forget_acc"):
+        cls(stop_at_forget_acc="gold")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stop_margin"):
+        cls(stop_at_forget_acc="estimate", stop_margin=-0.1)

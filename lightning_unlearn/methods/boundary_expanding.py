@@ -26,6 +26,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.methods.boundary_stop import StopTarget, check_stop, resolve_stop_target
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -104,7 +105,10 @@ class BoundaryExpanding(UnlearningMethod):
         shuffle: shuffle D_f every epoch.
         augment: apply the DataModule's training augmentation to D_f.
         stop_at_forget_acc: end fine-tuning after the first epoch whose D_f accuracy (eval mode) is at most this
-            (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
+            (``None``, the default: the paper's fixed schedule); ``"estimate"``: the gold model's D_f accuracy
+            estimated from held-out data, plus ``stop_margin`` (:mod:`~.boundary_stop`). Costs one forward pass over
+            D_f per epoch (``"estimate"``: and one over held-out samples of D_f's classes at the start).
+        stop_margin: added to the ``"estimate"`` target.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -131,11 +135,12 @@ class BoundaryExpanding(UnlearningMethod):
         batch_size: int | None = 64,
         shuffle: bool = True,
         augment: bool = False,
-        stop_at_forget_acc: float | None = None,
+        stop_at_forget_acc: StopTarget = None,
+        stop_margin: float = 0.0,
     ) -> None:
         if shadow_init not in ("linear", "xavier"):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
-        self.check_forget_acc_target(stop_at_forget_acc)
+        check_stop(stop_at_forget_acc, stop_margin)
         super().__init__(
             backbone=backbone,
             lr=lr,
@@ -144,6 +149,7 @@ class BoundaryExpanding(UnlearningMethod):
             optimizer=optimizer,
             batch_size=batch_size,
         )
+        self.stop_target: float | None = None
 
     def on_attach(self, backbone: Backbone) -> None:
         head = backbone.head
@@ -178,10 +184,17 @@ class BoundaryExpanding(UnlearningMethod):
         return sharded_loader(self, datamodule, ds, shuffle=self.hparams.shuffle, batch_size=self.method_batch_size)
 
     def on_train_start(self) -> None:
+        #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
+        self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
         set_training_mode(self._require_model(), self.hparams.train_bn)
 
     def on_train_epoch_end(self) -> None:
-        self.stop_when_forgotten(self.hparams.stop_at_forget_acc)
+        self.stop_when_forgotten(self.stop_target)
+
+    def method_config(self) -> dict[str, Any]:
+        config = super().method_config()
+        config["stop_target"] = self.stop_target
+        return config
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, _ = unpack_batch(batch)

@@ -27,6 +27,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
+from lightning_unlearn.methods.boundary_stop import StopTarget, check_stop, resolve_stop_target
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -71,7 +72,10 @@ class BoundaryShrink(UnlearningMethod):
             always computed on un-augmented images).
         attack_batch_size: batch size of the neighbour search (default: the DataModule's evaluation batch size).
         stop_at_forget_acc: end fine-tuning after the first epoch whose D_f accuracy (eval mode) is at most this
-            (``None``, the default: the paper's fixed schedule). Costs one forward pass over D_f per epoch.
+            (``None``, the default: the paper's fixed schedule); ``"estimate"``: the gold model's D_f accuracy
+            estimated from held-out data, plus ``stop_margin`` (:mod:`~.boundary_stop`). Costs one forward pass over
+            D_f per epoch (``"estimate"``: and one over held-out samples of D_f's classes at the start).
+        stop_margin: added to the ``"estimate"`` target.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -98,13 +102,14 @@ class BoundaryShrink(UnlearningMethod):
         batch_size: int | None = 64,
         shuffle: bool = True,
         augment: bool = False,
-        stop_at_forget_acc: float | None = None,
+        stop_at_forget_acc: StopTarget = None,
+        stop_margin: float = 0.0,
         attack_batch_size: int | None = None,
         clamp_adversarial: bool = True,
     ) -> None:
         if epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
-        self.check_forget_acc_target(stop_at_forget_acc)
+        check_stop(stop_at_forget_acc, stop_margin)
         super().__init__(
             backbone=backbone,
             lr=lr,
@@ -118,6 +123,7 @@ class BoundaryShrink(UnlearningMethod):
         #: ``{"attack_success_rate", "label_changed_rate", "num_samples"}`` of the neighbour search.
         self.neighbour_stats: dict[str, float] = {}
         self._neighbour_key: bytes | None = None
+        self.stop_target: float | None = None
 
     # -- neighbour search ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -171,13 +177,15 @@ class BoundaryShrink(UnlearningMethod):
         return sharded_loader(self, datamodule, ds, shuffle=self.hparams.shuffle, batch_size=self.method_batch_size)
 
     def on_train_start(self) -> None:
+        #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
+        self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
         set_training_mode(self._require_model(), self.hparams.train_bn)
         for key in ("attack_success_rate", "label_changed_rate"):
             if key in self.neighbour_stats:
                 self.log(f"unlearn/{key}", self.neighbour_stats[key], on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
-        self.stop_when_forgotten(self.hparams.stop_at_forget_acc)
+        self.stop_when_forgotten(self.stop_target)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
@@ -190,6 +198,7 @@ class BoundaryShrink(UnlearningMethod):
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()
         config["neighbour_stats"] = dict(self.neighbour_stats)
+        config["stop_target"] = self.stop_target
         return config
 
 

@@ -1,5 +1,6 @@
-"""Pure building blocks of Twin Machine Unlearning (TMU): the twin set, the three per-sample features, the easy/hard
-classifier and the unlearning loss. Each works on tensors (or a model and tensors) and is testable alone;
+"""Pure building blocks of Twin Machine Unlearning (TMU): the three per-sample features (NF, AF, CF) and the plain
+training loop of its helper models. Each works on tensors (or a model and tensors) and is testable alone; the twin
+set is in :mod:`~.twin_set`, the easy/hard predictor in :mod:`~.twin_classifier`,
 :class:`~lightning_unlearn.methods.twin.TwinUnlearning` wires them to a DataModule.
 
 Reference: Hu et al., "Towards Aligned Data Removal via Twin Machine Unlearning" (TMU; arXiv 2408.11433, also titled
@@ -23,132 +24,27 @@ NF), far from the decision boundary (small AF) and to be learnt early (small CF)
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_unlearn.methods.optim import make_optimizer
 from lightning_unlearn.utils import eval_mode
 
 __all__ = [
     "FEATURE_NAMES",
-    "EasyHardMLP",
-    "Standardizer",
-    "TwinSelection",
     "adversarial_feature",
-    "draw_other_labels",
-    "group_holdout_split",
     "nearest_distance",
     "per_sample_loss",
-    "select_twin_set",
-    "train_easy_hard_classifier",
     "train_from_scratch",
-    "twin_set_size",
-    "twin_unlearning_loss",
 ]
 
 FeatureName = Literal["nf", "af", "cf"]
 FEATURE_NAMES: tuple[str, ...] = ("nf", "af", "cf")
 
 
-# -- 1. the twin set D_e -----------------------------------------------------------------------------------------------
-def twin_set_size(n_forget: int, n_retain: int, n_twin_retain: int | None = None) -> int:
-    """Size of D_e that keeps the twin problem's forgetting ratio equal to the original one.
-
-    ``|D_e| / |D_r^twin| = |D_f| / |D_r|``, so ``|D_e| = round(|D_f| * |D_r^twin| / |D_r|)``. TMU's twin problem
-    retains ``D_r^twin = D_r ∪ D_f`` (``TwinUnlearning`` passes ``n_twin_retain = |D_r| + |D_f|``); the default
-    ``n_twin_retain = n_retain`` gives ``|D_e| = |D_f|``.
-    """
-    if n_forget < 0 or n_retain <= 0:
-        raise ValueError(f"Need n_forget >= 0 and n_retain > 0, got {n_forget} and {n_retain}.")
-    n_twin_retain = n_retain if n_twin_retain is None else n_twin_retain
-    return int(round(n_forget * n_twin_retain / n_retain))
-
-
-@dataclass(frozen=True)
-class TwinSelection:
-    """The twin set as positions into the candidate pool.
-
-    Attributes:
-        positions: position of each D_e sample in the candidate arrays (a position repeats for augmented copies).
-        is_copy: True where the sample is an extra, augmented copy (drawn because the pool of that class was short).
-    """
-
-    positions: np.ndarray
-    is_copy: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    @property
-    def num_copies(self) -> int:
-        return int(self.is_copy.sum())
-
-
-def select_twin_set(
-    candidate_labels: Sequence[int] | np.ndarray,
-    forget_labels: Sequence[int] | np.ndarray,
-    seed: int = 0,
-    size: int | None = None,
-    augment: bool = True,
-) -> TwinSelection:
-    """Choose D_e from a candidate pool (held-out data) so that it matches D_f class by class.
-
-    For each class ``c`` in D_f, ``n_c`` = the number of D_f samples of class ``c`` (scaled to ``size`` when given, by
-    largest remainders) candidates of class ``c`` are drawn without replacement. When the pool has fewer than ``n_c``,
-    all of them are taken once and the rest are augmented copies (``is_copy``) cycling through a random permutation of
-    the pool (``augment=False``: no copies, D_e is then smaller than D_f). Classes absent from D_f are never drawn, so
-    for sub-class forgetting D_e holds only samples of the forgotten class (TMU's setting). Deterministic in ``seed``.
-
-    Raises:
-        ValueError: a class of D_f has no candidate at all.
-    """
-    cand = np.asarray(candidate_labels, dtype=np.int64)
-    forget = np.asarray(forget_labels, dtype=np.int64)
-    classes, counts = np.unique(forget, return_counts=True)
-    if size is not None and len(forget):
-        counts = _apportion(counts, size)
-    rng = np.random.default_rng(seed)
-    positions, copies = [], []
-    for c, n in zip(classes.tolist(), counts.tolist()):
-        pool = np.flatnonzero(cand == c)
-        if n == 0:
-            continue
-        if len(pool) == 0:
-            raise ValueError(
-                f"No held-out sample of class {c} to build the twin set D_e from (D_f has {n} samples of it). Raise "
-                "the DataModule's `holdout_fraction`."
-            )
-        perm = rng.permutation(pool)
-        if len(pool) >= n:
-            positions.append(np.sort(perm[:n]))
-            copies.append(np.zeros(n, dtype=bool))
-        else:
-            extra = n - len(pool) if augment else 0
-            positions.append(np.concatenate([np.sort(pool), perm[np.arange(extra) % len(pool)]]))
-            copies.append(np.concatenate([np.zeros(len(pool), dtype=bool), np.ones(extra, dtype=bool)]))
-    if not positions:
-        return TwinSelection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
-    return TwinSelection(np.concatenate(positions).astype(np.int64), np.concatenate(copies))
-
-
-def _apportion(counts: np.ndarray, total: int) -> np.ndarray:
-    """Scale ``counts`` to sum to ``total`` (largest remainders; ties to the first class)."""
-    exact = counts * (total / counts.sum())
-    out = np.floor(exact).astype(np.int64)
-    order = np.argsort(-(exact - out), kind="stable")
-    out[order[: total - int(out.sum())]] += 1
-    return out
-
-
-# -- 2. features -------------------------------------------------------------------------------------------------------
 def nearest_distance(
     features: Tensor,
     labels: Tensor,
@@ -278,163 +174,3 @@ def train_from_scratch(
                 )
     model.eval()
     return model
-
-
-# -- 3. the easy/hard classifier ---------------------------------------------------------------------------------------
-class Standardizer:
-    """``(v - mean) / std`` per feature column, with statistics from the data passed to :meth:`fit`."""
-
-    def __init__(self) -> None:
-        self.mean: Tensor | None = None
-        self.std: Tensor | None = None
-
-    def fit(self, features: Tensor) -> Standardizer:
-        self.mean = features.mean(dim=0)
-        std = features.std(dim=0, unbiased=False) if features.shape[0] > 1 else torch.ones_like(self.mean)
-        self.std = torch.where(std > 1e-12, std, torch.ones_like(std))
-        return self
-
-    def transform(self, features: Tensor) -> Tensor:
-        if self.mean is None or self.std is None:
-            raise RuntimeError("Standardizer.fit must be called before transform.")
-        return (features - self.mean.to(features.device)) / self.std.to(features.device)
-
-
-class EasyHardMLP(nn.Module):
-    """The generalization-label predictor: ``in -> 64 -> ReLU -> 32 -> ReLU -> 1`` (logit of "easy")."""
-
-    def __init__(self, in_features: int, hidden: Sequence[int] = (64, 32)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1)
-
-    @torch.no_grad()
-    def predict_easy(self, x: Tensor) -> Tensor:
-        """Boolean "easy" prediction: ``sigmoid(logit) > 0.5``."""
-        return self(x) > 0
-
-
-def train_easy_hard_classifier(
-    features: Tensor,
-    easy: Tensor,
-    epochs: int = 100,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    batch_size: int = 128,
-    hidden: Sequence[int] = (64, 32),
-    seed: int = 0,
-) -> EasyHardMLP:
-    """Train :class:`EasyHardMLP` with BCE on (standardised) features and 0/1 generalization labels.
-
-    Paper: 100 epochs, SGD lr 0.01, momentum 0.9. Initialisation and shuffling are seeded by ``seed``.
-    """
-    if features.ndim != 2 or features.shape[0] != easy.shape[0]:
-        raise ValueError(f"features must be (N, F) with N labels; got {tuple(features.shape)}, {tuple(easy.shape)}.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mlp = EasyHardMLP(features.shape[1], hidden)
-    mlp = mlp.to(features.device)
-    if features.shape[0] == 0:
-        return mlp.eval()
-    gen = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(mlp.parameters(), "sgd", lr, momentum=momentum)
-    target = easy.float().to(features.device)
-    mlp.train()
-    with torch.enable_grad(), _one_cpu_thread(features.device):
-        for _ in range(epochs):
-            order = torch.randperm(features.shape[0], generator=gen).to(features.device)
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                loss = F.binary_cross_entropy_with_logits(mlp(features[idx]), target[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    return mlp.eval()
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """One intra-op thread while training the tiny MLP on the CPU: its matrices are so small that thread start-up
-    and spinning cost far more than they save (x40 slower with 2 threads on a busy 2-core machine)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def group_holdout_split(groups: Sequence[int] | np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Boolean mask of held-out samples: a random ``fraction`` of the *groups* (all copies of one source sample share
-    a group, so an augmented copy never lands on the other side of its original). At least one group stays in
-    training; ``fraction=0`` holds out nothing."""
-    groups = np.asarray(groups)
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}.")
-    unique = np.unique(groups)
-    n_out = min(int(math.floor(fraction * len(unique) + 0.5)), max(len(unique) - 1, 0))
-    if n_out == 0:
-        return np.zeros(len(groups), dtype=bool)
-    held = np.random.default_rng(seed).permutation(unique)[:n_out]
-    return np.isin(groups, held)
-
-
-# -- 4. the unlearning loss --------------------------------------------------------------------------------------------
-def draw_other_labels(labels: Tensor, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
-    """A uniformly random label different from each true label (``r + (r >= y)``, ``r ~ U{0..C-2}``)."""
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
-    r = torch.randint(0, num_classes - 1, labels.shape, generator=generator)
-    return r + (r >= labels).long()
-
-
-def twin_unlearning_loss(
-    logits: Tensor,
-    targets: Tensor,
-    hard: Tensor,
-    mode: Literal["negative_gradient", "random_labels"] = "negative_gradient",
-    random_targets: Tensor | None = None,
-    hard_weight: float = 1.0,
-    max_hard_loss: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """TMU's unlearning objective on a batch mixing D_r, easy D_f and predicted-hard D_f samples.
-
-    With ``l_i = CE(f(x_i), y_i)`` and ``h_i = 1`` for predicted-hard forget samples (``hard``)::
-
-        negative_gradient:  L = (1/B) [ sum_{h_i=0} l_i  -  hard_weight * sum_{h_i=1} min(l_i, max_hard_loss) ]
-        random_labels:      L = (1/B) [ sum_{h_i=0} l_i  +  hard_weight * sum_{h_i=1} CE(f(x_i), y~_i) ]
-
-    i.e. retained and predicted-easy samples keep their true labels (their accuracy is preserved) and only the
-    predicted-hard samples are unlearnt, by gradient ascent (paper) or by fitting random labels ``y~ != y`` (code).
-    The clamp (``max_hard_loss``, ``None``: off) stops the ascent on a sample once its loss passes the bound.
-
-    Returns:
-        ``(loss, mean CE of the hard samples under their true labels)`` (the second is 0 when the batch has none).
-    """
-    hard = hard.to(device=logits.device, dtype=torch.bool)
-    ce = F.cross_entropy(logits, targets, reduction="none")
-    keep = ce.masked_fill(hard, 0.0).sum()
-    if mode == "negative_gradient":
-        hard_ce = ce if max_hard_loss is None else ce.clamp(max=max_hard_loss)
-        forget = -hard_ce.masked_fill(~hard, 0.0).sum()
-    elif mode == "random_labels":
-        if random_targets is None:
-            raise ValueError("mode='random_labels' needs random_targets.")
-        ce_rand = F.cross_entropy(logits, random_targets.to(logits.device), reduction="none")
-        forget = ce_rand.masked_fill(~hard, 0.0).sum()
-    else:
-        raise ValueError(f"mode must be 'negative_gradient' or 'random_labels', got {mode!r}.")
-    loss = (keep + hard_weight * forget) / max(logits.shape[0], 1)
-    n_hard = int(hard.sum())
-    hard_mean = ce.detach()[hard].mean() if n_hard else ce.new_zeros(())
-    return loss, hard_mean
