@@ -61,12 +61,11 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     each after the trainings (``training``: their keys) of its group's two models, so an executor with free workers
     starts a group once its models exist, before phase A ends; finished rows are read back into ``rows`` here."""
     out = Path(cfg.output_dir)
-    specs = {m.name: m for m in cfg.methods}
     todo: list[tuple[Any, list[tuple[str, Path]]]] = []
     for group in plan.groups:
         reused, names = 0, []
         for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
-            spec = specs.get(name)
+            spec = cfg.method(name, group.scenario)
             done = read_result(run_dir, run_hash(cfg, group, name, spec))
             if done is not None:
                 rows.append(done)
@@ -82,7 +81,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     pending = {group.describe(): len(names) for group, names in todo}
 
     def finished(group: Any, name: str, run_dir: Path, res: JobResult) -> None:
-        spec = specs.get(name)
+        spec = cfg.method(name, group.scenario)
         what = f"{group.describe()} / {name}"
         if res.ok:
             rows.append(res.value)
