@@ -169,8 +169,8 @@ def test_declared_search_spaces_fit_their_methods() -> None:
     cfg = B.load_config(str(ROOT / "configs/benchmark/quickstart.yaml"))
     for spec in cfg.methods:
         space = resolve_space(spec, None)
-        assert space and "lr" in space or spec.class_path.endswith(("FisherForgetting", "SelectiveSynapticDampening",
-                                                                    "RUM"))  # RUM: its bins' methods have the lr
+        assert space and "lr" in space or spec.class_path.endswith(
+            ("FisherForgetting", "SelectiveSynapticDampening", "LabelFreeSSD", "RUM"))  # RUM: its bins' methods have the lr
     # YAML overrides: a new range replaces the declared one, null takes a key out
     fin = next(m for m in cfg.methods if m.name == "Finetune")
     space = resolve_space(fin, {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "max_epochs": None})

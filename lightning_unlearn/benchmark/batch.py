@@ -61,13 +61,13 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     each after the trainings (``training``: their keys) of its group's two models, so an executor with free workers
     starts a group once its models exist, before phase A ends; finished rows are read back into ``rows`` here."""
     out = Path(cfg.output_dir)
-    specs = {m.name: m for m in cfg.methods}
+    method_names = set(cfg.method_names())  # the rows of methods (not Original, Retrain)
     todo: list[tuple[Any, list[tuple[str, Path]]]] = []
     redone: set[tuple[Path, str]] = set()  # (group dir, method) run now: a sequence's next request must follow
     for group in plan.groups:
         reused, names = 0, []
         for name, run_dir in plan.run_dirs(group, cfg.rows_for(group.scenario)):
-            spec = specs.get(name)
+            spec = cfg.method(name, group.scenario)
             done = read_result(run_dir, run_hash(cfg, group, name, spec))
             if done is not None and spec is not None and (getattr(group.before, "dir", None), name) in redone:
                 done = None  # its input, the method's model of the request before, is made again
@@ -86,7 +86,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     pending = {group.describe(): len(names) for group, names in todo}
 
     def finished(group: Any, name: str, run_dir: Path, res: JobResult) -> None:
-        spec = specs.get(name)
+        spec = cfg.method(name, group.scenario)
         what = f"{group.describe()} / {name}"
         if res.ok:
             rows.append(res.value)
@@ -116,7 +116,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             key = str(group.dir.relative_to(out))
             meta[key] = (group, names)
             kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
-            before = _request_before(group, [n for n, _ in names], specs, key_of)
+            before = _request_before(group, [n for n, _ in names], method_names, key_of)
             key_of.update({(group.dir, n): key for n, _ in names})
             jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)",
                             after + before))  # fmt: skip
@@ -124,7 +124,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             for name, run_dir in names:
                 key = str(run_dir.relative_to(out))
                 meta[key] = (group, [(name, run_dir)])
-                before = _request_before(group, [name], specs, key_of)
+                before = _request_before(group, [name], method_names, key_of)
                 key_of[(group.dir, name)] = key
                 jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}",
                                 after + before))  # fmt: skip
@@ -141,13 +141,13 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
     return jobs, on_done
 
 
-def _request_before(group: Any, names: list[str], specs: dict[str, Any], key_of: dict[tuple[Path, str], str]
+def _request_before(group: Any, names: list[str], methods: set[str], key_of: dict[tuple[Path, str], str]
                     ) -> tuple[str, ...]:  # fmt: skip
     """The jobs of this batch that make the inputs of ``names`` at request ``k >= 2`` of a sequence: each method's run
     of request ``k - 1`` (its unlearned model); none for the reference rows or a request 1."""
     if group.before is None:
         return ()
-    keys = [key_of.get((group.before.dir, n)) for n in names if specs.get(n) is not None]
+    keys = [key_of.get((group.before.dir, n)) for n in names if n in methods]
     return tuple(dict.fromkeys(k for k in keys if k is not None))
 
 

@@ -28,6 +28,7 @@ from lightning_unlearn.experiment import (
     RETRAIN,
     ConfigError,
     ExperimentConfig,
+    MethodSpec,
     TrainerSettings,
     TrainingSettings,
     add_experiment_arguments,
@@ -76,6 +77,15 @@ class BenchmarkConfig(ExperimentConfig):
     def rows_for(self, scenario: str) -> list[str]:
         """The rows of a group of ``scenario``: Original, Retrain and every method that runs in it."""
         return [ORIGINAL, RETRAIN, *(m.name for m in self.methods if m.runs_in(scenario))]
+
+    def method(self, name: str, scenario: str) -> MethodSpec | None:
+        """The settings of row ``name`` in a group of ``scenario`` (``None`` for Original and Retrain): a name may
+        have other settings in other scenarios (settings tuned per scenario)."""
+        return next((m for m in self.methods if m.name == name and m.runs_in(scenario)), None)
+
+    def method_names(self) -> list[str]:
+        """Every method row's name once, in configured order."""
+        return list(dict.fromkeys(m.name for m in self.methods))
 
 
 def build_parser() -> Any:
@@ -169,7 +179,7 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         else:
             scenarios.append(Scenario(name=name, targets=targets, gold_ckpt=golds))
     methods = [method_spec(i, m) for i, m in enumerate(d.get("methods") or [])]
-    methods = expand_tuned(methods, d.get("tuned"))  # "X (tuned)" rows from best/X.yaml
+    methods = expand_tuned(methods, d.get("tuned"), [sc.name for sc in scenarios])  # "X (tuned)" rows from best/X.yaml
     cfg = BenchmarkConfig(
         output_dir=str(d["output_dir"]),
         data=class_spec(d["data"]),

@@ -77,7 +77,7 @@ def _run(cfg: BenchmarkConfig, plan: Plan, stream: Any, executor: Executor | Non
         for m in cfg.rows_for(g.scenario):
             steps.append(("eval", "reference") if m in BASELINE_METHODS else ("method", m))
     progress = Progress(steps, stream=stream)
-    names = [ORIGINAL, RETRAIN, *(m.name for m in cfg.methods)]
+    names = [ORIGINAL, RETRAIN, *cfg.method_names()]
     n_runs = sum(len(cfg.rows_for(g.scenario)) for g in plan.groups)
     n_given = len(given)
     progress.log(
@@ -125,10 +125,9 @@ def _report_only(cfg: BenchmarkConfig, plan: Plan, progress: Progress) -> dict[s
     result); nothing is trained or run."""
     out = Path(cfg.output_dir)
     rows, failed, stale = [], [], 0
-    specs = {m.name: m for m in cfg.methods}
     for g in plan.groups:
         for name, d in plan.run_dirs(g, cfg.rows_for(g.scenario)):
-            row = read_result(d, run_hash(cfg, g, name, specs.get(name)))
+            row = read_result(d, run_hash(cfg, g, name, cfg.method(name, g.scenario)))
             err = read_json(d / "error.json") if row is None else None
             if row is not None:
                 rows.append(row)

@@ -106,7 +106,7 @@ def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, g
     """A job: one row (``name``: a method, Original or Retrain) of ``group`` from scratch in its own directory, written
     to ``result.json`` last (a directory without it is unfinished and is redone); returns the row."""
     set_threads(threads)
-    spec = next((m for m in cfg.methods if m.name == name), None)
+    spec = cfg.method(name, group.scenario)
     run_dir = fresh_dir(group.dir / slug(name))  # unfinished, failed, or made with another configuration
     with quiet(cfg.quiet):
         dm = group_datamodule(cfg, group)
@@ -160,7 +160,7 @@ def request_input(group: Group, name: str) -> Path:
 def finished_row(cfg: BenchmarkConfig, group: Group, name: str) -> JobResult | None:
     """The row ``name`` of ``group`` as a successful ``JobResult`` if it is finished with this configuration, else
     ``None``."""
-    spec = next((m for m in cfg.methods if m.name == name), None)
+    spec = cfg.method(name, group.scenario)
     done = read_result(group.dir / slug(name), run_hash(cfg, group, name, spec))
     return None if done is None else JobResult(name, True, value=done, wall_s=float(done.get("wall_s") or 0.0))
 

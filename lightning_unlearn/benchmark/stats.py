@@ -242,7 +242,7 @@ def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str],
 
 
 def methods_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
-    order = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+    order = ["Original", "Retrain", *cfg.method_names()] if cfg is not None else ["Original", "Retrain"]
     seen = [m for m in order if any(r.get("method") == m for r in rows)]
     seen += sorted({str(r.get("method")) for r in rows} - set(seen))
     return seen
@@ -267,7 +267,7 @@ def scenarios_in(rows: Sequence[dict[str, Any]], cfg: Any = None) -> list[str]:
 def ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, Any]]:
     """``rows`` in report order: scenarios and methods as configured (others after them), then target and seed."""
     scen = _scenario_names(cfg)
-    meth = ["Original", "Retrain", *(m.name for m in cfg.methods)] if cfg is not None else ["Original", "Retrain"]
+    meth = ["Original", "Retrain", *cfg.method_names()] if cfg is not None else ["Original", "Retrain"]
 
     def pos(seq: list[str], v: Any) -> int:
         return seq.index(v) if v in seq else len(seq)

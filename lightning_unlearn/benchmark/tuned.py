@@ -43,8 +43,12 @@ def _source(tuned: Any) -> TunedSource:
     return TunedSource(**dict(tuned))
 
 
-def expand_tuned(methods: Sequence[MethodSpec], tuned: Any) -> list[MethodSpec]:
-    """``methods`` with the tuned variants added or substituted, each carrying its file's ``tuned_record``."""
+def expand_tuned(methods: Sequence[MethodSpec], tuned: Any, scenarios: Sequence[str] = ()) -> list[MethodSpec]:
+    """``methods`` with the tuned variants added or substituted, each carrying its file's ``tuned_record``.
+
+    ``<dir>/<method>.yaml`` gives one setting for every scenario; without it, ``<dir>/<scenario>/<method>.yaml`` (what
+    ``lightning_unlearn tune`` writes with ``per_scenario: true``) gives each scenario of ``scenarios`` that the method
+    runs in its own setting: one variant per scenario, same name, ``scenarios: [that one]``."""
     src = _source(tuned)
     if src.dir is None or src.mode == "default":
         return list(methods)
@@ -53,23 +57,32 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any) -> list[MethodSpec]:
         raise ConfigError(f"tuned.dir {root} is not a directory; run `lightning_unlearn tune` first (it writes best/)")
     out: list[MethodSpec] = []
     for i, m in enumerate(methods):
-        path = root / f"{slug(m.name)}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"Method {m.name!r}: no tuned settings {path}; tune it, or leave it out of `methods`, or "
-                              "use tuned.mode: default")  # fmt: skip
-        try:
-            best = read_best(path)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"Method {m.name!r}: {err}") from None
-        if best["class_path"] != m.class_path:
-            raise ConfigError(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
-        entry = {"name": m.name + TUNED_SUFFIX, "class_path": m.class_path, "init_args": best["init_args"],
-                 "max_epochs": best["max_epochs"], "trainer": best["trainer"], "scenarios": m.scenarios}  # fmt: skip
-        try:  # the rules of a config's methods (e.g. no `trainer` key the benchmark sets itself)
-            variant = replace(method_spec(i, entry), tuned_record=best["record"])
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        out.extend([variant] if src.mode == "tuned" else [m, variant])
+        whole = root / f"{slug(m.name)}.yaml"
+        if whole.is_file():
+            files = {None: whole}
+        else:
+            mine = [sc for sc in scenarios if m.runs_in(sc)]
+            files = {sc: root / slug(sc) / f"{slug(m.name)}.yaml" for sc in mine}
+            missing = [str(p) for p in files.values() if not p.is_file()]
+            if not mine or missing:
+                raise ConfigError(f"Method {m.name!r}: no tuned settings {whole} nor {', '.join(missing) or 'per scenario'}; "
+                                  "tune it, or leave it out of `methods`, or use tuned.mode: default")  # fmt: skip
+        variants = []
+        for sc, path in files.items():
+            try:
+                best = read_best(path)
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"Method {m.name!r}: {err}") from None
+            if best["class_path"] != m.class_path:
+                raise ConfigError(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
+            entry = {"name": m.name + TUNED_SUFFIX, "class_path": m.class_path, "init_args": best["init_args"],
+                     "max_epochs": best["max_epochs"], "trainer": best["trainer"],
+                     "scenarios": m.scenarios if sc is None else [sc]}  # fmt: skip
+            try:  # the rules of a config's methods (e.g. no `trainer` key the benchmark sets itself)
+                variants.append(replace(method_spec(i, entry), tuned_record=best["record"]))
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
+        out.extend(variants if src.mode == "tuned" else [m, *variants])
     return out
 
 

@@ -54,7 +54,7 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if not cfg.methods:
         raise ConfigError("`methods` is empty: list at least one {name, class_path, init_args, max_epochs}.")
     check_methods(cfg.methods, "the reference rows")
-    _check_dir_names([*BASELINE_METHODS, *(m.name for m in cfg.methods)], "Method")
+    _check_dir_names([*BASELINE_METHODS, *cfg.method_names()], "Method")
     for m in cfg.methods:
         if not slug(m.name):
             raise ConfigError(f"Method name {m.name!r} has no usable characters for a directory name.")

@@ -159,8 +159,14 @@ def check_methods(methods: Sequence[MethodSpec], reserved_for: str) -> None:
     """The checks of ``methods:`` every application makes: unique names, none of the reserved row names
     (``reserved_for`` says what they name), classes that import and arguments that fit them."""
     names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"Method names must be unique, got {names}.")
+    seen: dict[str, list[MethodSpec]] = {}
+    for m in methods:  # a name repeats only for settings per scenario (e.g. tuned per scenario): disjoint `scenarios`
+        same = seen.setdefault(m.name, [])
+        if same and (m.scenarios is None or any(o.scenarios is None or set(o.scenarios) & set(m.scenarios)
+                                                for o in same)):  # fmt: skip
+            raise ConfigError(f"Method names must be unique (a name repeats only with disjoint `scenarios`), got "
+                              f"{names}.")  # fmt: skip
+        same.append(m)
     for m in methods:
         if m.name in (ORIGINAL, RETRAIN):
             raise ConfigError(f"{m.name!r} is reserved for {reserved_for}; rename that method.")

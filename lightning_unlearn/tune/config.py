@@ -24,6 +24,7 @@ from lightning_unlearn.experiment import (
     config_args,
     parse_command,
     parsed_values,
+    slug,
 )
 from lightning_unlearn.search_space import EPOCHS_KEY, Param
 from lightning_unlearn.tune.space import resolve_space
@@ -96,6 +97,10 @@ class TuneConfig:
     source: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None  # the tuning Plan (groups, models), computed and checked against the evaluation's when loaded
     evaluation_hashes: list[dict[str, Any]] = field(default_factory=list)
+    best_dir: str | None = None  # where best/<method>.yaml go (default: output_dir/best)
+    #: ``per_scenario: true``: one configuration per tuning scenario (its own output_dir/<scenario>/ and studies,
+    #: best files in output_dir/best/<scenario>/), run one after the other; empty otherwise.
+    parts: list[TuneConfig] = field(default_factory=list)
 
 
 def build_parser() -> Any:
@@ -131,6 +136,9 @@ def build_parser() -> Any:
     p.add_argument("--evaluator", type=dict[str, Any], default={}, help="Overrides of the benchmark's evaluator.")
     add_run_arguments(p)
     p.add_argument("--parallel", type=int, default=1, help="Trials asked and run at once (executor batch).")
+    p.add_argument("--per_scenario", type=bool, default=False,
+                   help="Tune each scenario on its own (settings per scenario: best/<scenario>/<method>.yaml), as the "
+                   "papers tune per forgetting setting; each scenario's studies live in output_dir/<scenario>/.")  # fmt: skip
     return p
 
 
@@ -145,6 +153,8 @@ def tune_config_from_args(args: Sequence[str]) -> TuneConfig:
 
 
 def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
+    if d.get("per_scenario"):
+        return _build_per_scenario(d, source)
     bpath = Path(str(d["benchmark"]))
     if not bpath.is_file():
         raise ConfigError(f"benchmark config {bpath} not found (a path relative to the current directory)")
@@ -226,6 +236,23 @@ def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
     check_disjoint(cfg.plan.groups, eval_plan.groups)
     cfg.evaluation_hashes = [group_record(g) for g in eval_plan.groups]
     return cfg
+
+
+def _build_per_scenario(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
+    """A configuration per tuning scenario (checked in full before anything runs), under one parent."""
+    out = Path(str(d["output_dir"]))
+    parts = []
+    for sc in d.get("scenarios") or []:
+        name = str(dict(sc).get("name") or "").strip()
+        part = _build({**d, "per_scenario": False, "scenarios": [sc], "output_dir": str(out / slug(name))},
+                      {**source, "scenarios": [sc], "per_scenario": False})  # fmt: skip
+        part.best_dir = str(out / "best" / slug(name))
+        parts.append(part)
+    if not parts:
+        raise ConfigError("`scenarios` is empty: list the tuning targets, e.g. {name: class-wise, targets: [{classes: [5]}]}")
+    first = parts[0]
+    return replace(first, output_dir=str(out), best_dir=str(out / "best"), source=source, parts=parts,
+                   methods=[mt for p in parts for mt in p.methods])  # fmt: skip
 
 
 def group_record(g: Group) -> dict[str, Any]:

@@ -48,14 +48,17 @@ def study_name(cfg: TuneConfig, mt: MethodTuning, contexts: Sequence[dict[str, A
 
 
 def best_path(cfg: TuneConfig, mt: MethodTuning) -> Path:
-    """Where a method's tuned settings are written: ``output_dir/best/<method>.yaml``."""
-    return Path(cfg.output_dir) / "best" / f"{slug(mt.name)}.yaml"
+    """Where a method's tuned settings are written: ``output_dir/best/<method>.yaml`` (``per_scenario``:
+    ``output_dir/best/<scenario>/<method>.yaml``)."""
+    return Path(cfg.best_dir or Path(cfg.output_dir) / "best") / f"{slug(mt.name)}.yaml"
 
 
 def check_outputs(cfg: TuneConfig) -> None:
     """Refuse (``ConfigError``) before anything is written or trained when a ``best/`` file exists that the tuner
     did not write: it would otherwise only be found after a method's study has finished."""
-    for mt in cfg.methods:
+    for part in cfg.parts:
+        check_outputs(part)
+    for mt in [] if cfg.parts else cfg.methods:
         try:
             check_best_writable(best_path(cfg, mt))
         except FileExistsError as err:
@@ -63,8 +66,12 @@ def check_outputs(cfg: TuneConfig) -> None:
 
 
 def run_tuning(cfg: TuneConfig, stream: Any = None) -> dict[str, Any]:
-    """Tune every configured method; returns ``{method: summary}`` and writes ``best/`` and ``tune.md``."""
+    """Tune every configured method; returns ``{method: summary}`` and writes ``best/`` and ``tune.md``
+    (``per_scenario``: ``{scenario: {method: summary}}``, one ``tune.md`` per scenario's directory)."""
     stream = stream if stream is not None else sys.stderr
+    if cfg.parts:
+        check_outputs(cfg)  # every scenario's best/ before any study starts
+        return {part.bench.scenarios[0].name: run_tuning(part, stream) for part in cfg.parts}
     start = time.perf_counter()
 
     def log(text: str) -> None:

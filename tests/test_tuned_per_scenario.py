@@ -1,0 +1,114 @@
+"""Settings tuned per scenario (issue 24): ``tune --per_scenario true`` writes ``best/<scenario>/<method>.yaml``, the
+benchmark runs each scenario's rows at that scenario's settings under one method name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_unlearn import benchmark as B
+from lightning_unlearn.experiment import ConfigError, method_spec, read_best, write_best
+from lightning_unlearn.experiment.specs import check_methods
+from lightning_unlearn.tune.config import group_record, load_tune_config
+
+
+def _bench_yaml(tmp_path: Path) -> Path:
+    cfg = {
+        "output_dir": str(tmp_path / "bench"),
+        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
+                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5, "augment": False}},
+        "training": {"max_epochs": 2, "lr": 0.05},
+        "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
+        "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]},
+                      {"name": "random", "targets": [{"fraction": 0.1}]}],
+        "seeds": [0],
+        "methods": [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune",
+                     "init_args": {"lr": 0.01}, "max_epochs": 1}],
+        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
+        "evaluator": {"mia": False, "zrf": False, "plots": False},
+    }  # fmt: skip
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _best_per_scenario(tmp_path: Path, bench_yaml: Path) -> Path:
+    """best/<scenario>/Finetune.yaml as the tuner writes them, tuned on class 5 / random on seed 7."""
+    best = tmp_path / "best"
+    for scenario, target, lr in (("class-wise", {"classes": [5]}, 0.02), ("random", {"fraction": 0.1}, 0.005)):
+        cfg = B.load_config(str(bench_yaml), scenarios=[{"name": scenario, "targets": [target]}], seeds=[7])
+        groups = [group_record(g) for g in B.make_plan(cfg).groups]
+        write_best(best / scenario / "Finetune.yaml", method="Finetune", class_path="lightning_unlearn.methods.Finetune",
+                   init_args={"lr": lr}, max_epochs=2, trainer={}, record={"method": "Finetune", "tuning_groups": groups})
+    return best
+
+
+def test_a_name_repeats_only_with_disjoint_scenarios() -> None:
+    a = method_spec(0, {"name": "X", "class_path": "lightning_unlearn.methods.Finetune", "scenarios": ["class-wise"]})
+    b = method_spec(1, {"name": "X", "class_path": "lightning_unlearn.methods.Finetune", "scenarios": ["random"]})
+    check_methods([a, b], "the reference rows")
+    c = method_spec(2, {"name": "X", "class_path": "lightning_unlearn.methods.Finetune", "scenarios": ["random"]})
+    with pytest.raises(ConfigError, match="disjoint `scenarios`"):
+        check_methods([a, b, c], "the reference rows")
+    d = method_spec(3, {"name": "X", "class_path": "lightning_unlearn.methods.Finetune"})  # every scenario
+    with pytest.raises(ConfigError, match="disjoint `scenarios`"):
+        check_methods([a, d], "the reference rows")
+
+
+def test_benchmark_runs_each_scenario_at_its_own_tuned_settings(tmp_path: Path) -> None:
+    bench_yaml = _bench_yaml(tmp_path)
+    best = _best_per_scenario(tmp_path, bench_yaml)
+    cfg = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"})
+    assert [(m.name, m.scenarios, m.init_args) for m in cfg.methods] == [
+        ("Finetune (tuned)", ["class-wise"], {"lr": 0.02}),
+        ("Finetune (tuned)", ["random"], {"lr": 0.005}),
+    ]
+    assert cfg.method_names() == ["Finetune (tuned)"]
+    assert cfg.method("Finetune (tuned)", "random").init_args == {"lr": 0.005}
+    both = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "both"})
+    assert both.method_names() == ["Finetune", "Finetune (tuned)"] and len(both.methods) == 3
+    result = B.run_benchmark(cfg, stream=open(os.devnull, "w"))  # noqa: SIM115
+    rows = {r["scenario"]: r for r in result["rows"] if r["method"] == "Finetune (tuned)"}
+    assert set(rows) == {"class-wise", "random"} and not result["failed"]
+    for scenario, lr in (("class-wise", 0.02), ("random", 0.005)):
+        run = json.loads((tmp_path / "bench" / rows[scenario]["run_dir"] / "unlearn.json").read_text())
+        assert run["hparams"]["lr"] == lr and rows[scenario]["status"] == "ok"
+    # a rerun reuses both rows: their cache keys are the per-scenario settings'
+    again = B.run_benchmark(B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"}),
+                            stream=open(os.devnull, "w"))  # noqa: SIM115
+    assert {r["config_hash"] for r in again["rows"]} == {r["config_hash"] for r in result["rows"]}
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert report.count("| Finetune (tuned) |") >= 2  # one row in each scenario's table, one name
+    # a scenario without its file is refused in one line
+    (best / "random" / "Finetune.yaml").unlink()
+    with pytest.raises(ConfigError, match="no tuned settings"):
+        B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"})
+
+
+def test_tune_per_scenario_writes_a_best_file_per_scenario(tmp_path: Path) -> None:
+    from lightning_unlearn.tune import run_tuning
+
+    tune = {
+        "benchmark": str(_bench_yaml(tmp_path)), "output_dir": str(tmp_path / "tune"), "per_scenario": True,
+        "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]},
+                      {"name": "random", "targets": [{"fraction": 0.1}]}],
+        "seeds": [7], "n_trials": 1, "search_space": {"Finetune": {"max_epochs": {"low": 1, "high": 2}}},
+    }  # fmt: skip
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(tune))
+    cfg = load_tune_config(path)
+    assert [p.bench.scenarios[0].name for p in cfg.parts] == ["class-wise", "random"]
+    summaries = run_tuning(cfg, stream=open(os.devnull, "w"))  # noqa: SIM115
+    assert set(summaries) == {"class-wise", "random"}
+    for scenario in ("class-wise", "random"):
+        best = read_best(tmp_path / "tune" / "best" / scenario / "Finetune.yaml")
+        assert {g["scenario"] for g in best["record"]["tuning_groups"]} == {scenario}
+        assert (tmp_path / "tune" / scenario / "tune.md").is_file()
+    # the benchmark reads the per-scenario layout as it is written
+    bench = B.load_config(str(tmp_path / "bench.yaml"), **{"tuned.dir": str(tmp_path / "tune" / "best")})
+    assert [(m.name, m.scenarios) for m in bench.methods] == [
+        ("Finetune", None), ("Finetune (tuned)", ["class-wise"]), ("Finetune (tuned)", ["random"])]
