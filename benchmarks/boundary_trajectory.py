@@ -90,7 +90,7 @@ def main() -> None:
     print(f"{args.method} {kwargs}, {epochs} epochs, target {target.describe()}, seed {args.seed}")
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[Trace(dm, args.every)])  # fmt: skip
+                         num_sanity_val_steps=0, callbacks=[Trace(dm, args.every)])
     trainer.fit(method, datamodule=dm)
 
 

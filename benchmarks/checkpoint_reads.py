@@ -28,13 +28,13 @@ def config(out: Path, methods: list[str], epochs: int) -> dict:
         "Finetune": {"class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01}, "max_epochs": 1},
         "Amnesiac": {"class_path": "lightning_unlearn.methods.Amnesiac", "max_epochs": 1},
         "NegativeGradient": {"class_path": "lightning_unlearn.methods.NegativeGradient", "init_args": {"lr": 0.001},
-                             "max_epochs": 1},  # fmt: skip
+                             "max_epochs": 1},
     }
     return {
         "output_dir": str(out),
         "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
                  "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5,
-                               "augment": False}},  # fmt: skip
+                               "augment": False}},
         "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
         "training": {"max_epochs": epochs, "lr": 0.05},
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]}],
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"per row: {len(rows_loads) / n:.1f} reads, {sum(s for *_, s in rows_loads) / n * 1000:.1f} ms")
     def measured(r: dict) -> dict:
         return {k: v for k, v in sorted(r.items()) if isinstance(v, float) and not k.startswith("time/")
-                and not k.endswith(("time_s", "wall_s"))}  # fmt: skip
+                and not k.endswith(("time_s", "wall_s"))}
 
     metrics = [measured(r) for r in sorted(result["rows"], key=lambda r: r["method"])]
     print("metrics digest:", hashlib.sha1(json.dumps(metrics, sort_keys=True).encode()).hexdigest()[:16])

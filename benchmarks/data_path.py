@@ -71,7 +71,7 @@ def make(data: str) -> tuple[UnlearningDataModule, AllCNN]:
         dm = SyntheticDataModule(forget=ForgetSpec(fraction=0.1), batch_size=128, holdout_fraction=0.0)
     dm.setup()
     net = AllCNN(num_classes=dm.num_classes, in_channels=dm.in_channels, image_size=dm.image_size, width=0.25,
-                 mean=list(dm.mean), std=list(dm.std))  # fmt: skip
+                 mean=list(dm.mean), std=list(dm.std))
     return dm, net
 
 
@@ -95,7 +95,7 @@ def lightning_epochs(dm: UnlearningDataModule, net: AllCNN, epochs: int, in_memo
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         callbacks=[timer],
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     trainer.fit(Classifier(copy.deepcopy(net), scheduler="none"), datamodule=dm)
     steady = [e - s for s, e in zip(timer.starts[1:], timer.ends[1:], strict=True)]
@@ -148,14 +148,14 @@ def main() -> None:
                 setup[name].append(first)
         n = len(dm.indices("train"))
         print(f"\n{data}: {n} training samples, batch {dm.batch_size}, {args.epochs} epochs x {args.repeats} repeats, "
-              f"{args.threads} thread(s)")  # fmt: skip
+              f"{args.threads} thread(s)")
         for name, vals in t.items():
             print(f"  {name:10s} epoch min {min(vals):.3f} s  median {statistics.median(vals):.3f} s")
         for name in ("tensor", "per_sample"):
             ratio_min = min(t[name]) / min(t["bare"])
             ratio_med = statistics.median(t[name]) / statistics.median(t["bare"])
             print(f"  Classifier ({name}) / bare: {ratio_min:.2f}x min/min, {ratio_med:.2f}x median/median; "
-                  f"first epoch incl. setup median {statistics.median(setup[name]):.2f} s")  # fmt: skip
+                  f"first epoch incl. setup median {statistics.median(setup[name]):.2f} s")
 
 
 if __name__ == "__main__":

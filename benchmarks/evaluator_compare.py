@@ -80,7 +80,7 @@ def worker(runs: Path, settings: dict[str, Any], out: Path) -> None:
         dm.setup()
         original = str(Path(group) / "original.ckpt")
         gold = next(json.loads((Path(group) / r["run"] / "unlearn.json").read_text())["gold_ckpt"] for r in rows
-                    if (Path(group) / r["run"] / "unlearn.json").is_file())  # fmt: skip
+                    if (Path(group) / r["run"] / "unlearn.json").is_file())
         gold = str(runs / "models" / Path(gold).parent.name / Path(gold).name)  # wherever the run was started from
         cache = ReferenceCache()
         for row in rows:
@@ -101,14 +101,14 @@ def worker(runs: Path, settings: dict[str, Any], out: Path) -> None:
             elapsed += time.perf_counter() - start
             results[f"{Path(group).relative_to(runs)}/{row['run']}"] = res
     clean = {r: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
-             for r, res in results.items()}  # fmt: skip
+             for r, res in results.items()}
     out.write_text(json.dumps({"elapsed_s": elapsed, "results": clean}))
 
 
 def _run(impl: str, root: Path, runs: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(root)}  # threads as a benchmark process has them (torch: 1)
     cmd = [sys.executable, str(HERE / "benchmarks" / "evaluator_compare.py"), "--worker", "--runs", str(runs),
-           "--settings", json.dumps(settings), "--out", str(out)]  # fmt: skip
+           "--settings", json.dumps(settings), "--out", str(out)]
     subprocess.run(cmd, env=env, check=True, cwd=root)
     data = json.loads(out.read_text())
     data["impl"], data["load"] = impl, os.getloadavg()

@@ -99,7 +99,7 @@ PRESETS: dict[str, tuple[str, int, float, int, str]] = {
 
 
 def _preset(name: str, n: int, device: torch.device, size: int | None = None,
-            width: float | None = None) -> tuple[nn.Module, Tensor, str]:  # fmt: skip
+            width: float | None = None) -> tuple[nn.Module, Tensor, str]:
     """The preset's model (seed 0, eval mode) and ``n`` inputs: digits for All-CNN presets, uniform noise otherwise."""
     from lightning_unlearn.backbones import AllCNN, ResNet18
 
@@ -132,7 +132,7 @@ def _load_old(rev: str) -> Callable[..., dict[str, Tensor]]:
 
     root = Path(__file__).resolve().parents[1]
     src = subprocess.run(["git", "show", f"{rev}:lightning_unlearn/methods/fisher_diagonal.py"], cwd=root,
-                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+                         check=True, capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp(prefix="fisher_old_")) / "fisher_diagonal_old.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("fisher_diagonal_old", path)
@@ -216,7 +216,7 @@ def bench_diag(args: argparse.Namespace) -> int:
     threads = f"cpu, {torch.get_num_threads()} thread(s)"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
     print(f"{what}, {args.n} samples, {device_name}, {args.repeats} interleaved repeats; load average "
-          f"{load0[0]:.1f} before, {load1[0]:.1f} after")  # fmt: skip
+          f"{load0[0]:.1f} before, {load1[0]:.1f} after")
     for kind in [k for k in ("floor_input", "floor_full") if k in wall]:  # the faster layout, per statistic
         for d in (wall, cpu):
             d[kind] = min(d.pop(kind), d.pop(kind + "_cl"), key=min)
@@ -227,7 +227,7 @@ def bench_diag(args: argparse.Namespace) -> int:
         num, den = (side, fast) if not side.startswith("floor") else (fast, side)
         for label, d in (("wall", wall), ("cpu", cpu)):
             print(f"  {num} / {den} ({label}): {min(d[num]) / min(d[den]):.2f}x (min/min), "
-                  f"{statistics.median(d[num]) / statistics.median(d[den]):.2f}x (median/median)")  # fmt: skip
+                  f"{statistics.median(d[num]) / statistics.median(d[den]):.2f}x (median/median)")
     for side, err in errors.items():
         print(f"  max relative difference {side} vs {'reference' if 'reference' in sides else fast}: {err:.1e}")
     if "reference" in sides:  # the same forward as the reference (batch size 1): a ReLU input within rounding of 0 can
@@ -235,7 +235,7 @@ def bench_diag(args: argparse.Namespace) -> int:
         ref = reference_fisher(model, x)
         err = _rel_error(diagonal_fisher(model, x, backend=args.backend, chunk_size=1), ref)
         print(f"  max relative difference diagonal_fisher with chunk_size=1 (batch-size-1 forwards) vs reference: "
-              f"{err:.1e}")  # fmt: skip
+              f"{err:.1e}")
         if err > 1e-5:
             print("  FAIL: the diagonals differ by more than 1e-5 (relative)")
             return 1
@@ -250,7 +250,7 @@ def bench_layers(args: argparse.Namespace) -> int:
     model, x, what = _preset(args.preset, args.n, torch.device(args.device), args.size, args.width)
     seen: list[tuple[nn.Conv2d, Tensor, torch.Size]] = []
     hooks = [m.register_forward_hook(lambda m, a, o: seen.append((m, a[0].detach(), o.shape)))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -276,7 +276,7 @@ def bench_layers(args: argparse.Namespace) -> int:
         total["best"] += min(cost.values())
         cells = " ".join(f"{f} {cost[f] * 1e3:8.1f}{'*' if f == rule else ' '}" for f in cost)
         print(f"  {mod.in_channels:4d}->{mod.out_channels:<4d} k{mod.kernel_size[0]} s{mod.stride[0]} "
-              f"{a.shape[-1]:3d}->{shape[-1]:<3d} {cells}")  # fmt: skip
+              f"{a.shape[-1]:3d}->{shape[-1]:<3d} {cells}")
     print("  total ms: " + ", ".join(f"{f} {v * 1e3:.0f}" for f, v in total.items()))
     return 0
 
@@ -319,11 +319,11 @@ def bench_retrain(args: argparse.Namespace) -> int:
                 pl.Trainer(max_epochs=spec.max_epochs, **{**kwargs, **spec.trainer}).fit(method, datamodule=dm)
                 fisher_t.append(float(method.unlearn_time_s))
     print(f"{args.config}: first group ({target}, seed {seed}), {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} torch thread(s)")  # fmt: skip
+          f"{torch.get_num_threads()} torch thread(s)")
     print(f"  gold model training ({cfg.training.epochs('gold')} epochs on D_r): {_stats(gold_t)}")
     print(f"  FisherForgetting ({spec.init_args}, trainer {spec.trainer}): {_stats(fisher_t)}")
     print(f"  speed-up over retraining: {min(gold_t) / min(fisher_t):.1f}x (min/min), "
-          f"{statistics.median(gold_t) / statistics.median(fisher_t):.1f}x (median/median)")  # fmt: skip
+          f"{statistics.median(gold_t) / statistics.median(fisher_t):.1f}x (median/median)")
     return 0
 
 

@@ -82,7 +82,7 @@ def method_epoch(net: nn.Module, dm: Any, mode: str, device: str) -> float:
         max_epochs=1, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, precision="bf16-mixed" if mode == "bf16-mixed" else "32-true",
-    )  # fmt: skip
+    )
     t.fit(method, datamodule=dm)
     return float(method.unlearn_time_s)
 
@@ -141,7 +141,7 @@ def section_fisher(args: argparse.Namespace, net: nn.Module) -> dict[str, Any]:
             per_sample[name].append((time.perf_counter() - t0) / count)
     check = fs._rel_error(diagonal_fisher(model, x[:n_ref], chunk_size=1), fs.reference_fisher(model, x[:n_ref]))
     return {"samples": args.fisher_n, "reference_samples": n_ref, "per_sample_s": {k: _stats(v) for k, v in
-            per_sample.items()}, "max_rel_difference_chunk1_vs_reference": check}  # fmt: skip
+            per_sample.items()}, "max_rel_difference_chunk1_vs_reference": check}
 
 
 def section_methods(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, list[float]]]:
@@ -158,19 +158,19 @@ def report(out: dict[str, Any]) -> str:
             m, b = r["method_s"], r["bare_s"]
             lines.append(f"{r['mode']:14s} {m['min']:7.3f} / {m['median']:7.3f} {b['min']:7.3f} / {b['median']:7.3f} "
                          f"{r['images'] / m['min']:9.0f} {m['min'] / b['min']:8.2f} "
-                         f"{m['median'] / b['median']:8.2f}")  # fmt: skip
+                         f"{m['median'] / b['median']:8.2f}")
     if "fisher" in out:
         f = out["fisher"]
         ps = f["per_sample_s"]
         lines += ["", f"2. Fisher diagonal (expected, 9 cotangents), {f['samples']} samples (reference on "
-                  f"{f['reference_samples']}): ms per sample, min / median"]  # fmt: skip
+                  f"{f['reference_samples']}): ms per sample, min / median"]
         for k, v in ps.items():
             lines.append(f"{k:16s} {v['min'] * 1e3:9.3f} / {v['median'] * 1e3:9.3f}")
         d = ps["diagonal_fisher"]
         lines.append(f"reference / diagonal_fisher: {ps['reference']['min'] / d['min']:.1f}x (min/min), "
                      f"{ps['reference']['median'] / d['median']:.1f}x (median/median); diagonal_fisher / floor_full: "
                      f"{d['min'] / ps['floor_full']['min']:.2f}x; max relative difference (chunk 1 vs reference) "
-                     f"{f['max_rel_difference_chunk1_vs_reference']:.1e}")  # fmt: skip
+                     f"{f['max_rel_difference_chunk1_vs_reference']:.1e}")
     if "methods" in out:
         lines += ["", "3. Methods against their bare loops (method's own timer), seconds min / median",
                   mo.table(out["methods"])]
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "lightning": pl.__version__,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "args": vars(args),
-    }  # fmt: skip
+    }
     mo.SETTINGS["gpu_check"] = {**mo.SETTINGS["resnet32"], "size": args.size, "batch": args.batch, "n": args.n}
     dm, net = mo.build("gpu_check")
     if "epoch" in sections:

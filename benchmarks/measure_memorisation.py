@@ -34,7 +34,7 @@ def train(cfg: Any, target: Any, seed: int, train_on: str) -> tuple[Any, float]:
     trainer = pl.Trainer(max_epochs=cfg.training.epochs("original" if train_on == "all" else "gold"),
                          accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0)  # fmt: skip
+                         limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     CPU.append(time.process_time() - c0)
     return model.model.eval(), time.perf_counter() - t0
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
                     put(f"{name} MIA-eff Original", 100 * ro["mia/efficacy"])
                     put(f"{name} MIA-eff Retrain", 100 * ro["gold/mia/efficacy"])
                     line += (f"; {sc.name}: acc D_f {100 * ro['acc/forget']:.2f} vs gold {100 * ro['gold/acc/forget']:.2f},"
-                             f" MIA-eff {100 * ro['mia/efficacy']:.1f} vs {100 * ro['gold/mia/efficacy']:.1f} ({tg:.1f}s)")  # fmt: skip
+                             f" MIA-eff {100 * ro['mia/efficacy']:.1f} vs {100 * ro['gold/mia/efficacy']:.1f} ({tg:.1f}s)")
             print(line, flush=True)
     print("\nmean ± std over seeds", [int(s) for s in cfg.seeds])
     for key, vals in table.items():

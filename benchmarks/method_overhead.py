@@ -192,7 +192,7 @@ def build(setting: str) -> tuple[UnlearningDataModule, nn.Module]:
     dm.setup()
     pl.seed_everything(0, verbose=False)
     shape = dict(num_classes=10, in_channels=dm.in_channels, image_size=cfg["size"], mean=list(dm.mean),
-                 std=list(dm.std))  # fmt: skip
+                 std=list(dm.std))
     net = AllCNN(width=cfg["width"], **shape) if cfg["model"] == "allcnn" else ResNet18(**shape)
     return dm, net
 
@@ -216,7 +216,7 @@ def trainer(epochs: int, device: str = "cpu") -> pl.Trainer:
         max_epochs=epochs, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0,
-    )  # fmt: skip
+    )
 
 
 class Data:
@@ -242,7 +242,7 @@ class Data:
 
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, wd: float = 5e-4) -> torch.optim.Optimizer:
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum,
-                           weight_decay=wd)  # fmt: skip
+                           weight_decay=wd)
 
 
 def step(opt: torch.optim.Optimizer, loss: Tensor) -> None:
@@ -291,7 +291,7 @@ def bare(name: str, net: nn.Module, data: Data, kw: dict[str, Any], epochs: int,
     if name == "UNSIR":
         shape = (int(kw.get("noise_batch_size", 256)), *xf.shape[1:])
         noise, _ = error_maximizing_noise(model, 3, shape, steps=int(kw.get("noise_steps", 40)), lr=0.1, reg=0.1,
-                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+                                          generator=torch.Generator().manual_seed(0))
         x_imp = torch.cat([noise.repeat(int(kw["noise_copies"]), 1, 1, 1), xr])
         y_imp = torch.cat([torch.full((len(noise) * int(kw["noise_copies"]),), 3, device=dev), yr])
         repair = torch.optim.Adam(model.parameters(), lr=float(kw["repair_lr"]))
@@ -385,7 +385,7 @@ def one_pass(name: str, model: nn.Module, data: Data, kw: dict[str, Any], bs: in
         for n, p in params.items():
             is_head = id(p) in head
             var, zero = fisher_noise_variance(acc[n] / len(yr), alpha=float(kw["alpha"]), is_head=is_head,
-                                              forget_rows=[3] if is_head else None)  # fmt: skip
+                                              forget_rows=[3] if is_head else None)
             mu = p.float() if zero is None else p.float().masked_fill(zero, 0.0)
             p.copy_(mu + var.sqrt() * torch.randn(p.shape, generator=gen).to(p.device))
         return
@@ -424,7 +424,7 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     tw = copy.deepcopy(original).requires_grad_(True)
     x_d, y_d = torch.cat([xr, xf, x_e]), torch.cat([yr, yf, y_e])
     tf.train_from_scratch(tw, shuffled(x_d, y_d, 64, seed), int(kw["twin_epochs"]),
-                          torch.optim.Adam(tw.parameters(), lr=1e-4))  # fmt: skip
+                          torch.optim.Adam(tw.parameters(), lr=1e-4))
     tw.requires_grad_(False).eval()
     chunks = lambda f, x, y: torch.cat([f(x[i : i + ebs], y[i : i + ebs]) for i in range(0, len(y), ebs)])  # noqa: E731
     with torch.no_grad():
@@ -441,7 +441,7 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
         torch.manual_seed(seed)
         cf = build_backbone(original.config()).to(dev)
     tf.train_from_scratch(cf, shuffled(xr, yr, 64, seed + 1), int(kw["cf_epochs"]),
-                          torch.optim.Adam(cf.parameters(), lr=1e-4))  # fmt: skip
+                          torch.optim.Adam(cf.parameters(), lr=1e-4))
     cf.requires_grad_(False).eval()
     cols_e.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), x_e, y_e))
     cols_f.append(chunks(lambda x, y: tf.per_sample_loss(cf, x, y), xf, yf))
@@ -449,7 +449,7 @@ def twin(model: nn.Module, original: nn.Module, data: Data, kw: dict[str, Any], 
     held = torch.as_tensor(tc.group_holdout_split(np.asarray(sel.positions), 0.2, seed))
     scaler = tc.Standardizer().fit(feat_e[~held])
     mlp = tc.train_easy_hard_classifier(scaler.transform(feat_e)[~held], easy[~held],
-                                        epochs=int(kw["classifier_epochs"]), seed=seed)  # fmt: skip
+                                        epochs=int(kw["classifier_epochs"]), seed=seed)
     hard_f = ~mlp.predict_easy(scaler.transform(feat_f))
     random_f = tl.draw_other_labels(yf, 10, torch.Generator().manual_seed(seed + 1))
     keep = torch.randperm(len(yr), device=dev)[: round(0.2 * len(yr))]
@@ -478,7 +478,7 @@ class CpuClock(pl.Callback):
 
 
 def run_method(name: str, net: nn.Module, dm: UnlearningDataModule, setting: str = "quickstart",
-               device: str = "cpu", configure: Any = None) -> tuple[float, float]:  # fmt: skip
+               device: str = "cpu", configure: Any = None) -> tuple[float, float]:
     """Seconds of the method's own timer and CPU seconds in the same window; ``configure(trainer, method)`` may
     change both before ``fit``."""
     cls, kw, epochs = settings_of(name, setting)
@@ -511,13 +511,13 @@ def train_original(dm: UnlearningDataModule, net: nn.Module, epochs: int, device
 
 
 def measure(names: list[str], setting: str, repeats: int, epochs: int, device: str = "cpu",
-            configure: Any = None) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+            configure: Any = None) -> dict[str, dict[str, list[float]]]:
     """``{method: {"method": [s, ...], "bare": [s, ...]}}``, method then bare loop, per repeat and method."""
     dm, net = build(setting)
     net = train_original(dm, net, epochs, device)
     data = Data(dm, device)
     times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in ("method", "bare", "method_cpu", "bare_cpu")}
-                                                 for n in names}  # fmt: skip
+                                                 for n in names}
     for r in range(repeats):
         for n in names:
             pl.seed_everything(r, verbose=False)
@@ -538,7 +538,7 @@ def table(times: dict[str, dict[str, list[float]]], clock: str = "") -> str:
     for n, t in times.items():
         m, b = t["method" + clock], t["bare" + clock]
         lines.append(f"{n:18s} {min(m):6.3f} / {statistics.median(m):6.3f} {min(b):6.3f} / {statistics.median(b):6.3f} "
-                     f"{min(m) / min(b):8.2f} {statistics.median(m) / statistics.median(b):8.2f}")  # fmt: skip
+                     f"{min(m) / min(b):8.2f} {statistics.median(m) / statistics.median(b):8.2f}")
     return "\n".join(lines)
 
 
@@ -557,7 +557,7 @@ def main() -> None:
     times = measure(names, args.setting, args.repeats, args.epochs, args.device)
     load1 = os.getloadavg()
     print(f"\n{args.setting}: {args.repeats} repeats, {args.threads} thread(s), {args.device}; load average "
-          f"{load0[0]:.1f} before, {load1[0]:.1f} after; seconds min / median; ratio method / bare")  # fmt: skip
+          f"{load0[0]:.1f} before, {load1[0]:.1f} after; seconds min / median; ratio method / bare")
     print("wall time (the method's own timer):")
     print(table(times))
     print("CPU time of the process (same windows):")

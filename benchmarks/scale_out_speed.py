@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     config = (argv[argv.index("--config") + 1] if "--config" in argv else
               str(ROOT / "configs/benchmark" / ("fashion_mnist.yaml" if "--fashion" in argv else "quickstart.yaml")))
     reduce = ([] if "--full" in argv else FASHION if "--fashion" in argv else ["--seeds", "[0]"] if "--seed0" in argv
-              else ["--seeds", argv[argv.index("--seeds") + 1]] if "--seeds" in argv else REDUCE)  # fmt: skip
+              else ["--seeds", argv[argv.index("--seeds") + 1]] if "--seeds" in argv else REDUCE)
     reduce += shlex.split(argv[argv.index("--args") + 1]) if "--args" in argv else []
     print(f"{' '.join(reduce) or 'the whole config'} of {config}; load {os.getloadavg()}", flush=True)
     times: dict[str, list[float]] = {}
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         out = scratch / f"{name}_{i}"
         env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         cmd = [sys.executable, "-m", "lightning_unlearn", "benchmark", "-c", str(Path(config).resolve()),
-               "--output_dir", str(out), *reduce, *EXTRA[name]]  # fmt: skip
+               "--output_dir", str(out), *reduce, *EXTRA[name]]
         c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         r = subprocess.run(cmd, env=env, cwd=code, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     print(json.dumps(times))
     mean = {name: sum(t) / len(t) for name, t in times.items()}
     print(json.dumps({name: {"mean_s": round(m, 1), "local_over_this": round(mean["local"] / m, 3) if "local" in mean
-                             else None} for name, m in mean.items()}))  # fmt: skip
+                             else None} for name, m in mean.items()}))
     worst = compare([scratch / f"{name}_{i}" for i, name in enumerate(order)])
     keep = argv[argv.index("--keep") + 1] if "--keep" in argv else None
     if keep:
@@ -95,7 +95,7 @@ def _metrics(run: Path) -> dict[tuple, dict[str, float]]:
     skip = ("time", "wall_s", "speedup", "finished_at", "run_dir", "git_", "package_version")
     return {(r["scenario"], r["target"], r["seed"], r["method"]):
             {k: v for k, v in r.items() if isinstance(v, float | int) and not any(t in k for t in skip)}
-            for r in rows}  # fmt: skip
+            for r in rows}
 
 
 def _diff(a: float, b: float) -> float:
@@ -122,7 +122,7 @@ def compare(runs: list[Path]) -> float:
                 continue
             worst = max([worst, *(_diff(float(v), float(other[key][k])) for k, v in m.items())])
     print(f"same rows as {ok[0].name}: largest |difference| of a metric but the times over {len(ok) - 1} other run(s) "
-          f"= {worst:g}")  # fmt: skip
+          f"= {worst:g}")
     return worst
 
 

@@ -31,7 +31,7 @@ GAP = "gold/forget_acc_gap"
 
 
 def per_group(rows: list[dict[str, Any]], scenario: str, method: str, key: str, scale: float = 100.0
-              ) -> dict[tuple[str, int], float]:  # fmt: skip
+              ) -> dict[tuple[str, int], float]:
     out = {}
     for r in rows:
         if r.get("scenario") == scenario and r.get("method") == method:
@@ -118,16 +118,16 @@ def main(argv: list[str]) -> int:
         results.append(check(f"{s}: {args.tmu} |ΔAcc D_f| <= 0.5 x Original's",
                              None if not a else ratio <= 0.5,
                              f"{args.tmu} {describe(a)}, Original {describe(b)}, ratio {ratio:.2f}, "
-                             f"paired p {paired_p_value(a, b):.3g}"))  # fmt: skip
+                             f"paired p {paired_p_value(a, b):.3g}"))
         if args.baseline in methods:
             a, c = paired(tmu_d, per_group(rows, s, args.baseline, GAP))
             results.append(check(f"{s}: {args.tmu} |ΔAcc D_f| < {args.baseline}'s",
                                  None if not a else statistics.fmean(a) < statistics.fmean(c),
-                                 f"{describe(a)} vs {describe(c)}, paired p {paired_p_value(a, c):.3g}"))  # fmt: skip
+                                 f"{describe(a)} vs {describe(c)}, paired p {paired_p_value(a, c):.3g}"))
         a, b = paired(per_group(rows, s, args.tmu, "avg_gap", 1.0), per_group(rows, s, "Original", "avg_gap", 1.0))
         results.append(check(f"{s}: {args.tmu} average gap < Original's",
                              None if not a else statistics.fmean(a) < statistics.fmean(b),
-                             f"{describe(a)} vs {describe(b)}, paired p {paired_p_value(a, b):.3g}"))  # fmt: skip
+                             f"{describe(a)} vs {describe(b)}, paired p {paired_p_value(a, b):.3g}"))
         hs = hard_set(out_dir, rows, s, args.tmu)
         prec = [h["precision"] for h in hs if h.get("precision") is not None]
         base = [h["base_rate"] for h in hs if h.get("precision") is not None]
@@ -152,21 +152,21 @@ def main(argv: list[str]) -> int:
     if have(s, args.be):
         gap = per_group(rows, s, args.be, "avg_gap", 1.0)
         results.append(check(f"{s}: {args.be} average gap <= 2 points", None if not gap else
-                             statistics.fmean(gap.values()) <= 2.0, describe(list(gap.values()))))  # fmt: skip
+                             statistics.fmean(gap.values()) <= 2.0, describe(list(gap.values()))))
         df = per_group(rows, s, args.be, "acc/forget")
         results.append(check(f"{s}: {args.be} D_f accuracy <= 5%", None if not df else
-                             statistics.fmean(df.values()) <= 5.0, describe(list(df.values()))))  # fmt: skip
+                             statistics.fmean(df.values()) <= 5.0, describe(list(df.values()))))
         a, b = paired(per_group(rows, s, args.be, "acc/test_retain"), per_group(rows, s, "Original", "acc/test_retain"))
         d = [x - y for x, y in zip(a, b)]
         results.append(check(f"{s}: {args.be} test-retain within 3 points of the Original's", None if not d else
                              abs(statistics.fmean(d)) <= 3.0,
-                             f"difference {describe(d)}; {args.be} {describe(a)}, Original {describe(b)}"))  # fmt: skip
+                             f"difference {describe(d)}; {args.be} {describe(a)}, Original {describe(b)}"))
     if s in scen:
         for m in (args.bs, args.be):
             sp = per_group(rows, s, m, "time/speedup_vs_retrain", 1.0)
             if sp:
                 results.append(check(f"{s}: {m} speed-up over retraining >= 17x",
-                                     statistics.fmean(sp.values()) >= 17.0, describe(list(sp.values()))))  # fmt: skip
+                                     statistics.fmean(sp.values()) >= 17.0, describe(list(sp.values()))))
     s = args.random
     if s in scen:
         for m in (args.bs, args.be):
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
             a, b = paired(per_group(rows, s, m, "avg_gap", 1.0), per_group(rows, s, "Original", "avg_gap", 1.0))
             results.append(check(f"{s}: {m} average gap < Original's", None if not a else
                                  statistics.fmean(a) < statistics.fmean(b),
-                                 f"{describe(a)} vs {describe(b)}, paired p {paired_p_value(a, b):.3g}"))  # fmt: skip
+                                 f"{describe(a)} vs {describe(b)}, paired p {paired_p_value(a, b):.3g}"))
     held = sum(r is True for r in results)
     failed = sum(r is False for r in results)
     print(f"{held} held, {failed} failed, {sum(r is None for r in results)} N/A")

@@ -91,7 +91,7 @@ def train_original(tree: Path, work: Path) -> Path:
     """One digits original (1 epoch) for the ``unlearn`` case, trained by ``tree``."""
     fit = ["fit", "-c", str(tree / "configs/data/digits.yaml"), "-c", str(tree / "configs/model/allcnn.yaml"),
            "--trainer.max_epochs=1", f"--trainer.default_root_dir={work / 'fit'}",
-           "--trainer.enable_progress_bar=false"]  # fmt: skip
+           "--trainer.enable_progress_bar=false"]
     run(tree, ["-c", console_code(tree), *fit], cwd=work)
     return work / "fit" / "original.ckpt"
 
@@ -109,13 +109,13 @@ def measure(case: str, tree: Path, work: Path, original: Path, i: int) -> dict[s
         args = ["unlearn", "--data", str(tree / "configs/data/digits.yaml"),
                 "--model", str(tree / "configs/unlearn/boundary_shrink.yaml"), "--original_ckpt", str(original),
                 "--output", str(work / f"u-{tree.name}-{i}" / "unlearned.ckpt"), "--trainer.enable_progress_bar=false",
-                "--trainer.callbacks+=startup_probe.FirstStep"]  # fmt: skip
+                "--trainer.callbacks+=startup_probe.FirstStep"]
         res = run(tree, ["-c", code, *args], cwd=work, env_extra={"STARTUP_PROBE_OUT": str(stamp)})
         probe = json.loads(stamp.read_text())
         return {"cpu_s": float(res["cpu_s"]), "wall_s": probe["time"] - float(res["start"])}
     elif case == "parse":
         res = run(tree, ["-c", PARSE, str(tree / "configs/data/digits.yaml"),
-                         str(tree / "configs/unlearn/boundary_shrink.yaml")], cwd=work)  # fmt: skip
+                         str(tree / "configs/unlearn/boundary_shrink.yaml")], cwd=work)
         inside = json.loads(str(res["stdout"]).strip().splitlines()[-1])
         return {"cpu_s": inside["cpu_s"], "wall_s": float(res["wall_s"])}
     elif case == "job_imports":
@@ -129,7 +129,7 @@ def breakdown(tree: Path, work: Path) -> dict[str, float]:
     """``-X importtime`` self seconds of ``JOB_IMPORTS``, summed per top-level package (wall time, one run)."""
     env = {**os.environ, "PYTHONPATH": f"{tree}:{HERE}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", JOB_IMPORTS], env=env, cwd=work,
-                          capture_output=True, text=True, timeout=900, check=True)  # fmt: skip
+                          capture_output=True, text=True, timeout=900, check=True)
     out: dict[str, float] = {}
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -173,7 +173,7 @@ def main() -> None:
             new = [r[key] for r in results[case]["new"]]
             mo, mn = statistics.median(old), statistics.median(new)
             print(f"| {case} | {key} | {mo:.2f} ({min(old):.2f}-{max(old):.2f}) "
-                  f"| {mn:.2f} ({min(new):.2f}-{max(new):.2f}) | {mo / mn:.1f}x |")  # fmt: skip
+                  f"| {mn:.2f} ({min(new):.2f}-{max(new):.2f}) | {mo / mn:.1f}x |")
     for name, part in parts.items():
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(part.items())[:12])
         print(f"importtime ({name}; self seconds per package, wall, total {sum(part.values()):.2f}): {top}")

@@ -48,7 +48,7 @@ class _Net(pl.LightningModule):
 
 def one(mode: str, loader: DataLoader) -> float:
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+                         enable_progress_bar=False, enable_model_summary=False)
     t0 = time.perf_counter()
     trainer.fit(_Net(mode), train_dataloaders=loader)
     return (time.perf_counter() - t0) / len(loader) * 1e3
@@ -63,7 +63,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.manual_seed(0)
     loader = DataLoader(TensorDataset(torch.randn(64 * args.steps, 16), torch.randint(0, 10, (64 * args.steps,))),
-                        batch_size=64)  # fmt: skip
+                        batch_size=64)
     modes = ("no log", "self.log", "log_step")
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.repeats):
@@ -77,7 +77,7 @@ def main() -> None:
     base = min(times["no log"])
     for m in modes:
         print(f"{m:9s} min {min(times[m]):.3f} ms/step, median {statistics.median(times[m]):.3f}; "
-              f"min - no log: {min(times[m]) - base:+.3f} ms/step")  # fmt: skip
+              f"min - no log: {min(times[m]) - base:+.3f} ms/step")
 
 
 if __name__ == "__main__":

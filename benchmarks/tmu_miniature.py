@@ -79,10 +79,10 @@ def images(originals: int, tmu_seeds: int, gold: int) -> None:
             orig_acc = float((original(x).argmax(1) == 0).float().mean())
         if s < gold:
             gdm = LookalikeDataModule(forget=LOOKALIKE_FORGET, seed=s, data_seed=s, holdout_fraction=0.3,
-                                      augment=False, batch_size=32, train_on="retain")  # fmt: skip
+                                      augment=False, batch_size=32, train_on="retain")
             pl.seed_everything(s, verbose=False)
             g = Classifier(AllCNN(num_classes=3, in_channels=1, image_size=4, width=0.25, mean=[0.5], std=[0.25]),
-                           lr=0.05)  # fmt: skip
+                           lr=0.05)
             quiet_trainer(max_epochs=40, limit_val_batches=0).fit(g, datamodule=gdm)
             with torch.no_grad():
                 gold_hard = g.model.eval()(x).argmax(1) != 0

@@ -108,7 +108,7 @@ def main() -> None:
         pl.seed_everything(args.seed, verbose=False)
         trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             num_sanity_val_steps=0)  # fmt: skip
+                             num_sanity_val_steps=0)
         t0 = time.perf_counter()
         trainer.fit(method, datamodule=dm)
         dt = time.perf_counter() - t0

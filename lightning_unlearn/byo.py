@@ -206,7 +206,7 @@ def check_forget_stated(datamodule: UnlearningDataModule, meta: dict[str, Any], 
 #: Top-level entries of a Lightning checkpoint that ``export_native`` keeps from the original file (what
 #: ``load_from_checkpoint`` reads); optimizer, scheduler, loop and callback states belong to the old training.
 _KEPT_ENTRIES = ("epoch", "global_step", "pytorch-lightning_version", "hyper_parameters", "hparams_name",
-                 "datamodule_hyper_parameters", "datamodule_hparams_name")  # fmt: skip
+                 "datamodule_hyper_parameters", "datamodule_hparams_name")
 #: The record an exported file carries (never the ``lightning_unlearn`` entry: the file is the user's format).
 EXPORT_KEY = "lightning_unlearn_export"
 
@@ -237,7 +237,7 @@ def export_native(
     source = source or {}
     prefix = f"{source['network_attr']}." if source.get("network_attr") else ""
     native = backbone.to_native_state_dict(prefix) if hasattr(backbone, "to_native_state_dict") else {
-        prefix + k: v.detach().clone() for k, v in backbone.state_dict().items()}  # fmt: skip
+        prefix + k: v.detach().clone() for k, v in backbone.state_dict().items()}
     native = {k: v.cpu() for k, v in native.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if source.get("format") != "lightning":

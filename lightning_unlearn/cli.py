@@ -40,12 +40,12 @@ METHODS = (
     "Amnesiac", "AmnesiacRelabel", "BadTeacher", "BoundaryExpanding", "BoundaryShrink", "ConvolutionTranspose",
     "Finetune", "FisherForgetting", "L1Sparse", "LabelFreeSSD", "MaskedSmallGradients", "NegativeGradient", "RUM",
     "RandomLabels", "SCRUB", "SFRon", "SalUn", "SelectiveSynapticDampening", "TwinUnlearning", "UNSIR",
-)  # fmt: skip
+)
 #: The DataModules ``--data NAME`` takes: the public ``UnlearningDataModule`` subclasses of ``lightning_unlearn.data``.
 DATAMODULES = (
     "CIFAR100DataModule", "CIFAR10DataModule", "DatasetsDataModule", "DigitsDataModule", "FashionMNISTDataModule",
     "ImageFolderDataModule",
-)  # fmt: skip
+)
 
 
 class UsageError(ValueError):
@@ -272,7 +272,7 @@ def error_line(err: BaseException) -> str:
 
 #: Lines of jsonargparse's nested messages that say nothing about what to change.
 _PARSE_NOISE = ("Expected a path but", "Does not validate against any of the Union subtypes", "Subtypes:", "Errors:",
-                "Given value", "Expected a <class 'NoneType'>")  # fmt: skip
+                "Given value", "Expected a <class 'NoneType'>")
 
 
 def parse_error_line(message: str) -> str:

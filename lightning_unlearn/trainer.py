@@ -187,7 +187,7 @@ class UnlearnTrainer(Trainer):
             entry = ledger_entry(
                 splits, datamodule.forget, summary, request=len(ledger) + 1, unlearn_time_s=unlearn_time,
                 input_ckpt=str(original_ckpt), input_sha256=file_sha256(original_ckpt),
-            )  # fmt: skip
+            )
             meta = {
                 "version": 1,
                 "role": "unlearned",
@@ -330,7 +330,7 @@ def _fill_evaluator(evaluator: UnlearningEvaluator, gold_ckpt: Any, original_ckp
         ("gold", gold_ckpt, evaluator.has_gold, evaluator.gold_path, evaluator.gold_model, evaluator.set_gold),
         ("original", original_ckpt, evaluator.has_original, evaluator.original_path, evaluator.original_model,
          evaluator.set_original),
-    ):  # fmt: skip
+    ):
         if path is None or (module is not None and module is path):
             continue  # nothing given, or this very module (a checkpoint with no record, read by the trainer)
         if not has:

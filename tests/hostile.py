@@ -39,7 +39,7 @@ def bench_config(out: Path, **over: Any) -> dict[str, Any]:
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": True, "zrf": False, "plots": False},
         "logger": "none",
-    }  # fmt: skip
+    }
     cfg.update(over)
     return cfg
 
@@ -50,7 +50,7 @@ def tune_config(out: Path, benchmark: Path, **over: Any) -> dict[str, Any]:
         "benchmark": str(benchmark), "output_dir": str(out),
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]}], "seeds": [10], "n_trials": 2,
         "search_space": {"Finetune": {"lr": {"low": 0.001, "high": 0.1, "log": True}}}, "pruner": "none",
-    }  # fmt: skip
+    }
     cfg.update(over)
     return cfg
 
@@ -60,7 +60,7 @@ def audit_config(out: Path, **over: Any) -> dict[str, Any]:
     b = bench_config(out)
     cfg = {k: b[k] for k in ("output_dir", "backbone", "training", "methods", "trainer")}
     cfg["data"] = {"class_path": b["data"]["class_path"], "init_args": {"image_size": 4, "batch_size": 128,
-                                                                        "augment": False}}  # fmt: skip
+                                                                        "augment": False}}
     cfg.update({"shadow_models": 4, "targets": 20, "forget_per_model": 10, "bootstrap": 20})
     cfg.update(over)
     return cfg
@@ -165,7 +165,7 @@ class Ran:
         """Exit code 1 or 2, exactly one ``lightning_unlearn <cmd>: error:`` line holding every needle, no traceback."""
         lines = self.error_lines
         return (self.code in (1, 2) and len(lines) == 1 and "Traceback" not in self.err
-                and all(n in lines[0] for n in needles))  # fmt: skip
+                and all(n in lines[0] for n in needles))
 
 
 def run_main(main: Callable[[list[str]], Any], args: Sequence[str]) -> Ran:

@@ -302,7 +302,7 @@ def _unlearn_args(ctx: Ctx, original: Path) -> list[str]:
     return ["--data=lightning_unlearn.data.DigitsDataModule", "--data.image_size=4", "--data.holdout_fraction=0.5",
             "--data.augment=false", "--data.forget.classes=[3]", "--model=Finetune", f"--original_ckpt={original}",
             f"--output={out / 'unlearned.ckpt'}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-            "--trainer.enable_progress_bar=false", "--trainer.logger=false"]  # fmt: skip
+            "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
 
 
 @case("sw.original-is-unlearned", quick=True)
@@ -381,7 +381,7 @@ def _(ctx: Ctx) -> tuple[str, str]:
             study = open_study(kind, url, ["minimize"], make_sampler(kind, 0))
             with contextlib.suppress(KeyboardInterrupt):
                 run_study(study, space, 6, lambda t: Job("k", objective, {**t.params, "stop": t.number == stop_at}),
-                          sampler=lambda k, kind=kind: make_sampler(kind, trial_seed(0, k), None, 6))  # fmt: skip
+                          sampler=lambda k, kind=kind: make_sampler(kind, trial_seed(0, k), None, 6))
 
     once, twice = storage_url(ctx.fresh("study-once")), storage_url(ctx.fresh("study-twice"))
     run(once, -1)
@@ -392,7 +392,7 @@ def _(ctx: Ctx) -> tuple[str, str]:
     for kind in ("random", "tpe"):
         a = [t.params for t in optuna.load_study(study_name=kind, storage=once).trials]
         b = [t.params for t in optuna.load_study(study_name=kind, storage=twice).trials
-             if t.state.name == "COMPLETE"]  # fmt: skip
+             if t.state.name == "COMPLETE"]
         if a != b or len({json.dumps(p, sort_keys=True) for p in b}) != len(b):
             return bad(f"{kind}: resumed {b} != uninterrupted {a}")
     return ok("resumed studies ask what uninterrupted ones ask")
@@ -507,9 +507,9 @@ def _(ctx: Ctx) -> tuple[str, str]:
     out = ctx.fresh("tune-ctrl-c")
     bench = ctx.bench_yaml(ctx.fresh("tune-ctrl-c-eval"), methods=[
         {"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
-         "max_epochs": 40}])  # fmt: skip
+         "max_epochs": 40}])
     cfg = h.write_yaml(ctx.work / f"{out.name}.yaml", h.tune_config(out, bench, n_trials=3, search_space={
-        "Finetune": {"lr": {"low": 0.001, "high": 0.1, "log": True}, "max_epochs": None}}))  # fmt: skip
+        "Finetune": {"lr": {"low": 0.001, "high": 0.1, "log": True}, "max_epochs": None}}))
     cmd = [h.python(), "-m", "lightning_unlearn", "tune", "-c", str(cfg)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=h.env_with_package(), cwd=ctx.root)
     assert proc.stderr is not None
@@ -614,7 +614,7 @@ def _(ctx: Ctx) -> tuple[str, str]:
 
 # -- the LightningCLI's cases of the same issue (the `cli` stream) ----------------------------------------------------
 FIT = ["-c", str(ROOT / "configs/data/digits.yaml"), "-c", str(ROOT / "configs/model/allcnn.yaml"),
-       "--trainer.accelerator=cpu", "--trainer.max_epochs=1"]  # fmt: skip
+       "--trainer.accelerator=cpu", "--trainer.max_epochs=1"]
 CLI_PARSE = {
     "indices-bool": ["--data.forget.indices", "[1, true]"],
     "fraction-nan": ["--data.forget.fraction", ".nan"],
@@ -717,7 +717,7 @@ def run_case(ctx: Ctx, c: Case) -> tuple[str, str]:
 
 
 def replay(root: Path, quick: bool = False, only: list[str] | None = None, owners: tuple[str, ...] | None = None,
-           stream: Any = sys.stdout) -> dict[str, tuple[str, str]]:  # fmt: skip
+           stream: Any = sys.stdout) -> dict[str, tuple[str, str]]:
     """Run the cases (``quick``: the suite's subset; ``only``: id prefixes; ``owners``: whose cases) under ``root``;
     returns ``{id: (outcome, detail)}``. A case that touches ``outside`` or executes a payload is NOT OK."""
     ctx = Ctx(root)
@@ -730,7 +730,7 @@ def replay(root: Path, quick: bool = False, only: list[str] | None = None, owner
         t0 = time.perf_counter()
         outcome, detail = results[c.id] = run_case(ctx, c)
         print(f"{outcome:7s} {c.id:42s} [{c.owner}] {time.perf_counter() - t0:5.1f}s  {detail[:160]}", file=stream,
-              flush=True)  # fmt: skip
+              flush=True)
     return results
 
 
@@ -749,7 +749,7 @@ def main() -> int:
             results = replay(Path(tmp).resolve(), args.quick, only)
     counts = {k: sum(o == k for o, _ in results.values()) for k in ("ok", "clear", "NOT OK")}
     print(f"{len(results)} cases: {counts['ok']} ok, {counts['clear']} clear error, {counts['NOT OK']} not ok "
-          f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+          f"({time.perf_counter() - t0:.0f}s)")
     return counts["NOT OK"]
 
 

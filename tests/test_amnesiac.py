@@ -116,7 +116,7 @@ def test_cli_record_then_unlearn(tmp_path):
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
             "--trainer.callbacks+=lightning_unlearn.methods.AmnesiacRecorder",
             f"--trainer.default_root_dir={fit_dir}", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     (ckpt,) = sorted((fit_dir / "lightning_logs").rglob("*.ckpt"))  # beside the recorder's updates file
     updates = ckpt.parent / "amnesiac_updates.pt"
@@ -127,7 +127,7 @@ def test_cli_record_then_unlearn(tmp_path):
             "unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / "unlearn/amnesiac.yaml"),
             "--original_ckpt", str(ckpt), "--model.init_args.updates", str(updates), "--trainer.max_epochs=0",
             "--trainer.logger=false", f"--trainer.default_root_dir={out_dir}", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert ckpt.read_bytes() == before
     summary = json.loads((out_dir / "unlearn.json").read_text())
@@ -145,6 +145,6 @@ def test_relabel_yaml_instantiates(trained_digits, tmp_path):
             "--original_ckpt", str(trained_digits.original_ckpt), "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
             *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert json.loads((tmp_path / "unlearn.json").read_text())["method"] == "AmnesiacRelabel"

@@ -191,7 +191,7 @@ def summary(root: Path = ROOT) -> dict[str, object]:
         "modules": len(module_names(root)),
         "cycles": cycles(imports),
         "private_cross_imports": [f"{i.source}:{i.line} {i.target}{'.' + i.name if i.name else ''}"
-                                  for i in private_imports(imports)],  # fmt: skip
+                                  for i in private_imports(imports)],
         "local_imports": local_import_statements(imports),
         "layer_violations": sorted({f"{i.source}:{i.line} -> {i.target}" for i in layer_violations(imports)}),
     }
@@ -211,7 +211,7 @@ def test_no_import_cycle():
 
 def test_no_private_name_imported_across_modules():
     found = [f"{i.source}:{i.line} imports {i.target}{'.' + i.name if i.name else ''}"
-             for i in private_imports(all_imports())]  # fmt: skip
+             for i in private_imports(all_imports())]
     assert not found, "private names imported from another module (make them public, or move the code):\n" + "\n".join(
         found
     )
@@ -219,7 +219,7 @@ def test_no_private_name_imported_across_modules():
 
 def test_layer_rule():
     found = [f"{i.source}:{i.line} ({layer(i.source)[0]}) imports {i.target} ({layer(i.target)[0]})"
-             for i in layer_violations(all_imports())]  # fmt: skip
+             for i in layer_violations(all_imports())]
     rule = "core <- executors <- experiment <- benchmark <- tune, audit beside benchmark"
     assert not found, f"imports against {rule}:\n" + "\n".join(found)
 
@@ -244,10 +244,10 @@ def test_analyser_sees_what_it_must(tmp_path):
     assert cycles(imports) == [[f"{PACKAGE}.benchmark.a", f"{PACKAGE}.tune.b"]]
     assert sorted((i.source, i.name or i.target) for i in private_imports(imports)) == [
         (f"{PACKAGE}.experiment.d", "_hidden"), (f"{PACKAGE}.experiment.f", f"{PACKAGE}.experiment._shim")
-    ]  # fmt: skip
+    ]
     assert sorted(i.source for i in layer_violations(imports)) == [
         f"{PACKAGE}.audit.c", f"{PACKAGE}.benchmark.a", f"{PACKAGE}.experiment.d"
-    ]  # fmt: skip
+    ]
     assert local_import_statements(imports) == 1
 
 

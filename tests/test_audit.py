@@ -189,7 +189,7 @@ def test_audit_end_to_end_records_a_failed_method_and_resumes(tmp_path):
         "configs/audit/digits.yaml", output_dir=str(tmp_path), shadow_models=4, targets=20, forget_per_model=10,
         baselines=[], bootstrap=20, **{"training.max_epochs": 1},
         methods=[{"name": "Flaky", "class_path": f"{__name__}.FailOnSeed", "max_epochs": 1}],
-    )  # fmt: skip
+    )
     from lightning_unlearn.audit.shadow import make_shadow_plan
 
     pickle.loads(pickle.dumps((cfg, make_shadow_plan(cfg))))  # what jobs receive must travel to other processes

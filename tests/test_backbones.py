@@ -328,7 +328,7 @@ def test_a_factory_network_is_adapted_and_records_its_name(monkeypatch) -> None:
 
     def tiny(num_classes: int = 10, width: int = 4) -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Conv2d(1, width, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                   torch.nn.Linear(width, num_classes))  # fmt: skip
+                                   torch.nn.Linear(width, num_classes))
 
     register_backbone(tiny, name="tiny")
     config = {"class_path": "tiny", "init_args": {"num_classes": 3, "in_channels": 1, "image_size": 8, "width": 6}}
@@ -350,7 +350,7 @@ def test_fresh_network_draws_as_a_new_construction() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is left as it was
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), expected.state_dict().values()))
     plain = AdaptedBackbone(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)), in_channels=1,
-                            image_size=8)  # fmt: skip
+                            image_size=8)
     again = fresh_network(plain, 7)  # no exact config: a re-initialised copy
     assert type(again) is AdaptedBackbone and not torch.equal(again.head.weight, plain.head.weight)
     assert torch.equal(again.head.weight, fresh_network(plain, 7).head.weight)

@@ -123,7 +123,7 @@ def test_cli_yaml(trained_digits, tmp_path):
             "--original_ckpt", str(trained_digits.original_ckpt), "--trainer.limit_train_batches=1",
             "--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
-        ]  # fmt: skip
+        ]
     )
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")
     assert meta["method"] == "BadTeacher" and meta["hparams"]["retain_fraction"] == 0.3

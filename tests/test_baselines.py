@@ -101,7 +101,7 @@ def test_cli_unlearn_writes_outputs_and_leaves_original(trained_digits, tmp_path
             "--original_ckpt", str(trained_digits.original_ckpt), "--gold_ckpt", str(trained_digits.gold_ckpt),
             f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert trained_digits.original_ckpt.read_bytes() == before
     summary = json.loads((tmp_path / "unlearned.ckpt").with_name("unlearn.json").read_text())
@@ -121,7 +121,7 @@ def test_yaml_configs_instantiate(name, trained_digits, tmp_path):
             "--original_ckpt", str(trained_digits.original_ckpt), f"--trainer.default_root_dir={tmp_path}",
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0",
             "--trainer.accelerator=cpu", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     assert (tmp_path / "unlearned.ckpt").is_file()
 

@@ -42,7 +42,7 @@ def mini_config(out: Path, **changes) -> dict:
              "max_epochs": 1},
             # needs the updates recorded while the original is trained: the benchmark records and passes them
             {"name": "Amnesiac", "class_path": "lightning_unlearn.methods.Amnesiac", "max_epochs": 1},
-        ],  # fmt: skip
+        ],
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": True, "zrf": True},
     }
@@ -89,7 +89,7 @@ def test_outputs_and_columns(finished):
         "mia/loss_acc", "gold/forget_acc_gap", "gold/activation_distance", "gold/js_divergence",
         "gold/agreement_forget", "gold/agreement_test", "zrf", "time/unlearn_s", "time/retrain_s",
         "time/speedup_vs_retrain",
-    }  # fmt: skip
+    }
     assert expected <= cols, expected - cols
     assert {(r["scenario"], r["method"]) for r in rows} == {(s, m) for s in ("class-wise", "random") for m in ROWS}
     assert all(r["status"] == "ok" for r in rows)
@@ -111,7 +111,7 @@ def test_outputs_and_columns(finished):
     # provenance: what produced the file, and every row stamped with the code that produced it
     prov = doc["provenance"]
     for key in ("package_version", "git_commit", "git_dirty", "torch", "lightning", "device", "torch_num_threads",
-                "date"):  # fmt: skip
+                "date"):
         assert key in prov, key
     assert prov["device"].startswith("cpu") and prov["num_threads_config"] == 1
     assert all(r["package_version"] == prov["package_version"] and "git_commit" in r for r in data)
@@ -236,9 +236,9 @@ def test_average_gap_is_salun_gap():
     rows = add_gaps(
         [
             row("Retrain", **{"acc/retain": 0.9, "acc/forget": 0.0, "acc/test_retain": 0.8, "acc/test_forget": 0.0,
-                              "mia/efficacy": 1.0}),  # fmt: skip
+                              "mia/efficacy": 1.0}),
             row("X", **{"acc/retain": 0.8, "acc/forget": 0.2, "acc/test_retain": 0.8, "acc/test_forget": None,
-                        "mia/efficacy": 0.9}),  # fmt: skip
+                        "mia/efficacy": 0.9}),
         ]
     )
     assert rows[0]["avg_gap"] == 0.0
@@ -259,7 +259,7 @@ def test_method_restricted_to_some_scenarios(tmp_path):
         {"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "max_epochs": 1},
         {"name": "UNSIR", "class_path": "lightning_unlearn.methods.UNSIR", "max_epochs": 1, "scenarios": ["class-wise"],
          "init_args": {"noise_batch_size": 8, "noise_steps": 1, "noise_copies": 1, "retain_per_class": 5}},
-    ]  # fmt: skip
+    ]
     config = load_config(write_config(tmp_path / "c.yaml", cfg))
     assert config.rows_for("class-wise") == ["Original", "Retrain", "Finetune", "UNSIR"]
     assert config.rows_for("random") == ["Original", "Retrain", "Finetune"]
@@ -292,7 +292,7 @@ def test_row_hash_covers_the_evaluators_defaults(monkeypatch):
 
     sig = inspect.signature(UnlearningEvaluator)
     changed = sig.replace(parameters=[p.replace(default=1024) if p.name == "svc_max_samples" else p
-                                      for p in sig.parameters.values()])  # fmt: skip
+                                      for p in sig.parameters.values()])
     before = evaluator_settings({})
     monkeypatch.setattr(UnlearningEvaluator, "__signature__", changed, raising=False)
     assert evaluator_settings({}) != before
@@ -309,7 +309,7 @@ def test_names_that_share_a_directory_are_refused(tmp_path):
         ({"methods": [{"name": "original", **ft}]}, "'Original' and 'original' make the same directory"),
         ({"scenarios": [{"name": "a b", "targets": [{"classes": [3]}]}, {"name": "a-b", "targets": [{"classes": [3]}]}]},
          "Scenario names 'a b' and 'a-b'"),
-    ]  # fmt: skip
+    ]
     for change, match in cases:
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "out"), **change}))

@@ -34,7 +34,7 @@ def tiny(out: Path, **changes) -> dict:
                      "max_epochs": 1}],
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": True, "zrf": False},
-    }  # fmt: skip
+    }
     cfg.update(changes)
     return cfg
 
@@ -79,7 +79,7 @@ def trained(tmp_path_factory):
     weights = backbone_state_dict(torch.load(gold, weights_only=True))
     torch.save({"state_dict": {f"net.{k}": v for k, v in weights.items()}}, plain_gold)
     return {"root": root, "rows": by_method(result["rows"]), "original": original, "gold": gold,
-            "plain_original": plain_original, "plain_gold": plain_gold}  # fmt: skip
+            "plain_original": plain_original, "plain_gold": plain_gold}
 
 
 def run_given(trained, tmp_path, monkeypatch, original: Path, gold: Path, **changes) -> dict:
@@ -133,7 +133,7 @@ def test_imported_copy_given_again(trained, tmp_path, monkeypatch):
     for d in ("first", "second"):
         (tmp_path / d).mkdir()
     run_given(trained, tmp_path / "first", monkeypatch, trained["plain_original"], trained["gold"],
-              model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})  # fmt: skip
+              model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})
     (copy,) = (tmp_path / "first" / "given" / "models").glob("original-given-*/model.ckpt")
     rows = run_given(trained, tmp_path / "second", monkeypatch, copy, trained["gold"])
     assert all(r["original_sha256"] == sha(copy) != sha(trained["plain_original"]) for r in rows.values())
@@ -141,7 +141,7 @@ def test_imported_copy_given_again(trained, tmp_path, monkeypatch):
 
 def test_plain_state_dicts_given(trained, tmp_path, monkeypatch):
     rows = run_given(trained, tmp_path, monkeypatch, trained["plain_original"], trained["plain_gold"],
-                     model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})  # fmt: skip
+                     model_source={"arch": "AllCNN", "arch_args": {"width": 0.125}})
     assert not any(r["original_splits_checked"] or r["gold_splits_checked"] for r in rows.values())
     # no recorded training time: Retrain's cost and every speed-up are unknown (and the report is still written)
     assert rows["Retrain"]["unlearn_time_s"] is None
@@ -167,7 +167,7 @@ def test_bad_given_models_stop_before_anything(trained, tmp_path):
     wide["backbone"]["init_args"]["width"] = 0.25
     refused(tmp_path, wide, r"original_ckpt \(seed 0\).*do not fit")
     refused(tmp_path, tiny(out, original_ckpt=str(trained["plain_original"])), r"do not fit AllCNN \{'width': 0.5\}",
-            model_source={"arch": "AllCNN", "arch_args": {"width": 0.5}})  # fmt: skip
+            model_source={"arch": "AllCNN", "arch_args": {"width": 0.5}})
     # a gold model trained on all of D, an original trained on D_r, a gold model of another forget set
     refused(tmp_path, with_gold(tiny(out), original), r"gold_ckpt \(seed 0\).*train_on='all'.*D_r")
     refused(tmp_path, tiny(out, original_ckpt=gold), r"original_ckpt.*train_on='retain'.*train_on=all")

@@ -29,14 +29,14 @@ def config(out: Path, **changes) -> dict:
         "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
         "training": {"max_epochs": 2, "lr": 0.05},
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]},
-                      {"name": "seq", "requests": REQUESTS}],  # fmt: skip
+                      {"name": "seq", "requests": REQUESTS}],
         "seeds": [0],
         "methods": [
             {"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
              "max_epochs": 1},
             {"name": "NegativeGradient", "class_path": "lightning_unlearn.methods.NegativeGradient",
              "init_args": {"lr": 0.001}, "max_epochs": 1},
-        ],  # fmt: skip
+        ],
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": False, "zrf": False, "probe": True, "relearn": True, "relearn_seeds": 2, "cka": True},
         "keep_checkpoints": False,
@@ -77,7 +77,7 @@ def test_a_row_per_method_and_request_with_the_gold_model_of_each(finished):
 
     dm = DigitsDataModule(**DATA)
     splits = sequential_splits(dm.train_set.targets, dm.test_set.targets, [ForgetSpec(**r) for r in REQUESTS],
-                               holdout_fraction=0.5, seed=0, num_classes=10)  # fmt: skip
+                               holdout_fraction=0.5, seed=0, num_classes=10)
     seq = out / "runs" / "seq"
     for k, s in enumerate(splits, start=1):
         group = seq / f"request{k}_fraction-0.03" / "seed0"
@@ -88,7 +88,7 @@ def test_a_row_per_method_and_request_with_the_gold_model_of_each(finished):
         # request k >= 2 starts from the method's own model of request k - 1
         started = json.loads((group / "NegativeGradient" / "unlearn.json").read_text())["original_ckpt"]
         assert started.endswith("original.ckpt" if k == 1 else f"request{k - 1}_fraction-0.03/seed0/NegativeGradient/"
-                                "unlearned.ckpt")  # fmt: skip
+                                "unlearned.ckpt")
         # keep_checkpoints: false removes the last request's models only (the others are the next request's inputs)
         assert (group / "Finetune" / "unlearned.ckpt").is_file() == (k < 3)
     second = read_checkpoint(seq / "request2_fraction-0.03/seed0/Finetune/unlearned.ckpt")
@@ -114,7 +114,7 @@ def test_reference_rows_measure_the_representation_too(finished):
     assert ratio == 1.0 or (ratio is None and rows[("class-wise", "Retrain")]["gold/relearn/steps"] < 1)
     report = (out / "report.md").read_text()
     for s in ("## seq: request 1", "## seq: request 3", "Sequential scenario(s) `seq`", "Probe exc.", "CKA D_f",
-              "**By the outputs, not by the features**", "| seq: request 2 |"):  # fmt: skip
+              "**By the outputs, not by the features**", "| seq: request 2 |"):
         assert s in report, s
     assert (out / "sequence_gap.png").is_file()
 
@@ -132,7 +132,7 @@ def test_rerun_redoes_nothing_and_a_changed_request_redoes_what_follows(finished
     calls = []
     real = bm.run_method
     monkeypatch.setattr(bm, "run_method", lambda c, g, spec, *a, **k: calls.append((g.request, spec.name)) or real(
-        c, g, spec, *a, **k))  # fmt: skip
+        c, g, spec, *a, **k))
     monkeypatch.setattr(bm, "run_reference", lambda *a, **k: pytest.fail("reference rows were redone"))
     assert not run_benchmark(load_config(path))["failed"]
     assert calls == [(1, "NegativeGradient"), (2, "NegativeGradient"), (3, "NegativeGradient")]

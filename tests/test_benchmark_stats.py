@@ -23,7 +23,7 @@ T_975 = {2: 4.302652729911275, 4: 2.7764451051977987}  # Student's t 0.975 quant
 def row(method: str, seed: int, scenario: str = "s", spec: dict | None = None, **metrics) -> dict:
     spec = spec if spec is not None else {"fraction": 0.1}
     return {"scenario": scenario, "target": "t", "target_spec": json.dumps(spec, sort_keys=True), "seed": seed,
-            "method": method, "status": "ok", **metrics}  # fmt: skip
+            "method": method, "status": "ok", **metrics}
 
 
 def test_t_interval_known_answer():
@@ -68,7 +68,7 @@ def test_compare_to_best_over_seed_and_target_pairs():
             base = 2.0 + 3 * s + spec["fraction"]
             rows += [gap_row("Retrain", s, spec, 0.0), gap_row("Original", s, spec, base + 5),
                      gap_row("Best", s, spec, base), gap_row("Worse", s, spec, base + 1 + 0.1 * s),
-                     gap_row("Tied", s, spec, base + (0.3, -0.2, 0.2)[s])]  # fmt: skip
+                     gap_row("Tied", s, spec, base + (0.3, -0.2, 0.2)[s])]
     rows.append(gap_row("Once", 0, {"fraction": 0.1}, 0.5))  # lowest mean, but one pair with each other method
     rows = br.add_gaps(rows)
     comp = compare_to_best([r for r in rows if r["method"] != "Once"], "s")
@@ -98,7 +98,7 @@ def test_pareto_marked_in_report_json_and_plot(tmp_path):
     for s in range(2):
         rows += [row("Retrain", s, **{"acc/retain": 0.9, "time/unlearn_s": 10.0}),
                  row("Fast", s, **{"acc/retain": 0.7, "time/unlearn_s": 1.0}),
-                 row("Slow", s, **{"acc/retain": 0.6, "time/unlearn_s": 5.0})]  # fmt: skip
+                 row("Slow", s, **{"acc/retain": 0.6, "time/unlearn_s": 5.0})]
     files = br.write_all(rows, tmp_path)
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["summary"]["s"]["pareto_front"] == ["Fast", "Retrain"]  # Slow: slower and further than Fast
@@ -109,7 +109,7 @@ def test_pareto_marked_in_report_json_and_plot(tmp_path):
 
 
 PROVENANCE_FIELDS = ("package_version", "git_commit", "git_dirty", "date", "python", "torch", "lightning", "device",
-                     "cpu_count", "torch_num_threads", "num_threads_config", "platform")  # fmt: skip
+                     "cpu_count", "torch_num_threads", "num_threads_config", "platform")
 
 
 def test_provenance_fields_present(tmp_path):
@@ -131,7 +131,7 @@ def test_provenance_fields_present(tmp_path):
 def test_git_commit_and_dirty_flag(tmp_path):
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)  # fmt: skip
+                       capture_output=True)
 
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -163,7 +163,7 @@ def _protocol_rows(orig_forget_gap: float, mia_orig: tuple[float, ...], best_gap
                                                             "gold/forget_acc_gap": orig_forget_gap}),
                 row("Retrain", s, kind, spec, **common, **{"acc/forget": 0.9, "mia/efficacy": 0.5}),
                 row("M", s, kind, spec),
-            ]  # fmt: skip
+            ]
     rows = br.add_gaps(rows)  # Original: (0 + 10 + |100 mo - 50|) / 3 points
     for r in rows:
         if r["method"] == "M":
@@ -203,14 +203,14 @@ def _feature_rows() -> list[dict]:
     rows = []
     for s in range(3):
         gold = {"gold/probe/forget_acc": 0.30, "gold/relearn/steps": 10.0, "gold/relearn/censored": 0.0,
-                "n/forget": 100}  # fmt: skip
+                "n/forget": 100}
         def r(method, acc_f, probe, steps, censored=0.0, cka=0.5):
             return row(method, s, scenario="cw", **gold, **{"acc/forget": acc_f, "gold/forget_acc_gap": acc_f,
                        "probe/forget_acc": probe, "relearn/steps": steps, "relearn/censored": censored,
-                       "gold/cka_forget": cka})  # fmt: skip
+                       "gold/cka_forget": cka})
         rows += [r("Original", 1.0, 0.95, 0.0), r("Retrain", 0.0, 0.30, 10.0, cka=1.0),
                  r("Head", 0.0, 0.60 + 0.01 * s, 1.0 + (s == 1)), r("Deep", 0.01, 0.30 + 0.02 * (s - 1), 10.0 + s),
-                 r("Loud", 0.30, 0.70, 2.0), r("Capped", 0.0, 0.30 + 0.02 * (s - 1), 30.0, censored=1.0)]  # fmt: skip
+                 r("Loud", 0.30, 0.70, 2.0), r("Capped", 0.0, 0.30 + 0.02 * (s - 1), 30.0, censored=1.0)]
     rows.append(row("Once", 0, scenario="cw", **{"gold/probe/forget_acc": 0.3, "gold/relearn/steps": 10.0,
                     "acc/forget": 0.0, "gold/forget_acc_gap": 0.0, "probe/forget_acc": 0.9, "relearn/steps": 1.0}))
     return rows
@@ -256,7 +256,7 @@ def test_relearn_ratio_undefined_where_the_gold_model_needs_no_step():
     from lightning_unlearn.benchmark.stats import add_feature_columns
 
     rows = [row(m, s, **{"gold/relearn/steps": g, "relearn/steps": 0.0, "gold/forget_acc_gap": 0.0,
-                         "probe/forget_acc": 0.9, "gold/probe/forget_acc": 0.9})  # fmt: skip
+                         "probe/forget_acc": 0.9, "gold/probe/forget_acc": 0.9})
             for s, g in enumerate((0.0, 0.33, 2.0)) for m in ("Retrain", "X")]
     rows = add_feature_columns(rows)
     assert [r["relearn_ratio"] for r in rows if r["method"] == "X"] == [None, None, 0.0]

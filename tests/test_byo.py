@@ -23,7 +23,7 @@ from conftest import digits_dm, small_allcnn
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
-         "--trainer.logger=false"]  # fmt: skip
+         "--trainer.logger=false"]
 
 
 class UserModule(pl.LightningModule):
@@ -115,7 +115,7 @@ def test_adapter_for_a_model_with_no_classifier_head(dm):
     with pytest.raises(NoClassifierHeadError, match="is a Conv2d, not an nn.Linear"):
         AdaptedBackbone(conv_head, num_classes=10, in_channels=1, head="0")
     named = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), num_classes=10, in_channels=1, image_size=16,
-                            head="1")  # fmt: skip
+                            head="1")
     assert named.features(torch.rand(2, 1, 16, 16)).shape == (2, 256)
     found = AdaptedBackbone(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), in_channels=1, image_size=16)
     assert found.head_name == "1"  # a plain Sequential classifier: its last layer is the head
@@ -124,7 +124,7 @@ def test_adapter_for_a_model_with_no_classifier_head(dm):
 def _unlearn(ckpt: Path, out: Path, *extra: str, evaluate: bool = False) -> list[str]:
     return ["unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "--model", "Finetune", "--original_ckpt", str(ckpt),
             "--output", str(out / "unlearned.ckpt"), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-            "--evaluate", str(evaluate).lower(), f"--trainer.default_root_dir={out}", *QUIET, *extra]  # fmt: skip
+            "--evaluate", str(evaluate).lower(), f"--trainer.default_root_dir={out}", *QUIET, *extra]
 
 
 def test_unlearn_a_users_lightning_checkpoint_records_the_stated_forget_set(dm, tmp_path):
@@ -134,7 +134,7 @@ def test_unlearn_a_users_lightning_checkpoint_records_the_stated_forget_set(dm, 
     gold = tmp_path / "gold.pt"  # a plain state_dict as the gold model too: given to the evaluator as a module
     torch.save(small_allcnn(dm).state_dict(), gold)
     main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--data.forget.classes", "[5]",
-                  "--gold_ckpt", str(gold), evaluate=True))  # fmt: skip
+                  "--gold_ckpt", str(gold), evaluate=True))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["original/acc/forget"] is not None and metrics["gold/forget_acc_gap"] is not None
     summary = json.loads((out / "unlearn.json").read_text())
@@ -154,7 +154,7 @@ def test_a_gold_model_brought_along_states_its_training_time(dm, tmp_path):
     out = tmp_path / "run"
     main(_unlearn(path, out, "--arch", "AllCNN", "--arch_args", '{"width": 0.25}', "--gold_ckpt",
                   str(tmp_path / "gold.pt"), "--gold_train_time_s", "12.5", "--retain_collapse", "null",
-                  evaluate=True))  # fmt: skip
+                  evaluate=True))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["time/retrain_s"] == 12.5 and metrics["time/speedup_vs_retrain"] > 0
     assert json.loads((out / "unlearn.json").read_text())["gold_train_time_s"] == 12.5
@@ -206,7 +206,7 @@ class TinyFakeDataModule(UnlearningDataModule):
 
     def load_datasets(self):
         return (IndexedDataset(TinyFake(80, 0), self.image_size, self.in_channels),
-                IndexedDataset(TinyFake(40, 1), self.image_size, self.in_channels))  # fmt: skip
+                IndexedDataset(TinyFake(40, 1), self.image_size, self.in_channels))
 
 
 def test_torchvision_style_dataset_recipe():
@@ -227,7 +227,7 @@ def test_test_subcommand_reads_a_state_dict_and_a_foreign_gold(dm, tmp_path):
     root = tmp_path / "test"
     main(["test", "-c", str(CONFIGS / "data/digits.yaml"), "--ckpt_path", str(tmp_path / "model.pt"), "--gold_ckpt",
           str(tmp_path / "gold.ckpt"), "--arch", "AllCNN", "--arch_args", '{"width": 0.25}',
-          f"--trainer.default_root_dir={root}", *QUIET])  # fmt: skip
+          f"--trainer.default_root_dir={root}", *QUIET])
     (found,) = root.rglob("metrics.json")
     metrics = json.loads(found.read_text())
     assert metrics["acc/forget"] is not None and metrics["gold/forget_acc_gap"] is not None

@@ -34,7 +34,7 @@ BENCHMARK = {
                            "trainer": {"gradient_clip_val": 1.0}}],
     "trainer": {"accelerator": "cpu", "num_threads": 1},
     "evaluator": {"mia": True, "zrf": False},
-}  # fmt: skip
+}
 
 #: ``models/`` directory names (role-key) of BENCHMARK.
 MODELS = [
@@ -88,11 +88,11 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "bench.yaml").write_text(yaml.safe_dump({"output_dir": str(root / "bench"), **BENCHMARK}, sort_keys=False))
     tune = {"benchmark": str(root / "bench.yaml"), "output_dir": str(root / "tune"),
             "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]}], "seeds": [10],
-            "methods": ["Finetune"], "n_trials": 2}  # fmt: skip
+            "methods": ["Finetune"], "n_trials": 2}
     (root / "tune.yaml").write_text(yaml.safe_dump(tune, sort_keys=False))
     audit = {"output_dir": str(root / "audit"), "data": DIGITS, "backbone": ALLCNN,
              "training": {"max_epochs": 2, "lr": 0.05}, "shadow_models": 4, "targets": 20, "forget_per_model": 5,
-             "methods": [FINETUNE], "trainer": {"accelerator": "cpu", "num_threads": 1}}  # fmt: skip
+             "methods": [FINETUNE], "trainer": {"accelerator": "cpu", "num_threads": 1}}
     (root / "audit.yaml").write_text(yaml.safe_dump(audit, sort_keys=False))
     return root
 
@@ -103,7 +103,7 @@ def test_benchmark_model_and_row_keys(configs: Path) -> None:
     assert sorted(plan.models) == MODELS
     specs = {m.name: m for m in cfg.methods}
     rows = {f"{g.dir.relative_to(configs / 'bench')}/{name}": run_hash(cfg, g, name, specs.get(name))
-            for g in plan.groups for name in cfg.rows_for(g.scenario)}  # fmt: skip
+            for g in plan.groups for name in cfg.rows_for(g.scenario)}
     assert rows == ROWS
 
 
@@ -111,7 +111,7 @@ def test_tuning_model_reference_and_study_keys(configs: Path) -> None:
     cfg = load_tune_config(configs / "tune.yaml")
     assert sorted(cfg.plan.models) == TUNE_MODELS
     refs = {f"{g.describe()}/{w}": reference_key(cfg.bench, g, w)
-            for g in cfg.plan.groups for w in ("Original", "Retrain")}  # fmt: skip
+            for g in cfg.plan.groups for w in ("Original", "Retrain")}
     assert refs == TUNE_REFERENCES
     contexts = [{"group": g, "record": group_record(g)} for g in cfg.plan.groups]
     assert {mt.name: study_name(cfg, mt, contexts) for mt in cfg.methods} == TUNE_STUDIES

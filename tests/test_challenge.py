@@ -121,12 +121,12 @@ def test_bootstrap_interval_over_shadows_and_examples() -> None:
     mu = rng.normal(0, 2, m)
     forgotten = rng.random((k, m)) < 0.5
     same = forgetting_quality_from_scores(rng.normal(mu, 1, (k, m)), rng.normal(mu, 1, (k, m)), forgotten,
-                                          bootstrap=50)  # fmt: skip
+                                          bootstrap=50)
     lo, hi = same["ci95"]
     assert lo <= same["F"] <= hi and hi - lo > 0.01
     assert same["num_models"].tolist() == forgotten[:, same["examples"]].sum(0).tolist()
     apart = forgetting_quality_from_scores(rng.normal(mu + 30, 1, (k, m)), rng.normal(mu, 1, (k, m)), forgotten,
-                                           bootstrap=50)  # fmt: skip
+                                           bootstrap=50)
     assert apart["F"] == 0.0 and apart["ci95"] == (0.0, 0.0)
     with pytest.raises(AuditError, match="shadow models"):
         forgetting_quality_from_scores(np.zeros((3, 2)), np.zeros((3, 2)), np.eye(3, 2, dtype=bool))
@@ -148,11 +148,11 @@ def test_report_reads_f_against_retraining() -> None:
 
     def row(f: float, ci: list[float]) -> dict:
         return {"models": 16, "RA": 0.99, "TA": 0.97, "FA": 0.5, "MIA": 0.1, "MIA_std": 0.01,
-                "challenge": {"F": f, "F_ci95": ci, "score": f, "epsilon_median": 1.6}}  # fmt: skip
+                "challenge": {"F": f, "F_ci95": ci, "score": f, "epsilon_median": 1.6}}
 
     result = {"shadow_models": 16, "pool_size": 1000, "forget_per_model": 50, "targets": 100, "failures": [],
               "reference": {"RA_r": 0.99, "TA_r": 0.97, "MIA_r": 0.1},
-              "rows": {"Original": row(0.02, [0.0, 0.05]), "Retrain": row(0.264, [0.2, 0.33])}}  # fmt: skip
+              "rows": {"Original": row(0.02, [0.0, 0.05]), "Retrain": row(0.264, [0.2, 0.33])}}
     text = audit_markdown(result)
     assert "1 = indistinguishable" not in text
     assert "| 0.264 [0.200, 0.330] |" in text and "| 0.020 [0.000, 0.050] |" in text

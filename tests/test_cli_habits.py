@@ -25,10 +25,10 @@ from conftest import digits_dm, train_classifier
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
-         "--trainer.logger=false"]  # fmt: skip
+         "--trainer.logger=false"]
 NOTICES = ("No seed found", "Seed set to", "💡 Tip", "litlogger", "litmodels", "in eval mode at the start",
            "no optimizer", "val_dataloader` but have no `validation_step", "LeafSpec", "args parameter is intended",
-           "class-wise forgetting")  # fmt: skip
+           "class-wise forgetting")
 
 
 def test_top_level_help_lists_subcommands_and_every_method(capsys):
@@ -37,7 +37,7 @@ def test_top_level_help_lists_subcommands_and_every_method(capsys):
     for sub in ("fit", "unlearn", "test", "benchmark", "tune", "audit"):
         assert any(line.split()[:1] == [sub] and len(line.split()) > 2 for line in out.splitlines()), sub
     public = [n for n in methods.__all__ if isinstance(getattr(methods, n), type)
-              and issubclass(getattr(methods, n), UnlearningMethod) and n != "UnlearningMethod"]  # fmt: skip
+              and issubclass(getattr(methods, n), UnlearningMethod) and n != "UnlearningMethod"]
     assert len(public) >= 15 and all(name in out for name in public)
     assert "TrainModeMethod" not in out
     assert all(name in out for name in DATAMODULES)
@@ -68,9 +68,9 @@ def test_help_and_a_mistyped_subcommand_import_no_framework():
     """`--help` and an unknown subcommand are answered by the standard library alone (issue 30: 7.1 s of CPU before)."""
     code = ("import sys\nfrom lightning_unlearn.cli import main\nmain(['--help'])\n"
             "try:\n    main(['bogus'], friendly=True)\nexcept SystemExit as e:\n    print('exit', e.code)\n"
-            "print(sorted(m for m in ('torch', 'lightning', 'numpy', 'yaml', 'jsonargparse') if m in sys.modules))")  # fmt: skip
+            "print(sorted(m for m in ('torch', 'lightning', 'numpy', 'yaml', 'jsonargparse') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-2:] == ["exit 2", "[]"]
     assert "unknown subcommand 'bogus'" in proc.stderr and "FisherForgetting" in proc.stdout
@@ -96,7 +96,7 @@ def test_fragment_configs_turn_whole_files_into_c(tmp_path):
     group_only.write_text("class_path: lightning_unlearn.data.DigitsDataModule\n")
     data, bs = str(CONFIGS / "data/digits.yaml"), str(CONFIGS / "unlearn/boundary_shrink.yaml")
     assert fragment_configs(["unlearn", "--data", data, f"--model={bs}", "--data", str(group_only), "--model", "SCRUB"]) == [
-        "unlearn", "-c", data, "-c", bs, "--data", str(group_only), "--model", "SCRUB"]  # fmt: skip
+        "unlearn", "-c", data, "-c", bs, "--data", str(group_only), "--model", "SCRUB"]
 
 
 @pytest.mark.parametrize("name", sorted(_DISPATCHED))
@@ -139,17 +139,17 @@ def test_quiet_terminal(tmp_path):
     original = train_classifier(digits_dm(), epochs=1, path=tmp_path / "original.ckpt")
     env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     common = ["unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "--original_ckpt", str(original),
-              "--trainer.max_epochs=1", "--evaluate", "false", *QUIET[:-1]]  # fmt: skip
+              "--trainer.max_epochs=1", "--evaluate", "false", *QUIET[:-1]]
     runs = [
         [*common, "-c", str(CONFIGS / "unlearn/fisher.yaml"), "--model.fisher_type", "sampled", "--output",
          str(out / "f" / "f.ckpt")],
         [*common, "--model", "test_cli_habits.WarnsItself", "--trainer.limit_train_batches=2", "--output",
          str(out / "w" / "w.ckpt")],
-    ]  # fmt: skip
+    ]
     # one process for both commands (one import); sys.argv as the console script sets it
     code = "import sys; from lightning_unlearn.cli import main\nfor a in %r:\n    sys.argv = ['lightning_unlearn', *a]; main()"
     proc = subprocess.run([sys.executable, "-c", code % (runs,)], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tmp_path)  # fmt: skip
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stderr = proc.stderr + proc.stdout
     for notice in NOTICES:

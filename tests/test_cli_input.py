@@ -58,20 +58,20 @@ def test_checkpoint_naming_a_module_imports_nothing(sub, trained_digits, tmp_pat
     evil = crafted(trained_digits.original_ckpt, tmp_path / "evil.ckpt", _class_path="this.NoSuchClass")
     sys.modules.pop("this", None)
     code, lines, out = run([sub, *DIGITS, *ALLCNN, "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}",
-                            "--trainer.max_epochs=1", *QUIET], capsys)  # fmt: skip
+                            "--trainer.max_epochs=1", *QUIET], capsys)
     assert "this" not in sys.modules and "Beautiful is better than ugly" not in out
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith(f"lightning_unlearn {sub}: error: CheckpointError: {evil} names the class "
-                               "'this.NoSuchClass' (hyper_parameters._class_path)")  # fmt: skip
+                               "'this.NoSuchClass' (hyper_parameters._class_path)")
     assert "nothing was imported" in lines[0]
     assert sorted(tmp_path.rglob("*.ckpt")) == [evil] and not list(tmp_path.rglob("metrics.json"))
 
 
 def test_nested_class_path_in_a_checkpoint_is_refused(trained_digits, tmp_path, capsys):
     evil = crafted(trained_digits.original_ckpt, tmp_path / "nested.ckpt", _class_path="lightning_unlearn.methods.Classifier",
-                   backbone={"class_path": "evil_backbones.Net", "init_args": {}})  # fmt: skip
+                   backbone={"class_path": "evil_backbones.Net", "init_args": {}})
     code, lines, _ = run(["test", *DIGITS, *ALLCNN, "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}",
-                          *QUIET], capsys)  # fmt: skip
+                          *QUIET], capsys)
     assert code == 2 and "'evil_backbones.Net' (hyper_parameters.backbone.class_path)" in lines[0]
     assert "evil_backbones" not in sys.modules
 
@@ -83,13 +83,13 @@ def test_code_beside_a_checkpoint_never_runs(trained_digits, tmp_path):
     marker = tmp_path / "PWNED"
     (tmp_path / "model_helpers.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
     cmd = [sys.executable, "-m", "lightning_unlearn", "fit", *DIGITS, *ALLCNN, "--ckpt_path", "evil.ckpt",
-           f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET]  # fmt: skip
+           f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert not marker.exists(), proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("lightning_unlearn")]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("lightning_unlearn fit: error: CheckpointError: evil.ckpt names the class "
-                               "'model_helpers.Net'")  # fmt: skip
+                               "'model_helpers.Net'")
     assert not (tmp_path / "run").exists()
 
 
@@ -127,7 +127,7 @@ def test_recorded_classes_accepted_and_refused(tmp_path, monkeypatch):
         (["unlearn", *DIGITS, "--model", "builtins.eval", "--original_ckpt", "x.ckpt"], "--model builtins.eval"),
         (["fit", *ALLCNN, "--data", "os.system", "--data.init_args.command", "touch MARKER"], "--data os.system"),
     ],
-)  # fmt: skip
+)
 def test_names_that_are_no_module_or_datamodule_are_one_line(args, option, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [a.replace("MARKER", str(tmp_path / "ran")) for a in args]

@@ -47,7 +47,7 @@ def test_cli_test_rebuilds_checkpoint_and_evaluates_against_gold(trained_digits,
         ["test", *DIGITS, "--ckpt_path", str(trained_digits.original_ckpt),
          "--gold_ckpt", str(trained_digits.gold_ckpt), "--original_ckpt", str(trained_digits.original_ckpt),
          f"--trainer.default_root_dir={tmp_path}", *QUIET]
-    )  # fmt: skip
+    )
     res = _metrics(tmp_path)
     assert set(METRIC_KEYS) - NO_TIME <= set(res)  # an original checkpoint has no unlearning time
     assert not NO_TIME & set(res)
@@ -67,7 +67,7 @@ def test_cli_unlearn_evaluates_then_test_reads_unlearning_time(trained_digits, t
          "--original_ckpt", str(trained_digits.original_ckpt), "--gold_ckpt", str(trained_digits.gold_ckpt),
          "--output", str(out), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.logger=false",
          f"--trainer.default_root_dir={tmp_path}", *QUIET]
-    )  # fmt: skip
+    )
     res = json.loads((out.parent / "metrics.json").read_text())  # next to unlearned.ckpt
     assert set(METRIC_KEYS) <= set(res) and (out.parent / "metrics.md").is_file()
     # the configured evaluator (configs/evaluation/plots.yaml) got the run's original and gold models
@@ -82,7 +82,7 @@ def test_cli_unlearn_evaluates_then_test_reads_unlearning_time(trained_digits, t
     main(
         ["test", *DIGITS, "--ckpt_path", str(out), "--gold_ckpt", str(trained_digits.gold_ckpt),
          f"--trainer.default_root_dir={test_root}", *QUIET]
-    )  # fmt: skip
+    )
     tested = _metrics(test_root)
     assert tested["time/unlearn_s"] == pytest.approx(read_checkpoint(out)["lightning_unlearn"]["unlearn_time_s"])
     for key in METRIC_KEYS:
@@ -95,7 +95,7 @@ def test_cli_unlearn_evaluate_false_writes_no_metrics(trained_digits, tmp_path):
          str(trained_digits.original_ckpt), "--evaluate", "false", "--output", str(tmp_path / "u.ckpt"),
          "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.logger=false",
          f"--trainer.default_root_dir={tmp_path}", *QUIET]
-    )  # fmt: skip
+    )
     assert (tmp_path / "u.ckpt").is_file() and not list(tmp_path.rglob("metrics.json"))
     assert json.loads((tmp_path / "unlearn.json").read_text())["metrics"] is None
 
@@ -105,7 +105,7 @@ def test_cli_test_checks_splits(trained_digits, tmp_path):
         main(
             ["test", *DIGITS, "--data.forget.classes=[5]", "--ckpt_path", str(trained_digits.original_ckpt),
              f"--trainer.default_root_dir={tmp_path}", *QUIET]
-        )  # fmt: skip
+        )
 
 
 def test_cli_test_with_a_model_is_lightnings(tmp_path):
@@ -113,12 +113,12 @@ def test_cli_test_with_a_model_is_lightnings(tmp_path):
     model = ["-c", str(CONFIGS / "model/allcnn.yaml"), "--model.init_args.backbone.init_args.width=0.125"]
     fit_root = tmp_path / "fit"
     main(["fit", *DIGITS, *model, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
-          "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={fit_root}", *QUIET])  # fmt: skip
+          "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={fit_root}", *QUIET])
     ckpt = next(fit_root.rglob("*.ckpt"))
     test_root = tmp_path / "test"
     # Lightning's default logger is TensorBoard when tensorboard is installed, CSV otherwise: name it
     main(["test", *DIGITS, *model, "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={test_root}",
           "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={test_root}",
-          *QUIET])  # fmt: skip
+          *QUIET])
     assert not list(test_root.rglob("metrics.json"))
     assert "test/acc" in next(test_root.rglob("metrics.csv")).read_text()

@@ -202,7 +202,7 @@ def test_a_new_request_needs_the_datamodule_to_know_what_was_forgotten():
 
     first = DigitsDataModule(forget=ForgetSpec(classes=[3]))
     entry = ledger_entry(first.splits, first.forget, {"method": "Finetune", "hparams": {}}, request=1,
-                         unlearn_time_s=1.0, input_ckpt="original.ckpt")  # fmt: skip
+                         unlearn_time_s=1.0, input_ckpt="original.ckpt")
     meta = {"splits": {**first.splits_info(), NEXT_KEY: next_request_record(first.splits, 1)}, "ledger": [entry]}
     first.verify_splits(meta["splits"], "r1")  # the model's own request
     second = DigitsDataModule(forget=ForgetSpec(fraction=0.05))

@@ -132,7 +132,7 @@ def test_gold_must_be_trained_on_the_retained_data(ckpts, tmp_path) -> None:
     trainer = UnlearnTrainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=1)
     with pytest.raises(CheckpointError, match="train_on='all'"):
         trainer.unlearn(Finetune(), _dm(), str(ckpts["original"]), gold_ckpt=str(ckpts["original"]),
-                        output=str(tmp_path / "u.ckpt"))  # fmt: skip
+                        output=str(tmp_path / "u.ckpt"))
     assert not (tmp_path / "u.ckpt").exists()
 
 
@@ -162,15 +162,15 @@ def test_unlearned_weights_do_not_depend_on_what_is_evaluated(ckpts, tmp_path) -
         ("gold+periodic+plots", ckpts["gold"], True, [UnlearningEvaluator(every_n_epochs=1, plots=True)]),
         ("gold+probe+relearn+cka", ckpts["gold"], True,
          [UnlearningEvaluator(every_n_epochs=1, probe=True, relearn=True, cka=True)]),
-    ):  # fmt: skip
+    ):
         pl.seed_everything(0, verbose=False)
         trainer = UnlearnTrainer(
             accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
             enable_checkpointing=False, max_epochs=3, callbacks=callbacks, default_root_dir=str(tmp_path / name),
-        )  # fmt: skip
+        )
         method = Finetune(lr=0.02)
         trainer.unlearn(method, _dm(), str(ckpts["original"]), gold_ckpt=str(gold) if gold else None,
-                        output=str(tmp_path / name / "unlearned.ckpt"), evaluate=evaluate)  # fmt: skip
+                        output=str(tmp_path / name / "unlearned.ckpt"), evaluate=evaluate)
         hashes[name] = _weights_hash(method.unlearned_backbone())
     assert len(set(hashes.values())) == 1, hashes
 

@@ -40,7 +40,7 @@ def test_fit_writes_every_key_reports_and_plots(trained_digits, tmp_path):
     evaluator = UnlearningEvaluator(
         gold=str(trained_digits.gold_ckpt), original=str(trained_digits.original_ckpt), plots=True,
         output_dir=str(tmp_path),
-    )  # fmt: skip
+    )
     method = RetainSteps(backbone=original, lr=0.01)
     quiet_trainer(max_epochs=1, limit_train_batches=2, callbacks=[evaluator]).fit(method, datamodule=dm)
 
@@ -117,7 +117,7 @@ def test_ddp_results_are_global(trained_digits, tmp_path, monkeypatch):
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, callbacks=[evaluator],
-    )  # fmt: skip
+    )
     trainer.test(Classifier(original), datamodule=dm, verbose=False)
     ddp = json.loads((tmp_path / "metrics.json").read_text())
     assert set(ddp) == set(single)
@@ -217,7 +217,7 @@ def test_settings_key_is_unchanged_until_an_optional_component_is_on():
     before = {"every_n_epochs": 0, "splits": tuple(SPLIT_NAMES), "mia": True, "zrf": True, "plots": False, "seed": 0,
               "nonmember_split": "test", "projection": "pca", "max_plot_points": 2000,
               "classwise_nonmembers": "retained", "entropy_max_members": 10000, "activation_p": 2, "zrf_inits": 5,
-              "svc_max_samples": 8192}  # fmt: skip
+              "svc_max_samples": 8192}
     assert evaluator_settings({}) == before
     assert evaluator_settings({"probe": False, "probe_forget_share": 0.5, "relearn_lr": 1.0}) == before
     probe = evaluator_settings({"probe": True})

@@ -41,10 +41,10 @@ def _forward(net, dm, split):
 def reference_results(model, dm, gold=None, original=None, *, splits=SPLIT_NAMES, mia=True, zrf=True, seed=0,
                       nonmember_split="test", classwise_nonmembers="retained", entropy_max_members=10_000,
                       activation_p=2.0, zrf_inits=5, svc_max_samples=8192, unlearn_time_s=None,
-                      retrain_time_s=None):  # fmt: skip
+                      retrain_time_s=None):
     nets = {r: net.eval() for r, net in (("model", model), ("gold", gold), ("original", original)) if net is not None}
     out = {(r, s): _forward(net, dm, s) for r, net in nets.items() if net is not None for s in ("retain", "forget",
-           "holdout", "test")}  # fmt: skip
+           "holdout", "test")}
 
     def view(role, split):
         if split in ("test_retain", "test_forget"):
@@ -75,11 +75,11 @@ def reference_results(model, dm, gold=None, original=None, *, splits=SPLIT_NAMES
             ep = ep[balanced_subset(len(ep), entropy_max_members, seed + 1)]
         np_, ny_ = probs(nl)[nonmember_pos], ny[nonmember_pos]
         into[f"{prefix}mia/efficacy"] = mia_efficacy(mp, my, np_, ny_, probs(fl), fy, seed=seed,
-                                                     max_samples=svc_max_samples)  # fmt: skip
+                                                     max_samples=svc_max_samples)
         for key, attack in (("mia/entropy", "svc"), ("mia/entropy_logreg", "logreg")):
             into[prefix + key] = entropy_mia(ep, np_, probs(fl), attack=attack, seed=seed, max_samples=svc_max_samples)
         loss = loss_mia(M.cross_entropy_per_sample(fl, fy), M.cross_entropy_per_sample(nl[nonmember_pos], ny_),
-                        seed=seed)  # fmt: skip
+                        seed=seed)
         into[f"{prefix}mia/loss_auc"], into[f"{prefix}mia/loss_acc"] = loss["auc"], loss["acc"]
 
     res = {f"n/{s}": len(view("model", s)[1]) for s in splits}
@@ -91,7 +91,7 @@ def reference_results(model, dm, gold=None, original=None, *, splits=SPLIT_NAMES
         res.update({f"gold/acc/{s}": acc("gold", s) for s in REF_SPLITS})
         res["gold/forget_acc_gap"] = M.forget_acc_gap(M.accuracy(f, fy), res["gold/acc/forget"])
         res["gold/activation_distance"] = M.activation_distance(f.double().softmax(1), g.double().softmax(1),
-                                                                p=activation_p)  # fmt: skip
+                                                                p=activation_p)
         res["gold/js_divergence"] = float(M.js_divergence(f.double().softmax(1), g.double().softmax(1)))
         res["gold/agreement_forget"] = M.agreement(f, g)
         res["gold/agreement_test"] = M.agreement(t, gt)
@@ -105,7 +105,7 @@ def reference_results(model, dm, gold=None, original=None, *, splits=SPLIT_NAMES
         with torch.no_grad():
             x = torch.stack([dm.dataset("forget")[i][0] for i in range(len(dm.splits["forget"]))])
             p_refs = [torch.cat([r(x[i : i + dm.eval_batch_size]).float() for i in range(0, len(x), dm.eval_batch_size)]
-                                ).double().softmax(1) for r in refs]  # fmt: skip
+                                ).double().softmax(1) for r in refs]
         res["zrf"] = M.zrf(f.double().softmax(1), p_refs) if p_refs else math.nan
     if unlearn_time_s is not None:
         res["time/unlearn_s"] = float(unlearn_time_s)
@@ -129,7 +129,7 @@ def test_every_key_equals_the_single_file_evaluator(trained_digits):
     original, _ = load_backbone(trained_digits.original_ckpt, dm)
     gold, meta = load_backbone(trained_digits.gold_ckpt, dm)
     want = reference_results(original, dm, gold=gold, original=original, unlearn_time_s=1.5,
-                             retrain_time_s=meta["train_time_s"])  # fmt: skip
+                             retrain_time_s=meta["train_time_s"])
     evaluator = UnlearningEvaluator(gold=str(trained_digits.gold_ckpt), original=str(trained_digits.original_ckpt))
     evaluator.reference_cache = ReferenceCache()
     _same(evaluator.evaluate(original, dm, unlearn_time_s=1.5), want)

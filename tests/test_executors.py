@@ -74,7 +74,7 @@ def test_bad_specs():
 def test_after_runs_in_order_and_skips_what_needs_a_failed_job():
     CALLS.clear()
     jobs = [Job("a", _boom), Job("b", _square, {"x": 2}), Job("c", _square, {"x": 3}, after=("b",)),
-            Job("d", _square, {"x": 4}, after=("a", "b"))]  # fmt: skip
+            Job("d", _square, {"x": 4}, after=("a", "b"))]
     res = LocalExecutor().map(jobs)
     assert CALLS == [2, 3] and res[2].ok and res[2].value == 9
     assert not res[3].ok and res[3].error == "not run: a failed (ValueError: bad job)" and res[3].attempts == 0

@@ -113,7 +113,7 @@ def test_order_failures_retries_threads(ex, tmp_path):
             Job("flaky", _flaky, {"marker": str(tmp_path / "f")}),
             Job("two_threads", _threads, resources=Resources(num_cpus=2)),
             Job("one_thread", _threads),
-            Job("unpicklable", _exists, {"path": lambda: "."})]  # fmt: skip
+            Job("unpicklable", _exists, {"path": lambda: "."})]
     res = ex.map(jobs, on_done=lambda r: done.append((r.key, os.getpid())))
     assert [r.key for r in res] == [j.key for j in jobs]
     assert sorted(k for k, _ in done) == sorted(j.key for j in jobs) and {p for _, p in done} == {os.getpid()}
@@ -142,17 +142,17 @@ def test_worker_killed(ex, tmp_path):
     first = first.value
     res = ex.map([Job("beside", _pid_after, {"seconds": 2.0}),
                   Job("killed_once", _killed, {"marker": str(tmp_path / "k")}),
-                  Job("after", _pid_after, {"seconds": 0.0}, after=("killed_once",))])  # fmt: skip
+                  Job("after", _pid_after, {"seconds": 0.0}, after=("killed_once",))])
     assert [r.ok for r in res] == [True, True, True] and res[1].value == "ok" and res[1].attempts == 2
     assert _ends(first)
     with ProcessExecutor(workers=2) as once:  # no retry: the job whose worker died is failed
         res = once.map([Job("beside", _pid_after, {"seconds": 2.0}), Job("killed", _killed),
                         Job("after_killed", _exists, {"path": "."}, after=("killed",)),
-                        Job("next", _pid_after, {"seconds": 0.0})])  # fmt: skip
+                        Job("next", _pid_after, {"seconds": 0.0})])
     assert res[0].ok and res[3].ok
     assert not res[1].ok and res[1].attempts == 1
     assert res[1].error == ("WorkerDied: the worker process running it died: it was killed by SIGKILL (e.g. by the "
-                            "system for lack of memory)")  # fmt: skip
+                            "system for lack of memory)")
     assert res[2].error.startswith("not run: killed failed (WorkerDied")
 
 
@@ -166,7 +166,7 @@ def test_on_done_error_stops_the_workers(tmp_path):
         pids = []
         with pytest.raises(RuntimeError, match="stop after quick"):
             executor.map([Job("quick", _pid_after, {"seconds": 0.0}), Job("slow", _pid_after, {"seconds": 60.0})],
-                         on_done=lambda r: (pids.append(r.value), stop(r)))  # fmt: skip
+                         on_done=lambda r: (pids.append(r.value), stop(r)))
         assert _ends(pids[0])
 
 
@@ -191,7 +191,7 @@ def test_ctrl_c_leaves_no_worker(tmp_path):
     script = tmp_path / "ctrl_c.py"
     script.write_text(textwrap.dedent(CTRL_C))
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
@@ -238,7 +238,7 @@ def test_benchmark_rows_equal_local(ex, tmp_path):
             "trainer": {"accelerator": "cpu", "num_threads": 1},
             "evaluator": {"mia": True, "zrf": True},
             "executor": executor,
-        }  # fmt: skip
+        }
         path = out.with_suffix(".yaml")
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
@@ -252,7 +252,7 @@ def test_benchmark_rows_equal_local(ex, tmp_path):
     def rows(out: Path) -> dict:
         data = json.loads((out / "results.json").read_text())["rows"]
         return {(r["scenario"], r["target"], r["seed"], r["method"]):
-                {k: v for k, v in r.items() if not any(t in k for t in times)} for r in data}  # fmt: skip
+                {k: v for k, v in r.items() if not any(t in k for t in times)} for r in data}
 
     a, b = rows(tmp_path / "local"), rows(tmp_path / "proc")
     assert a.keys() == b.keys()

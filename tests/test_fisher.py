@@ -300,7 +300,7 @@ def test_sampled_fisher_is_unbiased_with_the_stated_variance(seed: int = 0) -> N
     exact = torch.einsum("nk,nkj->j", p, sq)
     var = (torch.einsum("nk,nkj->nj", p, sq.pow(2)) - torch.einsum("nk,nkj->nj", p, sq).pow(2)).sum(0)
     torch.testing.assert_close(torch.cat([f.flatten() for f in diagonal_fisher(model, x).values()]), exact, rtol=1e-4,
-                               atol=1e-9)  # fmt: skip
+                               atol=1e-9)
     draws = 300  # R copies of the batch in one call: every copy gets its own labels, so the sum / R is a mean of R
     gen = torch.Generator().manual_seed(seed)
     f = diagonal_fisher(model, x.repeat(draws, 1, 1, 1), fisher_type="sampled", generator=gen)

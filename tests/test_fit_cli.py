@@ -35,7 +35,7 @@ def test_fit_subprocess_end_to_end(tmp_path):
         sys.executable, "-m", "lightning_unlearn", "fit",
         "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / "model/allcnn.yaml"),
         "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path}", *QUIET,
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_fit_other_backbones(tmp_path, model):
             "fit", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / f"model/{model}.yaml"),
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
             f"--trainer.default_root_dir={tmp_path}", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     meta = read_checkpoint(_only_ckpt(tmp_path))["lightning_unlearn"]
     assert meta["backbone"]["class_path"].lower().endswith(model.replace("18", "18").lower())
@@ -71,7 +71,7 @@ def test_gold_model_records_retain_training(tmp_path):
             "fit", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / "model/allcnn.yaml"),
             "--data.train_on=retain", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
             f"--trainer.default_root_dir={tmp_path}", *QUIET,
-        ]  # fmt: skip
+        ]
     )
     meta = read_checkpoint(_only_ckpt(tmp_path))["lightning_unlearn"]
     assert meta["role"] == "gold" and meta["splits"]["train_on"] == "retain"
@@ -83,7 +83,7 @@ def test_image_size_the_backbone_cannot_take(tmp_path):
             [
                 "fit", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / "model/allcnn.yaml"),
                 "--data.init_args.image_size=2", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-            ]  # fmt: skip
+            ]
         )
     assert not list(tmp_path.rglob("*.ckpt"))
 

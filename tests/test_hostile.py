@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the watchdog reads /proc (Linux)")
 def test_the_watchdog_stops_what_it_guards_when_the_driver_is_killed() -> None:
     driver = subprocess.Popen([sys.executable, "-c", _DRIVER], stdout=subprocess.PIPE, text=True,
-                              env=h.env_with_package())  # fmt: skip
+                              env=h.env_with_package())
     assert driver.stdout is not None
     raylet, agent, other = map(int, driver.stdout.readline().split())
     try:

@@ -102,7 +102,7 @@ def test_msg_scales_the_gradients_of_kept_conv_weights_only():
     model = method.model
     convs = conv_weights(model)
     method.reinit_masks = {n: torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) < 0.3
-                           for n, w in convs.items()}  # fmt: skip
+                           for n, w in convs.items()}
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     method.on_before_optimizer_step(None)
@@ -219,7 +219,7 @@ def test_yaml_configs_run_from_the_cli(name, trained_digits, tmp_path):
             "--original_ckpt", str(trained_digits.original_ckpt), "--gold_ckpt", str(trained_digits.gold_ckpt),
             f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu", "--retain_collapse=null", *QUIET,
-        ]  # fmt: skip  (two steps cannot repair what MSG and CT re-initialise or transpose: the guard is off)
+        ]  # two steps cannot repair what MSG and CT re-initialise or transpose: the guard is off
     )
     unlearned, _ = load_backbone(tmp_path / "unlearned.ckpt", trained_digits.datamodule())
     assert all(torch.isfinite(p).all() for p in unlearned.parameters())
@@ -284,7 +284,7 @@ def test_plain_trainer_fit_with_a_users_datamodule(make):
     before = params(model)
     method = make(model)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=3, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(method, datamodule=dm)
     out = method.unlearned_backbone()
     assert out is model and method.unlearn_time_s is not None and method.unlearn_time_s > 0
@@ -306,7 +306,7 @@ def _run_ddp_script(devices: int, out: Path) -> list[dict]:
         env.pop(key, None)
     script = Path(__file__).parent / "scripts" / "ddp_leaders.py"
     proc = subprocess.run([sys.executable, str(script), "--devices", str(devices), "--out", str(out)], env=env,
-                          cwd=out.parent, capture_output=True, text=True, timeout=600)  # fmt: skip
+                          cwd=out.parent, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{devices}-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return [torch.load(f"{out}.r{r}", weights_only=True) for r in range(devices)]
 
@@ -338,7 +338,7 @@ def test_under_bf16_mixed_the_masks_and_split_are_the_fp32_ones():
     def fit(method, precision: str):
         quiet_trainer(max_epochs=1, limit_train_batches=2, precision=precision).fit(method, datamodule=dm)
         assert all(torch.isfinite(v).all() for v in method.unlearned_backbone().state_dict().values()
-                   if v.is_floating_point())  # fmt: skip
+                   if v.is_floating_point())
         return method
 
     msg = [fit(MaskedSmallGradients(tiny(), lr=0.01), p) for p in ("bf16-mixed", "32-true")]

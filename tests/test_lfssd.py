@@ -107,7 +107,7 @@ def test_lfssd_yaml_config_runs_from_the_cli(trained_digits, tmp_path: Path) -> 
             "--original_ckpt", str(trained_digits.original_ckpt), f"--trainer.default_root_dir={tmp_path}",
             "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu", "--model.init_args.alpha=5.0",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
-        ]  # fmt: skip
+        ]
     )
     unlearned, _ = load_backbone(tmp_path / "unlearned.ckpt", trained_digits.datamodule())
     assert all(torch.isfinite(p).all() for p in unlearned.parameters())

@@ -21,7 +21,7 @@ PUBLIC = sorted(
     name for name in methods.__all__
     if isinstance(getattr(methods, name), type) and issubclass(getattr(methods, name), UnlearningMethod)
     and name != "UnlearningMethod"
-)  # fmt: skip
+)
 
 
 def _super_init_calls(path: Path) -> list[tuple[str, ast.Call]]:
@@ -35,7 +35,7 @@ def _super_init_calls(path: Path) -> list[tuple[str, ast.Call]]:
                 for node in ast.walk(fn):
                     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                             and node.func.attr == "__init__" and isinstance(node.func.value, ast.Call)
-                            and getattr(node.func.value.func, "id", None) == "super"):  # fmt: skip
+                            and getattr(node.func.value.func, "id", None) == "super"):
                         found.append((cls.name, node))
     return found
 

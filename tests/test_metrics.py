@@ -99,7 +99,7 @@ def test_random_init_like_any_module():
 
 def test_reports_are_strict_json_and_markdown():
     res = {"n/forget": 3, "acc/forget": 0.5, "acc/test_forget": float("nan"), "gold/acc/forget": 0.25,
-           "mia/efficacy": 0.1, "gold/mia/efficacy": 0.2, "gold/forget_acc_gap": 0.25}  # fmt: skip
+           "mia/efficacy": 0.1, "gold/mia/efficacy": 0.2, "gold/forget_acc_gap": 0.25}
     text = metrics_to_json(res)
     assert "NaN" not in text and '"acc/test_forget": null' in text
     md = metrics_to_markdown(res)

@@ -33,7 +33,7 @@ def mini(out) -> dict:  # noqa: ANN001
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]}],
         "seeds": [0],
         "methods": [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune",
-                     "init_args": {"lr": 0.01}, "max_epochs": 1}],  # fmt: skip
+                     "init_args": {"lr": 0.01}, "max_epochs": 1}],
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": True, "zrf": True},
     }
@@ -54,7 +54,7 @@ def full_copy(cfg, plan, group, path):  # noqa: ANN001, ANN201
     job = plan.models[group.original_key]
     ckpt = torch.load(job.ckpt, map_location="cpu", weights_only=True)
     ckpt[META_KEY] = {**ckpt[META_KEY], "splits": group_datamodule(cfg, group).splits_info(),
-                      "benchmark_model": job.dir.name, "shared_checkpoint": str(job.ckpt)}  # fmt: skip
+                      "benchmark_model": job.dir.name, "shared_checkpoint": str(job.ckpt)}
     torch.save(ckpt, path)
     return path
 

@@ -116,7 +116,7 @@ def test_relearn_steps_copies_only_for_draws_below_their_target(monkeypatch):
 
 def test_options_are_checked():
     bad = {"probe_forget_share": 1.0, "probe_max_retain": 0, "relearn_samples": 0, "relearn_seeds": 0,
-           "relearn_max_steps": 0, "relearn_lr": 0.0, "relearn_target": 1.5}  # fmt: skip
+           "relearn_max_steps": 0, "relearn_lr": 0.0, "relearn_target": 1.5}
     for name, value in bad.items():
         with pytest.raises(ValueError, match=name):
             UnlearningEvaluator(**{name: value})
@@ -162,7 +162,7 @@ def test_head_only_forgetting_is_caught_a_retrained_model_is_not(quickstart_mode
         for name, model in (("head_only", head_only), ("retrained", retrained)):
             before = _weights_hash(model)
             res = UnlearningEvaluator(gold=str(gold_ckpt), original=str(original_ckpt), mia=False, zrf=False,
-                                      probe=True, relearn=True, cka=True, seed=seed).evaluate(model, dm)  # fmt: skip
+                                      probe=True, relearn=True, cka=True, seed=seed).evaluate(model, dm)
             assert _weights_hash(model) == before  # evaluation never changes what it evaluates
             found[name].append(res)
     head, other = found["head_only"], found["retrained"]

@@ -152,7 +152,7 @@ def test_one_bin_is_the_method_alone():
     quiet_trainer(max_epochs=2, limit_train_batches=3).fit(alone, datamodule=dm)
     pl.seed_everything(0, verbose=False)
     rum = RUM(copy.deepcopy(base), quantiles=[], methods=[{"class_path": "NegativeGradient", "init_args": ng,
-                                                            "max_epochs": 2}])  # fmt: skip
+                                                            "max_epochs": 2}])
     quiet_trainer(max_epochs=1, limit_train_batches=3).fit(rum, datamodule=dm)
     assert same(state(alone.model), state(rum.model)) and not same(state(base), state(rum.model))
 
@@ -213,7 +213,7 @@ def test_digits_forget_accuracy_drops(trained_digits):
     out.eval()
     with torch.no_grad():
         acc = {s: float(torch.cat([(out(b[0]).argmax(1) == b[1]).float() for b in dm.loader(s)]).mean())
-               for s in ("forget", "test_retain")}  # fmt: skip
+               for s in ("forget", "test_retain")}
     assert acc["forget"] < 0.3 and acc["test_retain"] > 0.8, acc
     assert all(b["method"] == "NegativeGradient" and b["unlearn_time_s"] > 0 for b in rum.rum_report["bins"])
     assert FORGET_CLASS in dm.splits.forget_classes

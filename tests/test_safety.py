@@ -79,7 +79,7 @@ def _cifar_dir(root: Path, evil_in: str | None) -> Path:
     rng = np.random.default_rng(0)
     for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
         entry = {"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(20)],
-                 "batch_label": name, "filenames": [f"{i}.png" for i in range(20)]}  # fmt: skip
+                 "batch_label": name, "filenames": [f"{i}.png" for i in range(20)]}
         if name == evil_in:
             entry["batch_label"] = _Evil(str(root / MARKER))
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
@@ -100,7 +100,7 @@ def test_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path, capsys):
     code, first, _ = cli(
         ["fit", "-c", str(CONFIGS / "data/cifar10.yaml"), "-c", str(CONFIGS / "model/allcnn.yaml"),
          f"--data.data_dir={folder.parent}", "--data.num_workers=0", "--trainer.max_epochs=1",
-         f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET], capsys)  # fmt: skip
+         f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET], capsys)
     assert code == 1
     assert first.startswith("lightning_unlearn fit: error: UnsafePickleError: Refusing to read ")
     assert "data_batch_2" in first and "is not part of the CIFAR format" in first  # the file and the refused global
@@ -127,7 +127,7 @@ def test_checkpoint_class_path_is_never_imported(trained_digits, tmp_path, monke
     evil = _with_meta(trained_digits.original_ckpt, tmp_path / "evil.ckpt", set_class)
     before = sha256s(evil)
     code, first, _ = cli(["test", *DIGITS, "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}", *QUIET],
-                         capsys)  # fmt: skip
+                         capsys)
     assert code == 1
     assert first.startswith("lightning_unlearn test: error: ValueError: Unknown backbone 'evil_backbones.Net'")
     assert "refused (nothing was imported)" in first
@@ -176,7 +176,7 @@ def test_indices_file_must_hold_integers(tmp_path, capsys, content, found):
     before = sha256s(f)
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), f"--data.forget.indices_file={f}",
                           "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'run'}", *QUIET],
-                         capsys)  # fmt: skip
+                         capsys)
     assert code == 1 and str(f) in first and found in first, first
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     unchanged(before, f)
@@ -200,7 +200,7 @@ def test_nan_weights_end_the_run_and_are_never_written(trained_digits, tmp_path,
     code, first, _ = cli(
         ["unlearn", *DIGITS, "-c", str(CONFIGS / "unlearn/negative_gradient.yaml"), "--model.on_divergence=clip",
          "--model.lr=1e30", "--original_ckpt", str(trained_digits.original_ckpt), "--output", str(out),
-         "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+         "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)
     assert code == 1
     assert first.startswith("lightning_unlearn unlearn: error: UnlearningFailedError: NegativeGradient produced NaN/inf")
     assert "no model was written" in first and "lr" in first
@@ -215,7 +215,7 @@ def test_collapsed_retain_accuracy_ends_the_run(trained_digits, tmp_path, capsys
     args = ["unlearn", *DIGITS, "-c", str(CONFIGS / "unlearn/negative_gradient.yaml"), "--model.on_divergence=clip",
             "--model.lr=1.0", "--original_ckpt", str(trained_digits.original_ckpt), "--output", str(out),
             "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-            "--evaluate=false", f"--trainer.default_root_dir={tmp_path}", *QUIET]  # fmt: skip
+            "--evaluate=false", f"--trainer.default_root_dir={tmp_path}", *QUIET]
     code, first, _ = cli(args, capsys)
     assert code == 1
     assert first.startswith("lightning_unlearn unlearn: error: UnlearningFailedError: NegativeGradient destroyed the ")
@@ -232,7 +232,7 @@ def test_empty_retain_set_is_refused(tmp_path, capsys):
         make_splits(y, y, ForgetSpec(classes=[0, 1, 2, 3]), holdout_fraction=0.1)
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"),
                           "--data.forget.classes=[0,1,2,3,4,5,6,7,8,9]", "--trainer.max_epochs=1",
-                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)
     assert code == 1 and "leaves the retained set D_r empty" in first
     assert not list(tmp_path.rglob("*.ckpt"))
 
@@ -242,7 +242,7 @@ def _unlearn(trained_digits, out: Path, root: Path, *extra: str) -> list[str]:  
     return ["unlearn", *DIGITS, "--model", "test_cli_test.CliRetainSteps", "--model.lr", "0.01",
             "--original_ckpt", str(trained_digits.original_ckpt), "--output", str(out), "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-            f"--trainer.default_root_dir={root}", *QUIET, *extra]  # fmt: skip
+            f"--trainer.default_root_dir={root}", *QUIET, *extra]
 
 
 def test_second_unlearn_in_the_same_directory_overwrites_nothing(trained_digits, tmp_path, capsys):
@@ -263,7 +263,7 @@ def test_second_unlearn_in_the_same_directory_overwrites_nothing(trained_digits,
 
 def test_second_test_with_the_same_report_directory_is_refused(trained_digits, tmp_path, capsys):
     args = ["test", *DIGITS, "--ckpt_path", str(trained_digits.original_ckpt), "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}", *QUIET]  # fmt: skip
+            f"--trainer.default_root_dir={tmp_path}", *QUIET]
     assert cli(args, capsys)[0] == 0 and (tmp_path / "metrics.json").is_file()
     before = sha256s(tmp_path)
     code, first, _ = cli(args, capsys)
@@ -278,7 +278,7 @@ def test_unwritable_output_is_found_before_training(trained_digits, tmp_path, ca
     code, first, _ = cli(_unlearn(trained_digits, blocker / "sub" / "u.ckpt", tmp_path / "root"), capsys)
     assert code == 1
     assert first == (f"lightning_unlearn unlearn: error: NotADirectoryError: Cannot write to {blocker / 'sub'}: "
-                     f"{blocker} is a file, not a directory. Choose another output path.")  # fmt: skip
+                     f"{blocker} is a file, not a directory. Choose another output path.")
     unchanged(before, tmp_path)
     if Path("/proc/self").is_dir():  # /proc refuses new files even to root
         code, first, _ = cli(_unlearn(trained_digits, Path("/proc/lu-test/u.ckpt"), tmp_path / "root"), capsys)
@@ -308,7 +308,7 @@ def _bench_config(out: Path, method_path: str, name: str = "M") -> dict:
         "methods": [{"name": name, "class_path": method_path, "init_args": {"lr": 0.01}, "max_epochs": 1}],
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": False, "zrf": False},
-    }  # fmt: skip
+    }
 
 
 def test_benchmark_ctrl_c_in_training_and_corrupt_cache(tmp_path, monkeypatch, capsys):
@@ -342,7 +342,7 @@ def test_benchmark_ctrl_c_in_training_and_corrupt_cache(tmp_path, monkeypatch, c
 # -- errors a person can act on --------------------------------------------------------------------------------------
 def test_cli_error_is_one_line_and_traceback_only_in_debug(tmp_path, capsys, monkeypatch):
     args = ["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), "--data.forget.fraction", "2",
-            f"--trainer.default_root_dir={tmp_path}", *QUIET]  # fmt: skip
+            f"--trainer.default_root_dir={tmp_path}", *QUIET]
     code, first, err = cli(args, capsys)
     assert code == 2
     assert first == "lightning_unlearn fit: error: ValueError: `fraction` must be in (0, 1), got 2.0."
@@ -373,14 +373,14 @@ def test_error_line_picks_the_package_message():
 
 def test_directory_given_as_checkpoint_or_indices_file(trained_digits, tmp_path, capsys):
     code, first, _ = cli(["test", *DIGITS, "--ckpt_path", str(trained_digits.original_ckpt.parent),
-                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)
     assert code == 1 and first.startswith(
         f"lightning_unlearn test: error: IsADirectoryError: Checkpoint {trained_digits.original_ckpt.parent} is a "
         "directory: pass the checkpoint file itself (found inside: "
     )
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"),
                           f"--data.forget.indices_file={tmp_path}", f"--trainer.default_root_dir={tmp_path / 'r'}",
-                          *QUIET], capsys)  # fmt: skip
+                          *QUIET], capsys)
     assert code == 1 and f"Forget indices file {tmp_path} is a directory" in first
 
 
@@ -388,7 +388,7 @@ def test_text_file_as_checkpoint(tmp_path, capsys):
     text = tmp_path / "notes.ckpt"
     text.write_text("this is not a checkpoint\n")
     code, first, _ = cli(["test", *DIGITS, "--ckpt_path", str(text), f"--trainer.default_root_dir={tmp_path}", *QUIET],
-                         capsys)  # fmt: skip
+                         capsys)
     assert code == 1
     assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {text} is not a PyTorch checkpoint")
     assert "state_dict" not in first  # no advice that the next message would refuse
@@ -401,7 +401,7 @@ def test_head_contradicting_recorded_classes(trained_digits, tmp_path):
 
     bad = _with_meta(trained_digits.original_ckpt, tmp_path / "bad.ckpt", cut_head)
     with pytest.raises(CheckpointError, match="inconsistent: its head has 5 outputs but its recorded backbone config "
-                                              "says num_classes=10"):  # fmt: skip
+                                              "says num_classes=10"):
         load_backbone(bad, DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=16, batch_size=64))
 
 
@@ -409,19 +409,19 @@ def test_test_with_a_model_config_of_another_architecture(trained_digits, tmp_pa
     model = ["-c", str(CONFIGS / "model/allcnn.yaml")]
     # a checkpoint whose recorded hyper-parameters do not parse as the configured model (saved outside the CLI)
     code, first, _ = cli(["test", *DIGITS, *model, "--ckpt_path", str(trained_digits.original_ckpt),
-                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+                          f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)
     assert code == 2
     assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {trained_digits.original_ckpt} cannot be "
-                            "restored into the configured model")  # fmt: skip
+                            "restored into the configured model")
     assert "Leave out the model config" in first
     # a `fit` checkpoint of a narrower All-CNN: its hyper-parameters parse, its weights do not fit
     narrow = ["--model.init_args.backbone.init_args.width=0.125"]
     main(["fit", *DIGITS, *model, *narrow, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
-          "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path / 'fit'}", *QUIET])  # fmt: skip
+          "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path / 'fit'}", *QUIET])
     ckpt = next((tmp_path / "fit").rglob("*.ckpt"))
     before = sha256s(ckpt)
     code, first, _ = cli(["test", *DIGITS, *model, "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={tmp_path}",
-                          *QUIET], capsys)  # fmt: skip
+                          *QUIET], capsys)
     assert code == 1
     assert first.startswith(f"lightning_unlearn test: error: CheckpointError: {ckpt} does not fit the configured model")
     assert "Leave out the model config" in first
@@ -454,17 +454,17 @@ def test_forget_mode_on_the_command_line_replaces_the_configs(options, spec, tmp
 def test_forget_override_runs_and_two_modes_are_still_refused(tmp_path, capsys):
     assert forget_mode_overrides(["fit", "--data.forget.fraction=0.1"]) == [
         "fit", "--data.init_args.forget=null", '--data.init_args.forget={"fraction": 0.1}'
-    ]  # fmt: skip
+    ]
     code, _, err = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), "--data.forget.fraction", "0.1",
                         "--model.init_args.backbone.init_args.width=0.125", "--trainer.max_epochs=1",
                         "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0",
-                        f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)  # fmt: skip
+                        f"--trainer.default_root_dir={tmp_path}", *QUIET], capsys)
     assert code == 0, err[-2000:]
     meta = read_checkpoint(next(tmp_path.rglob("*.ckpt")))[META_KEY]
     assert meta["splits"]["forget_spec"] == {"fraction": 0.1}
     code, first, _ = cli(["fit", *DIGITS, "-c", str(CONFIGS / "model/allcnn.yaml"), "--data.forget.fraction", "0.1",
                           "--data.forget.classes", "[2]", f"--trainer.default_root_dir={tmp_path / 'two'}", *QUIET],
-                         capsys)  # fmt: skip
+                         capsys)
     assert code == 2 and "ForgetSpec needs exactly one mode" in first, first
 
 
@@ -529,7 +529,7 @@ def _adapter_ckpt(path: Path, class_path: str, arch: str, model_kwargs: dict) ->
     configs/data/digits.yaml's input."""
     init = {"arch": arch, "num_classes": 10, "in_channels": 1, "image_size": 16, "model_kwargs": model_kwargs}
     torch.save({META_KEY: {"version": 1, "backbone": {"class_path": class_path, "init_args": init}},
-                "state_dict": {"model.head.weight": torch.zeros(10, 4)}}, path)  # fmt: skip
+                "state_dict": {"model.head.weight": torch.zeros(10, 4)}}, path)
     return path
 
 
@@ -574,7 +574,7 @@ def test_checkpoint_with_loading_model_kwargs_is_one_cli_error_line(tmp_path, mo
     path = _adapter_ckpt(tmp_path / "crafted.ckpt", "TimmBackbone", "resnet10t", {"checkpoint_path": "/etc/hostname"})
     _never_build(monkeypatch)
     code, first, err = cli(["test", *DIGITS, "--ckpt_path", str(path), f"--trainer.default_root_dir={tmp_path}",
-                            *QUIET], capsys)  # fmt: skip
+                            *QUIET], capsys)
     assert code == 1, err
     assert first.startswith("lightning_unlearn test: error: ") and "model_kwargs['checkpoint_path']" in first
     assert "Traceback" not in err

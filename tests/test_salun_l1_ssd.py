@@ -219,14 +219,14 @@ def _batch_sums(model, dm, idx, importance: str, batch_size: int = 32) -> tuple[
 
 
 @pytest.mark.parametrize(("importance", "full_order"), [("batch", "reference"), ("per_sample", "reference"),
-                                                        ("batch", "interleaved")])  # fmt: skip
+                                                        ("batch", "interleaved")])
 def test_ssd_changes_exactly_the_selected_weights_by_the_stated_factor(importance: str, full_order: str) -> None:
     dm, model = tiny_dm(), tiny()
     model.train()
     before = params(model)
     alpha, lam = (3.0, 0.7) if importance == "batch" else (1.5, 0.7)
     method = SelectiveSynapticDampening(model, alpha=alpha, lam=lam, importance=importance, batch_size=32,
-                                        full_order=full_order)  # fmt: skip
+                                        full_order=full_order)
     quiet_trainer(max_epochs=3).fit(method, datamodule=dm)
     assert method.current_epoch == 1  # one pass, whatever max_epochs says
     # importances recomputed independently (no augmentation, eval mode): D_f's batches; D's batches are D_r's sorted by
@@ -274,7 +274,7 @@ def test_ssd_reference_order_caps_the_importance_ratio(importance: str) -> None:
     method = SelectiveSynapticDampening(tiny(), alpha=cap * (1 + 1e-4), importance=importance, batch_size=32)
     quiet_trainer(max_epochs=1).fit(method, datamodule=dm)
     ratio = torch.cat([(method.importances["forget"][n] / method.importances["full"][n]).flatten()
-                       for n in method.importances["forget"]])  # fmt: skip
+                       for n in method.importances["forget"]])
     assert float(ratio.nan_to_num(0.0).max()) <= cap * (1 + 1e-5)
     assert sum(int(m.sum()) for m in method.selected.values()) == 0
     assert all(torch.equal(a, b) for a, b in zip(params(tiny()).values(), params(method.unlearned_backbone()).values()))
@@ -282,7 +282,7 @@ def test_ssd_reference_order_caps_the_importance_ratio(importance: str) -> None:
         old = SelectiveSynapticDampening(tiny(), alpha=cap, batch_size=32, full_order="interleaved")
         quiet_trainer(max_epochs=1).fit(old, datamodule=dm)
         ratio = torch.cat([(old.importances["forget"][n] / old.importances["full"][n]).flatten()
-                           for n in old.importances["forget"]])  # fmt: skip
+                           for n in old.importances["forget"]])
         assert float(ratio.nan_to_num(0.0).max()) > 3 * cap
 
 
@@ -322,7 +322,7 @@ def test_yaml_configs_run_from_the_cli(name: str, trained_digits, tmp_path: Path
             "unlearn", "-c", str(CONFIGS / "data/digits.yaml"), "-c", str(CONFIGS / f"unlearn/{name}.yaml"),
             "--original_ckpt", str(trained_digits.original_ckpt), f"--trainer.default_root_dir={tmp_path}",
             "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu", *extra, *QUIET,
-        ]  # fmt: skip
+        ]
     )
     unlearned, _ = load_backbone(tmp_path / "unlearned.ckpt", trained_digits.datamodule())
     assert all(torch.isfinite(p).all() for p in unlearned.parameters())

@@ -39,7 +39,7 @@ def mini(out: Path, **changes) -> Path:
         "trainer": {"accelerator": "cpu", "num_threads": 1},
         "evaluator": {"mia": True, "zrf": False},
         **changes,
-    }  # fmt: skip
+    }
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -79,7 +79,7 @@ def test_ray_benchmark_matches_local(tmp_path, local_ray):
     # the Ray run's files are the local executor's: a rerun with the local executor redoes nothing
     again = run_benchmark(load_config(mini(tmp_path / "ray")))
     assert len(again["rows"]) == 4 and all(r["finished_at"] == s["finished_at"] for r, s in
-                                           zip(sorted(again["rows"], key=key), sorted(remote["rows"], key=key)))  # fmt: skip
+                                           zip(sorted(again["rows"], key=key), sorted(remote["rows"], key=key)))
 
 
 def _flaky(marker: str) -> str:
@@ -126,7 +126,7 @@ def test_ray_executor_retries_and_records(tmp_path, local_ray):
                           Job("late", _write_late, {"path": str(tmp_path / "late")}),
                           Job("after_late", _exists, {"path": str(tmp_path / "late")}, after=("late",)),
                           Job("after_bad", _exists, {"path": "."}, after=("bad",))],
-                         on_done=lambda r: done.append(r.key))  # fmt: skip
+                         on_done=lambda r: done.append(r.key))
         assert sorted(done) == ["after_bad", "after_late", "bad", "dies", "flaky", "late"]
         assert [r.key for r in res] == ["flaky", "dies", "bad", "late", "after_late", "after_bad"]
         assert res[4].ok and res[4].value is True  # started only once "late" had ended
@@ -159,11 +159,11 @@ def test_executor_and_logger_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(so, "cuda_available", lambda: False)
     assert executor_settings(auto)[1].num_gpus == 0.0
     cfg = load_config(mini(tmp_path / "b", executor={"name": "ray", "address": "auto", "resources": {"num_cpus": 3}},
-                           trainer={"accelerator": "gpu"}))  # fmt: skip
+                           trainer={"accelerator": "gpu"}))
     spec, res, threads = executor_settings(cfg)
     assert spec == {"name": "ray", "address": "auto"} and (res.num_cpus, res.num_gpus) == (3.0, 1.0) and threads == 3
     for bad, match in (({"name": "dask"}, "unknown executor 'dask'"), ({"name": "ray", "resources": {"gpus": 1}},
-                       "unknown key.*gpus"), ({"name": "ray", "resources": {"num_cpus": 0}}, "num_cpus must be > 0")):  # fmt: skip
+                       "unknown key.*gpus"), ({"name": "ray", "resources": {"num_cpus": 0}}, "num_cpus must be > 0")):
         with pytest.raises(BenchmarkConfigError, match=match):
             load_config(mini(tmp_path / "c", executor=bad))
     run_dir = tmp_path / "a" / "runs" / "x"
@@ -195,7 +195,7 @@ def test_group_rows_one_job_per_group(tmp_path):
     methods = [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
                 "max_epochs": 1},
                {"name": "Broken", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": -1.0},
-                "max_epochs": 1}]  # fmt: skip
+                "max_epochs": 1}]
     cfg = load_config(mini(tmp_path / "g", methods=methods, executor={"name": "local", "group_rows": True}))
     assert executor_settings(cfg)[0] == {"name": "local"}  # not an option of the executor
     result = run_benchmark(cfg)
@@ -205,7 +205,7 @@ def test_group_rows_one_job_per_group(tmp_path):
     plan = make_plan(cfg)
     group = plan.groups[0]
     again = group_rows_job(cfg, group, ["Original", "Finetune"], plan.models[group.original_key],
-                           plan.models[group.gold_key])  # fmt: skip
+                           plan.models[group.gold_key])
     first = {r["method"]: r for r in result["rows"]}
     # the group job failed as a whole (its worker died): a row it had finished is kept, the others are failures
     from lightning_unlearn.benchmark.batch import row_after_failed_group

@@ -111,7 +111,7 @@ def _fit_recording(reference, lr=0.05, epochs=3):
     """SCRUB+R on digits; a callback keeps the weights after every epoch and the D_f error of each."""
     dm = _dm()
     method = SCRUB(_net(), lr=lr, momentum=0.0, msteps=epochs, forget_batch_size=32, batch_size=128, alpha=0.5,
-                   gamma=1.0, rewind=True, rewind_reference=reference)  # fmt: skip
+                   gamma=1.0, rewind=True, rewind_reference=reference)
     states, errors = [], []
 
     class Keep(pl.Callback):
@@ -170,7 +170,7 @@ def test_cli_yaml(trained_digits, tmp_path):
             "--trainer.max_epochs=1", "--model.init_args.rewind=true", "--trainer.logger=false",
             "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
-        ]  # fmt: skip
+        ]
     )
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")
     assert meta["method"] == "SCRUB" and meta["hparams"]["msteps"] == 2 and meta["hparams"]["temperature"] == 4.0

@@ -191,7 +191,7 @@ def test_sequential_requests_forget_among_what_is_left():
     "mode, digest",
     [("classwise", "444d696a48b28ef1"), ("subclass", "9e10978511c4d6ac"), ("random", "6a9b43d6c694c29e"),
      ("indices", "12a40a35bf639e0d")],
-)  # fmt: skip
+)
 def test_a_first_request_draws_as_before(mode, digest):
     """A first request's splits (the only kind there was) are those of the code before sequential requests (digests
     computed with c7d07c8), so every split hash a checkpoint recorded stays valid."""

@@ -44,13 +44,13 @@ class _Net(pl.LightningModule):
 def _batches() -> DataLoader:
     g = torch.Generator().manual_seed(1)
     return DataLoader(TensorDataset(torch.randn(56, 4, generator=g), torch.randint(0, 3, (56,), generator=g)),
-                      batch_size=8)  # fmt: skip
+                      batch_size=8)
 
 
 def _logged(tmp_path: Path, every_step: bool, every_n: int) -> tuple[list[dict[str, str]], int]:
     logger = CSVLogger(tmp_path, name=f"run{int(every_step)}", version=0)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=logger, log_every_n_steps=every_n,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     net = _Net(every_step)
     trainer.fit(net, train_dataloaders=_batches())
     with open(Path(logger.log_dir) / "metrics.csv") as fh:

@@ -71,9 +71,9 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
 
 def test_one_nan_policy(tmp_path: Path) -> None:
     obj = {"nan": float("nan"), "inf": -math.inf, "np": np.float32(0.5), "i": np.int64(3), "b": np.bool_(True),
-           "arr": np.array([1.0, np.nan]), "t": (1, 2), 3: Path("p"), "ok": 0.25}  # fmt: skip
+           "arr": np.array([1.0, np.nan]), "t": (1, 2), 3: Path("p"), "ok": 0.25}
     assert to_json(obj) == {"nan": None, "inf": None, "np": 0.5, "i": 3, "b": True, "arr": [1.0, None], "t": [1, 2],
-                            "3": "p", "ok": 0.25}  # fmt: skip
+                            "3": "p", "ok": 0.25}
     path = write_json(tmp_path / "r.json", obj)
     assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
     assert read_json(path)["nan"] is None and read_json(tmp_path / "missing.json") is None

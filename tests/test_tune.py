@@ -102,7 +102,7 @@ def _bench_yaml(tmp_path: Path) -> Path:
                      "init_args": {"lr": 0.01}, "max_epochs": 1}],
         "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
         "evaluator": {"mia": False, "zrf": False, "plots": False},  # the gap: accuracies only
-    }  # fmt: skip
+    }
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -118,7 +118,7 @@ def _tune_yaml(tmp_path: Path, **extra: object) -> Path:
         "n_trials": 2,
         "search_space": {"Finetune": {"max_epochs": {"low": 1, "high": 2}}},
         **extra,
-    }  # fmt: skip
+    }
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -223,7 +223,7 @@ def test_tuning_uses_no_evaluation_target_and_reuses_finished_trials(tmp_path: P
     """))
     with pytest.raises(SystemExit) as info:
         cli_main(["unlearn", "-c", str(data), "-c", str(out / "best" / "Finetune.yaml"), "--original_ckpt", "x.ckpt",
-                  "--print_config"])  # fmt: skip
+                  "--print_config"])
     assert info.value.code in (0, None)
 
 
@@ -255,7 +255,7 @@ def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_p
     assert [m.name for m in only.methods] == ["Finetune (tuned)"]
     # evaluating on the tuning target itself: refused before anything is trained
     peek = B.load_config(str(bench_yaml), scenarios=[{"name": "class-wise", "targets": [{"classes": [5]}]}],
-                         seeds=[7], output_dir=str(tmp_path / "peek"), **{"tuned.dir": str(best)})  # fmt: skip
+                         seeds=[7], output_dir=str(tmp_path / "peek"), **{"tuned.dir": str(best)})
     with pytest.raises(B.BenchmarkConfigError, match="cannot be called tuned"):
         B.run_benchmark(peek, stream=open(os.devnull, "w"))  # noqa: SIM115
     assert not (tmp_path / "peek" / "models").exists()

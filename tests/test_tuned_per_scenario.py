@@ -30,7 +30,7 @@ def _bench_yaml(tmp_path: Path) -> Path:
                      "init_args": {"lr": 0.01}, "max_epochs": 1}],
         "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
         "evaluator": {"mia": False, "zrf": False, "plots": False},
-    }  # fmt: skip
+    }
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -97,7 +97,7 @@ def test_tune_per_scenario_writes_a_best_file_per_scenario(tmp_path: Path) -> No
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]},
                       {"name": "random", "targets": [{"fraction": 0.1}]}],
         "seeds": [7], "n_trials": 1, "search_space": {"Finetune": {"max_epochs": {"low": 1, "high": 2}}},
-    }  # fmt: skip
+    }
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(tune))
     cfg = load_tune_config(path)

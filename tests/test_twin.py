@@ -177,7 +177,7 @@ def test_unlearning_loss_touches_only_predicted_hard_samples(mode: str, reductio
     rand = draw_other_labels(y, 4, torch.Generator().manual_seed(1))
     assert (rand != y).all()
     loss, hard_ce = twin_unlearning_loss(logits, y, hard, mode=mode, random_targets=rand, max_hard_loss=None,
-                                         hard_weight=2.0, reduction=reduction)  # fmt: skip
+                                         hard_weight=2.0, reduction=reduction)
     (grad,) = torch.autograd.grad(loss, logits)
     # group: kept rows averaged over the 4 kept, hard rows over the 2 hard; batch: both over the 6 of the batch
     keep_n, hard_n = (4, 2) if reduction == "group" else (6, 6)
@@ -192,7 +192,7 @@ def test_unlearning_loss_touches_only_predicted_hard_samples(mode: str, reductio
     assert hard_ce.item() == pytest.approx(F.cross_entropy(logits[hard], y[hard]).item(), rel=1e-5)
     # no hard sample: plain cross-entropy; the clamp stops the ascent past the bound
     plain, none = twin_unlearning_loss(logits, y, torch.zeros(6, dtype=torch.bool), mode=mode, random_targets=rand,
-                                       reduction=reduction)  # fmt: skip
+                                       reduction=reduction)
     assert plain.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6) and none.item() == 0.0
     if mode == "negative_gradient":
         clamped, _ = twin_unlearning_loss(logits, y, hard, max_hard_loss=1e-3, reduction=reduction)
@@ -285,7 +285,7 @@ def test_twin_unlearning_from_the_cli(subclass_original: Path, tmp_path: Path) -
             "--trainer.enable_progress_bar", "false",
             "--evaluate", "false",
         ]
-    )  # fmt: skip
+    )
     ckpts = list(tmp_path.rglob("unlearned.ckpt"))
     assert len(ckpts) == 1
     summary = json.loads((ckpts[0].parent / "unlearn.json").read_text())
@@ -411,7 +411,7 @@ LOOKALIKE_FORGET = ForgetSpec(classes=[0], per_class=40)
 def lookalike_original(seed: int, epochs: int = 40) -> tuple[LookalikeDataModule, AllCNN]:
     """The miniature's DataModule (``seed``: data and splits) and an original All-CNN that memorises D."""
     dm = LookalikeDataModule(forget=LOOKALIKE_FORGET, seed=seed, data_seed=seed, holdout_fraction=0.3, augment=False,
-                             batch_size=32)  # fmt: skip
+                             batch_size=32)
     dm.setup("fit")
     pl.seed_everything(seed, verbose=False)
     model = Classifier(AllCNN(num_classes=3, in_channels=1, image_size=4, width=0.25, mean=[0.5], std=[0.25]), lr=0.05)

@@ -39,7 +39,7 @@ def test_noise_raises_the_loss_it_maximises():
     shape = (32, 1, 8, 8)
     for reg in (0.0, 0.1):
         noise, history = error_maximizing_noise(net, 3, shape, steps=30, lr=0.1, reg=reg,
-                                                generator=torch.Generator().manual_seed(1))  # fmt: skip
+                                                generator=torch.Generator().manual_seed(1))
         z0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))  # the starting noise
         with torch.no_grad():
             net.eval()
@@ -131,7 +131,7 @@ def test_cli_yaml(trained_digits, tmp_path):
             # the notebook's impair lr (Adam 0.02) wrecks this small model in two batches (docs/methods/unsir.md):
             # the retain-collapse guard would stop the run, and this test is about the YAML, not the result
             "--retain_collapse=null",
-        ]  # fmt: skip
+        ]
     )
     unlearned, meta = load_backbone(tmp_path / "unlearned.ckpt")
     assert meta["method"] == "UNSIR" and meta["hparams"]["repair_lr"] == 0.01 and meta["hparams"]["noise_reg"] == 0.1

@@ -39,7 +39,7 @@ from lightning_unlearn.methods import (
 from lightning_unlearn.quiet import CLI_WARNINGS, METHOD_WARNINGS
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
-         "--trainer.logger=false"]  # fmt: skip
+         "--trainer.logger=false"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def unlearning_dm(user, forget: ForgetSpec | None = None, **kwargs) -> DatasetsD
     return DatasetsDataModule(
         up.DigitsImages(train=True), up.DigitsImages(train=False), image_size=up.IMAGE_SIZE, in_channels=1,
         mean=up.MEAN, std=up.STD, forget=forget or ForgetSpec(classes=[3]), batch_size=64, **kwargs,
-    )  # fmt: skip
+    )
 
 
 def adapted(user) -> AdaptedBackbone:
@@ -110,7 +110,7 @@ def test_normalised_images_are_refused(user):
     dm = DatasetsDataModule(
         up.DigitsImages(train=True, transform=up.transform()), up.DigitsImages(train=False, transform=up.transform()),
         image_size=16, in_channels=1, mean=up.MEAN, std=up.STD, forget=ForgetSpec(classes=[3]),
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match=r"not \[0, 1\].*without Normalize"):
         quiet_trainer(max_epochs=1).fit(Finetune(adapted(user)), datamodule=dm)
 
@@ -198,7 +198,7 @@ def recorded_wrapper(user, tmp_path_factory):
 
 
 FAST_TMU = dict(twin_epochs=1, twin_retain_fraction=0.1, cf_epochs=1, cf_fraction=0.2, classifier_epochs=5,
-                retain_fraction=0.1, af_steps=2)  # fmt: skip
+                retain_fraction=0.1, af_steps=2)
 METHODS = {
     "Amnesiac": lambda net, updates: __import__("lightning_unlearn.methods", fromlist=["x"]).Amnesiac(
         net, updates=str(updates)),
@@ -225,14 +225,14 @@ METHODS = {
         net),
     "RUM": lambda net, _: __import__("lightning_unlearn.methods", fromlist=["x"]).RUM(net),
     "SFRon": lambda net, _: __import__("lightning_unlearn.methods", fromlist=["x"]).SFRon(net),
-}  # fmt: skip
+}
 
 
 def test_every_method_is_listed():
     import lightning_unlearn.methods as methods
 
     names = {n for n in methods.__all__ if isinstance(getattr(methods, n), type)
-             and issubclass(getattr(methods, n), methods.UnlearningMethod) and n != "UnlearningMethod"}  # fmt: skip
+             and issubclass(getattr(methods, n), methods.UnlearningMethod) and n != "UnlearningMethod"}
     assert names == set(METHODS)
 
 
@@ -283,7 +283,7 @@ def test_a_registered_backbone_subclass_needs_no_record_config(tmp_path):
 
     class Mine(Backbone):
         def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 16, width: int = 8,
-                     mean: list[float] | None = None, std: list[float] | None = None) -> None:  # fmt: skip
+                     mean: list[float] | None = None, std: list[float] | None = None) -> None:
             super().__init__(num_classes, in_channels, image_size, mean, std)
             self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
             self.head = nn.Linear(width, num_classes)
@@ -293,7 +293,7 @@ def test_a_registered_backbone_subclass_needs_no_record_config(tmp_path):
 
     net = Mine(width=5, mean=[0.5], std=[0.25])
     assert net.config()["init_args"] == {"num_classes": 10, "in_channels": 1, "image_size": 16, "width": 5,
-                                         "mean": [0.5], "std": [0.25]}  # fmt: skip
+                                         "mean": [0.5], "std": [0.25]}
     register_backbone(Mine)
     try:
         save_checkpoint(tmp_path / "mine.ckpt", net, {"version": 1, "role": "original", "splits": None})
@@ -327,7 +327,7 @@ def test_cli_unlearns_the_users_checkpoint_by_their_class_and_exports_it_back(us
           "--data.holdout_indices", str(holdout), "--data.forget.classes", "[3]", "--model", "Finetune",
           "--original_ckpt", str(user.ckpt), "--arch", "user_project.SmallCNN", "--export", "native",
           "--output", str(out), "--trainer.max_epochs", "1", "--evaluate", "false",
-          f"--trainer.default_root_dir={tmp_path}", *QUIET])  # fmt: skip
+          f"--trainer.default_root_dir={tmp_path}", *QUIET])
     native = out.with_name("unlearned.native.ckpt")
     lit = up.LitClassifier.load_from_checkpoint(native)
     unlearned, meta = load_backbone(out)
@@ -345,13 +345,13 @@ def test_a_grey_stem_resnet18_is_named_by_the_users_factory(tmp_path):
     lit = up.LitClassifier(arch="resnet18")
     ckpt = tmp_path / "resnet.ckpt"
     torch.save({"state_dict": lit.state_dict(), "pytorch-lightning_version": pl.__version__,
-                "hyper_parameters": dict(lit.hparams)}, ckpt)  # fmt: skip
+                "hyper_parameters": dict(lit.hparams)}, ckpt)
     out = tmp_path / "out" / "unlearned.ckpt"
     main(["unlearn", "--data", "user_project.DigitsForUnlearning", "--data.image_size", "16",
           "--data.forget.classes", "[3]", "--model", "Finetune", "--original_ckpt", str(ckpt),
           "--arch", "user_project:grey_resnet18", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
           "--retain_collapse", "null", "--evaluate", "false", "--output", str(out),
-          f"--trainer.default_root_dir={tmp_path}", *QUIET])  # fmt: skip
+          f"--trainer.default_root_dir={tmp_path}", *QUIET])
     unlearned, meta = load_backbone(out)
     assert meta["backbone"]["class_path"] == "user_project:grey_resnet18"
     assert tuple(unlearned.net.conv1.weight.shape) == (64, 1, 3, 3)
@@ -368,7 +368,7 @@ def test_methods_behave_like_lightning_modules(user, tmp_path):
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="train/loss", mode="min")
     evaluator = UnlearningEvaluator(mia=False, zrf=False, output_dir=str(tmp_path / "eval"))
     trainer = quiet_trainer(max_epochs=2, callbacks=[stop, best, evaluator], enable_checkpointing=True,
-                            log_every_n_steps=50)  # fmt: skip
+                            log_every_n_steps=50)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         trainer.fit(method, datamodule=dm)
@@ -429,22 +429,22 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
     fast = ["--trainer.max_epochs", "1", *QUIET]
     model = ["-c", "configs/model/allcnn.yaml", "--model.backbone.init_args.width", "0.25"]
     main(["fit", "-c", "configs/data/digits.yaml", *model, "--trainer.max_epochs", "3",
-          "--trainer.default_root_dir", "runs/o", *QUIET])  # fmt: skip
+          "--trainer.default_root_dir", "runs/o", *QUIET])
     main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/o/original.ckpt", "--evaluate", "false",
-          "--output", "runs/r1/unlearned.ckpt", "--trainer.default_root_dir", "runs/r1", *fast])  # fmt: skip
+          "--output", "runs/r1/unlearned.ckpt", "--trainer.default_root_dir", "runs/r1", *fast])
     retain1 = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=16).splits.retain
     picked = retain1[np.linspace(0, len(retain1) - 1, 100).astype(int)]
     Path("request2.json").write_text(json.dumps(picked.tolist()))
     request2 = ["--data.forget.indices_file", "request2.json"]
     main(["fit", "-c", "configs/data/digits.yaml", *model, *request2,
           "--data.previous_ckpt", "runs/r1/unlearned.ckpt", "--data.train_on", "retain",
-          "--trainer.default_root_dir", "runs/g2", *fast])  # fmt: skip
+          "--trainer.default_root_dir", "runs/g2", *fast])
     main(["unlearn", *data, *request2, "--model", "NegativeGradient", "--original_ckpt", "runs/r1/unlearned.ckpt",
           "--gold_ckpt", "runs/g2/gold.ckpt", "--output", "runs/r2/unlearned.ckpt",
-          "--trainer.default_root_dir", "runs/r2", "--retain_collapse", "null", *fast])  # fmt: skip
+          "--trainer.default_root_dir", "runs/r2", "--retain_collapse", "null", *fast])
     main(["unlearn", *data, "--data.forget.fraction", "0.03", "--model", "Finetune",
           "--original_ckpt", "runs/r2/unlearned.ckpt", "--evaluate", "false", "--output", "runs/r3/unlearned.ckpt",
-          "--trainer.default_root_dir", "runs/r3", "--export", "native", *fast])  # fmt: skip
+          "--trainer.default_root_dir", "runs/r3", "--export", "native", *fast])
     native = torch.load("runs/r3/unlearned.native.pt", weights_only=True)  # a model of this package: its state_dict
     assert all(torch.equal(native[k], v) for k, v in load_backbone("runs/r3/unlearned.ckpt")[0].state_dict().items())
 
@@ -468,7 +468,7 @@ def test_three_deletion_requests_from_the_cli(tmp_path, monkeypatch):
     nothing_left = r"selects no training sample \(every sample it names was forgotten by an earlier request\)"
     with pytest.raises(ValueError, match=nothing_left):
         main(["unlearn", *data, "--model", "Finetune", "--original_ckpt", "runs/r1/unlearned.ckpt",
-              "--output", "runs/again/unlearned.ckpt", *fast])  # fmt: skip
+              "--output", "runs/again/unlearned.ckpt", *fast])
     assert not Path("runs/again").exists()
 
 

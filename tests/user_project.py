@@ -82,7 +82,7 @@ class SmallCNN(nn.Module):
             nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        )  # fmt: skip
+        )
         self.fc = nn.Linear(2 * width * 16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

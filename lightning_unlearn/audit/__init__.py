@@ -39,7 +39,7 @@ __all__ = ["AuditConfig", "AuditConfigError", "AuditError", "ULiRAResult", "atta
            "build_parser", "challenge_score", "epsilon_from_rates", "evaluate_scores", "fit_gaussians",
            "forgetting_quality", "load_config", "logit_confidence", "main", "model_confidences", "per_example_epsilon",
            "run_audit",
-           "threshold_attack_rates", "ulira"]  # fmt: skip
+           "threshold_attack_rates", "ulira"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from lightning_unlearn.audit.ulira import AuditError
 
 __all__ = ["bin_index", "challenge_score", "epsilon_from_rates", "example_epsilon", "forgetting_quality",
            "forgetting_quality_from_scores", "max_epsilon", "per_example_epsilon",
-           "threshold_attack_rates"]  # fmt: skip
+           "threshold_attack_rates"]
 
 DELTA = 1e-5  #: the challenge's delta (``metric.DELTA``)
 EPSILON_CAP = 50.0  #: the largest epsilon (``metric.EPSILON_CAP``): 0 points
@@ -92,7 +92,7 @@ def threshold_attack_rates(positive: np.ndarray, negative: np.ndarray) -> tuple[
     at_or_below = [_lefts_at_or_below(x, lo, hi, n_left) for x in (narrow, wide)]
     js = np.minimum(np.concatenate([np.zeros((len(right), 1), np.int64), *at_or_below], axis=1), n_left - 1)
     inside = [np.maximum(np.searchsorted(x, right, "right")[:, None] - _count_below(a, js, n_left), 0)
-              for x, a in zip((narrow, wide), at_or_below, strict=True)]  # fmt: skip
+              for x, a in zip((narrow, wide), at_or_below, strict=True)]
     fpr_d, fnr_d = _distinct(len(narrow), len(wide), inside[0], inside[1])
     return np.concatenate([fpr_d, fpr_s]), np.concatenate([fnr_d, fnr_s])
 
@@ -168,14 +168,14 @@ def forgetting_quality(eps: np.ndarray, num_models: int | np.ndarray) -> float:
 
 
 def challenge_score(eps: np.ndarray, num_models: int | np.ndarray, ra_u: float, ra_r: float, ta_u: float,
-                    ta_r: float) -> dict[str, Any]:  # fmt: skip
+                    ta_r: float) -> dict[str, Any]:
     """``F * (RA_u / RA_r) * (TA_u / TA_r)`` and its parts (accuracies: means over the unlearned / retrained models)."""
     f = forgetting_quality(eps, num_models)
     if ra_r <= 0 or ta_r <= 0:
         raise AuditError(f"the retrained models' retain/test accuracy must be > 0, got {ra_r}, {ta_r}")
     ra, ta = ra_u / ra_r, ta_u / ta_r
     return {"F": f, "RA_ratio": ra, "TA_ratio": ta, "score": f * ra * ta, "epsilon_median": float(np.median(eps)),
-            "epsilon_mean": float(np.mean(eps)), "examples": int(len(eps))}  # fmt: skip
+            "epsilon_mean": float(np.mean(eps)), "examples": int(len(eps))}
 
 
 def _columns(u: np.ndarray, r: np.ndarray, f: np.ndarray, weight: np.ndarray | None = None) -> tuple[list, list]:
@@ -210,12 +210,12 @@ def forgetting_quality_from_scores(
     u, r, f = np.asarray(unlearned, float), np.asarray(retrained, float), np.asarray(forgotten, bool)
     if not u.shape == r.shape == f.shape or u.ndim != 2:
         raise AuditError(f"unlearned, retrained, forgotten must share one (K, M) shape; got {u.shape}, {r.shape}, "
-                         f"{f.shape}")  # fmt: skip
+                         f"{f.shape}")
     ok = f & np.isfinite(u) & np.isfinite(r)
     cols = np.flatnonzero(ok.sum(0) >= min_models)
     if len(cols) == 0:
         raise AuditError(f"no example is forgotten in {min_models} or more of the {u.shape[0]} shadow models with both "
-                         "outputs; use more shadow models or larger forget sets")  # fmt: skip
+                         "outputs; use more shadow models or larger forget sets")
     u, r, f = u[:, cols], r[:, cols], ok[:, cols]
     eps = per_example_epsilon(*_columns(u, r, f), delta=delta)
     n = f.sum(0)

@@ -79,7 +79,7 @@ def build_parser() -> Any:
         p, data_skip=DATA_SKIP, methods_required=False,
         data_help="The pool: the DataModule's training set (forget/seed/holdout set per shadow).",
         methods_help="List of {name, class_path, init_args, max_epochs, trainer}: the methods under audit.",
-    )  # fmt: skip
+    )
     p.add_argument("--shadow_models", type=int, default=16, help="N: shadow originals (each on a random half).")
     p.add_argument("--targets", type=int, default=100, help="Size of the target set T drawn from the pool.")
     p.add_argument("--forget_per_model", type=int, default=50, help="Forget set size per shadow (drawn from T).")
@@ -96,7 +96,7 @@ def build_parser() -> Any:
     add_run_arguments(p)
     p.add_argument("--num_cpus", type=float | None, default=None, help="Older spelling of executor.resources.num_cpus.")
     p.add_argument("--num_gpus", type=float | None, default=None, help="Older spelling of executor.resources.num_gpus.")
-    return p  # fmt: skip
+    return p
 
 
 def load_config(source: str | Path | Sequence[str] | None = None, **overrides: Any) -> AuditConfig:
@@ -116,7 +116,7 @@ def config_from_namespace(ns: Any) -> AuditConfig:
         seed=int(d["seed"]), baselines=list(d["baselines"]), evaluations=list(d["evaluations"]),
         delta=float(d["delta"]), variance=d["variance"], bootstrap=int(d["bootstrap"]), executor=d["executor"],
         num_cpus=d.get("num_cpus"), num_gpus=d.get("num_gpus"), quiet=bool(d["quiet"]), source=source,
-    )  # fmt: skip
+    )
     validate_config(cfg)
     return cfg
 
@@ -143,7 +143,7 @@ def validate_config(cfg: AuditConfig) -> None:
     for m in cfg.methods:
         if m.needs_recorded_updates:
             raise ConfigError(f"method {m.name!r} needs updates recorded during training; the audit does not record "
-                              "them yet: remove it from `methods`.")  # fmt: skip
+                              "them yet: remove it from `methods`.")
     if not 0 < cfg.delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {cfg.delta}.")
     if cfg.trainer.devices != 1:

@@ -34,7 +34,7 @@ __all__ = ["score_job", "train_job", "unlearn_job"]
 
 def _finish(entry: ModelEntry, extra: dict[str, Any]) -> None:
     write_model_info(entry.dir, {"role": entry.role, "row": entry.row, "shadow": entry.shadow,
-                                 "key_content": entry.key_content, **extra}, [entry.ckpt])  # fmt: skip
+                                 "key_content": entry.key_content, **extra}, [entry.ckpt])
 
 
 def train_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, threads: int | None = None) -> float:
@@ -45,13 +45,13 @@ def train_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, threads: int 
     with quiet(cfg.quiet):
         dm = shadow_datamodule(cfg, shadow, train_on="all" if entry.role == "original" else "retain")
         seconds = train_classifier(dm, cfg.backbone, cfg.training, entry.role, entry.seed, entry.ckpt,
-                                   trainer_kwargs(cfg.trainer, entry.dir))  # fmt: skip
+                                   trainer_kwargs(cfg.trainer, entry.dir))
     _finish(entry, {"train_time_s": seconds})
     return seconds
 
 
 def unlearn_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, original: str, gold: str,
-                threads: int | None = None) -> float:  # fmt: skip
+                threads: int | None = None) -> float:
     """Run ``entry.method`` from shadow k's original through ``UnlearnTrainer.unlearn``; returns its unlearning time."""
     if entry.method is None:
         raise ValueError(f"{entry.name} is not an unlearned model")
@@ -60,7 +60,7 @@ def unlearn_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, original: s
     with quiet(cfg.quiet):
         dm = shadow_datamodule(cfg, shadow)
         summary = unlearn(entry.method, dm, entry.seed, original, gold, entry.ckpt,
-                          trainer_kwargs(cfg.trainer, entry.dir), evaluate=False)  # fmt: skip
+                          trainer_kwargs(cfg.trainer, entry.dir), evaluate=False)
     seconds = float(summary["unlearn_time_s"])
     _finish(entry, {"unlearn_time_s": seconds})
     return seconds
@@ -77,7 +77,7 @@ def _logits(net: Any, loader: Any, device: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def score_job(cfg: AuditConfig, entry: ModelEntry, shadow: Shadow, targets: list[int],
-              threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+              threads: int | None = None) -> dict[str, Any]:
     """``phi`` (logit-scaled true-class confidence) of the model on every target, and its accuracies on D_r, D_f and
     the test set; written to ``scores.json`` with the digest of the scored checkpoint."""
     set_threads(threads)

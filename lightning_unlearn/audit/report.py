@@ -52,7 +52,7 @@ def audit_markdown(result: dict[str, Any]) -> str:
         "| Row | models | U-LiRA acc. (%) | AUC (%) | TPR@1%FPR | TPR@5%FPR | F [95% CI] | score | median eps | RA (%) "
         "| TA (%) | FA (%) | pop. MIA-eff. (%) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for name, row in result["rows"].items():
         ch = row.get("challenge") or {}
         score = "-" if ch.get("score") is None else f"{ch['score']:.3f}"
@@ -60,23 +60,23 @@ def audit_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['models']} | {_ci(row, 'accuracy')} | {_ci(row, 'auc')} | "
                      f"{_ci(row, 'tpr@1%fpr')} | {_ci(row, 'tpr@5%fpr')} | {_f(ch)} | {score} | {eps} | "
                      f"{_pct(row['RA'])} | {_pct(row['TA'])} | {_pct(row['FA'])} | {_pct(row.get('MIA'))} ± "
-                     f"{_pct(row.get('MIA_std'))} |")  # fmt: skip
+                     f"{_pct(row.get('MIA_std'))} |")
     errors = [(n, r["error"]) for n, r in result["rows"].items() if r.get("error")]
     if errors:
         lines += ["", "**Rows that could not be scored:**", ""] + [f"- {n}: {e}" for n, e in errors]
     if result["failures"]:
         lines += ["", f"**{len(result['failures'])} failed job(s)** (left out of the statistics; run again to retry; "
-                  "the traceback is in error.json in the model's directory):", ""]  # fmt: skip
+                  "the traceback is in error.json in the model's directory):", ""]
         lines += [f"- {f['stage']} {f['row']} on shadow {f['shadow']}: {f['error']}" for f in result["failures"]]
     ref = result["reference"]
     retrain = (result["rows"].get("Retrain") or {}).get("challenge") or {}  # the baseline row of that name
     f_ref = (f"the F of retraining itself (row Retrain) is {_f(retrain)}: the most a method can be expected to reach "
              "with these models" if retrain.get("F") is not None else "no Retrain row was audited, so F has no "
-             "reference here")  # fmt: skip
+             "reference here")
     lines += ["", f"Reference (retrained models): RA {_pct(ref['RA_r'])}%, TA {_pct(ref['TA_r'])}%, population "
               f"MIA-efficacy {_pct(ref.get('MIA_r'))}% (SalUn's SVM on confidences, D_r vs test, applied to D_f; "
               f"mean ± std over shadows); {f_ref}. A row is exposed when its U-LiRA accuracy interval lies above 50% "
-              "or its F interval lies below Retrain's.", ""]  # fmt: skip
+              "or its F interval lies below Retrain's.", ""]
     return "\n".join(lines)
 
 

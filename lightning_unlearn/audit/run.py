@@ -89,11 +89,11 @@ def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
     rows = set(cfg.rows)  # the originals are scored only when the Original row is reported
     to_score = [e for e in unique.values() if (e.row in rows or e.row == "") and cached_scores(e, plan.targets) is None]
     steps = [_step(e, "train" if e.role != "unlearned" else "unlearn") for e in to_build] + [
-        _step(e, "score") for e in to_score]  # fmt: skip
+        _step(e, "score") for e in to_score]
     progress = Progress(steps, stream=stream, prog="audit")
     progress.log(f"{cfg.shadow_models} shadow models x rows {cfg.rows}; {len(unique)} models ({len(to_build)} to "
                  f"build, {len(to_score)} to score), {len(plan.targets)} targets, {cfg.forget_per_model} forgotten per "
-                 f"shadow -> {out}")  # fmt: skip
+                 f"shadow -> {out}")
     failures: list[dict[str, Any]] = []
     settings = cfg.scale_out()
     res_kw = {"resources": settings.resources}
@@ -107,7 +107,7 @@ def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
                 progress.finish(*_step(e, stage), f"{stage} {e.row or 'gold'} shadow {e.shadow}", res.wall_s, note)
                 if not res.ok:
                     info = {"stage": stage, "row": e.row or "gold", "shadow": e.shadow, "model": e.name,
-                            "error": res.error, "traceback": res.traceback}  # fmt: skip
+                            "error": res.error, "traceback": res.traceback}
                     failures.append({k: v for k, v in info.items() if k != "traceback"})
                     e.dir.mkdir(parents=True, exist_ok=True)
                     write_json(e.dir / "error.json", info)
@@ -116,7 +116,7 @@ def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
 
         first = [e for e in to_build if e.role != "unlearned"]
         run([Job(e.name, train_job, {**common, "entry": e, "shadow": sh[e.shadow]}, **res_kw) for e in first],
-            {e.name: (e, "train") for e in first})  # fmt: skip
+            {e.name: (e, "train") for e in first})
         second = []
         for e in (e for e in to_build if e.role == "unlearned"):
             o, g = plan.models[f"{e.original}:{ORIGINAL}"], plan.gold(e.shadow)
@@ -126,13 +126,13 @@ def _run(cfg: AuditConfig, plan: ShadowPlan, stream: Any) -> dict[str, Any]:
         run(second, {j.key: (unique[j.key], "unlearn") for j in second})
         third = [Job(e.name, score_job, {**common, "entry": e, "shadow": sh[e.shadow],
                                          "targets": [int(t) for t in plan.targets]}, **res_kw)
-                 for e in to_score if model_problem(e) is None]  # fmt: skip
+                 for e in to_score if model_problem(e) is None]
         run(third, {j.key: (unique[j.key], "score") for j in third})
     result = summarise(cfg, plan, failures)
     result["files"] = write_reports(result, out)
     progress.log(f"done in {hms(time.perf_counter() - progress.start)}"
                  + (f", {len(failures)} job(s) FAILED (listed in audit.md)" if failures else "")
-                 + f". Report: {out / 'audit.md'}")  # fmt: skip
+                 + f". Report: {out / 'audit.md'}")
     return result
 
 
@@ -157,7 +157,7 @@ def summarise(cfg: AuditConfig, plan: ShadowPlan, failures: list[dict[str, Any]]
     gold_mat, gold_acc = _matrix(plan, [plan.gold(k) for k in k_all])
     ref = {"RA_r": float(np.mean(gold_acc["RA"])) if gold_acc["RA"] else float("nan"),
            "TA_r": float(np.mean(gold_acc["TA"])) if gold_acc["TA"] else float("nan"),
-           "MIA_r": _mean(gold_acc["MIA"])}  # fmt: skip
+           "MIA_r": _mean(gold_acc["MIA"])}
     rows: dict[str, Any] = {}
     for row in cfg.rows:
         mat, acc = _matrix(plan, [plan.row_model(row, k) for k in k_all])
@@ -168,13 +168,13 @@ def summarise(cfg: AuditConfig, plan: ShadowPlan, failures: list[dict[str, Any]]
             entry.update(evaluate_scores(mat, gold_mat, forgotten, never_seen, evaluations=cfg.evaluations,
                                          accuracies={"RA_u": entry["RA"], "TA_u": entry["TA"], **ref},
                                          delta=cfg.delta, variance=cfg.variance, bootstrap=cfg.bootstrap,
-                                         seed=cfg.seed))  # fmt: skip
+                                         seed=cfg.seed))
         except AuditError as err:
             entry["error"] = str(err)
         rows[row] = entry
     return {"config": cfg.source, "pool_size": plan.pool_size, "targets": len(plan.targets),
             "shadow_models": len(plan.shadows), "forget_per_model": cfg.forget_per_model, "reference": ref,
-            "rows": rows, "failures": failures}  # fmt: skip
+            "rows": rows, "failures": failures}
 
 
 def _mean(v: list[float]) -> float:

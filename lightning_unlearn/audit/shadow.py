@@ -35,7 +35,7 @@ from lightning_unlearn.experiment import (
 from lightning_unlearn.experiment import model_problem as stored_model_problem
 
 __all__ = ["ModelEntry", "Shadow", "ShadowPlan", "cached_scores", "make_shadow_plan", "model_problem",
-           "shadow_datamodule"]  # fmt: skip
+           "shadow_datamodule"]
 
 RETRAIN_SEED_OFFSET = 100_003  #: the Retrain row's models: an independent retraining (another seed) on each D_r
 
@@ -104,7 +104,7 @@ def shadow_datamodule(cfg: AuditConfig, shadow: Shadow | None, train_on: str = "
     if shadow is None:
         return build_datamodule(cfg.data, None, cfg.seed, holdout_fraction=0.0)
     return build_datamodule(cfg.data, ForgetSpec(indices=list(shadow.forget)), shadow.seed, train_on,
-                            holdout_fraction=shadow.holdout_fraction)  # fmt: skip
+                            holdout_fraction=shadow.holdout_fraction)
 
 
 def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
@@ -120,7 +120,7 @@ def make_shadow_plan(cfg: AuditConfig) -> ShadowPlan:
             raise ConfigError(f"target_classes={cfg.target_classes}: the pool has no example of these classes.")
     if cfg.targets > len(candidates):
         raise ConfigError(f"targets={cfg.targets} is larger than the {len(candidates)} pool examples it is drawn "
-                               f"from; use targets <= {len(candidates)}.")  # fmt: skip
+                               f"from; use targets <= {len(candidates)}.")
     half = n // 2
     if cfg.forget_per_model > half:
         raise ConfigError(
@@ -165,10 +165,10 @@ def _add_models(cfg: AuditConfig, plan: ShadowPlan) -> None:
             return entry
 
         orig = add("original", ORIGINAL, sh.seed, model_key_content(data, cfg.backbone, cfg.training, "original",
-                                                                    sh.seed, train_indices=sh.train_hash))  # fmt: skip
+                                                                    sh.seed, train_indices=sh.train_hash))
         gold_split = {"train_indices": sh.hashes["retain"], "forget": sh.hashes["forget"]}
         gold = add("gold", "", sh.seed, model_key_content(data, cfg.backbone, cfg.training, "gold", sh.seed,
-                                                          **gold_split))  # fmt: skip
+                                                          **gold_split))
         if RETRAIN in cfg.baselines:
             s2 = sh.seed + RETRAIN_SEED_OFFSET
             add("gold", RETRAIN, s2, model_key_content(data, cfg.backbone, cfg.training, "gold", s2, **gold_split))

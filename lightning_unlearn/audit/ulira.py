@@ -45,7 +45,7 @@ def logit_confidence(logits: Tensor | np.ndarray, labels: Tensor | np.ndarray) -
 
 
 def model_confidences(models: Any, inputs: Tensor, labels: Tensor, batch_size: int = 1024,
-                      device: str = "cpu") -> np.ndarray:  # fmt: skip
+                      device: str = "cpu") -> np.ndarray:
     """``(K, M)`` :func:`logit_confidence` of each of your K models (``nn.Module`` returning logits, put in eval mode)
     on M examples: the input of :func:`ulira` and :func:`~lightning_unlearn.audit.evaluate_scores`."""
     rows = []
@@ -53,7 +53,7 @@ def model_confidences(models: Any, inputs: Tensor, labels: Tensor, batch_size: i
         net = net.to(device).eval()
         with torch.no_grad():
             z = torch.cat([net(inputs[i : i + batch_size].to(device)).float().cpu()
-                           for i in range(0, len(inputs), batch_size)])  # fmt: skip
+                           for i in range(0, len(inputs), batch_size)])
         rows.append(logit_confidence(z, labels))
     return np.stack(rows)
 
@@ -152,7 +152,7 @@ class ULiRAResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "ci95": {k: list(v) for k, v in self.ci.items()}, "games": self.games,
-                "examples": self.examples, "variance": self.variance}  # fmt: skip
+                "examples": self.examples, "variance": self.variance}
 
 
 def ulira(
@@ -183,7 +183,7 @@ def ulira(
     ns = f if never_seen is None else np.asarray(never_seen, dtype=bool)
     if not (u.shape == r.shape == f.shape == ns.shape) or u.ndim != 2:
         raise AuditError(f"unlearned, retrained, forgotten, never_seen must share one (K, M) shape; got "
-                         f"{u.shape}, {r.shape}, {f.shape}, {ns.shape}")  # fmt: skip
+                         f"{u.shape}, {r.shape}, {f.shape}, {ns.shape}")
     if (f & ~ns).any():
         raise AuditError(
             "an example is marked forgotten but seen by the retrained model: never_seen must include forgotten"
@@ -191,7 +191,7 @@ def ulira(
     k_models = u.shape[0]
     if k_models < min_samples + 1:
         raise AuditError(f"U-LiRA needs at least {min_samples + 1} shadow models (min_samples={min_samples} to fit "
-                         f"on, one held out); got {k_models}. Raise `shadow_models`.")  # fmt: skip
+                         f"on, one held out); got {k_models}. Raise `shadow_models`.")
     in_mask = f & np.isfinite(u)
     out_mask = ns & np.isfinite(r)
     n_in, s_in, ss_in = _moments(u, in_mask)
@@ -237,7 +237,7 @@ def ulira(
         for key, v in m.items():
             boots[key].append(v)
     ci = {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) if bootstrap else (np.nan, np.nan)
-          for k, v in boots.items()}  # fmt: skip
+          for k, v in boots.items()}
     g = len(lu)
     return ULiRAResult(metrics=metrics, ci=ci, games=g, examples=int(len(np.unique(ex))), variance=str(variance),
-                       llr_unlearned=lu, llr_retrained=lr, game_example=ex)  # fmt: skip
+                       llr_unlearned=lu, llr_retrained=lr, game_example=ex)

@@ -169,7 +169,7 @@ def _adapt(arch: Any, class_path: str, init_args: dict[str, Any]) -> Backbone:
         backbone = AdaptedBackbone(
             net, data.get("num_classes"), data.get("in_channels"), int(data.get("image_size") or 32),
             data.get("mean"), data.get("std"), head=head, copy_net=False,
-        )  # fmt: skip
+        )
     else:
         raise TypeError(f"{class_path} returned a {type(net).__name__}, not a network (an nn.Module).")
     for key in ("mean", "std"):

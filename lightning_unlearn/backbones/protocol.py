@@ -70,7 +70,7 @@ def protocol_problems(net: Any) -> list[str]:
     missing = [
         key for key in ("in_channels", "image_size")
         if not isinstance(getattr(net, key, None), int) or isinstance(getattr(net, key), bool) or getattr(net, key) < 1
-    ]  # fmt: skip
+    ]
     if missing:
         problems.append(
             f"no integer {' / '.join(f'`{k}`' for k in missing)} (the input description: images in [0, 1] of shape "

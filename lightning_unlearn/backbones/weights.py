@@ -91,6 +91,6 @@ def _check_compatible(backbone: Backbone, state_dict: Mapping[str, Tensor], path
         init_args = backbone._config.get("init_args", {})
         raise ValueError(
             f"'{path}' does not fit this {name} ({init_args}): " + "; ".join(problems) + ". "
-            f"The checkpoint was probably made for another backbone or another configuration (width, depth, "
-            f"in_channels, ...); rebuild the model with the config it was trained with (build_backbone(config))."
+            "The checkpoint was probably made for another backbone or another configuration (width, depth, "
+            "in_channels, ...); rebuild the model with the config it was trained with (build_backbone(config))."
         )

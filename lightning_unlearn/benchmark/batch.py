@@ -32,7 +32,7 @@ def models_to_train(plan: Plan) -> list[ModelJob]:
 
 
 def training_jobs(cfg: BenchmarkConfig, to_train: list[ModelJob], progress: Progress, resources: Resources,
-                  threads: int | None) -> tuple[list[Job], Callable[[JobResult], None]]:  # fmt: skip
+                  threads: int | None) -> tuple[list[Job], Callable[[JobResult], None]]:
     """Phase A: every model to train, one job each; a failed training stops the benchmark (its rows cannot run)."""
     jobs = []
     for job in to_train:
@@ -40,9 +40,9 @@ def training_jobs(cfg: BenchmarkConfig, to_train: list[ModelJob], progress: Prog
         if problem is not None and problem != "not trained":
             progress.log(f"cached {job.role} model {job.dir.name} is unusable ({problem}); retraining it")
         progress.log(f"training the {job.role} model for {job.group.describe()} ({cfg.training.epochs(job.role)} "
-                     f"epochs) ...")  # fmt: skip
+                     f"epochs) ...")
         jobs.append(Job(job.dir.name, train_job, {"cfg": cfg, "job": job, "threads": threads}, resources,
-                        f"{job.role} model ({job.group.describe()})"))  # fmt: skip
+                        f"{job.role} model ({job.group.describe()})"))
     by_key = {j.key: j for j in jobs}
 
     def done(res: JobResult) -> None:
@@ -56,7 +56,7 @@ def training_jobs(cfg: BenchmarkConfig, to_train: list[ModelJob], progress: Prog
 
 def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Resources,
              threads: int | None, grouped: bool, training: set[str], rows: list[dict[str, Any]],
-             failed: list[dict[str, Any]]) -> tuple[list[Job], Callable[[JobResult], None]]:  # fmt: skip
+             failed: list[dict[str, Any]]) -> tuple[list[Job], Callable[[JobResult], None]]:
     """Phase B: every row not finished with this configuration, one job each (or one job per group: ``grouped``),
     each after the trainings (``training``: their keys) of its group's two models, so an executor with free workers
     starts a group once its models exist, before phase A ends; finished rows are read back into ``rows`` here."""
@@ -80,7 +80,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
                 redone.add((group.dir, name))
         if reused:
             progress.log(f"[{progress.done}/{progress.total}] {group.describe()}: {reused} finished run(s) reused "
-                         "from disk (cached)")  # fmt: skip
+                         "from disk (cached)")
         if names:
             todo.append((group, names))
     pending = {group.describe(): len(names) for group, names in todo}
@@ -94,7 +94,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
         else:
             info = {**base_row(group, name, "reference" if spec is None else "method", spec.class_path if spec else None),
                     "status": "failed", "error": res.error, "wall_s": res.wall_s, "attempts": res.attempts,
-                    "traceback": res.traceback, "run_dir": str(run_dir)}  # fmt: skip
+                    "traceback": res.traceback, "run_dir": str(run_dir)}
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / "error.json", info)
             failed.append(info)
@@ -119,7 +119,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             before = _request_before(group, [n for n, _ in names], method_names, key_of)
             key_of.update({(group.dir, n): key for n, _ in names})
             jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)",
-                            after + before))  # fmt: skip
+                            after + before))
         else:
             for name, run_dir in names:
                 key = str(run_dir.relative_to(out))
@@ -127,7 +127,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
                 before = _request_before(group, [name], method_names, key_of)
                 key_of[(group.dir, name)] = key
                 jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}",
-                                after + before))  # fmt: skip
+                                after + before))
 
     def on_done(res: JobResult) -> None:
         group, names = meta[res.key]
@@ -142,7 +142,7 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
 
 
 def _request_before(group: Any, names: list[str], methods: set[str], key_of: dict[tuple[Path, str], str]
-                    ) -> tuple[str, ...]:  # fmt: skip
+                    ) -> tuple[str, ...]:
     """The jobs of this batch that make the inputs of ``names`` at request ``k >= 2`` of a sequence: each method's run
     of request ``k - 1`` (its unlearned model); none for the reference rows or a request 1."""
     if group.before is None:

@@ -84,7 +84,7 @@ def import_given(cfg: BenchmarkConfig, job: ModelJob) -> float | None:
         ckpt = {"state_dict": state,
                 META_KEY: {"version": 1, "role": job.role, "backbone": backbone.config(), "splits": dm.splits_info(),
                            "forget_set": "stated by the benchmark (the given file records no splits)",
-                           "source": meta.get("source"), "given": record}}  # fmt: skip
+                           "source": meta.get("source"), "given": record}}
     if job.dir.exists():
         if job.given.resolve().is_relative_to(job.dir.resolve()):
             raise ConfigError(f"{job.given} lies in the benchmark's {job.dir}: copy it elsewhere, give the copy.")
@@ -97,7 +97,7 @@ def import_given(cfg: BenchmarkConfig, job: ModelJob) -> float | None:
         {"role": job.role, "key": job.key, "key_content": job.key_content, "given": record, "train_time_s": train_time,
          "first_group": g.describe(), "recorded_forget_sets": [], "finished_at": now()},
         [job.ckpt],
-    )  # fmt: skip
+    )
     return train_time
 
 
@@ -117,13 +117,13 @@ def group_original(cfg: BenchmarkConfig, group: Group, job: ModelJob, dm: Any) -
             copy = {}
         meta = copy.get(META_KEY, {})
         if (set(copy) == {"state_dict", META_KEY} and meta.get("benchmark_model") == job.dir.name
-                and meta.get("shared_checkpoint_sha256", source_sha) == source_sha):  # fmt: skip
+                and meta.get("shared_checkpoint_sha256", source_sha) == source_sha):
             return path
         path.unlink()
     ckpt = torch.load(job.ckpt, map_location="cpu", weights_only=True)
     splits = dm.splits_info()
     meta = {**ckpt[META_KEY], "splits": splits, "benchmark_model": job.dir.name, "shared_checkpoint": str(job.ckpt),
-            "shared_checkpoint_sha256": source_sha}  # fmt: skip
+            "shared_checkpoint_sha256": source_sha}
     group.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: torch.save({"state_dict": ckpt["state_dict"], META_KEY: meta}, f))
     write_splits_json(group.dir, splits)
@@ -139,7 +139,7 @@ def run_hash(cfg: BenchmarkConfig, group: Group, method: str, spec: MethodSpec |
         before = {"previous_request": run_hash(cfg, group.before, method, spec)}
     return row_key(method=None if spec is None else method_identity(spec), name=method, original=group.original_key,
                    gold=group.gold_key, hashes=group.hashes, evaluator=cfg.evaluator, trainer=cfg.trainer,
-                   **before)  # fmt: skip
+                   **before)
 
 
 def base_row(group: Group, method: str, kind: str, class_path: str | None) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def base_row(group: Group, method: str, kind: str, class_path: str | None) -> di
         row.update({"request": group.request, "sequence": group.scenario})
     for role, info in sorted(getattr(group, "given", {}).items()):
         row.update({f"{role}_ckpt": info["path"], f"{role}_sha256": info["sha256"],
-                    f"{role}_splits_checked": info["splits_checked"]})  # fmt: skip
+                    f"{role}_splits_checked": info["splits_checked"]})
     return row
 
 

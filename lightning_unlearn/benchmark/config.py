@@ -103,19 +103,19 @@ def build_parser() -> Any:
         data_help="The DataModule (class_path/init_args) without forget/seed/train_on, which the benchmark sets per run.",
         methods_help="List of {name, class_path, init_args, max_epochs, trainer, scenarios}: UnlearningMethod classes, "
         "their arguments, epochs, optional extra Trainer arguments and the scenarios they run in (default: all).",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--scenarios", type=list[ScenarioEntry], required=True,
         help="List of {name, targets: [ForgetSpec dict, ...]}, e.g. {name: class-wise, targets: [{classes: [3]}]}; a "
         "target's gold_ckpt (a path, or {seed: path}) is your gold model of it (trained on its D_r) instead of a "
         "trained one. Or {name, requests: [ForgetSpec dict, ...]}: deletion requests one after the other on the same "
         "model, e.g. {name: sequential, requests: [{fraction: 0.03}, {fraction: 0.03}]}.",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--original_ckpt", type=str | dict[int, str] | None, default=None,
         help="Your original model (trained on all of D) instead of a trained one: a path, or {seed: path}; it serves "
         "every forget target of its seed. Read weights-only, never written to. See docs/embedding.md.",
-    )  # fmt: skip
+    )
     parser.add_class_arguments(ModelSource, "model_source", instantiate=False)  # {arch, arch_args, network_attr}
     parser.add_argument("--seeds", type=list[int], default=[0], help="Seeds: splits, training and methods.")
     parser.add_class_arguments(UnlearningEvaluator, "evaluator", instantiate=False, skip=set(EVALUATOR_SKIP))
@@ -160,7 +160,7 @@ def config_from_namespace(ns: Any, parser: Any = None) -> BenchmarkConfig:
         for j, t in enumerate(sc.get(key) or []):
             if not isinstance(t, dict):
                 raise ConfigError(f"scenarios[{i}] ({name}) {key}[{j}] = {t!r} is not a forget spec mapping such as "
-                                  "{fraction: 0.03}.")  # fmt: skip
+                                  "{fraction: 0.03}.")
             spec = {k: v for k, v in dict(t).items() if v is not None}
             gold = spec.pop("gold_ckpt", None)
             if gold is not None and key == "requests":

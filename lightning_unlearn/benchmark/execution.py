@@ -96,7 +96,7 @@ def _run(cfg: BenchmarkConfig, plan: Plan, stream: Any, executor: Executor | Non
             train, trained = training_jobs(cfg, to_train, progress, settings.resources, settings.threads)
             training = {j.key for j in train}
             rest, finished = row_jobs(cfg, plan, ex, progress, settings.resources, settings.threads,
-                                      settings.group_rows, training, rows, failed)  # fmt: skip
+                                      settings.group_rows, training, rows, failed)
             ex.map(train + rest, on_done=lambda res: (trained if res.key in training else finished)(res))
     except (KeyboardInterrupt, SystemExit) as err:
         if not is_interrupt(err):

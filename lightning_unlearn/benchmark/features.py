@@ -70,7 +70,7 @@ def feature_check(rows: Sequence[dict[str, Any]], scenario: str) -> dict[str, An
         "tolerance": tolerance,
         "gold_relearn_steps": statistics.fmean(gold_steps) if gold_steps else None,
         "methods": {}, "by_outputs": [], "flagged": [], "untestable": [],
-    }  # fmt: skip
+    }
     names = sorted({str(r.get("method")) for r in sub} - set(_REFERENCES))
     for m in names:
         mine = [r for r in sub if r.get("method") == m]
@@ -80,7 +80,7 @@ def feature_check(rows: Sequence[dict[str, Any]], scenario: str) -> dict[str, An
         censored = _values(mine, "relearn/censored")
         info = {"forget_acc_gap": statistics.fmean(gaps), "probe_excess": _interval(_values(mine, "probe_excess")),
                 "relearn_ratio": _interval(_values(mine, "relearn_ratio")),
-                "relearn_censored": statistics.fmean(censored) if censored else None}  # fmt: skip
+                "relearn_censored": statistics.fmean(censored) if censored else None}
         probe, ratio = info["probe_excess"], info["relearn_ratio"]
         info["probe_keeps"] = bool(probe and probe["ci"] and probe["ci"][0] > 0)
         info["relearn_keeps"] = bool(ratio and ratio["ci"] and ratio["ci"][1] < 1 and not info["relearn_censored"])
@@ -94,5 +94,5 @@ def feature_check(rows: Sequence[dict[str, Any]], scenario: str) -> dict[str, An
             out["untestable"].append(m)
     low = [v for v in gold_steps if v < RELEARN_MIN_GOLD_STEPS]
     out["relearn_undefined"] = {"runs": len(low), "of": len(gold_steps),
-                                "gold_steps": statistics.fmean(low) if low else None}  # fmt: skip
+                                "gold_steps": statistics.fmean(low) if low else None}
     return out

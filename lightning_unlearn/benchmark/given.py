@@ -79,7 +79,7 @@ def check_given(cfg: Any, path: str, role: str, dm: Any, where: str) -> dict[str
         "splits_checked": bool(splits),
         "train_time_s": meta.get("train_time_s") if ours else None,
         "source": None if ours else {"arch": source.arch, "arch_args": source.arch_args,
-                                     "network_attr": src.get("network_attr")},  # fmt: skip
+                                     "network_attr": src.get("network_attr")},
     }
 
 

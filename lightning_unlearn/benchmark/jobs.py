@@ -102,7 +102,7 @@ def train_job(cfg: BenchmarkConfig, job: ModelJob, threads: int | None = None) -
 
 
 def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, gold: ModelJob,
-            threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+            threads: int | None = None) -> dict[str, Any]:
     """A job: one row (``name``: a method, Original or Retrain) of ``group`` from scratch in its own directory, written
     to ``result.json`` last (a directory without it is unfinished and is redone); returns the row."""
     set_threads(threads)
@@ -122,13 +122,13 @@ def row_job(cfg: BenchmarkConfig, group: Group, name: str, original: ModelJob, g
             row = run_method(cfg, group, spec, source, gold.ckpt, run_dir, dm, updates, cache=refs)
     row.update({"status": "ok", "wall_s": time.perf_counter() - t0,
                 "run_dir": str(run_dir.relative_to(Path(cfg.output_dir))), "config_hash": run_hash(cfg, group, name, spec),
-                "finished_at": now(), **run_stamp()})  # fmt: skip
+                "finished_at": now(), **run_stamp()})
     write_json(run_dir / RESULT_FILE, row)
     return row
 
 
 def group_rows_job(cfg: BenchmarkConfig, group: Group, names: list[str], original: ModelJob, gold: ModelJob,
-                   threads: int | None = None, max_retries: int = 0) -> list[JobResult]:  # fmt: skip
+                   threads: int | None = None, max_retries: int = 0) -> list[JobResult]:
     """A job: the rows ``names`` of ``group``, one after the other in this process (so they share its DataModule and
     :class:`~lightning_unlearn.evaluation.ReferenceCache`); each row is :func:`row_job` with its own retries and its
     own :class:`~lightning_unlearn.executors.JobResult`, so one failing row does not stop the others. A row already
@@ -176,21 +176,21 @@ def train_model(cfg: BenchmarkConfig, job: ModelJob) -> float:
     fresh_dir(job.dir)  # an unfinished earlier attempt (no info.json) or a partial recording
     dm = group_datamodule_for(cfg, g, train_on="all" if job.role == "original" else "retain")
     recorders = [AmnesiacRecorder(sensitive=[int(i) for i in idx], path=str(job.updates_path(h)))
-                 for h, idx in sorted(job.record_forget.items())]  # fmt: skip
+                 for h, idx in sorted(job.record_forget.items())]
     train_time = train_classifier(dm, cfg.backbone, cfg.training, job.role, g.seed, job.ckpt,
-                                  trainer_kwargs(cfg, job.dir), recorders)  # fmt: skip
+                                  trainer_kwargs(cfg, job.dir), recorders)
     write_model_info(
         job.dir,
         {"role": job.role, "key": job.key, "key_content": job.key_content, "train_time_s": train_time,
          "epochs": cfg.training.epochs(job.role), "first_group": g.describe(),
          "recorded_forget_sets": sorted(job.record_forget), "finished_at": now()},
         job.files,
-    )  # fmt: skip
+    )
     return train_time
 
 
 def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: Path, gold: Path, run_dir: Path,
-               dm: Any, updates: Path | None, cache: ReferenceCache | None = None) -> dict[str, Any]:  # fmt: skip
+               dm: Any, updates: Path | None, cache: ReferenceCache | None = None) -> dict[str, Any]:
     """One method on one group, through ``UnlearnTrainer.unlearn`` with an ``UnlearningEvaluator``; returns the row.
     ``original``: the model it starts from (the group's original, or at request ``k >= 2`` of a sequence the method's
     model of request ``k - 1``: then the evaluator's original, the model before this request, is that one too);
@@ -199,7 +199,7 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
     evaluator.reference_cache = cache
     out = run_dir / "unlearned.ckpt"
     summary = unlearn(spec, dm, group.seed, original, gold, out, trainer_kwargs(cfg, run_dir), updates=updates,
-                      callbacks=[evaluator])  # fmt: skip
+                      callbacks=[evaluator])
     if not cfg.keep_checkpoints and not group.followed and out.exists():  # a next request's input is kept
         out.unlink()
     row = base_row(group, spec.name, "method", spec.class_path)
@@ -209,7 +209,7 @@ def run_method(cfg: BenchmarkConfig, group: Group, spec: MethodSpec, original: P
 
 
 def run_reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, run_dir: Path,
-                  dm: Any, cache: ReferenceCache | None = None) -> dict[str, Any]:  # fmt: skip
+                  dm: Any, cache: ReferenceCache | None = None) -> dict[str, Any]:
     """Evaluate the original ("Original") or the gold model ("Retrain", its training time as its cost), against the
     gold model and with the original as the relearning attack's target, as a method's row is: the Original row is the
     reference of "not forgotten" (relearns at once), Retrain's probe excess is 0 and its relearn ratio 1."""

@@ -207,7 +207,7 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
             content["recorded_forget_sets"] = sorted(forget)
         key = config_hash(content)
         job = ModelJob("original", key, out / "models" / f"original{'-given' if given else ''}-{key}", g0, content,
-                       record_forget=forget, **_given_fields(given))  # fmt: skip
+                       record_forget=forget, **_given_fields(given))
         models[job.dir.name] = job
         for g in members:
             g.original_key = job.dir.name
@@ -226,7 +226,7 @@ def make_plan(cfg: BenchmarkConfig) -> Plan:
 
 
 def _make_group(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, seed: int, checked: dict[tuple[Any, ...], Any],
-                root: Path, before: Group | None = None, request: int = 0) -> Group:  # fmt: skip
+                root: Path, before: Group | None = None, request: int = 0) -> Group:
     """The group of ``target`` and ``seed`` (``request``: its number in a sequence, ``before``: the group of the request
     before it), its splits computed: a bad forget target stops the benchmark here, before any training."""
     previous = None
@@ -236,7 +236,7 @@ def _make_group(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, seed: int, ch
             holdout=np.asarray(last.holdout, dtype=np.int64), forgotten=last.cumulative_forget,
             forgotten_classes=tuple(sorted(set(last.forgotten_classes) | set(last.forget_classes))),
             request=request, ledger=(),
-        )  # fmt: skip
+        )
     where = f"Scenario {sc.name!r}, {f'request {request}' if request else 'target'} {target.describe()}, seed {seed}"
     try:
         dm = build_datamodule(cfg, target, seed)
@@ -277,7 +277,7 @@ def _group_splits(cfg: BenchmarkConfig, group: Group) -> Any:
 
 
 def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug: str, seed: int, dm: Any,
-                        checked: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+                        checked: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``{role: record}`` of the group's given models, each checked against the group's DataModule (once per file,
     role, seed and forget set): before anything is trained, a bad file stops the benchmark."""
     given: dict[str, dict[str, Any]] = {}
@@ -286,7 +286,7 @@ def _check_given_models(cfg: BenchmarkConfig, sc: Any, target: ForgetSpec, tslug
         if path is None:
             continue
         where = (f"original_ckpt (seed {seed})" if role == "original"
-                 else f"scenario {sc.name!r} target {target.describe()} gold_ckpt (seed {seed})")  # fmt: skip
+                 else f"scenario {sc.name!r} target {target.describe()} gold_ckpt (seed {seed})")
         forget = index_hash(dm.splits.forget) if role == "gold" else None
         key = (role, str(path), seed, forget)
         if key not in checked:

@@ -79,7 +79,7 @@ def _sequence_gap(figure: Any, rows: Sequence[dict[str, Any]], methods: Sequence
             if pts:
                 colour, marker = style[m]
                 ax.errorbar([k for k, _ in pts], [g[0] for _, g in pts], yerr=_clipped([g[0] for _, g in pts],
-                            [g[1] for _, g in pts]), fmt=f"-{marker}", color=colour, capsize=2, label=m)  # fmt: skip
+                            [g[1] for _, g in pts]), fmt=f"-{marker}", color=colour, capsize=2, label=m)
         ax.set_xticks(sorted(by_request))
         ax.set_xlabel("deletion request")
         ax.set_title(name)
@@ -132,7 +132,7 @@ def _time_vs_gap(figure: Any, methods: Sequence[str], scenarios: Sequence[str], 
         for m, t, g in pts:
             colour, marker = style[m]
             ax.errorbar(t[0], g[0], xerr=[[min(t[1], t[0] * 0.999)], [t[1]]], yerr=_clipped([g[0]], [g[1]]),
-                        fmt=marker, color=colour, markersize=7, capsize=2, elinewidth=0.8, label=m)  # fmt: skip
+                        fmt=marker, color=colour, markersize=7, capsize=2, elinewidth=0.8, label=m)
         front = pareto_front({m: (t[0], g[0]) for m, t, g in pts})
         on_front = sorted((t[0], g[0]) for m, t, g in pts if m in front)
         if on_front:

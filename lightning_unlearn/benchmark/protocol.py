@@ -71,7 +71,7 @@ def scenario_kind(rows: Sequence[Mapping[str, Any]], scenario: str) -> str:
         except (TypeError, ValueError):
             d = {}
         kinds.add("random" if "fraction" in d else "sub-class" if "per_class" in d else
-                  "class-wise" if "classes" in d else "other")  # fmt: skip
+                  "class-wise" if "classes" in d else "other")
     return kinds.pop() if len(kinds) == 1 else "other"
 
 
@@ -106,9 +106,9 @@ def protocol_checks(rows: Sequence[Mapping[str, Any]], targets: Targets | None =
         gaps.append(100 * (acc - float(r["acc/test"])))
     if train:
         checks.append(Check(f"original train accuracy >= {t.min_train_acc:g}% (every run)", min(train) >= t.min_train_acc,
-                            f"min {min(train):.2f}, mean {_ms(train)}"))  # fmt: skip
+                            f"min {min(train):.2f}, mean {_ms(train)}"))
         checks.append(Check(f"original train - test accuracy >= {t.min_train_test_gap:g} points (every run)",
-                            min(gaps) >= t.min_train_test_gap, f"min {min(gaps):.2f}, mean {_ms(gaps)}"))  # fmt: skip
+                            min(gaps) >= t.min_train_test_gap, f"min {min(gaps):.2f}, mean {_ms(gaps)}"))
     else:
         checks.append(Check("original memorises", None, "no Original row with accuracies and split sizes"))
 
@@ -126,7 +126,7 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
     out = []
     dacc = _vals(rows, s, "Original", "gold/forget_acc_gap")
     out.append(Check(f"{s}: Original |ΔAcc D_f| >= {t.min_forget_gap:g} points", None if not dacc else
-                     statistics.fmean(dacc) >= t.min_forget_gap, _ms(dacc) if dacc else "no value"))  # fmt: skip
+                     statistics.fmean(dacc) >= t.min_forget_gap, _ms(dacc) if dacc else "no value"))
     orig_gap = _vals(rows, s, "Original", "avg_gap", 1.0)
     methods = sorted({str(r.get("method")) for r in rows if r.get("scenario") == s} - {"Original", "Retrain"})
     means = {m: statistics.fmean(v) for m in methods if (v := _vals(rows, s, m, "avg_gap", 1.0))}
@@ -134,18 +134,18 @@ def _scenario_checks(rows: Sequence[Mapping[str, Any]], s: str, t: Targets) -> l
         best = min(means, key=lambda m: (means[m], m))
         o = statistics.fmean(orig_gap)
         out.append(Check(f"{s}: best method's average gap <= {t.best_gap_ratio:g} x Original's",
-                         means[best] <= t.best_gap_ratio * o, f"best {best} {means[best]:.2f}, Original {o:.2f}"))  # fmt: skip
+                         means[best] <= t.best_gap_ratio * o, f"best {best} {means[best]:.2f}, Original {o:.2f}"))
     else:
         out.append(Check(f"{s}: best method's average gap", None, "no average gaps (Original or methods missing)"))
     mo, mr = _vals(rows, s, "Original", "mia/efficacy"), _vals(rows, s, "Retrain", "mia/efficacy")
     if mo and mr:
         diff = abs(statistics.fmean(mo) - statistics.fmean(mr))
         out.append(Check(f"{s}: Original vs Retrain MIA-efficacy differ by >= {t.min_mia_difference:g} points",
-                         diff >= t.min_mia_difference, f"|difference| {diff:.2f}; Original {_ms(mo)}, Retrain {_ms(mr)}"))  # fmt: skip
+                         diff >= t.min_mia_difference, f"|difference| {diff:.2f}; Original {_ms(mo)}, Retrain {_ms(mr)}"))
         sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in (mo, mr)]
         out.append(Check(f"{s}: MIA-efficacy std <= {t.max_mia_std:g} points (Original and Retrain)",
                          max(sds) <= t.max_mia_std and min(len(mo), len(mr)) > 1,
-                         f"Original {sds[0]:.2f}, Retrain {sds[1]:.2f}"))  # fmt: skip
+                         f"Original {sds[0]:.2f}, Retrain {sds[1]:.2f}"))
     else:
         out.append(Check(f"{s}: MIA-efficacy", None, "no MIA-efficacy for Original and Retrain"))
     return out

@@ -229,10 +229,10 @@ def render_report(
         lines += comparison_lines(summary.get(s))
         lines += feature_lines(summary.get(s, {}).get("features"))
         figs = [r for r in sub if out is not None and r.get("run_dir")
-                and (out / str(r["run_dir"]) / "decision_space.png").is_file()]  # fmt: skip
+                and (out / str(r["run_dir"]) / "decision_space.png").is_file()]
         if figs:
             links = [f"[{r['method']}, {r['target']}, seed {r['seed']}]({Path(str(r['run_dir'])).as_posix()}"
-                     "/decision_space.png)" for r in figs]  # fmt: skip
+                     "/decision_space.png)" for r in figs]
             lines += ["Decision space (penultimate features before/after unlearning): " + ", ".join(links), ""]
     lines += [
         "## Columns",

@@ -29,7 +29,7 @@ def comparison_lines(summary: dict[str, Any] | None) -> list[str]:
     tied = [f"{m} (p = {p[m]:.2f})" for m in comp["tied"][1:]]
     nothing = " (doing nothing: no method is closer to retraining than the original itself)"
     lines = [f"Closest to Retrain: **{comp['best']}** (average gap {comp['best_mean']:.2f})"
-             + (nothing if comp["best"] == "Original" else "") + "."]  # fmt: skip
+             + (nothing if comp["best"] == "Original" else "") + "."]
     test = f"(paired t-test on the average gap over the (target, seed) pairs, α = {comp['alpha']:g})"
     if tied:
         lines[0] += f" Not significantly different from it {test}: " + ", ".join(tied) + "."
@@ -63,11 +63,11 @@ def feature_lines(check: dict[str, Any] | None) -> list[str]:
                 why.append("probe excess " + _ci(info["probe_excess"], 100.0, " points"))
             if info["relearn_keeps"]:
                 why.append("relearn ratio " + _ci(info["relearn_ratio"], 1.0, ""))
-            parts.append(f"{m} (\|ΔAcc D_f\| {100 * info['forget_acc_gap']:.2f}; " + ", ".join(why) + ")")
+            parts.append(f"{m} (\\|ΔAcc D_f\\| {100 * info['forget_acc_gap']:.2f}; " + ", ".join(why) + ")")
         text = head + ", ".join(parts) + "."
     elif check["by_outputs"]:
         text = (head + f"none of the {len(check['by_outputs'])} method(s) that forget by the outputs ("
-                + ", ".join(check["by_outputs"]) + ").")  # fmt: skip
+                + ", ".join(check["by_outputs"]) + ").")
     else:
         text = head + f"no method is within {100 * check['tolerance']:.2f} points of the gold model's D_f accuracy."
     if check["untestable"]:
@@ -76,7 +76,7 @@ def feature_lines(check: dict[str, Any] | None) -> list[str]:
     if low.get("runs"):
         text += (f" Relearn ratio undefined in {low['runs']} of {low['of']} run(s): there the gold model reaches the "
                  f"attack's target in fewer than 1 step (mean {low['gold_steps']:.2f}), so the attack tells "
-                 "nothing.")  # fmt: skip
+                 "nothing.")
     return [text, ""]
 
 

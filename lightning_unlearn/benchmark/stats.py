@@ -120,7 +120,7 @@ def compare_to_best(
     means = {m: statistics.fmean(v.values()) for m, v in per.items()}
     best = min(means, key=lambda m: (means[m], m))
     out: dict[str, Any] = {"best": best, "best_mean": means[best], "tied": [best], "different": [], "untested": [],
-                           "p_values": {}, "pairs": {}, "alpha": alpha, "test": "paired t-test, two-sided"}  # fmt: skip
+                           "p_values": {}, "pairs": {}, "alpha": alpha, "test": "paired t-test, two-sided"}
     for m in sorted(per, key=lambda m: (means[m], m)):
         if m == best:
             continue
@@ -232,7 +232,7 @@ def aggregate(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple[str, str],
 
     frame = pd.DataFrame({"scenario": [str(r.get("scenario")) for r in rows],
                           "method": [str(r.get("method")) for r in rows],
-                          "v": pd.Series([finite_float(r.get(key)) for r in rows], dtype=float)})  # fmt: skip
+                          "v": pd.Series([finite_float(r.get(key)) for r in rows], dtype=float)})
     stats = frame.groupby(["scenario", "method"], sort=False)["v"].agg(["mean", "std", "count"])
     out: dict[tuple[str, str], tuple[float, float, int] | None] = {}
     for (scenario, method), s in stats.iterrows():
@@ -276,7 +276,7 @@ def ordered(rows: Iterable[dict[str, Any]], cfg: Any = None) -> list[dict[str, A
         rows,
         key=lambda r: (pos(scen, r.get("scenario")), str(r.get("scenario")), str(r.get("target")),
                        int(r.get("seed", 0)), pos(meth, r.get("method")), str(r.get("method"))),
-    )  # fmt: skip
+    )
 
 
 def summaries(rows: Sequence[dict[str, Any]], cfg: Any = None) -> dict[str, dict[str, Any]]:

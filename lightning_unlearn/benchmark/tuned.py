@@ -66,7 +66,7 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any, scenarios: Sequence[
             missing = [str(p) for p in files.values() if not p.is_file()]
             if not mine or missing:
                 raise ConfigError(f"Method {m.name!r}: no tuned settings {whole} nor {', '.join(missing) or 'per scenario'}; "
-                                  "tune it, or leave it out of `methods`, or use tuned.mode: default")  # fmt: skip
+                                  "tune it, or leave it out of `methods`, or use tuned.mode: default")
         variants = []
         for sc, path in files.items():
             try:
@@ -77,7 +77,7 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any, scenarios: Sequence[
                 raise ConfigError(f"Method {m.name!r}: {path} tunes {best['class_path']}, not {m.class_path}")
             entry = {"name": m.name + TUNED_SUFFIX, "class_path": m.class_path, "init_args": best["init_args"],
                      "max_epochs": best["max_epochs"], "trainer": best["trainer"],
-                     "scenarios": m.scenarios if sc is None else [sc]}  # fmt: skip
+                     "scenarios": m.scenarios if sc is None else [sc]}
             try:  # the rules of a config's methods (e.g. no `trainer` key the benchmark sets itself)
                 variants.append(replace(method_spec(i, entry), tuned_record=best["record"]))
             except ConfigError as err:
@@ -93,5 +93,5 @@ def check_tuned_targets(methods: Sequence[MethodSpec], groups: Sequence[Any]) ->
         if m.tuned_record is None:
             continue
         evals = [{"scenario": g.scenario, "target": g.target.describe(), "seed": g.seed, "hashes": g.hashes}
-                 for g in groups if m.runs_in(g.scenario)]  # fmt: skip
+                 for g in groups if m.runs_in(g.scenario)]
         check_not_tuned_on({"record": m.tuned_record}, evals, what=m.name)

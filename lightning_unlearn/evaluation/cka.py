@@ -32,7 +32,7 @@ def linear_cka(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     b = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y).detach().cpu().double()
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
         raise ValueError(f"linear_cka needs (N, D) features of the same N samples, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}.")  # fmt: skip
+                         f"{tuple(b.shape)}.")
     if a.shape[0] < 2:
         return math.nan
     a = a - a.mean(dim=0, keepdim=True)

@@ -268,7 +268,7 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
     def _compute(
         self, backbone: nn.Module, dm: Any, device: torch.device, trainer: pl.Trainer | None, *,
         unlearn_time_s: float | None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """The components' results (rank 0; ``{}`` on the other ranks), ``"_plots"`` holding the plots' data."""
         retrain = self.retrain_time_s if self.retrain_time_s is not None else self.gold_meta.get("train_time_s")
         original = self.original_model if self.original_model is not None else self._snapshot
@@ -280,12 +280,12 @@ class UnlearningEvaluator(EvaluatorSettings, ReferenceModels, Callback, nn.Modul
             self.components(), nets, dm, device,
             trainer, seed=self.seed, cache=self.reference_cache, unlearn_time_s=unlearn_time_s,
             retrain_time_s=retrain, plots=self.plot_settings() if self.plots else None,
-        )  # fmt: skip
+        )
 
     def _finish(
         self, results: dict[str, Any], plot_data: dict[str, Any] | None, *, epoch: int | None, out_dir: Path | None,
         dm: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         from lightning_unlearn.evaluation.plots import write_plots
 
         self.results = results

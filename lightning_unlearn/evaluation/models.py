@@ -111,7 +111,7 @@ class ReferenceModels:
         if self.gold_model is None and self.gold_path is not None:
             what = f"gold checkpoint {self.gold_path}"
             self.gold_model, self.gold_meta = load_reference(self.gold_path, datamodule, cache, what=what,
-                                                             trained_on="retain")  # fmt: skip
+                                                             trained_on="retain")
         if self.original_model is None and self.original_path is not None:
             what = f"original checkpoint {self.original_path}"
             self.original_model, _ = load_reference(self.original_path, datamodule, cache, what=what)

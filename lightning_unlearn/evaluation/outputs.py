@@ -129,7 +129,7 @@ def compute_outputs(
                 keys[k] = None
                 if cache is not None and k != "model":
                     keys[k] = ("outputs", cache.digest(net), data_key, split, positions_key(positions), with_feats[k],
-                               int(dm.eval_batch_size))  # fmt: skip
+                               int(dm.eval_batch_size))
                 found = cache.get_outputs(keys[k]) if cache is not None and keys[k] is not None else None
                 if found is not None:
                     outputs[(k, split)] = found

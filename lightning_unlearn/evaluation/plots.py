@@ -235,7 +235,7 @@ def write_plots(data: dict[str, Any], out_dir: Path, dm: Any, projection: Projec
             plot_decision_space(
                 panels, data["is_forget"], out_dir / "decision_space.png", num_classes=int(dm.num_classes),
                 class_names=names, method=projection, seed=seed,
-            )  # fmt: skip
+            )
         )
     if data["per_class"]:
         written.append(

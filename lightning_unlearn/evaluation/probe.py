@@ -88,10 +88,10 @@ class LinearProbe(Component):
     keys = ("probe/forget_acc", "probe/test_forget_acc", "gold/probe/forget_acc", "gold/probe/test_forget_acc")
 
     def __init__(self, role: str = "model", seed: int = 0, forget_share: float = 0.2,
-                 max_retain: int | None = 5000) -> None:  # fmt: skip
+                 max_retain: int | None = 5000) -> None:
         if not 0.0 < forget_share < 1.0:
             raise ValueError(f"probe_forget_share must be in (0, 1) (the share of D_f the probe trains on), got "
-                             f"{forget_share}.")  # fmt: skip
+                             f"{forget_share}.")
         if max_retain is not None and max_retain < 1:
             raise ValueError(f"probe_max_retain must be >= 1 or None, got {max_retain}.")
         self.role, self.seed, self.forget_share, self.max_retain = role, int(seed), float(forget_share), max_retain

@@ -117,7 +117,7 @@ def _initial_accuracies(model: nn.Module, eval_x: Tensor, eval_y: Tensor, device
         model.eval()
         with torch.no_grad():
             return [(model(eval_x[s].to(device, torch.float32)).argmax(dim=1) == eval_y[s].to(device, torch.long))
-                    .double().mean().item() for s in range(len(eval_x))]  # fmt: skip
+                    .double().mean().item() for s in range(len(eval_x))]
     finally:
         for m, training in modes.items():
             m.training = training
@@ -139,7 +139,7 @@ class RelearnAttack(Component):
     keys = ("relearn/steps", "relearn/censored", "relearn/target_acc", "gold/relearn/steps", "gold/relearn/censored")
 
     def __init__(self, role: str = "model", seed: int = 0, samples: int = 10, seeds: int = 3, max_steps: int = 30,
-                 lr: float = 0.01, target: float = 0.9) -> None:  # fmt: skip
+                 lr: float = 0.01, target: float = 0.9) -> None:
         if samples < 1:
             raise ValueError(f"relearn_samples must be >= 1 (the forgotten samples the attacker has), got {samples}.")
         if seeds < 1:
@@ -150,7 +150,7 @@ class RelearnAttack(Component):
             raise ValueError(f"relearn_lr must be > 0, got {lr}.")
         if not 0.0 < target <= 1.0:
             raise ValueError(f"relearn_target must be in (0, 1] (a fraction of the original's D_f accuracy), got "
-                             f"{target}.")  # fmt: skip
+                             f"{target}.")
         self.role, self.seed, self.samples, self.seeds = role, int(seed), int(samples), int(seeds)
         self.max_steps, self.lr, self.target = int(max_steps), float(lr), float(target)
         self.reads = (role, "original")
@@ -171,7 +171,7 @@ class RelearnAttack(Component):
             targets = [self.target * accuracy(original.logits[h], original.targets[h]) for h in held]
             steps, censored = relearn_steps(ctx.nets[self.role], x[attack], y[attack], x[held], y[held],
                                             target_acc=targets, lr=self.lr, max_steps=self.max_steps,
-                                            device=ctx.device)  # fmt: skip
+                                            device=ctx.device)
         mean = lambda v: float(np.mean(v)) if len(v) else math.nan  # noqa: E731
         res = {f"{p}relearn/steps": mean(steps), f"{p}relearn/censored": mean(censored)}
         if self.role == "model":

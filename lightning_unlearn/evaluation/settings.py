@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning_unlearn.data.forget import SPLIT_NAMES
 from lightning_unlearn.evaluation.cka import RepresentationCKA
 from lightning_unlearn.evaluation.component import Component, component_class
 from lightning_unlearn.evaluation.probe import LinearProbe
@@ -117,10 +116,10 @@ class EvaluatorSettings:
     def _options(self) -> list[Any]:
         """Builders of the configurable components (each checks its options when called)."""
         mia = dict(seed=self.seed, nonmember_split=self.nonmember_split, classwise_nonmembers=self.classwise_nonmembers,
-                   entropy_max_members=self.entropy_max_members, svc_max_samples=self.svc_max_samples)  # fmt: skip
+                   entropy_max_members=self.entropy_max_members, svc_max_samples=self.svc_max_samples)
         probe = dict(seed=self.seed, forget_share=self.probe_forget_share, max_retain=self.probe_max_retain)
         relearn = dict(seed=self.seed, samples=self.relearn_samples, seeds=self.relearn_seeds,
-                       max_steps=self.relearn_max_steps, lr=self.relearn_lr, target=self.relearn_target)  # fmt: skip
+                       max_steps=self.relearn_max_steps, lr=self.relearn_lr, target=self.relearn_target)
         return [
             lambda role="model": MembershipInference(role, **mia),
             lambda: ZeroRetrainForgetting(self.seed, self.zrf_inits),

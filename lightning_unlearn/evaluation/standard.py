@@ -124,12 +124,12 @@ class MembershipInference(Component):
         res[f"{p}mia/efficacy"] = mia_efficacy(
             members.probs, members.targets, nonmembers.probs, nonmembers.targets, forget.probs, forget.targets,
             seed=self.seed, max_samples=self.svc_max_samples,
-        )  # fmt: skip
+        )
         for key, attack in (("mia/entropy", "svc"), ("mia/entropy_logreg", "logreg")):
             res[p + key] = entropy_mia(
                 entropy_members.probs, nonmembers.probs, forget.probs, attack=attack, seed=self.seed,
                 max_samples=self.svc_max_samples,
-            )  # fmt: skip
+            )
         loss = loss_mia(forget.losses, nonmembers.losses, seed=self.seed)
         res[f"{p}mia/loss_auc"], res[f"{p}mia/loss_acc"] = loss["auc"], loss["acc"]
         return res
@@ -141,7 +141,7 @@ class GoldComparison(Component):
     and the prediction agreement on D_f and the test set (``metrics.py``)."""
 
     keys = ("gold/forget_acc_gap", "gold/activation_distance", "gold/js_divergence", "gold/agreement_forget",
-            "gold/agreement_test")  # fmt: skip
+            "gold/agreement_test")
     reads = ("model", "gold")
 
     def __init__(self, activation_p: float = 2) -> None:

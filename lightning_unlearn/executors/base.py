@@ -113,5 +113,5 @@ def check_keys(jobs: Sequence[Job]) -> None:
         unknown = [k for k in job.after if k not in seen]
         if unknown:
             raise ValueError(f"job {job.key!r} comes after {unknown}, which are not earlier jobs of the batch; "
-                             "put the jobs it needs before it")  # fmt: skip
+                             "put the jobs it needs before it")
         seen.add(job.key)

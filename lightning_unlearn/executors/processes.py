@@ -71,7 +71,7 @@ def _work(key: str, payload: bytes, max_retries: int) -> JobResult:
         job = pickle.loads(payload)  # noqa: S301 - pickled by this executor's own process, not read from a file
     except Exception as err:  # noqa: BLE001 - e.g. its function cannot be imported in a fresh process
         return JobResult(key, False, error=f"the worker could not load the job: {type(err).__name__}: {err}",
-                         traceback=traceback.format_exc(), attempts=0)  # fmt: skip
+                         traceback=traceback.format_exc(), attempts=0)
     _set_threads(max(1, int(job.resources.num_cpus)))
     return run_job(job, max_retries)
 
@@ -146,7 +146,7 @@ class ProcessExecutor(Executor):
             ctx = multiprocessing.get_context("spawn")
             self._started = ctx.SimpleQueue()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(self._started,))  # fmt: skip
+                                             initargs=(self._started,))
         with _sigint_blocked():  # submit spawns a worker when none is idle
             try:
                 return self._pool.submit(_work, job.key, payload, self.max_retries)
@@ -209,7 +209,7 @@ class ProcessExecutor(Executor):
             have = "sees no GPU" if not self._gpu else "shares one GPU among its jobs"
             raise ValueError(f"job {worst.key!r} asks for {worst.resources.num_gpus:g} GPU(s) and the processes "
                              f"executor {have}; set executor.resources.num_gpus to 0 (CPU) or at most 1, or use "
-                             "the ray executor for several GPUs")  # fmt: skip
+                             "the ray executor for several GPUs")
 
     def map(self, jobs: Sequence[Job], on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         check_keys(jobs)
@@ -239,7 +239,7 @@ class ProcessExecutor(Executor):
                     finish(run_job(job, 0, needs))  # not run: the result names the job it needed
                     continue
                 fits = (cpus + job.resources.num_cpus <= self.workers and gpus + job.resources.num_gpus <= 1
-                        and len(running) < self.workers)  # fmt: skip
+                        and len(running) < self.workers)
                 if running and not fits:
                     return True  # the batch's order: a job that does not fit yet is not overtaken
                 try:
@@ -247,7 +247,7 @@ class ProcessExecutor(Executor):
                 except Exception as err:  # noqa: BLE001 - a function or argument another process cannot receive
                     waiting.remove(i)
                     finish(JobResult(job.key, False, error=f"the job cannot be sent to a worker process: "
-                                     f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), attempts=0))  # fmt: skip
+                                     f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), attempts=0))
                     continue
                 fut = self._submit(job, payload)
                 if fut is None:
@@ -265,7 +265,7 @@ class ProcessExecutor(Executor):
                 raise KeyboardInterrupt
             if err is not None:  # from the pool itself (e.g. a result it could not send back)
                 finish(JobResult(jobs[i].key, False, error=f"{type(err).__name__}: {err}",
-                                 traceback="".join(traceback.format_exception(err)), attempts=1))  # fmt: skip
+                                 traceback="".join(traceback.format_exception(err)), attempts=1))
             else:
                 res = fut.result()
                 res.attempts += deaths[i]  # the tries its dead workers made
@@ -289,13 +289,13 @@ class ProcessExecutor(Executor):
                     deaths[i] += 1
                     if deaths[i] > self.max_retries:
                         finish(JobResult(job.key, False, error=f"WorkerDied: the worker process running it died: "
-                                         f"{_how_it_ended(dead[i])}", attempts=deaths[i]))  # fmt: skip
+                                         f"{_how_it_ended(dead[i])}", attempts=deaths[i]))
                         continue
                 elif not dead:  # no job to blame (an idle worker died, or one was stopped from outside)
                     stops[i] += 1
                     if stops[i] >= MAX_STOPS:
                         finish(JobResult(job.key, False, error=f"WorkerDied: stopped {stops[i]} times when a worker "
-                                         "process died and no job could be blamed", attempts=deaths[i] + stops[i]))  # fmt: skip
+                                         "process died and no job could be blamed", attempts=deaths[i] + stops[i]))
                         continue
                 waiting.append(i)
             waiting.sort()

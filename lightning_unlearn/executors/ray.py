@@ -110,7 +110,7 @@ class RayExecutor(Executor):
             ref = refs[job.key] = task.options(
                 num_cpus=job.resources.num_cpus, num_gpus=job.resources.num_gpus, max_retries=self.max_retries,
                 retry_exceptions=False, name=job.key[-100:],
-            ).remote(job, self.max_retries, *(refs[k] for k in job.after))  # fmt: skip
+            ).remote(job, self.max_retries, *(refs[k] for k in job.after))
             index[ref] = i
         results: list[JobResult | None] = [None] * len(jobs)
         pending = list(index)
@@ -123,7 +123,7 @@ class RayExecutor(Executor):
                         res = ray.get(ref)
                     except ray.exceptions.RayError as err:  # the worker died and Ray's retries ran out, or cancelled
                         res = JobResult(jobs[i].key, False, error=_error_line(err), traceback=str(err),
-                                        attempts=self.max_retries + 1)  # fmt: skip
+                                        attempts=self.max_retries + 1)
                     results[i] = res
                     if on_done is not None:
                         on_done(res)

@@ -38,7 +38,7 @@ def _factory(name: str) -> Callable[..., Executor]:
             _FACTORIES[name] = getattr(importlib.import_module(module), attr)
         except ImportError as err:
             raise ValueError(f"the {name} executor needs {name.capitalize()} ({err}); install it with: "
-                             f"{_EXTRAS[name]}") from None  # fmt: skip
+                             f"{_EXTRAS[name]}") from None
     if name not in _FACTORIES:
         raise ValueError(f"unknown executor {name!r}; choose one of: {', '.join(executor_names())}")
     return _FACTORIES[name]

@@ -63,7 +63,7 @@ def start() -> Watchdog | None:
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", __file__, str(os.getpid()), before], stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL, start_new_session=True,  # its own session: Ctrl-C reaches the driver alone
-    )  # fmt: skip
+    )
     return Watchdog(proc)
 
 

@@ -25,7 +25,7 @@ LINKED_BACKBONE_ARGS = ("num_classes", "in_channels", "image_size", "mean", "std
 
 
 def build_datamodule(data: Mapping[str, Any], forget: ForgetSpec | None, seed: int, train_on: str = "all",
-                     **init_args: Any) -> UnlearningDataModule:  # fmt: skip
+                     **init_args: Any) -> UnlearningDataModule:
     """The ``data:`` entry's DataModule with an experiment's forget set, seed, ``train_on`` and ``init_args`` of its
     own (the audit's ``holdout_fraction``)."""
     cls = import_class(data["class_path"])

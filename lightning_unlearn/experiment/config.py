@@ -63,21 +63,21 @@ def command_parser(prog: str, description: str, configs: str, output_dir: str) -
     """The parser of ``lightning_unlearn <prog>``: ``-c`` (a YAML config of ``configs``) and ``--output_dir``. Parse
     with :func:`parse_command` (its errors are raised, not printed with the usage)."""
     parser = ArgumentParser(prog=f"lightning_unlearn {prog}", description=description, default_env=False,
-                            exit_on_error=False)  # fmt: skip
+                            exit_on_error=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help=f"YAML config ({configs}).")
     parser.add_argument("--output_dir", type=str, default=output_dir, help="Where everything is written.")
     return parser
 
 
 def add_experiment_arguments(parser: ArgumentParser, *, data_skip: Iterable[str], data_help: str, methods_help: str,
-                             methods_required: bool = True) -> None:  # fmt: skip
+                             methods_required: bool = True) -> None:
     """``data``, ``backbone``, ``training``, ``methods`` and ``trainer``, as every application spells them."""
     parser.add_subclass_arguments(UnlearningDataModule, "data", instantiate=False, required=True, skip=set(data_skip),
-                                  help=data_help)  # fmt: skip
+                                  help=data_help)
     parser.add_subclass_arguments(
         Backbone, "backbone", instantiate=False, required=True, skip=set(LINKED_BACKBONE_ARGS),
         help="The network (class_path/init_args); num_classes, in_channels, image_size, mean, std come from the data.",
-    )  # fmt: skip
+    )
     parser.add_class_arguments(TrainingSettings, "training", instantiate=False)
     methods = {"required": True} if methods_required else {"default": []}
     parser.add_argument("--methods", type=list[dict[str, Any]], help=methods_help, **methods)

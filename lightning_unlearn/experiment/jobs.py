@@ -23,7 +23,7 @@ __all__ = ["method_kwargs", "train_classifier", "unlearn"]
 
 
 def train_classifier(dm: Any, backbone: Mapping[str, Any], training: TrainingSettings, role: str, seed: int,
-                     ckpt: Path, trainer_kwargs: Mapping[str, Any], callbacks: Sequence[Any] = ()) -> float:  # fmt: skip
+                     ckpt: Path, trainer_kwargs: Mapping[str, Any], callbacks: Sequence[Any] = ()) -> float:
     """Train a :class:`~lightning_unlearn.methods.Classifier` on ``dm`` (``train_on`` says D or D_r) for
     ``training.epochs(role)`` epochs and save it with ``Trainer.save_checkpoint`` to ``ckpt`` (atomically); returns
     the training time the checkpoint records (``train_time_s``). ``callbacks``: e.g. the ``AmnesiacRecorder``\\ s that
@@ -50,7 +50,7 @@ def method_kwargs(spec: MethodSpec, seed: int, updates: str | Path | None = None
 
 def unlearn(spec: MethodSpec, dm: Any, seed: int, original: str | Path, gold: str | Path | None, output: str | Path,
             trainer_kwargs: Mapping[str, Any], *, updates: str | Path | None = None, callbacks: Sequence[Any] = (),
-            evaluate: bool = True) -> dict[str, Any]:  # fmt: skip
+            evaluate: bool = True) -> dict[str, Any]:
     """Run ``spec``'s method on ``dm`` from the ``original`` checkpoint through ``UnlearnTrainer.unlearn`` (the
     method's ``trainer`` overrides on top of ``trainer_kwargs``), writing ``output``; returns ``unlearn``'s summary.
     A model the method destroyed is a result here, not an error (``retain_collapse=None``); NaN/inf weights still
@@ -61,4 +61,4 @@ def unlearn(spec: MethodSpec, dm: Any, seed: int, original: str | Path, gold: st
     method = cls(**kwargs)
     trainer = UnlearnTrainer(max_epochs=spec.max_epochs, callbacks=list(callbacks), **{**trainer_kwargs, **spec.trainer})
     return trainer.unlearn(method, dm, original_ckpt=str(original), gold_ckpt=None if gold is None else str(gold),
-                           output=str(output), evaluate=evaluate, retain_collapse=None)  # fmt: skip
+                           output=str(output), evaluate=evaluate, retain_collapse=None)

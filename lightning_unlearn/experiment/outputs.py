@@ -87,15 +87,15 @@ def check_output_dir(out: Path, command: str, outputs: Sequence[str] = ()) -> No
             mode = os.lstat(p).st_mode
             if stat.S_ISLNK(mode):
                 raise ConfigError(f"{p} is a symbolic link: lightning_unlearn never writes through one, so output_dir "
-                                  f"{out} may hold none; remove it (a linked output_dir itself is fine).")  # fmt: skip
+                                  f"{out} may hold none; remove it (a linked output_dir itself is fine).")
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise ConfigError(f"{p} is not a regular file or directory; remove it from output_dir {out}.")
     record = _record(out)
     if record.get("command") not in (None, command):
         raise ConfigError(f"output_dir {out} holds the outputs of `lightning_unlearn {record['command']}`; give "
-                          f"`lightning_unlearn {command}` another output_dir.")  # fmt: skip
+                          f"`lightning_unlearn {command}` another output_dir.")
     foreign = [p.relative_to(out).as_posix() for pattern in outputs for p in sorted(out.glob(pattern))
-               if not _ours(p, record["files"].get(p.relative_to(out).as_posix(), _MISSING))]  # fmt: skip
+               if not _ours(p, record["files"].get(p.relative_to(out).as_posix(), _MISSING))]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ConfigError(
@@ -113,7 +113,7 @@ def write_output(out: str | Path, name: str, data: str | bytes | Callable[[Binar
     record = _record(out)
     if os.path.lexists(path) and not _ours(path, record["files"].get(name, _MISSING)):
         raise FileExistsError(f"{path} was not written by lightning_unlearn (or changed since); it is not written "
-                              "over: move it away, then run the same command again.")  # fmt: skip
+                              "over: move it away, then run the same command again.")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data)
     record["files"][name] = file_sha256(path)

@@ -41,7 +41,7 @@ class Progress:
             TextColumn(prog), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("~{task.fields[left]} left"), console=self.console, transient=True,
             disable=not self.total or not self.console.is_terminal,
-        )  # fmt: skip
+        )
         self.task = self.bar.add_task("runs", total=self.total, left="?")
 
     def __enter__(self) -> Progress:

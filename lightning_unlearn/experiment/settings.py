@@ -5,14 +5,12 @@ the torch threads of a job (:func:`set_threads`)."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 
-from lightning_unlearn.evaluation import UnlearningEvaluator
 from lightning_unlearn.evaluation import evaluator_settings as core_evaluator_settings
 from lightning_unlearn.executors import Resources, executor_names
 from lightning_unlearn.experiment.errors import ConfigError

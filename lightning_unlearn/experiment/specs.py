@@ -75,7 +75,7 @@ def method_identity(spec: MethodSpec) -> dict[str, Any]:
     """What determines a method's runs (the part of a cache key that names the method): class, arguments, epochs,
     Trainer overrides. Not its display name, scenarios or tuning record."""
     return {"class_path": spec.class_path, "init_args": spec.init_args, "max_epochs": spec.max_epochs,
-            "trainer": spec.trainer}  # fmt: skip
+            "trainer": spec.trainer}
 
 
 def method_spec(i: int, entry: Any) -> MethodSpec:
@@ -107,7 +107,7 @@ def method_spec(i: int, entry: Any) -> MethodSpec:
         raise ConfigError(f"methods[{i}] ({name}): scenarios must be a list of scenario names: {scenarios!r}.")
     return MethodSpec(name=name, class_path=str(m["class_path"]), init_args=dict(m.get("init_args") or {}),
                       max_epochs=max_epochs, trainer=trainer,
-                      scenarios=None if scenarios is None else [str(s) for s in scenarios])  # fmt: skip
+                      scenarios=None if scenarios is None else [str(s) for s in scenarios])
 
 
 def _method_class(name: str, class_path: str) -> type:
@@ -163,9 +163,9 @@ def check_methods(methods: Sequence[MethodSpec], reserved_for: str) -> None:
     for m in methods:  # a name repeats only for settings per scenario (e.g. tuned per scenario): disjoint `scenarios`
         same = seen.setdefault(m.name, [])
         if same and (m.scenarios is None or any(o.scenarios is None or set(o.scenarios) & set(m.scenarios)
-                                                for o in same)):  # fmt: skip
+                                                for o in same)):
             raise ConfigError(f"Method names must be unique (a name repeats only with disjoint `scenarios`), got "
-                              f"{names}.")  # fmt: skip
+                              f"{names}.")
         same.append(m)
     for m in methods:
         if m.name in (ORIGINAL, RETRAIN):

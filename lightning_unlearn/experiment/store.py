@@ -87,24 +87,24 @@ def data_for_key(data: Mapping[str, Any], **init_args: Any) -> dict[str, Any]:
     """The ``data:`` entry as model keys hold it: without the arguments that do not change what a model learns, with
     ``init_args`` an application sets itself (the audit's ``holdout_fraction``)."""
     kept = {k: v for k, v in data["init_args"].items()
-            if k not in CACHE_IRRELEVANT_DATA_ARGS and not (k in DATA_ARGS_ADDED and v == DATA_ARGS_ADDED[k])}  # fmt: skip
+            if k not in CACHE_IRRELEVANT_DATA_ARGS and not (k in DATA_ARGS_ADDED and v == DATA_ARGS_ADDED[k])}
     return {"class_path": data["class_path"], "init_args": {**kept, **init_args}}
 
 
 def model_key_content(data: Mapping[str, Any], backbone: Mapping[str, Any], training: TrainingSettings, role: str,
-                      seed: int, **split: Any) -> dict[str, Any]:  # fmt: skip
+                      seed: int, **split: Any) -> dict[str, Any]:
     """What determines a trained model: ``data`` (:func:`data_for_key`), the backbone, the training settings, its
     role and epochs, the seed and ``split`` (the sha256 of its training indices, and the gold model's forget set)."""
     return {"data": dict(data), "backbone": backbone, "training": asdict(training), "role": role,
-            "epochs": training.epochs(role), "seed": seed, **split}  # fmt: skip
+            "epochs": training.epochs(role), "seed": seed, **split}
 
 
 def row_key(*, original: str, gold: str, hashes: Mapping[str, str], evaluator: Mapping[str, Any],
-            trainer: TrainerSettings, **identity: Any) -> str:  # fmt: skip
+            trainer: TrainerSettings, **identity: Any) -> str:
     """The key of a row (a method run or a reference row evaluated): ``identity`` (which row), its original and gold
     models, the split hashes, the evaluator's effective settings and the Trainer settings."""
     return config_hash({**identity, "original": original, "gold": gold, "hashes": dict(hashes),
-                        "evaluator": evaluator_settings(evaluator), "trainer": trainer_key(trainer)})  # fmt: skip
+                        "evaluator": evaluator_settings(evaluator), "trainer": trainer_key(trainer)})
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def set_aside(path: str | Path, why: str) -> Path | None:
     except FileNotFoundError:
         return None
     print(f"lightning_unlearn: {path} is corrupt ({' '.join(why.split())[:200]}); moved to {aside.name}, and what it "
-          "recorded is made again", file=sys.stderr, flush=True)  # fmt: skip
+          "recorded is made again", file=sys.stderr, flush=True)
     return aside
 
 

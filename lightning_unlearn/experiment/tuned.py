@@ -54,7 +54,7 @@ def check_writable(path: str | Path) -> None:
 
 
 def write_best(path: str | Path, *, method: str, class_path: str, init_args: Mapping[str, Any], max_epochs: int,
-               trainer: Mapping[str, Any], record: Mapping[str, Any], header: Iterable[str] = ()) -> Path:  # fmt: skip
+               trainer: Mapping[str, Any], record: Mapping[str, Any], header: Iterable[str] = ()) -> Path:
     """Write ``path`` (a new file, or the tuner's own earlier one: a file without a record is never overwritten)."""
     path = Path(path)
     check_writable(path)
@@ -62,7 +62,7 @@ def write_best(path: str | Path, *, method: str, class_path: str, init_args: Map
         {"model": {"class_path": class_path, "init_args": dict(init_args)},
          "trainer": {"max_epochs": int(max_epochs), **dict(trainer)}},
         sort_keys=False,
-    )  # fmt: skip
+    )
     lines = [f"# {method}: settings found by `lightning_unlearn tune` (docs/tuning.md).", *(f"# {h}" for h in header)]
     lines.append(RECORD_PREFIX + json.dumps(to_json(record), sort_keys=True, allow_nan=False))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,14 +82,14 @@ def read_best(path: str | Path) -> TunedSettings:
                 raise ValueError(f"{path}: unreadable tuning record ({err})") from None
     if not isinstance(record, dict) or not isinstance(record.get("tuning_groups"), list):
         raise ValueError(f"{path} has no tuning record (`{RECORD_PREFIX.strip()}` line): it cannot be shown as tuned "
-                         "because its tuning targets are unknown; write it with `lightning_unlearn tune`")  # fmt: skip
+                         "because its tuning targets are unknown; write it with `lightning_unlearn tune`")
     data = yaml.safe_load(text) or {}
     model = data.get("model") or {}
     trainer = dict(data.get("trainer") or {})
     if not isinstance(model, dict) or not model.get("class_path"):
         raise ValueError(f"{path}: no model.class_path")
     return TunedSettings(class_path=str(model["class_path"]), init_args=dict(model.get("init_args") or {}),
-                         max_epochs=int(trainer.pop("max_epochs", 1)), trainer=trainer, record=record)  # fmt: skip
+                         max_epochs=int(trainer.pop("max_epochs", 1)), trainer=trainer, record=record)
 
 
 def check_not_tuned_on(settings: Mapping[str, Any], evaluation: Iterable[Mapping[str, Any]], what: str = "") -> None:

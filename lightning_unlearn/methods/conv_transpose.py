@@ -80,7 +80,7 @@ class ConvolutionTranspose(Finetune):
         super().__init__(
             backbone=backbone, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
             batch_size=batch_size,
-        )  # fmt: skip
+        )
         #: Names of the convolution layers whose kernels were transposed (set when ``fit`` starts).
         self.transposed: list[str] = []
 

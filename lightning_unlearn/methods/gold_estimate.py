@@ -27,7 +27,7 @@ __all__ = ["estimate_gold_forget_accuracy", "unseen_accuracy_per_class"]
 
 @torch.no_grad()
 def unseen_accuracy_per_class(model: nn.Module, datamodule: Any, classes: list[int], cap: int | None = 5000,
-                              seed: int = 0) -> dict[int, tuple[float, int]]:  # fmt: skip
+                              seed: int = 0) -> dict[int, tuple[float, int]]:
     """Per class in ``classes``: ``(accuracy of model on unseen samples of the class, how many)``.
 
     Unseen samples are the ``holdout`` split (the ``test`` split when the DataModule holds nothing out), at most

@@ -113,7 +113,7 @@ class MaskedSmallGradients(Finetune):
         super().__init__(
             backbone=backbone, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
             batch_size=batch_size,
-        )  # fmt: skip
+        )
         #: ``{conv weight name: bool tensor}``: True = re-initialised (full gradient), False = kept (scaled gradient).
         self.reinit_masks: dict[str, Tensor] = {}
 

@@ -72,14 +72,14 @@ def _parse_bin(i: int, spec: Any) -> _Bin | None:
     unknown = set(spec) - _SPEC_KEYS
     if unknown or "class_path" not in spec:
         raise ValueError(f"RUM methods[{i}]: a bin's method is null or {{class_path, init_args, max_epochs, trainer}}, "
-                         f"got keys {sorted(spec)}.")  # fmt: skip
+                         f"got keys {sorted(spec)}.")
     cls, init_args = resolve_method(spec["class_path"]), dict(spec.get("init_args") or {})
     epochs, trainer = spec.get("max_epochs", 1), dict(spec.get("trainer") or {})
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"RUM methods[{i}]: max_epochs must be an integer >= 0, got {epochs!r}.")
     if set(trainer) & _RESERVED or set(trainer) - set(inspect.signature(pl.Trainer).parameters):
         raise ValueError(f"RUM methods[{i}]: trainer {sorted(trainer)} may only hold Trainer arguments other than "
-                         f"{sorted(_RESERVED)} (epochs: `max_epochs`).")  # fmt: skip
+                         f"{sorted(_RESERVED)} (epochs: `max_epochs`).")
     if "backbone" in init_args:
         raise ValueError(f"RUM methods[{i}]: do not set `backbone`; every bin starts from the previous bin's result.")
     try:
@@ -157,10 +157,10 @@ class RUM(UnlearningMethod):
             raise ValueError(f"RUM quantiles must increase strictly within (0, 1), got {qs}.")
         if len(specs) != len(qs) + 1:
             raise ValueError(f"RUM: {len(qs)} quantiles make {len(qs) + 1} bins, but {len(specs)} methods are given "
-                             "(one per bin, least memorised first; null leaves a bin as it is).")  # fmt: skip
+                             "(one per bin, least memorised first; null leaves a bin as it is).")
         if proxy not in px.PROXIES or order not in ("low_to_high", "high_to_low"):
             raise ValueError(f"RUM: proxy must be one of {px.PROXIES} and order low_to_high or high_to_low, got "
-                             f"{proxy!r}, {order!r}.")  # fmt: skip
+                             f"{proxy!r}, {order!r}.")
         self._bins = [_parse_bin(i, m) for i, m in enumerate(specs)]
         super().__init__(backbone=backbone, lr=0.0)
         self.automatic_optimization = False
@@ -187,10 +187,10 @@ class RUM(UnlearningMethod):
                     raise ValueError("RUM's holdout_retrain proxy fine-tunes on the held-out split, which is "
                                      "empty: set the DataModule's `holdout_fraction` > 0, or use another proxy.")
                 epochs = ((unpack_batch(b) for b in datamodule.loader(holdout, shuffle=True, batch_size=bs, train=True))
-                          for _ in range(int(hp.proxy_epochs)))  # fmt: skip
+                          for _ in range(int(hp.proxy_epochs)))
                 reference = px.finetune_copy(model, epochs, float(hp.proxy_lr), device)
             return px.score_batches(hp.proxy, model, datamodule.loader(forget, batch_size=bs), device,
-                                    reference=reference, h=float(hp.curvature_h))  # fmt: skip
+                                    reference=reference, h=float(hp.curvature_h))
 
     # -- the bins ------------------------------------------------------------------------------------------------
     def _sub_trainer(self, b: _Bin) -> pl.Trainer:
@@ -203,7 +203,7 @@ class RUM(UnlearningMethod):
             default_root_dir=outer.default_root_dir, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             num_sanity_val_steps=0, limit_val_batches=0, max_epochs=b.max_epochs,
-        )  # fmt: skip
+        )
         if outer.limit_train_batches != 1.0:  # passed only when set (Lightning announces an explicit 1.0)
             kwargs["limit_train_batches"] = outer.limit_train_batches
         return pl.Trainer(**{**kwargs, **b.trainer})
@@ -236,21 +236,21 @@ class RUM(UnlearningMethod):
         names = px.bin_names(len(self._bins))
         sequence = list(range(len(self._bins)))[:: 1 if hp.order == "low_to_high" else -1]
         report: dict[str, Any] = {"proxy": hp.proxy, "order": hp.order, "retain_pending": hp.retain_pending,
-                                  "proxy_time_s": time.perf_counter() - t0, "bins": []}  # fmt: skip
+                                  "proxy_time_s": time.perf_counter() - t0, "bins": []}
         for pos, k in enumerate(sequence):
             members, b = indices[bins == k], self._bins[k]
             entry: dict[str, Any] = {"name": names[k], "size": int(len(members)), "position": pos,
                                      "score_range": [float(scores[bins == k].min()), float(scores[bins == k].max())]
-                                     if len(members) else None, "method": None}  # fmt: skip
+                                     if len(members) else None, "method": None}
             if b is not None and len(members):
                 pending = indices[np.isin(bins, sequence[pos + 1 :])] if hp.retain_pending else indices[:0]
                 rank_zero_info(f"RUM: bin {names[k]} ({len(members)} samples) with {b.cls.__name__}, "
-                               f"{b.max_epochs} epoch(s).")  # fmt: skip
+                               f"{b.max_epochs} epoch(s).")
                 entry["method"] = b.cls.__name__
                 entry.update(self._run_bin(b, dm, members, np.concatenate([dm.splits.retain, pending])))
             report["bins"].append(entry)
         report["split"] = {"forget_indices": indices.tolist(), "scores": scores.tolist(), "bin": bins.tolist(),
-                           "bin_names": names}  # fmt: skip
+                           "bin_names": names}
         trainer = self.trainer
         if trainer.world_size > 1:  # every rank ran the bins; rank 0's result is the run's
             model = self._require_model()

@@ -85,7 +85,7 @@ def curvature_score(model: nn.Module, x: Tensor, y: Tensor, h: float = 0.01) -> 
 
 
 def finetune_copy(model: nn.Module, batches: Iterable[Iterable[tuple[Tensor, Tensor]]], lr: float,
-                  device: torch.device) -> nn.Module:  # fmt: skip
+                  device: torch.device) -> nn.Module:
     """A copy of ``model`` fine-tuned with cross-entropy (SGD, momentum 0.9, weight decay 5e-4: the code's
     ``finetune``), one inner iterable of ``(x, y)`` per epoch, in train mode and fp32; returned in eval mode."""
     tuned = copy.deepcopy(model).to(device).train().requires_grad_(True)
@@ -103,7 +103,7 @@ def finetune_copy(model: nn.Module, batches: Iterable[Iterable[tuple[Tensor, Ten
 
 
 def score_batches(proxy: str, model: nn.Module, batches: Iterable[Any], device: torch.device,
-                  reference: nn.Module | None = None, h: float = 0.01) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                  reference: nn.Module | None = None, h: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """``(sample indices, scores)`` of ``proxy`` over batches of ``(x, y, index)``, sorted by index."""
     idx, scores = [], []
     for batch in batches:
@@ -150,7 +150,7 @@ def bin_names(num_bins: int) -> list[str]:
 
 
 def accuracy_per_bin(correct: Sequence[bool], bins: Sequence[int], names: Sequence[str],
-                     scores: Sequence[float] | None = None) -> dict[str, Any]:  # fmt: skip
+                     scores: Sequence[float] | None = None) -> dict[str, Any]:
     """How a split compares with a reference (gold) model's easy/hard labels (easy = the reference classifies the
     sample correctly): its accuracy on all of D_f and on each bin; ``agreement_top_bin_hard``, the fraction of D_f
     where "in the most memorised bin" equals "hard" (comparable with TMU's ``vs_gold.agreement``); and with ``scores``,
@@ -159,7 +159,7 @@ def accuracy_per_bin(correct: Sequence[bool], bins: Sequence[int], names: Sequen
 
     hit, b = np.asarray(correct, dtype=bool), np.asarray(bins)
     per_bin = [{"name": n, "size": int((b == k).sum()), "gold_accuracy": float(hit[b == k].mean()) if (b == k).any()
-                else None} for k, n in enumerate(names)]  # fmt: skip
+                else None} for k, n in enumerate(names)]
     out: dict[str, Any] = {"gold_forget_accuracy": float(hit.mean()) if len(hit) else None, "per_bin": per_bin}
     out["agreement_top_bin_hard"] = float(((b == len(names) - 1) == ~hit).mean()) if len(hit) else None
     if scores is not None:

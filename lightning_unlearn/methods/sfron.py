@@ -37,7 +37,7 @@ def adaptive_forget_loss(logits: Tensor, targets: Tensor, lam: float) -> Tensor:
 
 
 def fisher_ratio_mask(fisher_forget: dict[str, Tensor], fisher_retain: dict[str, Tensor], threshold: float
-                      ) -> dict[str, Tensor]:  # fmt: skip
+                      ) -> dict[str, Tensor]:
     """``(F_f + 1e-15) / (F_r + 1e-15) >= threshold`` per entry (the reference's ``get_weight_saliency_mask``)."""
     return {n: (fisher_forget[n] + 1e-15) / (fisher_retain[n] + 1e-15) >= threshold for n in fisher_forget}
 
@@ -143,7 +143,7 @@ class SFRon(TrainModeMethod):
         super().__init__(
             backbone=backbone, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
             batch_size=batch_size,
-        )  # fmt: skip
+        )
         #: ``{parameter name: bool tensor}``: the weights the forget steps move (True).
         self.saliency: dict[str, Tensor] = {}
         self._phase = "retain"

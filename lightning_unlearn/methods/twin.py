@@ -162,7 +162,7 @@ class TwinUnlearning(UnlearningMethod):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
         for name, frac in (("twin_retain_fraction", twin_retain_fraction), ("cf_fraction", cf_fraction),
-                           ("retain_fraction", retain_fraction)):  # fmt: skip
+                           ("retain_fraction", retain_fraction)):
             if not 0.0 <= frac <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {frac}.")
         if nf_k < 1 or af_steps < 0 or af_epsilon < 0 or (hard_rate_samples is not None and hard_rate_samples < 1):
@@ -171,7 +171,7 @@ class TwinUnlearning(UnlearningMethod):
                 f"{af_steps}, {af_epsilon}, {hard_rate_samples})."
             )
         super().__init__(backbone=backbone, lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer,
-                         batch_size=batch_size)  # fmt: skip
+                         batch_size=batch_size)
         self.hparams["features"] = feats
         #: What the precomputation found (``method_config()["tmu"]``); empty until ``fit`` (or :meth:`compute_split`).
         self.tmu_report: dict[str, Any] = {}
@@ -197,7 +197,7 @@ class TwinUnlearning(UnlearningMethod):
                 raise ValueError(
                     f"TwinUnlearning needs a non-empty `{name}` split"
                     + (": set the DataModule's `holdout_fraction` > 0 (D_e is drawn from it)." if name == "holdout"
-                       else ".")  # fmt: skip
+                       else ".")
                 )
         split = predict_split(self.original, datamodule, self.hparams, int(self._require_model().head.out_features))
         self.feature_table = split.table
@@ -275,7 +275,7 @@ class TwinUnlearning(UnlearningMethod):
         logits = self._require_model()(x)
         loss, hard_ce = twin_unlearning_loss(logits, y, hard, mode=hp.unlearn_loss, random_targets=random,
                                              hard_weight=float(hp.hard_weight), max_hard_loss=hp.max_hard_loss,
-                                             reduction=hp.loss_reduction)  # fmt: skip
+                                             reduction=hp.loss_reduction)
         watch_step(self, ~torch.isfinite(loss), _loss_message, loss)  # no host sync per step (guards.StepWatch)
         log_step(self, "train/loss", loss, len(y))
         log_step(self, "train/hard_ce", hard_ce, len(y))
@@ -302,7 +302,7 @@ class TwinUnlearning(UnlearningMethod):
         gold = gold.to(device)
         with eval_mode(gold):
             correct = torch.cat([gold(x_f[i : i + 512].to(device)).argmax(1).cpu() == y_f[i : i + 512]
-                                 for i in range(0, len(x_f), 512)])  # fmt: skip
+                                 for i in range(0, len(x_f), 512)])
         gold_easy = correct[torch.argsort(idx_f)]
         pred_easy = ~self._hard_sorted
         return {

@@ -166,7 +166,7 @@ def group_holdout_split(groups: Sequence[int] | np.ndarray, fraction: float, see
 
 
 def decide_hard(easy_logit: Tensor, labels: Tensor, rule: HardRule, hard_rates: dict[int, float] | None = None
-                ) -> Tensor:  # fmt: skip
+                ) -> Tensor:
     """Which D_f samples are predicted hard, from the classifier's "easy" logits.
 
     ``rule="paper"``: ``sigmoid(logit) <= 0.5`` (TMU's classifier as published). ``rule="twin_rate"``: within each

@@ -169,7 +169,7 @@ def build_twin_problem(original: nn.Module, datamodule: Any, hp: Mapping[str, An
     twin = copy.deepcopy(getattr(original, "module", original)).requires_grad_(True).to(device)
     train_from_scratch(twin, _loader_fn(twin_data, int(hp["twin_batch_size"]), seed, datamodule.num_workers),
                        int(hp["twin_epochs"]), _optimizer(hp["twin_optimizer"], twin.parameters(), float(hp["twin_lr"])),
-                       device)  # fmt: skip
+                       device)
     twin.requires_grad_(False).eval()
     t_twin = time.perf_counter()
     with torch.no_grad():  # the twin problem's gold model is the original
@@ -205,34 +205,34 @@ def build_twin_problem(original: nn.Module, datamodule: Any, hp: Mapping[str, An
             )
     if "af" in feats:
         af = dict(epsilon=float(hp["af_epsilon"]), alpha=hp["af_alpha"], steps=int(hp["af_steps"]),
-                  target=hp["af_target"])  # fmt: skip
+                  target=hp["af_target"])
         gen = torch.Generator().manual_seed(seed)
         cols_e["af"] = _batched(lambda x, y: adversarial_feature(twin, x, y, generator=gen, **af), x_e, y_e, ebs, device)
         cols_f["af"] = _batched(lambda x, y: adversarial_feature(original, x, y, generator=gen, **af), x_f, y_f, ebs,
-                                device)  # fmt: skip
+                                device)
     if "cf" in feats:
         curriculum = _curriculum_model(original, datamodule, retain_ds, forget_ds, hp, rng, device)
         cols_e["cf"] = _batched(lambda x, y: per_sample_loss(curriculum, x, y), x_e, y_e, ebs, device)
         cols_f["cf"] = _batched(lambda x, y: per_sample_loss(curriculum, x, y), x_f, y_f, ebs, device)
         del curriculum
     sizes = {"size": len(sel), "augmented_copies": sel.num_copies, "real_samples": len(sel) - sel.num_copies,
-             "forget_size": len(forget_ds), "retain_size": len(retain_ds), "finetune_samples": len(twin_data)}  # fmt: skip
+             "forget_size": len(forget_ds), "retain_size": len(retain_ds), "finetune_samples": len(twin_data)}
     return TwinData(
         feat_e=torch.stack([cols_e[f] for f in feats], dim=1), easy_e=easy_e, y_e=y_e, groups_e=groups_e,
         forget_correct=forget_correct,
         feat_f=torch.stack([cols_f[f] for f in feats], dim=1), y_f=y_f, idx_f=idx_f, twin=twin,
         cols_e=cols_e, cols_f=cols_f, sizes=sizes,
         timings={"twin": t_twin - t0, "features": time.perf_counter() - t_twin},
-    )  # fmt: skip
+    )
 
 
 def _curriculum_model(original: nn.Module, datamodule: Any, retain_ds: SplitView, forget_ds: SplitView,
-                      hp: Mapping[str, Any], rng: np.random.Generator, device: Any) -> nn.Module:  # fmt: skip
+                      hp: Mapping[str, Any], rng: np.random.Generator, device: Any) -> nn.Module:
     """CF's model: the original's architecture, freshly initialised (seeded), trained ``cf_epochs`` from scratch."""
     model = fresh_network(getattr(original, "module", original), int(hp["seed"])).requires_grad_(True).to(device)
     views = [retain_ds] if hp["cf_data"] == "retain" else [retain_ds, forget_ds]
     data = ConcatDataset([_XY(subset(v, float(hp["cf_fraction"]), rng)) for v in views])
     train_from_scratch(model, _loader_fn(data, int(hp["cf_batch_size"]), int(hp["seed"]) + 1, datamodule.num_workers),
                        int(hp["cf_epochs"]), _optimizer(hp["cf_optimizer"], model.parameters(), float(hp["cf_lr"])),
-                       device)  # fmt: skip
+                       device)
     return model.requires_grad_(False).eval()

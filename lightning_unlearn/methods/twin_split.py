@@ -48,7 +48,7 @@ class TwinSplit:
 
 
 def _rates(hp: Mapping[str, Any], original: nn.Module, datamodule: Any, y_f: Tensor, easy_e: Tensor, y_e: Tensor
-           ) -> tuple[dict[int, float], dict[str, Any]]:  # fmt: skip
+           ) -> tuple[dict[int, float], dict[str, Any]]:
     """The twin problem's hard rate per class of D_f (``hard_rate_source``), and what it was measured on. Its gold
     model is the original and its forget data held-out data, so ``"holdout"`` measures the same rate as D_e does, on
     the whole held-out pool of the class (up to ``hard_rate_samples``) instead of D_e's few samples."""
@@ -63,7 +63,7 @@ def _rates(hp: Mapping[str, Any], original: nn.Module, datamodule: Any, y_f: Ten
     n_f = {c: int((y_f == c).sum()) for c in classes}
     overall = sum(rates.get(c, 0.0) * n for c, n in n_f.items()) / max(len(y_f), 1)
     info = {"source": hp["hard_rate_source"], "hard_rate": overall,
-            "per_class": {str(c): {"hard_rate": rates.get(c), "measured_on": counts.get(c, 0)} for c in classes}}  # fmt: skip
+            "per_class": {str(c): {"hard_rate": rates.get(c), "measured_on": counts.get(c, 0)} for c in classes}}
     return rates, info
 
 
@@ -82,7 +82,7 @@ def predict_split(original: nn.Module, datamodule: Any, hp: Mapping[str, Any], n
         z_e[~held], data.easy_e[~held], epochs=int(hp["classifier_epochs"]), lr=float(hp["classifier_lr"]),
         momentum=float(hp["classifier_momentum"]), batch_size=int(hp["classifier_batch_size"]), seed=seed,
         balanced=hp["class_weight"] == "balanced",
-    )  # fmt: skip
+    )
     with torch.no_grad():
         logit_e, logit_f = mlp(z_e), mlp(z_f)
     pred_e = logit_e > 0
@@ -131,9 +131,9 @@ def predict_split(original: nn.Module, datamodule: Any, hp: Mapping[str, Any], n
         },
         "original_forget_accuracy": float(data.forget_correct.float().mean()),
         "timings_s": {**data.timings, "hard_rates": t_feat - t0 - sum(data.timings.values()),
-                      "classifier": t_clf - t_feat, "total": t_clf - t0},  # fmt: skip
+                      "classifier": t_clf - t_feat, "total": t_clf - t0},
     }
     table = {"twin_features": data.feat_e, "twin_easy": easy_e, "twin_heldout": held, "twin_predicted_easy": pred_e,
              "twin_logit": logit_e, "forget_features": data.feat_f, "forget_indices": data.idx_f,
-             "forget_logit": logit_f, "forget_predicted_easy": ~hard_f}  # fmt: skip
+             "forget_logit": logit_f, "forget_predicted_easy": ~hard_f}
     return TwinSplit(forget, hard, random_labels, data.twin.state_dict(), report, table)

@@ -141,7 +141,7 @@ class UNSIR(TrainModeMethod):
         seed: int = 0,
     ) -> None:
         for name, v in (("noise_batch_size", noise_batch_size), ("noise_copies", noise_copies),
-                        ("retain_per_class", retain_per_class)):  # fmt: skip
+                        ("retain_per_class", retain_per_class)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}.")
         if noise_steps < 0 or noise_reg < 0:
@@ -209,7 +209,7 @@ class UNSIR(TrainModeMethod):
         loaders = {
             "impair": sharded_loader(self, datamodule, ConcatDataset([noise, subset]), shuffle=True, batch_size=bs),
             "repair": sharded_loader(self, datamodule, subset if hp.repair_on == "subset" else retain,
-                                     shuffle=True, batch_size=bs),  # fmt: skip
+                                     shuffle=True, batch_size=bs),
         }
         return PhasedLoader(loaders, self.epoch_plan, lambda: self.current_epoch, horizon=2)
 

@@ -115,30 +115,30 @@ def build_parser() -> Any:
     )
     p.add_argument("--benchmark", type=str, required=True,
                    help="Benchmark config: data, model, training, methods; its scenarios x seeds are the evaluation "
-                   "targets that tuning must not use.")  # fmt: skip
+                   "targets that tuning must not use.")
     p.add_argument("--scenarios", type=list[dict[str, Any]], required=True,
-                   help="Tuning targets: [{name: <benchmark scenario>, targets: [ForgetSpec dict, ...]}].")  # fmt: skip
+                   help="Tuning targets: [{name: <benchmark scenario>, targets: [ForgetSpec dict, ...]}].")
     p.add_argument("--seeds", type=list[int], default=[100], help="Seeds of the tuning splits and runs.")
     p.add_argument("--methods", type=list[str] | None, default=None, help="Names of benchmark methods (default: all).")
     p.add_argument("--n_trials", type=int, default=20, help="Trials per method (finished trials count).")
     p.add_argument("--trials_per_method", type=dict[str, int], default={}, help="{method: n_trials} overrides.")
     p.add_argument("--search_space", type=dict[str, dict[str, Any]], default={},
-                   help="{method: {key: {low, high, log} | {choices} | null}}: overrides of the spaces.")  # fmt: skip
+                   help="{method: {key: {low, high, log} | {choices} | null}}: overrides of the spaces.")
     p.add_argument("--objectives", type=list[Objective], default=["gap"],
-                   help="[gap] (average gap to Retrain) or [gap, time] (a Pareto front of gap and time).")  # fmt: skip
+                   help="[gap] (average gap to Retrain) or [gap, time] (a Pareto front of gap and time).")
     p.add_argument("--sampler", type=Literal["tpe", "random"], default="tpe", help="Optuna sampler.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the sampler.")
     p.add_argument("--n_startup_trials", type=int | None, default=None,
-                   help="Random trials before TPE (default: a third of n_trials, 3 to 10).")  # fmt: skip
+                   help="Random trials before TPE (default: a third of n_trials, 3 to 10).")
     p.add_argument("--pruner", type=Literal["median", "none"], default="median",
-                   help="Prune a trial whose running gap after a tuning target is worse than the median.")  # fmt: skip
+                   help="Prune a trial whose running gap after a tuning target is worse than the median.")
     p.add_argument("--timeout_s", type=float | None, default=None, help="Time budget per method (this start).")
     p.add_argument("--evaluator", type=dict[str, Any], default={}, help="Overrides of the benchmark's evaluator.")
     add_run_arguments(p)
     p.add_argument("--parallel", type=int, default=1, help="Trials asked and run at once (executor batch).")
     p.add_argument("--per_scenario", type=bool, default=False,
                    help="Tune each scenario on its own (settings per scenario: best/<scenario>/<method>.yaml), as the "
-                   "papers tune per forgetting setting; each scenario's studies live in output_dir/<scenario>/.")  # fmt: skip
+                   "papers tune per forgetting setting; each scenario's studies live in output_dir/<scenario>/.")
     return p
 
 
@@ -170,7 +170,7 @@ def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
         name = str(sc.get("name") or "").strip()
         if name not in eval_names:
             raise ConfigError(f"scenarios[{i}] name {name!r} is not a scenario of {bpath} ({eval_names}); tuning targets "
-                       "stand for a benchmark scenario")  # fmt: skip
+                       "stand for a benchmark scenario")
         targets = []
         for j, t in enumerate(sc.get("targets") or []):
             try:
@@ -194,7 +194,7 @@ def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
         raise ConfigError("no method to tune: none of the chosen methods runs in the tuning scenarios")
     evaluator = {**bench.evaluator, **DEFAULT_EVALUATOR_OVERRIDES, **dict(d.get("evaluator") or {})}
     bench = replace(bench, scenarios=scenarios, seeds=seeds, methods=chosen, evaluator=evaluator,
-                    keep_checkpoints=False, report_only=False, quiet=bool(d.get("quiet", True)))  # fmt: skip
+                    keep_checkpoints=False, report_only=False, quiet=bool(d.get("quiet", True)))
     try:
         validate_config(bench)
     except ConfigError as err:
@@ -227,7 +227,7 @@ def _build(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig:
         n_startup_trials=d.get("n_startup_trials"),
         pruner=str(d["pruner"]), timeout_s=d.get("timeout_s"), executor=d.get("executor") or "local",
         parallel=int(d["parallel"]), quiet=bool(d.get("quiet", True)), source=source,
-    )  # fmt: skip
+    )
     try:
         cfg.plan = make_plan(bench)
         eval_plan = make_plan(evaluation)
@@ -245,14 +245,14 @@ def _build_per_scenario(d: dict[str, Any], source: dict[str, Any]) -> TuneConfig
     for sc in d.get("scenarios") or []:
         name = str(dict(sc).get("name") or "").strip()
         part = _build({**d, "per_scenario": False, "scenarios": [sc], "output_dir": str(out / slug(name))},
-                      {**source, "scenarios": [sc], "per_scenario": False})  # fmt: skip
+                      {**source, "scenarios": [sc], "per_scenario": False})
         part.best_dir = str(out / "best" / slug(name))
         parts.append(part)
     if not parts:
         raise ConfigError("`scenarios` is empty: list the tuning targets, e.g. {name: class-wise, targets: [{classes: [5]}]}")
     first = parts[0]
     return replace(first, output_dir=str(out), best_dir=str(out / "best"), source=source, parts=parts,
-                   methods=[mt for p in parts for mt in p.methods])  # fmt: skip
+                   methods=[mt for p in parts for mt in p.methods])
 
 
 def group_record(g: Group) -> dict[str, Any]:

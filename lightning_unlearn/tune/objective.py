@@ -45,7 +45,7 @@ TuneRunError = RunError
 def reference_key(cfg: BenchmarkConfig, group: Group, which: str) -> str:
     """The cache key of a group's Original or Retrain row: a changed evaluator or trainer setting evaluates it anew."""
     return row_key(which=which, original=group.original_key, gold=group.gold_key, hashes=group.hashes,
-                   evaluator=cfg.evaluator, trainer=cfg.trainer)  # fmt: skip
+                   evaluator=cfg.evaluator, trainer=cfg.trainer)
 
 
 def _reference(cfg: BenchmarkConfig, group: Group, which: str, original: Path, gold: Path, dm: Any) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def prepare(cfg: TuneConfig, executor: Executor, threads: int | None, log: Calla
     if todo:
         log(f"training {len(todo)} model(s) of the tuning targets ({len(plan.models) - len(todo)} cached) ...")
         jobs = [Job(key=j.dir.name, fn=train_job, kwargs={"cfg": bench, "job": j, "threads": threads},
-                    description=f"{j.role} model of {j.group.describe()}") for j in todo]  # fmt: skip
+                    description=f"{j.role} model of {j.group.describe()}") for j in todo]
         for res in executor.map(jobs):
             if not res.ok:
                 raise RunError(f"training model {res.key} failed: {res.error}; fix the cause and run the same "
@@ -88,7 +88,7 @@ def prepare(cfg: TuneConfig, executor: Executor, threads: int | None, log: Calla
                 "group": g, "record": group_record(g), "original": str(original), "gold": str(gjob.ckpt),
                 "updates": str(ojob.updates_path(g.forget_hash)) if ojob.record_forget else None,
                 "retrain_row": rows[RETRAIN], "original_gap": gap,
-            })  # fmt: skip
+            })
             log(f"{g.describe()}: Original's gap to Retrain {gap:.2f}")
     return contexts
 
@@ -134,7 +134,7 @@ def run_trial(
             gap = add_gaps([dict(ctx["retrain_row"]), dict(row)])[1]["avg_gap"]
             groups.append({**ctx["record"], "used_hashes": dict(dm.splits.hashes()), "gap": gap,
                            "unlearn_time_s": row.get("unlearn_time_s"),
-                           "row": {k: row.get(k) for k in (*GAP_COLUMNS, "unlearn_time_s")}})  # fmt: skip
+                           "row": {k: row.get(k) for k in (*GAP_COLUMNS, "unlearn_time_s")}})
             del dm
             if gap is None:
                 raise RuntimeError(f"{g.describe()}: no average gap (a metric of the gap is missing)")

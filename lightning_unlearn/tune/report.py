@@ -42,7 +42,7 @@ def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> 
              "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
              if t.datetime_complete and t.datetime_start else None,
              "default": bool(t.user_attrs.get("default")), "error": t.user_attrs.get("error"),
-             "interrupted": bool(t.user_attrs.get("interrupted"))} for t in trials]  # fmt: skip
+             "interrupted": bool(t.user_attrs.get("interrupted"))} for t in trials]
     gaps = [c["original_gap"] for c in contexts if c.get("original_gap") is not None]
     return {
         "method": mt.name, "class_path": mt.spec.class_path, "study": study.study_name,
@@ -51,7 +51,7 @@ def summarise(study: Any, mt: Any, contexts: list[dict[str, Any]], cfg: Any) -> 
         "best": None if best is None else {"number": best.number, "values": best.values, "params": best.params},
         "front": [{"number": t.number, "values": t.values, "params": t.params} for t in (front or [])],
         "default": None if default is None else {"number": default.number, "values": default.values,
-                                                 "params": default.params},  # fmt: skip
+                                                 "params": default.params},
         "trials": rows, "tuning_groups": [c["record"] for c in contexts],
         "original_gap": sum(gaps) / len(gaps) if gaps else None, "_study": study,
     }
@@ -70,7 +70,7 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
         "default_values": None if default is None else default["values"],
         "benchmark": cfg.benchmark_path, "tuning_groups": summary["tuning_groups"],
         "written_at": now(),
-    }  # fmt: skip
+    }
     dv = "" if default is None else f" (configured settings: {default['values'][0]:.2f})"
     header = [
         f"Average gap to Retrain {best['values'][0]:.2f}{dv} over {len(summary['tuning_groups'])} tuning target(s) "
@@ -79,7 +79,7 @@ def write_best_file(path: Path, summary: dict[str, Any], mt: Any, cfg: Any) -> P
         "benchmark: `tuned: {dir: <this best/ directory>, mode: both}` (docs/tuning.md)",
     ]
     return write_best(path, method=mt.name, class_path=mt.spec.class_path, init_args=init, max_epochs=epochs,
-                      trainer=mt.spec.trainer, record=record, header=header)  # fmt: skip
+                      trainer=mt.spec.trainer, record=record, header=header)
 
 
 def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], list[str]]:
@@ -112,7 +112,7 @@ def _plots(study: Any, out: Path, stem: str, multi: bool) -> tuple[list[str], li
 
 
 def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, contexts: list[dict[str, Any]],
-                 seconds: float) -> Path:  # fmt: skip
+                 seconds: float) -> Path:
     """``tune.md`` (and ``tune.json`` without the study objects, ``plots/``)."""
     objs = " and ".join(cfg.objectives)
     lines = [
@@ -123,16 +123,16 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
         f"This start: {seconds:.0f} s.", "",
         "## Tuning targets (disjoint from the evaluation targets)", "",
         "| scenario | target | seed | forget sha256 | Original's gap |", "|---|---|---:|---|---:|",
-    ]  # fmt: skip
+    ]
     for c in contexts:
         r = c["record"]
         lines.append(f"| {r['scenario']} | `{json.dumps(r['target'], sort_keys=True)}` | {r['seed']} | "
-                     f"`{r['hashes']['forget'][:12]}` | {_fmt(c['original_gap'])} |")  # fmt: skip
+                     f"`{r['hashes']['forget'][:12]}` | {_fmt(c['original_gap'])} |")
     lines += ["", f"Evaluation targets of the benchmark ({len(cfg.evaluation_hashes)} groups), none of whose forget "
               "sets is a tuning one: " + ", ".join(f"`{e['hashes']['forget'][:8]}`" for e in cfg.evaluation_hashes), "",
               "## Summary", "",
               "| Method | configured settings | tuned | best trial | trials (complete/pruned/failed) |",
-              "|---|---:|---:|---|---:|"]  # fmt: skip
+              "|---|---:|---:|---|---:|"]
     for name, s in summaries.items():
         best, dflt, c = s["best"], s["default"], s["counts"]
         d_val = _fmt(dflt["values"][0]) if dflt else "-"
@@ -140,7 +140,7 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
         lines.append(f"| {name} | {d_val} | {b_val} | {b_par} | {c['complete']}/{c['pruned']}/{c['fail']} |")
     for name, s in summaries.items():
         lines += ["", f"## {name}", "", f"Study `{s['study']}`; search space: "
-                  + ", ".join(f"{k} {_space(v)}" for k, v in s["space"].items()) + "."]  # fmt: skip
+                  + ", ".join(f"{k} {_space(v)}" for k, v in s["space"].items()) + "."]
         if s["best"] is None:
             lines += ["", "No complete trial."]
         else:
@@ -152,7 +152,7 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], cfg: Any, cont
         files, notes = _plots(s["_study"], out, name.replace(" ", "_"), len(cfg.objectives) > 1)
         lines += [""] + [f"![{f}]({PLOTS}/{f})" for f in files] + [f"*{n}*" for n in notes]
         lines += ["", "| trial | state | " + " | ".join(cfg.objectives) + " | params | s |",
-                  "|---:|---|" + "---:|" * len(cfg.objectives) + "---|---:|"]  # fmt: skip
+                  "|---:|---|" + "---:|" * len(cfg.objectives) + "---|---:|"]
         for r in s["trials"]:
             vals = r["values"] or [None] * len(cfg.objectives)
             state = r["state"] + (" (configured)" if r["default"] else "")

@@ -99,7 +99,7 @@ def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str,
 
             def sampler(k: int, mt: Any = mt) -> Any:  # the k-th counted trial's, the same after a restart
                 return make_sampler(cfg.sampler, trial_seed(cfg.seed, k), cfg.n_startup_trials, mt.n_trials,
-                                    multi_objective=multi)  # fmt: skip
+                                    multi_objective=multi)
 
             pruner = "none" if multi else cfg.pruner
             study = open_study(name, storage, directions, sampler(0), make_pruner(pruner))
@@ -114,7 +114,7 @@ def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str,
             trial_root = out / "trials" / slug(mt.name)
 
             def make_job(trial: Any, mt: Any = mt, ctx: Any = ctx, name: str = name, pruner: str = pruner,
-                         trial_root: Path = trial_root) -> Job:  # fmt: skip
+                         trial_root: Path = trial_root) -> Job:
                 return Job(
                     key=f"trial-{trial.number}", fn=run_trial,
                     kwargs={"bench": cfg.bench, "spec": mt.spec, "params": dict(trial.params), "contexts": ctx,
@@ -122,7 +122,7 @@ def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str,
                             "study_name": name, "storage": storage, "trial_id": trial._trial_id, "pruner": pruner,
                             "threads": settings.threads},
                     resources=settings.resources, description=f"{mt.name} trial {trial.number}",
-                )  # fmt: skip
+                )
 
             def on_trial(trial: Any, res: Any, mt: Any = mt) -> None:
                 if res.ok and isinstance(res.value, dict):
@@ -134,10 +134,10 @@ def _run(cfg: TuneConfig, log: Callable[[str], None], start: float) -> dict[str,
                 else:
                     state = f"FAILED ({res.error})"[:200]
                 log(f"[{i}/{len(cfg.methods)}] {mt.name} trial {trial.number}: {state} {dict(trial.params)} "
-                    f"({res.wall_s:.1f}s)")  # fmt: skip
+                    f"({res.wall_s:.1f}s)")
 
             counts = run_study(study, mt.space, mt.n_trials, make_job, executor=executor, parallel=cfg.parallel,
-                               timeout_s=cfg.timeout_s, on_trial=on_trial, sampler=sampler)  # fmt: skip
+                               timeout_s=cfg.timeout_s, on_trial=on_trial, sampler=sampler)
             log(f"[{i}/{len(cfg.methods)}] {mt.name}: {counts['run']} trial(s) run, {counts['reused']} reused from "
                 f"{storage}" + (f", {counts['recovered']} interrupted trial(s) redone" if counts["recovered"] else ""))
             summary = summarise(study, mt, ctx, cfg)

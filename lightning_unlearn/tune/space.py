@@ -29,10 +29,10 @@ def resolve_space(spec: MethodSpec, override: Mapping[str, Any] | None) -> dict[
     for key in space:
         if key not in allowed:
             raise ConfigError(f"{spec.name}: search space key {key!r} is not an argument of {cls.__name__} "
-                              f"({', '.join(sorted(allowed))})")  # fmt: skip
+                              f"({', '.join(sorted(allowed))})")
     if not space:
         raise ConfigError(f"{spec.name}: empty search space ({cls.__name__} declares none); give one under "
-                          f"search_space.{spec.name}, or leave the method out of `methods`")  # fmt: skip
+                          f"search_space.{spec.name}, or leave the method out of `methods`")
     for key, param in space.items():
         _check_values(spec, key, param)  # type: ignore[arg-type]
     return dict(space)  # type: ignore[arg-type]
@@ -43,16 +43,16 @@ def _check_values(spec: MethodSpec, key: str, param: Param) -> None:
     values = param.bounds()
     if key == EPOCHS_KEY:
         if isinstance(param, FloatRange) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                      for v in values):  # fmt: skip
+                                                      for v in values):
             raise ConfigError(f"{spec.name}: {EPOCHS_KEY} must be an integer range or choices of integers >= 0, got "
-                              f"{param.describe()}")  # fmt: skip
+                              f"{param.describe()}")
         return
     for v in values:
         try:
             check_method_args(replace(spec, init_args={**spec.init_args, key: v}), spec.resolve())
         except ConfigError as err:
             raise ConfigError(f"{spec.name}: search space {key}={param.describe()}: the value {v!r} is not accepted "
-                              f"({str(err)[:300]})") from None  # fmt: skip
+                              f"({str(err)[:300]})") from None
 
 
 def in_space(params: Mapping[str, Any], space: Mapping[str, Param]) -> bool:

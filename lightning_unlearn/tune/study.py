@@ -61,11 +61,11 @@ def open_storage(output_dir: str | Path) -> str:
     if os.path.lexists(path):
         if os.lstat(path).st_nlink > 1:
             raise ConfigError(f"{path} has another name elsewhere (a hard link), which SQLite would write through; "
-                              "move it away or choose another output_dir.")  # fmt: skip
+                              "move it away or choose another output_dir.")
         if not _is_optuna_database(path):
             if not is_recorded(out, STUDIES_FILE):
                 raise ConfigError(f"{path} is not an Optuna database and lightning_unlearn tune did not write it; it is "
-                                  "not written over: move it away or choose another output_dir.")  # fmt: skip
+                                  "not written over: move it away or choose another output_dir.")
             set_aside(path, "not a readable Optuna SQLite database")
     record_output(out, STUDIES_FILE)
     return storage_url(out)
@@ -107,7 +107,7 @@ def distributions(space: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_sampler(name: str = "tpe", seed: int = 0, n_startup_trials: int | None = None, n_trials: int = 20,
-                 multi_objective: bool = False) -> Any:  # fmt: skip
+                 multi_objective: bool = False) -> Any:
     """A seeded TPE (default ``n_startup_trials``: a third of the budget, 3 to 10) or random sampler."""
     import optuna  # deferred: start-up
 
@@ -132,7 +132,7 @@ def open_study(name: str, storage: str, directions: Sequence[str], sampler: Any 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
 
     return optuna.create_study(study_name=name, storage=storage, directions=list(directions), sampler=sampler,
-                               pruner=pruner, load_if_exists=True)  # fmt: skip
+                               pruner=pruner, load_if_exists=True)
 
 
 def open_trial(study_name: str, storage: str, trial_id: int, pruner: Any = None) -> Any:
@@ -152,7 +152,7 @@ def finished_trials(study: Any) -> list[Any]:
         t for t in study.get_trials(deepcopy=False)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-    ]  # fmt: skip
+    ]
 
 
 def recover_interrupted(study: Any) -> int:

@@ -58,7 +58,7 @@ def main() -> None:
         return pl.Trainer(accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
                           logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                          **kwargs)  # fmt: skip
+                          **kwargs)
 
     t = trainer(max_epochs=1, limit_train_batches=2)
     result = run(t, trainer(max_epochs=1, limit_train_batches=2))

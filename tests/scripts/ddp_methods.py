@@ -161,7 +161,7 @@ def main() -> None:
     dm_c = DigitsDataModule(forget=ForgetSpec(classes=[3]), image_size=8, augment=False, holdout_fraction=0.1)
     seen = Seen()
     un = UNSIR(backbone(dm_c), noise_batch_size=8, noise_steps=3, noise_copies=2, retain_per_class=20,
-               batch_size=4 * per_rank)  # fmt: skip
+               batch_size=4 * per_rank)
     t = trainer(args.devices, max_epochs=2, callbacks=[seen])
     t.fit(un, datamodule=dm_c)
     mine["unsir_seen"], mine["unsir_state"] = seen.seen, _params(un)
