@@ -80,10 +80,27 @@ def test_compare_to_best_over_seed_and_target_pairs():
     assert compare_to_best(rows, "no such scenario") is None
     text = br.render_report([r for r in rows if r["method"] != "Once"], provenance={})
     assert "Closest to Retrain: **Best**" in text and "Tied (p = " in text
+    p_orig = f"{comp_best_only_original(rows):.2g}"
+    assert f"The Original (doing nothing) is significantly further (p = {p_orig})." in text
     assert "| Tied | " in text and "\\*" in text.split("| Tied | ")[1].split("\n")[0]
     assert "\\*" not in text.split("| Worse | ")[1].split("\n")[0]
     one_seed = br.render_report([r for r in rows if r["seed"] == 0 and r["target_spec"].endswith("0.1}")], provenance={})
     assert "Not testable (fewer than 2 pairs)" in one_seed and "significantly" not in one_seed.split("## s")[1].split("## Columns")[0]
+
+
+def comp_best_only_original(rows):
+    return compare_to_best([r for r in rows if r["method"] != "Once"], "s")["p_values"]["Original"]
+
+
+def test_the_report_says_whether_the_best_beats_doing_nothing():
+    """A scenario where the Original is tied with the best: the sentence says so, with its p-value."""
+    rows = []
+    for s in range(4):
+        rows += [row("Retrain", s, spec={"fraction": 0.1}, **{"acc/retain": 0.5}),
+                 row("Original", s, spec={"fraction": 0.1}, **{"acc/retain": 0.5 + (2.0 + (0.5, -0.5, 1.0, -1.0)[s]) / 100}),
+                 row("M", s, spec={"fraction": 0.1}, **{"acc/retain": 0.5 + 1.8 / 100})]
+    text = br.render_report(br.add_gaps(rows), provenance={})
+    assert "Closest to Retrain: **M**" in text and "The Original (doing nothing) is not significantly further (p = " in text
 
 
 def test_pareto_front_constructed():

@@ -35,6 +35,9 @@ def comparison_lines(summary: dict[str, Any] | None) -> list[str]:
         lines[0] += f" Not significantly different from it {test}: " + ", ".join(tied) + "."
     elif comp["different"]:
         lines[0] += f" Every other tested method is significantly further {test}."
+    if comp["best"] != "Original" and "Original" in p:  # the question a user asks first: is it better than nothing?
+        verdict = "not significantly further" if "Original" in comp["tied"] else "significantly further"
+        lines[0] += f" The Original (doing nothing) is {verdict} (p = {p['Original']:.2g})."
     if comp["untested"]:
         lines[0] += " Not testable (fewer than 2 pairs): " + ", ".join(comp["untested"]) + "."
     front = summary.get("pareto_front") if summary else None
