@@ -303,6 +303,7 @@ def test_names_that_share_a_directory_are_refused(tmp_path):
     from lightning_unlearn.benchmark import BenchmarkConfigError
 
     base = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/benchmark/quickstart.yaml").read_text())
+    base.pop("tuned")  # the rows as configured (the shipped tuned settings name the quickstart's methods)
     ft = {"class_path": "lightning_unlearn.methods.Finetune", "max_epochs": 1}
     cases = [
         ({"methods": [{"name": "Finetune lr=0.1", **ft}, {"name": "Finetune lr 0.1", **ft}]}, "same directory name"),

@@ -112,3 +112,22 @@ def test_tune_per_scenario_writes_a_best_file_per_scenario(tmp_path: Path) -> No
     bench = B.load_config(str(tmp_path / "bench.yaml"), **{"tuned.dir": str(tmp_path / "tune" / "best")})
     assert [(m.name, m.scenarios) for m in bench.methods] == [
         ("Finetune", None), ("Finetune (tuned)", ["class-wise"]), ("Finetune (tuned)", ["random"])]
+
+
+def test_the_shipped_quickstart_runs_every_method_at_its_tuned_settings_in_every_scenario() -> None:
+    """configs/tuned/quickstart holds a file per (scenario, method) the quickstart runs, each recording tuning targets
+    other than the benchmark's (the README's main job is the tuned comparison, issue 24)."""
+    root = Path(__file__).resolve().parents[1]
+    configured = B.load_config(str(root / "configs/benchmark/quickstart.yaml"), **{"tuned.mode": "default"})
+    tuned = B.load_config(str(root / "configs/benchmark/quickstart.yaml"))
+    scenarios = [s.name for s in tuned.scenarios]
+    for m in configured.methods:
+        for sc in scenarios:
+            if not m.runs_in(sc):
+                continue
+            spec = tuned.method(f"{m.name} (tuned)", sc)
+            assert spec is not None and spec.class_path == m.class_path, (m.name, sc)
+            record = spec.tuned_record
+            assert {g["scenario"] for g in record["tuning_groups"]} == {sc}
+            assert all(g["seed"] not in tuned.seeds for g in record["tuning_groups"])  # other seeds than evaluated
+    assert all(n.endswith(" (tuned)") for n in tuned.method_names())
