@@ -171,7 +171,8 @@ def test_on_done_error_stops_the_workers(tmp_path):
 
 
 CTRL_C = """
-import os, sys, time
+import faulthandler, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if this hangs
 from pathlib import Path
 from lightning_unlearn.executors import Job, make_executor
 
@@ -199,7 +200,13 @@ def test_ctrl_c_leaves_no_worker(tmp_path):
         pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
         assert len(pids) == 2, "the two workers did not start their jobs"
         os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:  # say where it hangs, not only that it does
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the command did not end after Ctrl-C; its threads:\n" + proc.communicate()[0])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

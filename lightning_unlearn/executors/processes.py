@@ -186,9 +186,11 @@ class ProcessExecutor(Executor):
         for p in procs.values():
             if p.exitcode is None:
                 p.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
         for p in procs.values():
-            p.join()
+            p.join(timeout=30)
+        # not wait=True: with its workers killed, the pool's manager thread finds them dead and ends on its own;
+        # waiting for it here could only add a way to hang on Ctrl-C
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the workers (idle between batches: no job is lost; killing them spares Python's own exit after torch
