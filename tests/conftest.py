@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
 from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
@@ -85,3 +86,47 @@ def trained_digits(tmp_path_factory) -> TrainedDigits:
 @pytest.fixture()
 def digits() -> DigitsDataModule:
     return digits_dm()
+
+
+def digits_bench_yaml(tmp_path: Path) -> Path:
+    """The smallest two-scenario benchmark config (digits 4x4, class 3 and a random 10%, seed 0, Finetune), as a file."""
+    cfg = {
+        "output_dir": str(tmp_path / "bench"),
+        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
+                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5, "augment": False}},
+        "training": {"max_epochs": 2, "lr": 0.05},
+        "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
+        "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]},
+                      {"name": "random", "targets": [{"fraction": 0.1}]}],
+        "seeds": [0],
+        "methods": [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune",
+                     "init_args": {"lr": 0.01}, "max_epochs": 1}],
+        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
+        "evaluator": {"mia": False, "zrf": False, "plots": False},  # the gap: accuracies only
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def tiny(seed: int = 0) -> AllCNN:
+    """A 0.1-width All-CNN for 8x8 digits, seeded: the small methods' tests unlearn from it."""
+    torch.manual_seed(seed)
+    return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
+
+
+def tiny_dm(**kwargs) -> DigitsDataModule:
+    """8x8 digits, batch 32, forgetting class ``FORGET_CLASS`` unless ``forget`` is given."""
+    kwargs.setdefault("forget", ForgetSpec(classes=[FORGET_CLASS]))
+    return DigitsDataModule(image_size=8, batch_size=32, **kwargs)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def accuracy(model: torch.nn.Module, dm: DigitsDataModule, split: str) -> float:
+    """``model``'s accuracy on a split of ``dm`` (eval mode)."""
+    model.eval()
+    with torch.no_grad():
+        return float(torch.cat([(model(b[0]).argmax(1) == b[1]).float() for b in dm.loader(split)]).mean())

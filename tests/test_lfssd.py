@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FORGET_CLASS, quiet_trainer
+from conftest import FORGET_CLASS, accuracy, params, tiny, quiet_trainer
 from ssd_toy import BlockImages, Linear
 
-from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.cli import main
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
@@ -20,21 +19,6 @@ from lightning_unlearn.methods import LabelFreeSSD, SelectiveSynapticDampening
 from lightning_unlearn.methods.lfssd import output_norm_gradient
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def tiny(seed: int = 0) -> AllCNN:
-    torch.manual_seed(seed)
-    return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
-
-
-def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def accuracy(model: torch.nn.Module, dm: DigitsDataModule, split: str) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float(torch.cat([(model(x).argmax(1) == y).float() for x, y, _ in dm.loader(split)]).mean())
 
 
 def test_output_norm_gradient_is_the_gradient_of_the_mean_squared_output_norm() -> None:

@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FORGET_CLASS, quiet_trainer
+from conftest import FORGET_CLASS, tiny, quiet_trainer
 
-from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.data import DigitsDataModule, ForgetSpec
 from lightning_unlearn.methods import RUM, Finetune, NegativeGradient
 from lightning_unlearn.methods import rum_proxies as px
-
-
-def tiny(seed: int = 0) -> AllCNN:
-    torch.manual_seed(seed)
-    return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
 
 
 def random_dm(**kwargs) -> DigitsDataModule:

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FORGET_CLASS, quiet_trainer
+from conftest import accuracy, params, tiny, tiny_dm, quiet_trainer
 
-from lightning_unlearn.backbones import AllCNN
 from lightning_unlearn.checkpoints import load_backbone
 from lightning_unlearn.cli import main
-from lightning_unlearn.data import DigitsDataModule, ForgetSpec
+from lightning_unlearn.data import ForgetSpec
 from lightning_unlearn.methods import L1Sparse, SalUn, SelectiveSynapticDampening
 from lightning_unlearn.methods.base import loss_gradient
 from lightning_unlearn.methods.fisher import diagonal_fisher
@@ -26,26 +25,6 @@ from lightning_unlearn.methods.ssd import ssd_dampen
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
-
-
-def tiny(seed: int = 0) -> AllCNN:
-    torch.manual_seed(seed)
-    return AllCNN(num_classes=10, in_channels=1, image_size=8, width=0.1, mean=[0.3], std=[0.3])
-
-
-def tiny_dm(**kwargs) -> DigitsDataModule:
-    kwargs.setdefault("forget", ForgetSpec(classes=[FORGET_CLASS]))
-    return DigitsDataModule(image_size=8, batch_size=32, **kwargs)
-
-
-def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def accuracy(model: torch.nn.Module, dm: DigitsDataModule, split: str) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float(torch.cat([(model(x).argmax(1) == y).float() for x, y, _ in dm.loader(split)]).mean())
 
 
 # -- SalUn ------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import digits_bench_yaml
+
 from lightning_unlearn.executors import Job
 from lightning_unlearn.search_space import Choice, FloatRange, IntRange, parse_space
 from lightning_unlearn.experiment import TuningOverlapError, check_not_tuned_on, read_best
@@ -88,29 +90,9 @@ def test_resume_after_a_kill_reuses_finished_trials(tmp_path: Path) -> None:
 
 
 # -- configs on digits ---------------------------------------------------------------------------------------------
-def _bench_yaml(tmp_path: Path) -> Path:
-    cfg = {
-        "output_dir": str(tmp_path / "bench"),
-        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5, "augment": False}},
-        "training": {"max_epochs": 2, "lr": 0.05},
-        "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
-        "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]},
-                      {"name": "random", "targets": [{"fraction": 0.1}]}],
-        "seeds": [0],
-        "methods": [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune",
-                     "init_args": {"lr": 0.01}, "max_epochs": 1}],
-        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
-        "evaluator": {"mia": False, "zrf": False, "plots": False},  # the gap: accuracies only
-    }
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def _tune_yaml(tmp_path: Path, **extra: object) -> Path:
     cfg = {
-        "benchmark": str(_bench_yaml(tmp_path)),
+        "benchmark": str(digits_bench_yaml(tmp_path)),
         "output_dir": str(tmp_path / "tune"),
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]},
                       {"name": "random", "targets": [{"fraction": 0.1}]}],
@@ -245,7 +227,7 @@ def _write_best(tmp_path: Path, bench_yaml: Path) -> Path:
 def test_benchmark_shows_tuned_rows_only_on_targets_they_were_not_tuned_on(tmp_path: Path) -> None:
     from lightning_unlearn import benchmark as B
 
-    bench_yaml = _bench_yaml(tmp_path)
+    bench_yaml = digits_bench_yaml(tmp_path)
     best = _write_best(tmp_path, bench_yaml)
     cfg = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "both"})
     assert [m.name for m in cfg.methods] == ["Finetune", "Finetune (tuned)"]

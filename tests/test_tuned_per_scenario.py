@@ -10,30 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import digits_bench_yaml
+
 from lightning_unlearn import benchmark as B
 from lightning_unlearn.experiment import ConfigError, method_spec, read_best, write_best
 from lightning_unlearn.experiment.specs import check_methods
 from lightning_unlearn.tune.config import group_record, load_tune_config
-
-
-def _bench_yaml(tmp_path: Path) -> Path:
-    cfg = {
-        "output_dir": str(tmp_path / "bench"),
-        "data": {"class_path": "lightning_unlearn.data.DigitsDataModule",
-                 "init_args": {"image_size": 4, "batch_size": 64, "holdout_fraction": 0.5, "augment": False}},
-        "training": {"max_epochs": 2, "lr": 0.05},
-        "backbone": {"class_path": "lightning_unlearn.backbones.AllCNN", "init_args": {"width": 0.25}},
-        "scenarios": [{"name": "class-wise", "targets": [{"classes": [3]}]},
-                      {"name": "random", "targets": [{"fraction": 0.1}]}],
-        "seeds": [0],
-        "methods": [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune",
-                     "init_args": {"lr": 0.01}, "max_epochs": 1}],
-        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
-        "evaluator": {"mia": False, "zrf": False, "plots": False},
-    }
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def _best_per_scenario(tmp_path: Path, bench_yaml: Path) -> Path:
@@ -60,7 +42,7 @@ def test_a_name_repeats_only_with_disjoint_scenarios() -> None:
 
 
 def test_benchmark_runs_each_scenario_at_its_own_tuned_settings(tmp_path: Path) -> None:
-    bench_yaml = _bench_yaml(tmp_path)
+    bench_yaml = digits_bench_yaml(tmp_path)
     best = _best_per_scenario(tmp_path, bench_yaml)
     cfg = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"})
     assert [(m.name, m.scenarios, m.init_args) for m in cfg.methods] == [
@@ -93,7 +75,7 @@ def test_tune_per_scenario_writes_a_best_file_per_scenario(tmp_path: Path) -> No
     from lightning_unlearn.tune import run_tuning
 
     tune = {
-        "benchmark": str(_bench_yaml(tmp_path)), "output_dir": str(tmp_path / "tune"), "per_scenario": True,
+        "benchmark": str(digits_bench_yaml(tmp_path)), "output_dir": str(tmp_path / "tune"), "per_scenario": True,
         "scenarios": [{"name": "class-wise", "targets": [{"classes": [5]}]},
                       {"name": "random", "targets": [{"fraction": 0.1}]}],
         "seeds": [7], "n_trials": 1, "search_space": {"Finetune": {"max_epochs": {"low": 1, "high": 2}}},
