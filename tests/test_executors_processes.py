@@ -173,6 +173,9 @@ def test_on_done_error_stops_the_workers(tmp_path):
 CTRL_C = """
 import faulthandler, os, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if this hangs
+# a terminal's command: Ctrl-C raises KeyboardInterrupt (a shell's background job, CI's included, starts its commands
+# with SIGINT ignored, and Python then keeps ignoring it)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from lightning_unlearn.executors import Job, make_executor
 
