@@ -351,6 +351,8 @@ def test_fresh_network_draws_as_a_new_construction() -> None:
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), expected.state_dict().values()))
     plain = AdaptedBackbone(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)), in_channels=1,
                             image_size=8)
+    plain.eval().requires_grad_(False)  # a frozen original (a method's reference copy)
     again = fresh_network(plain, 7)  # no exact config: a re-initialised copy
+    assert again.training and all(p.requires_grad for p in again.parameters())  # trainable, as constructed
     assert type(again) is AdaptedBackbone and not torch.equal(again.head.weight, plain.head.weight)
     assert torch.equal(again.head.weight, fresh_network(plain, 7).head.weight)

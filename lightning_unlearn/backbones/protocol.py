@@ -103,7 +103,7 @@ def fresh_network(net: Network, seed: int) -> nn.Module:
 
     A backbone that records a rebuildable ``config()`` is rebuilt from it (the same draws as constructing it anew:
     its own class, or the registered architecture it names); any other network is deep-copied and every submodule with
-    ``reset_parameters()`` re-initialised.
+    ``reset_parameters()`` re-initialised. Either way it is trainable and in training mode, as a new construction is.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -120,7 +120,7 @@ def fresh_network(net: Network, seed: int) -> nn.Module:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
-        return fresh
+        return fresh.requires_grad_(True).train()  # as constructed, not as frozen or in eval mode as ``net`` may be
 
 
 def _exact_config(net: Any) -> dict[str, Any] | None:

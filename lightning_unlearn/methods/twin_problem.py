@@ -229,7 +229,7 @@ def build_twin_problem(original: nn.Module, datamodule: Any, hp: Mapping[str, An
 def _curriculum_model(original: nn.Module, datamodule: Any, retain_ds: SplitView, forget_ds: SplitView,
                       hp: Mapping[str, Any], rng: np.random.Generator, device: Any) -> nn.Module:
     """CF's model: the original's architecture, freshly initialised (seeded), trained ``cf_epochs`` from scratch."""
-    model = fresh_network(getattr(original, "module", original), int(hp["seed"])).requires_grad_(True).to(device)
+    model = fresh_network(getattr(original, "module", original), int(hp["seed"])).to(device)
     views = [retain_ds] if hp["cf_data"] == "retain" else [retain_ds, forget_ds]
     data = ConcatDataset([_XY(subset(v, float(hp["cf_fraction"]), rng)) for v in views])
     train_from_scratch(model, _loader_fn(data, int(hp["cf_batch_size"]), int(hp["seed"]) + 1, datamodule.num_workers),
