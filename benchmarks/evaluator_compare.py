@@ -4,7 +4,10 @@
         [--rounds 3] [--extra '{"probe": true, "relearn": true, "cka": true}'] [--out compare.json]
 
 ``--extra`` may be a JSON list of such settings: each is timed as its own implementation (``new+extra``,
-``new+extra2``, ...).
+``new+extra2``, ...). ``--old_extra`` times the old implementation with other settings too (``old+extra``), e.g. the
+evaluation before a metric was added against this one with it: issue 29's budget is
+``new / old+extra`` with ``--old_extra '{"probe": false, "relearn": false, "cka": false}'``; every ratio is reported
+against each of ``old`` and ``old+extra``.
 
 ``--runs`` is a finished benchmark directory (its ``config.yaml``, ``runs/<scenario>/<target>/seed<s>/`` with the
 group's ``original.ckpt`` and each method's ``unlearned.ckpt`` + ``unlearn.json``). Each row is evaluated as the
@@ -132,6 +135,7 @@ def main() -> None:
     p.add_argument("--old", type=Path, help="the old implementation's worktree")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--extra", type=json.loads, default=None, help="extra evaluator settings to time (JSON)")
+    p.add_argument("--old_extra", type=json.loads, default=None, help="settings to time the old implementation with too")
     p.add_argument("--out", type=Path, default=Path("evaluator_compare.json"))
     p.add_argument("--worker", action="store_true")
     p.add_argument("--settings", type=json.loads, default={})
@@ -140,6 +144,8 @@ def main() -> None:
         return worker(args.runs.resolve(), args.settings, args.out)
     runs, tmp = args.runs.resolve(), args.out.with_suffix(".part.json")
     impls = [("old", args.old.resolve(), {}), ("new", HERE, {})]
+    if args.old_extra:
+        impls.insert(1, ("old+extra", args.old.resolve(), args.old_extra))
     extras = args.extra if isinstance(args.extra, list) else [args.extra] if args.extra else []
     for i, extra in enumerate(extras, start=1):
         impls.append((f"new+extra{i if i > 1 else ''}", HERE, extra))
@@ -153,10 +159,12 @@ def main() -> None:
     report: dict[str, Any] = {"rows": len(old), "keys": sum(len(v) for v in old.values())}
     report["differences"] = _differences(old, new, shared_only=False)
     report["repeatable_old"] = not _differences(old, rounds[-1]["old"]["results"], shared_only=False)
-    for name in [n for n, _, _ in impls if n != "old"]:
-        ratios = [rd[name]["elapsed_s"] / rd["old"]["elapsed_s"] for rd in rounds]
-        report[f"time_ratio/{name}"] = {"per_round": ratios, "median": statistics.median(ratios)}
-    for name, _, settings in impls[2:]:
+    for base in [b for b in ("old", "old+extra") if b in rounds[0]]:
+        for name in [n for n, _, _ in impls if n != base]:
+            ratios = [rd[name]["elapsed_s"] / rd[base]["elapsed_s"] for rd in rounds]
+            key = f"time_ratio/{name}" if base == "old" else f"time_ratio/{name} vs {base}"
+            report[key] = {"per_round": ratios, "median": statistics.median(ratios)}
+    for name, _, settings in [i for i in impls if i[0] not in ("old", "new")]:
         report[f"differences_shared/{name}"] = _differences(old, rounds[0][name]["results"], shared_only=True)
         report[f"settings/{name}"] = settings
     if extras:

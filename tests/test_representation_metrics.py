@@ -114,6 +114,44 @@ def test_relearn_steps_copies_only_for_draws_below_their_target(monkeypatch):
     assert relearn_steps(net, x, y, xe, ye, target_acc=[0.0, 0.0, 0.0], lr=0.5, max_steps=4)[0].tolist() == [0, 0, 0]
 
 
+def test_relearn_steps_takes_the_accuracies_before_the_attack_from_the_caller(monkeypatch):
+    """``initial`` (what the evaluator's outputs give) replaces the forwards before the attack and at its step 0: the
+    same steps as when they are computed, and one forward fewer per draw below its target."""
+    import lightning_unlearn.evaluation.relearn as R
+
+    dm = digits_dm(image_size=8)
+    net = small_allcnn(dm).eval()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(3, 4, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 4), generator=g)
+    xe, ye = torch.rand(3, 16, 1, 8, 8, generator=g), torch.randint(0, 10, (3, 16), generator=g)
+    with torch.no_grad():
+        initial = [(net(xe[s]).argmax(dim=1) == ye[s]).double().mean().item() for s in range(3)]
+    calls = {"n": 0}
+    forward = type(net).forward
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(type(net), "forward", counting)
+    for targets in ([0.0, 0.5, 1.01], [0.3, 0.9, 0.6]):
+        calls["n"] = 0
+        computed = relearn_steps(net, x, y, xe, ye, target_acc=targets, lr=0.5, max_steps=4)
+        n_computed = calls["n"]
+        calls["n"] = 0
+        given = relearn_steps(net, x, y, xe, ye, target_acc=targets, lr=0.5, max_steps=4, initial=initial)
+        assert given[0].tolist() == computed[0].tolist() and given[1].tolist() == computed[1].tolist()
+        assert calls["n"] == n_computed - 3  # no forward before the attack
+        calls["n"] = 0
+        with monkeypatch.context() as m:
+            m.setattr(R, "_initial_accuracies", lambda *a: None)  # nothing known: every draw evaluated on the copy
+            unknown = relearn_steps(net, x, y, xe, ye, target_acc=targets, lr=0.5, max_steps=4)
+        assert unknown[0].tolist() == given[0].tolist() and unknown[1].tolist() == given[1].tolist()
+        assert calls["n"] == n_computed  # step 0 of every draw on the copy, instead of on the network itself
+    with pytest.raises(ValueError, match="initial has 2 accuracies for 3 draws"):
+        relearn_steps(net, x, y, xe, ye, target_acc=[0.0] * 3, lr=0.5, max_steps=4, initial=initial[:2])
+
+
 def test_options_are_checked():
     bad = {"probe_forget_share": 1.0, "probe_max_retain": 0, "relearn_samples": 0, "relearn_seeds": 0,
            "relearn_max_steps": 0, "relearn_lr": 0.0, "relearn_target": 1.5}
@@ -173,3 +211,28 @@ def test_head_only_forgetting_is_caught_a_retrained_model_is_not(quickstart_mode
     assert relearn["head_only"] < 0.5 < relearn["retrained"]
     assert all(r["relearn/censored"] == 0 and r["gold/relearn/censored"] == 0 for r in head + other)
     assert all(0.0 < r["gold/cka_forget"] <= 1.0 and 0.0 < r["gold/cka_test"] <= 1.0 for r in head + other)
+
+
+def test_the_evaluator_reads_the_accuracies_before_the_attack_from_its_outputs(quickstart_models, monkeypatch):
+    """The relearning attack's accuracies before the first step come from the outputs the evaluator computed anyway
+    (no forward again, issue 29's time budget): the same steps as when every draw is evaluated on the copy."""
+    import lightning_unlearn.evaluation.relearn as R
+
+    original_ckpt, gold_ckpt, _ = quickstart_models
+    dm = digits_dm(**QUICKSTART)
+    original, _ = load_backbone(original_ckpt, dm)
+    model = _head_only(original, forgotten=3)
+    keys = ("relearn/steps", "relearn/censored", "gold/relearn/steps", "gold/relearn/censored")
+
+    def run() -> dict[str, float]:
+        res = UnlearningEvaluator(gold=str(gold_ckpt), original=str(original_ckpt), mia=False, zrf=False,
+                                  relearn=True, relearn_seeds=3).evaluate(model, dm)
+        return {k: res[k] for k in keys}
+
+    with monkeypatch.context() as m:
+        m.setattr(R, "_initial_accuracies", lambda *a: pytest.fail("computed the accuracies the outputs have"))
+        from_outputs = run()
+    with monkeypatch.context() as m:
+        m.setattr(R, "_fp32_on", lambda *a: False)  # nothing known before the attack: every draw on the copy
+        on_the_copy = run()
+    assert from_outputs == on_the_copy and from_outputs["relearn/steps"] > 0

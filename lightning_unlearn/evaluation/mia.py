@@ -241,7 +241,8 @@ def loss_mia(
         ``{"acc": ..., "auc": ...}``; both ``nan`` if either class has fewer than ``n_splits`` samples.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_validate
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
 
     lt, ln = _np(target_losses).reshape(-1), _np(nonmember_losses).reshape(-1)
     k = min(len(lt), len(ln))
@@ -253,5 +254,12 @@ def loss_mia(
     x = np.concatenate([lt, ln])[:, None]
     y = np.concatenate([np.ones(k, dtype=np.int64), np.zeros(k, dtype=np.int64)])
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    scores = cross_validate(LogisticRegression(), x, y, cv=cv, scoring=("accuracy", "roc_auc"))
-    return {"acc": float(np.mean(scores["test_accuracy"])), "auc": float(np.mean(scores["test_roc_auc"]))}
+    # What ``cross_validate(LogisticRegression(), x, y, cv=cv, scoring=("accuracy", "roc_auc"))`` computes, bit for
+    # bit (the "accuracy" scorer is the mean of ``predict == y``, "roc_auc" reads ``decision_function``), without its
+    # per-call joblib and scorer machinery: a third of this function's time on the quickstart (issue 29).
+    acc, auc = [], []
+    for train, test in cv.split(x, y):
+        clf = LogisticRegression().fit(x[train], y[train])
+        acc.append(float(np.average(clf.predict(x[test]) == y[test])))
+        auc.append(float(roc_auc_score(y[test], clf.decision_function(x[test]))))
+    return {"acc": float(np.mean(acc)), "auc": float(np.mean(auc))}

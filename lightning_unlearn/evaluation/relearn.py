@@ -61,6 +61,7 @@ def relearn_steps(
     max_steps: int,
     momentum: float = 0.9,
     device: torch.device | str | None = None,
+    initial: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The relearning attack on ``S`` independent draws: for each draw ``s``, fine-tune a copy of ``model`` on
     ``(x[s], y[s])`` (full batch; SGD with ``momentum``, ``methods.optim.make_optimizer``; eval mode; fp32) and measure, before the first
@@ -69,6 +70,8 @@ def relearn_steps(
     Args:
         x, y: ``(S, k, ...)`` attack samples and ``(S, k)`` labels; eval_x, eval_y: ``(S, m, ...)``, ``(S, m)``.
         target_acc: per draw, the accuracy to reach.
+        initial: per draw, ``model``'s accuracy on ``(eval_x[s], eval_y[s])`` when the caller has it (the evaluator's
+            outputs): not computed again, before the copy or at its step 0.
 
     Returns:
         ``(steps, censored)``, ``(S,)`` arrays: the number of steps after which draw ``s`` first reached its target (0:
@@ -78,7 +81,10 @@ def relearn_steps(
     device = torch.device(device) if device is not None else torch.device("cpu")
     targets = [float(t) for t in target_acc]
     steps, censored = np.zeros(len(targets), np.int64), np.zeros(len(targets), bool)
-    initial = _initial_accuracies(model, eval_x, eval_y, device)
+    if initial is None:
+        initial = _initial_accuracies(model, eval_x, eval_y, device)
+    elif len(initial) != len(targets):
+        raise ValueError(f"initial has {len(initial)} accuracies for {len(targets)} draws.")
     todo = [s for s, t in enumerate(targets) if initial is None or initial[s] < t]
     if not todo:  # every draw at its target before any step: 0 steps, nothing to copy or train
         return steps, censored
@@ -94,8 +100,11 @@ def relearn_steps(
             xa, ya = x[s].to(device, torch.float32), y[s].to(device, torch.long)
             xe, ye = eval_x[s].to(device, torch.float32), eval_y[s].to(device, torch.long)
             for t in range(max_steps + 1):
-                with torch.no_grad():
-                    acc = (net(xe).argmax(dim=1) == ye).double().mean().item()
+                if t == 0 and initial is not None:
+                    acc = float(initial[s])  # the copy before its first step is the model: the same number
+                else:
+                    with torch.no_grad():
+                        acc = (net(xe).argmax(dim=1) == ye).double().mean().item()
                 if acc >= target or t == max_steps:
                     steps[s], censored[s] = t, acc < target
                     break
@@ -109,8 +118,7 @@ def _initial_accuracies(model: nn.Module, eval_x: Tensor, eval_y: Tensor, device
     """Each draw's accuracy before the first step, computed on ``model`` itself (eval mode for the call, its modes
     restored; ``no_grad``) when it is what the attack's copy would be (every floating tensor fp32 on ``device``), so
     the same numbers as on the copy and no copy for a model already at its targets; ``None`` otherwise."""
-    tensors = [*model.parameters(), *model.buffers()]
-    if any(t.is_floating_point() and (t.dtype != torch.float32 or t.device != device) for t in tensors):
+    if not _fp32_on(model, device):
         return None
     modes = {m: m.training for m in model.modules()}
     try:
@@ -121,6 +129,12 @@ def _initial_accuracies(model: nn.Module, eval_x: Tensor, eval_y: Tensor, device
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def _fp32_on(model: nn.Module, device: torch.device) -> bool:
+    """Whether every floating parameter and buffer of ``model`` is fp32 on ``device`` (its copy in the attack is it)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return not any(t.is_floating_point() and (t.dtype != torch.float32 or t.device != device) for t in tensors)
 
 
 def _split_tensors(dm: Any, split: str) -> tuple[Tensor, Tensor]:
@@ -156,7 +170,8 @@ class RelearnAttack(Component):
         self.reads = (role, "original")
 
     def needs(self, nets: Mapping[str, nn.Module], dm: Any) -> Needs:
-        return {"original": {"forget": False}} if self.active(nets) else {}
+        # the attacked network's own outputs on D_f give its accuracy before the first step (no forward again)
+        return {"original": {"forget": False}, self.role: {"forget": False}} if self.active(nets) else {}
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         p = "" if self.role == "model" else f"{self.role}/"
@@ -169,9 +184,12 @@ class RelearnAttack(Component):
             draws = [relearn_split(n, self.samples, self.seed, draw) for draw in range(self.seeds)]
             attack, held = np.stack([a for a, _ in draws]), np.stack([h for _, h in draws])
             targets = [self.target * accuracy(original.logits[h], original.targets[h]) for h in held]
-            steps, censored = relearn_steps(ctx.nets[self.role], x[attack], y[attack], x[held], y[held],
-                                            target_acc=targets, lr=self.lr, max_steps=self.max_steps,
-                                            device=ctx.device)
+            net, mine = ctx.nets[self.role], ctx.view(self.role, "forget")
+            initial = None
+            if mine is not None and _fp32_on(net, torch.device(ctx.device)):  # computed as the attack's copy would
+                initial = [(mine.logits[h].argmax(dim=1) == mine.targets[h]).double().mean().item() for h in held]
+            steps, censored = relearn_steps(net, x[attack], y[attack], x[held], y[held], target_acc=targets,
+                                            lr=self.lr, max_steps=self.max_steps, device=ctx.device, initial=initial)
         mean = lambda v: float(np.mean(v)) if len(v) else math.nan  # noqa: E731
         res = {f"{p}relearn/steps": mean(steps), f"{p}relearn/censored": mean(censored)}
         if self.role == "model":
