@@ -238,6 +238,33 @@ def test_stop_at_forget_acc_ends_fit_and_is_recorded(setup, cls) -> None:
 
 
 @pytest.mark.parametrize("cls", [BoundaryShrink, BoundaryExpanding])
+def test_stop_every_n_steps_ends_fit_inside_the_epoch(setup, cls) -> None:
+    """D_f (~140 digits 3) is 3 batches of 64: a check after every step (or every 2nd) ends fit inside the first epoch;
+    with gradient accumulation only optimizer steps are checked; the user's min_steps still hold."""
+    dm, original = setup
+    for every, accumulate, steps in ((1, 1, 1), (2, 1, 2), (1, 2, 1)):
+        method = cls(copy.deepcopy(original), lr=1e-6, train_bn=False, stop_at_forget_acc=1.0,
+                     stop_every_n_steps=every)
+        trainer = quiet_trainer(max_epochs=5, accumulate_grad_batches=accumulate)
+        trainer.fit(method, datamodule=dm)
+        assert trainer.global_step == steps and method.stopped_step == steps and method.stopped_epoch == 1
+        assert method.method_config()["stopped_step"] == steps
+    method = cls(copy.deepcopy(original), lr=1e-6, train_bn=False, stop_at_forget_acc=1.0, stop_every_n_steps=1)
+    trainer = quiet_trainer(max_epochs=5, min_steps=3)
+    trainer.fit(method, datamodule=dm)
+    assert method.stopped_step == 1 and trainer.global_step == 3  # the Trainer's min_steps, not overridden
+    never = cls(copy.deepcopy(original), lr=1e-6, stop_at_forget_acc=0.0, stop_every_n_steps=1)
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(never, datamodule=dm)
+    assert never.stopped_step is None and never.stopped_epoch is None and trainer.global_step == 3
+    assert "stopped_step" not in never.method_config()
+    with pytest.raises(ValueError, match="stop_every_n_steps must be a number of steps >= 1"):
+        cls(stop_at_forget_acc=0.1, stop_every_n_steps=0)
+    with pytest.raises(ValueError, match="stop_every_n_steps needs stop_at_forget_acc"):
+        cls(stop_every_n_steps=2)
+
+
+@pytest.mark.parametrize("cls", [BoundaryShrink, BoundaryExpanding])
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_stop_at_forget_acc_out_of_range(cls, bad: float) -> None:
     with pytest.raises(ValueError, match="stop_at_forget_acc"):

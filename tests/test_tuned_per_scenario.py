@@ -71,6 +71,25 @@ def test_benchmark_runs_each_scenario_at_its_own_tuned_settings(tmp_path: Path) 
         B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned"})
 
 
+def test_tuned_methods_names_the_methods_the_directory_has_settings_for(tmp_path: Path) -> None:
+    """``tuned.methods``: only those methods get tuned rows (a benchmark whose other methods were not tuned, as the
+    Fashion-MNIST one); a name that is not a method is refused in one line."""
+    bench_yaml = digits_bench_yaml(tmp_path)
+    cfg = yaml.safe_load(bench_yaml.read_text())
+    cfg["methods"].append({"name": "NegGrad", "class_path": "lightning_unlearn.methods.NegativeGradient",
+                           "init_args": {"lr": 0.001}, "max_epochs": 1})
+    bench_yaml.write_text(yaml.safe_dump(cfg))
+    best = _best_per_scenario(tmp_path, bench_yaml)
+    with pytest.raises(ConfigError, match="no tuned settings"):  # without the list: NegGrad's files are missing
+        B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "both"})
+    both = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "both", "tuned.methods": ["Finetune"]})
+    assert both.method_names() == ["Finetune", "Finetune (tuned)", "NegGrad"]
+    only = B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.mode": "tuned", "tuned.methods": ["Finetune"]})
+    assert only.method_names() == ["Finetune (tuned)", "NegGrad"]
+    with pytest.raises(ConfigError, match=r"tuned.methods names \['Finetun'\], which are not methods"):
+        B.load_config(str(bench_yaml), **{"tuned.dir": str(best), "tuned.methods": ["Finetun"]})
+
+
 def test_tune_per_scenario_writes_a_best_file_per_scenario(tmp_path: Path) -> None:
     from lightning_unlearn.tune import run_tuning
 

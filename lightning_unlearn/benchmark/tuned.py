@@ -29,10 +29,13 @@ class TunedSource:
         dir: a ``best/`` directory written by ``lightning_unlearn tune`` (one ``<method>.yaml`` per method).
         mode: ``default`` (ignore ``dir``), ``tuned`` (each method at its tuned settings only) or ``both`` (a row at
             its configured settings and a row ``<method> (tuned)``).
+        methods: the names of the methods ``dir`` has settings for (``None``: every method); the others keep their
+            configured settings only.
     """
 
     dir: str | None = None
     mode: Literal["default", "tuned", "both"] = "both"
+    methods: list[str] | None = None
 
 
 def _source(tuned: Any) -> TunedSource:
@@ -55,8 +58,15 @@ def expand_tuned(methods: Sequence[MethodSpec], tuned: Any, scenarios: Sequence[
     root = Path(src.dir)
     if not root.is_dir():
         raise ConfigError(f"tuned.dir {root} is not a directory; run `lightning_unlearn tune` first (it writes best/)")
+    names = [m.name for m in methods]
+    unknown = [n for n in (src.methods or []) if n not in names]
+    if unknown:
+        raise ConfigError(f"tuned.methods names {unknown}, which are not methods of this benchmark: {names}")
     out: list[MethodSpec] = []
     for i, m in enumerate(methods):
+        if src.methods is not None and m.name not in src.methods:
+            out.append(m)
+            continue
         whole = root / f"{slug(m.name)}.yaml"
         if whole.is_file():
             files = {None: whole}

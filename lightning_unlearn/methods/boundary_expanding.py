@@ -26,7 +26,12 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
-from lightning_unlearn.methods.boundary_stop import StopTarget, check_stop, resolve_stop_target
+from lightning_unlearn.methods.boundary_stop import (
+    StopTarget,
+    check_stop,
+    resolve_stop_target,
+    stop_after_step,
+)
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -109,6 +114,9 @@ class BoundaryExpanding(UnlearningMethod):
             estimated from held-out data, plus ``stop_margin`` (:mod:`~.boundary_stop`). Costs one forward pass over
             D_f per epoch (``"estimate"``: and one over held-out samples of D_f's classes at the start).
         stop_margin: added to the ``"estimate"`` target.
+        stop_every_n_steps: check the D_f accuracy after every n-th optimizer step too, and end there (``None``: at
+            epoch ends only). For a D_f that one epoch moves past the target (random forgetting). Each check costs a
+            forward pass over D_f.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -137,10 +145,11 @@ class BoundaryExpanding(UnlearningMethod):
         augment: bool = False,
         stop_at_forget_acc: StopTarget = None,
         stop_margin: float = 0.0,
+        stop_every_n_steps: int | None = None,
     ) -> None:
         if shadow_init not in ("linear", "xavier"):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
-        check_stop(stop_at_forget_acc, stop_margin)
+        check_stop(stop_at_forget_acc, stop_margin, stop_every_n_steps)
         super().__init__(
             backbone=backbone,
             lr=lr,
@@ -150,6 +159,8 @@ class BoundaryExpanding(UnlearningMethod):
             batch_size=batch_size,
         )
         self.stop_target: float | None = None
+        #: Optimizer steps run when a check of ``stop_every_n_steps`` ended ``fit`` (``None``: it did not).
+        self.stopped_step: int | None = None
 
     def on_attach(self, backbone: Backbone) -> None:
         head = backbone.head
@@ -186,14 +197,21 @@ class BoundaryExpanding(UnlearningMethod):
     def on_train_start(self) -> None:
         #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
         self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
+        self.stopped_step = None
         set_training_mode(self._require_model(), self.hparams.train_bn)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop_after_step(self, self.stop_target, self.hparams.stop_every_n_steps)
+
     def on_train_epoch_end(self) -> None:
-        self.stop_when_forgotten(self.stop_target)
+        if self.stopped_step is None:  # stopped inside this epoch: checked already
+            self.stop_when_forgotten(self.stop_target)
 
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()
         config["stop_target"] = self.stop_target
+        if self.stopped_step is not None:
+            config["stopped_step"] = self.stopped_step
         return config
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -27,7 +27,12 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
-from lightning_unlearn.methods.boundary_stop import StopTarget, check_stop, resolve_stop_target
+from lightning_unlearn.methods.boundary_stop import (
+    StopTarget,
+    check_stop,
+    resolve_stop_target,
+    stop_after_step,
+)
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -76,6 +81,9 @@ class BoundaryShrink(UnlearningMethod):
             estimated from held-out data, plus ``stop_margin`` (:mod:`~.boundary_stop`). Costs one forward pass over
             D_f per epoch (``"estimate"``: and one over held-out samples of D_f's classes at the start).
         stop_margin: added to the ``"estimate"`` target.
+        stop_every_n_steps: check the D_f accuracy after every n-th optimizer step too, and end there (``None``: at
+            epoch ends only). For a D_f that one epoch moves past the target (random forgetting). Each check costs a
+            forward pass over D_f.
         lr, momentum, weight_decay, optimizer, batch_size: see :class:`UnlearningMethod`.
     """
 
@@ -104,12 +112,13 @@ class BoundaryShrink(UnlearningMethod):
         augment: bool = False,
         stop_at_forget_acc: StopTarget = None,
         stop_margin: float = 0.0,
+        stop_every_n_steps: int | None = None,
         attack_batch_size: int | None = None,
         clamp_adversarial: bool = True,
     ) -> None:
         if epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
-        check_stop(stop_at_forget_acc, stop_margin)
+        check_stop(stop_at_forget_acc, stop_margin, stop_every_n_steps)
         super().__init__(
             backbone=backbone,
             lr=lr,
@@ -124,6 +133,8 @@ class BoundaryShrink(UnlearningMethod):
         self.neighbour_stats: dict[str, float] = {}
         self._neighbour_key: bytes | None = None
         self.stop_target: float | None = None
+        #: Optimizer steps run when a check of ``stop_every_n_steps`` ended ``fit`` (``None``: it did not).
+        self.stopped_step: int | None = None
 
     # -- neighbour search ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -179,13 +190,18 @@ class BoundaryShrink(UnlearningMethod):
     def on_train_start(self) -> None:
         #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
         self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
+        self.stopped_step = None
         set_training_mode(self._require_model(), self.hparams.train_bn)
         for key in ("attack_success_rate", "label_changed_rate"):
             if key in self.neighbour_stats:
                 self.log(f"unlearn/{key}", self.neighbour_stats[key], on_step=False, on_epoch=True, sync_dist=True)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop_after_step(self, self.stop_target, self.hparams.stop_every_n_steps)
+
     def on_train_epoch_end(self) -> None:
-        self.stop_when_forgotten(self.stop_target)
+        if self.stopped_step is None:  # stopped inside this epoch: checked already
+            self.stop_when_forgotten(self.stop_target)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
@@ -199,6 +215,8 @@ class BoundaryShrink(UnlearningMethod):
         config = super().method_config()
         config["neighbour_stats"] = dict(self.neighbour_stats)
         config["stop_target"] = self.stop_target
+        if self.stopped_step is not None:
+            config["stopped_step"] = self.stopped_step
         return config
 
 
