@@ -26,12 +26,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
-from lightning_unlearn.methods.boundary_stop import (
-    StopTarget,
-    check_stop,
-    resolve_stop_target,
-    stop_after_step,
-)
+from lightning_unlearn.methods.boundary_stop import StopTarget, StopWhenForgotten, check_stop
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -82,7 +77,7 @@ def prune_head(head: nn.Linear, num_classes: int) -> nn.Linear:
     return pruned
 
 
-class BoundaryExpanding(UnlearningMethod):
+class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
     """Boundary Expanding: fine-tune with a shadow class on D_f, then prune the shadow output.
 
     With ``C`` classes, the head ``W in R^{C x d}`` is widened to ``[W; w_s] in R^{(C+1) x d}`` (``w_s`` freshly
@@ -158,9 +153,6 @@ class BoundaryExpanding(UnlearningMethod):
             optimizer=optimizer,
             batch_size=batch_size,
         )
-        self.stop_target: float | None = None
-        #: Optimizer steps run when a check of ``stop_every_n_steps`` ended ``fit`` (``None``: it did not).
-        self.stopped_step: int | None = None
 
     def on_attach(self, backbone: Backbone) -> None:
         head = backbone.head
@@ -195,24 +187,8 @@ class BoundaryExpanding(UnlearningMethod):
         return sharded_loader(self, datamodule, ds, shuffle=self.hparams.shuffle, batch_size=self.method_batch_size)
 
     def on_train_start(self) -> None:
-        #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
-        self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
-        self.stopped_step = None
+        self.start_stop_rule()  # before training changes the model (StopWhenForgotten)
         set_training_mode(self._require_model(), self.hparams.train_bn)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stop_after_step(self, self.stop_target, self.hparams.stop_every_n_steps)
-
-    def on_train_epoch_end(self) -> None:
-        if self.stopped_step is None:  # stopped inside this epoch: checked already
-            self.stop_when_forgotten(self.stop_target)
-
-    def method_config(self) -> dict[str, Any]:
-        config = super().method_config()
-        config["stop_target"] = self.stop_target
-        if self.stopped_step is not None:
-            config["stopped_step"] = self.stopped_step
-        return config
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, _ = unpack_batch(batch)

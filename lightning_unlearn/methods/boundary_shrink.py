@@ -27,12 +27,7 @@ from lightning_unlearn.methods.base import (
     set_training_mode,
     sharded_loader,
 )
-from lightning_unlearn.methods.boundary_stop import (
-    StopTarget,
-    check_stop,
-    resolve_stop_target,
-    stop_after_step,
-)
+from lightning_unlearn.methods.boundary_stop import StopTarget, StopWhenForgotten, check_stop
 from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
@@ -40,7 +35,7 @@ from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 __all__ = ["BoundaryShrink"]
 
 
-class BoundaryShrink(UnlearningMethod):
+class BoundaryShrink(StopWhenForgotten, UnlearningMethod):
     """Boundary Shrink: fine-tune on D_f relabelled with each sample's nearest neighbouring class.
 
     Neighbour search (paper sec. 4.1), on the frozen original ``f_0`` in [0, 1] pixel space, computed **once** at the
@@ -132,9 +127,6 @@ class BoundaryShrink(UnlearningMethod):
         #: ``{"attack_success_rate", "label_changed_rate", "num_samples"}`` of the neighbour search.
         self.neighbour_stats: dict[str, float] = {}
         self._neighbour_key: bytes | None = None
-        self.stop_target: float | None = None
-        #: Optimizer steps run when a check of ``stop_every_n_steps`` ended ``fit`` (``None``: it did not).
-        self.stopped_step: int | None = None
 
     # -- neighbour search ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -188,20 +180,11 @@ class BoundaryShrink(UnlearningMethod):
         return sharded_loader(self, datamodule, ds, shuffle=self.hparams.shuffle, batch_size=self.method_batch_size)
 
     def on_train_start(self) -> None:
-        #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
-        self.stop_target = resolve_stop_target(self, self.hparams.stop_at_forget_acc, self.hparams.stop_margin)
-        self.stopped_step = None
+        self.start_stop_rule()  # before training changes the model (StopWhenForgotten)
         set_training_mode(self._require_model(), self.hparams.train_bn)
         for key in ("attack_success_rate", "label_changed_rate"):
             if key in self.neighbour_stats:
                 self.log(f"unlearn/{key}", self.neighbour_stats[key], on_step=False, on_epoch=True, sync_dist=True)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stop_after_step(self, self.stop_target, self.hparams.stop_every_n_steps)
-
-    def on_train_epoch_end(self) -> None:
-        if self.stopped_step is None:  # stopped inside this epoch: checked already
-            self.stop_when_forgotten(self.stop_target)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = unpack_batch(batch)
@@ -214,9 +197,6 @@ class BoundaryShrink(UnlearningMethod):
     def method_config(self) -> dict[str, Any]:
         config = super().method_config()
         config["neighbour_stats"] = dict(self.neighbour_stats)
-        config["stop_target"] = self.stop_target
-        if self.stopped_step is not None:
-            config["stopped_step"] = self.stopped_step
         return config
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Union
 
 from lightning_unlearn.methods.gold_estimate import estimate_gold_forget_accuracy
 
-__all__ = ["StopTarget", "check_stop", "resolve_stop_target", "stop_after_step"]
+__all__ = ["StopTarget", "StopWhenForgotten", "check_stop", "resolve_stop_target", "stop_after_step"]
 
 StopTarget = Union[float, Literal["estimate"], None]
 
@@ -67,3 +67,36 @@ def stop_after_step(method: Any, target: float | None, every: int | None) -> Non
     if acc <= target:
         method.stopped_step, method.stopped_epoch = step, int(method.current_epoch) + 1
         method.trainer.should_stop = True
+
+
+class StopWhenForgotten:
+    """The stop rule's Lightning hooks, shared by Boundary Shrink and Boundary Expanding (list it before
+    ``UnlearningMethod`` among the bases; the class's ``__init__`` takes ``stop_at_forget_acc``, ``stop_margin`` and
+    ``stop_every_n_steps``): the target resolved at the start of ``fit`` (:meth:`start_stop_rule`, from
+    ``on_train_start``), checked after every ``stop_every_n_steps``-th optimizer step and at epoch ends, recorded in
+    ``method_config`` (``stop_target``, ``stopped_step``)."""
+
+    #: The D_f accuracy at which fine-tuning stops (``None``: the fixed schedule); measured before any step.
+    stop_target: float | None = None
+    #: Optimizer steps run when a check of ``stop_every_n_steps`` ended ``fit`` (``None``: it did not).
+    stopped_step: int | None = None
+
+    def start_stop_rule(self) -> None:
+        """Resolve the target on the model as it is (call before training changes it) and forget an earlier stop."""
+        hp: Any = self.hparams  # type: ignore[attr-defined]
+        self.stop_target = resolve_stop_target(self, hp.stop_at_forget_acc, hp.stop_margin)
+        self.stopped_step = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop_after_step(self, self.stop_target, self.hparams.stop_every_n_steps)  # type: ignore[attr-defined]
+
+    def on_train_epoch_end(self) -> None:
+        if self.stopped_step is None:  # stopped inside this epoch: checked already
+            self.stop_when_forgotten(self.stop_target)  # type: ignore[attr-defined]
+
+    def method_config(self) -> dict[str, Any]:
+        config = super().method_config()  # type: ignore[misc]
+        config["stop_target"] = self.stop_target
+        if self.stopped_step is not None:
+            config["stopped_step"] = self.stopped_step
+        return config
