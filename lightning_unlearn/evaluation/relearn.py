@@ -187,7 +187,7 @@ class RelearnAttack(Component):
             net, mine = ctx.nets[self.role], ctx.view(self.role, "forget")
             initial = None
             if mine is not None and _fp32_on(net, torch.device(ctx.device)):  # computed as the attack's copy would
-                initial = [(mine.logits[h].argmax(dim=1) == mine.targets[h]).double().mean().item() for h in held]
+                initial = [accuracy(mine.logits[h], mine.targets[h]) for h in held]
             steps, censored = relearn_steps(net, x[attack], y[attack], x[held], y[held], target_acc=targets,
                                             lr=self.lr, max_steps=self.max_steps, device=ctx.device, initial=initial)
         mean = lambda v: float(np.mean(v)) if len(v) else math.nan  # noqa: E731
