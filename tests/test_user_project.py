@@ -31,6 +31,7 @@ from lightning_unlearn.evaluation import UnlearningEvaluator
 from lightning_unlearn.methods import (
     SCRUB,
     BadTeacher,
+    BoundaryExpanding,
     BoundaryShrink,
     Classifier,
     Finetune,
@@ -315,6 +316,22 @@ def test_the_unlearned_network_goes_back_into_the_users_module(user):
     x = torch.rand(6, 1, 16, 16)
     assert torch.allclose(outputs(lit, (x - up.MEAN[0]) / up.STD[0]), outputs(unlearned, x), atol=1e-5)
     assert not torch.allclose(outputs(lit, x), outputs(user.lit, x))  # the unlearned weights, not the original's
+
+
+def test_boundary_expanding_head_only_keeps_the_users_body(user):
+    """Boundary Expanding with ``train_layers="head"`` on the user's network (BatchNorm in its body): back in their
+    module, every weight and running statistic of the body is theirs bit for bit, only ``fc`` changed, and class 3 is
+    forgotten."""
+    method = BoundaryExpanding(adapted(user), train_layers="head", lr=1e-2, stop_at_forget_acc=0.05)
+    dm = unlearning_dm(user)
+    quiet_trainer(max_epochs=30).fit(method, datamodule=dm)
+    unlearned = method.unlearned_backbone()
+    native = unlearned.to_native_state_dict("net.")
+    for key, value in user.lit.state_dict().items():
+        assert torch.equal(native[key], value) != key.startswith("net.fc."), key
+    lit = up.LitClassifier()
+    lit.load_state_dict(native)  # strict: their module takes it back
+    assert method.stopped_epoch is not None and method.accuracy_on("forget") <= 0.05
 
 
 def test_cli_unlearns_the_users_checkpoint_by_their_class_and_exports_it_back(user, tmp_path):

@@ -3,7 +3,7 @@ Shifting the Decision Boundary", CVPR 2023, sec. 4.2).
 
 The classifier gets one extra *shadow* output; the whole network is fine-tuned on D_f with every sample labelled as the
 shadow class, which pulls the forget samples' features into a new region of feature space; pruning the shadow output
-then leaves them next to no class in particular.
+then leaves them next to no class in particular. ``train_layers="head"`` (ours) fine-tunes the widened classifier only.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from lightning_unlearn.methods.guards import watch_step
 from lightning_unlearn.methods.steps import log_step
 from lightning_unlearn.search_space import FloatRange, IntRange, SearchSpace
 
-__all__ = ["BoundaryExpanding", "ShadowInit", "prune_head", "widen_head"]
+__all__ = ["BoundaryExpanding", "ShadowInit", "TrainLayers", "prune_head", "widen_head"]
 
 ShadowInit = Literal["linear", "xavier"]
+TrainLayers = Literal["all", "head"]
 
 
 def widen_head(head: nn.Linear, extra: int = 1, init: ShadowInit = "linear", seed: int = 0) -> nn.Linear:
@@ -86,7 +87,8 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
 
         L = CE( f_{[W; w_s]}(x), C )      for (x, y) in D_f   (every forget sample labelled as the shadow class)
 
-    updating the whole network. :meth:`unlearned_backbone` returns a copy with the head pruned back to rows ``0..C-1``:
+    updating the whole network (``train_layers="head"``: only ``[W; w_s]``, the body frozen in eval mode; not in the paper
+    or the authors' code, see docs/methods/boundary_expanding.md). :meth:`unlearned_backbone` returns a copy with the head pruned back to rows ``0..C-1``:
     the original architecture (``config()`` unchanged, loadable with ``build_backbone``). During training
     :meth:`forward` returns the first ``C`` logits, i.e. what the pruned model would output.
 
@@ -100,8 +102,13 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
         backbone: the trained model to unlearn (from the CLI: ``--original_ckpt``).
         shadow_init: ``"linear"`` (``nn.Linear`` default) or ``"xavier"`` (authors' code) for the shadow row.
         seed: seed of the shadow row's initialisation.
+        train_layers: ``"all"`` (the paper and the authors' code) fine-tunes the whole network; ``"head"`` only the
+            widened classifier, on the frozen body's features (eval mode): the body's features, and with them the
+            other classes' decisions, stay as they were.
         train_bn: BatchNorm in train mode during fine-tuning, as the authors' code (``model.train()``; the paper does
-            not say). ``False`` keeps BatchNorm layers in eval mode (running statistics frozen).
+            not say). ``False`` keeps BatchNorm layers in eval mode (running statistics frozen). ``None`` (default):
+            ``True`` with ``train_layers="all"``, ``False`` with ``"head"`` (where ``True`` is refused: it would change
+            the frozen body's statistics).
         shuffle: shuffle D_f every epoch.
         augment: apply the DataModule's training augmentation to D_f.
         stop_at_forget_acc: end fine-tuning after the first epoch whose D_f accuracy (eval mode) is at most this
@@ -124,13 +131,15 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
     train_splits = ("forget",)
     #: Number of real classes ``C``; the shadow class is index ``C`` (set by :meth:`on_attach`).
     num_classes: int | None = None
+    _requires_grad: list[bool] | None = None
 
     def __init__(
         self,
         backbone: Backbone | None = None,
         shadow_init: ShadowInit = "linear",
         seed: int = 0,
-        train_bn: bool = True,
+        train_layers: TrainLayers = "all",
+        train_bn: bool | None = None,
         lr: float = 1e-5,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -144,6 +153,11 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
     ) -> None:
         if shadow_init not in ("linear", "xavier"):
             raise ValueError(f"Unknown shadow_init {shadow_init!r}; choose 'linear' or 'xavier'.")
+        if train_layers not in ("all", "head"):
+            raise ValueError(f"Unknown train_layers {train_layers!r}; choose 'all' or 'head'.")
+        if train_layers == "head" and train_bn:
+            raise ValueError("train_bn=True would change the frozen body's BatchNorm statistics with train_layers='head'; "
+                             "leave train_bn unset (or False).")
         check_stop(stop_at_forget_acc, stop_margin, stop_every_n_steps)
         super().__init__(
             backbone=backbone,
@@ -159,7 +173,16 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
         self.num_classes = head.out_features
         model = copy.deepcopy(backbone)
         model.head = widen_head(head, 1, init=self.hparams.shadow_init, seed=self.hparams.seed)
+        self._requires_grad = [p.requires_grad for p in model.parameters()]  # as they came in (head: as widened)
+        if self.head_only:  # the body gets no gradient (nor a DDP bucket); unlearned_backbone gives the flags back
+            head_params = {id(p) for p in model.head.parameters()}
+            for p in model.parameters():
+                p.requires_grad_(p.requires_grad and id(p) in head_params)
         self.model = model
+
+    @property
+    def head_only(self) -> bool:
+        return self.hparams.train_layers == "head"
 
     @property
     def shadow_class(self) -> int:
@@ -179,6 +202,8 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
             pruned = copy.deepcopy(model)
         finally:
             model.head = head
+        for p, flag in zip(pruned.parameters(), self._requires_grad or [], strict=False):
+            p.requires_grad_(flag)  # as the backbone came in (a head-only run froze the body of its working copy)
         return pruned
 
     # -- Lightning -------------------------------------------------------------------------------------------------
@@ -188,7 +213,12 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
 
     def on_train_start(self) -> None:
         self.start_stop_rule()  # before training changes the model (StopWhenForgotten)
-        set_training_mode(self._require_model(), self.hparams.train_bn)
+        model = self._require_model()
+        if self.head_only:
+            model.eval()  # the body computes the features it has at test time (BatchNorm, dropout)
+            model.head.train()
+        else:
+            set_training_mode(model, self.hparams.train_bn is not False)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, _ = unpack_batch(batch)
