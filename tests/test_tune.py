@@ -145,6 +145,21 @@ def test_bad_names_and_overlapping_targets_are_refused(tmp_path: Path, capsys: p
     assert not (tmp_path / "tune").exists()
 
 
+@pytest.mark.parametrize("name", ["configs/tune/quickstart.yaml", "configs/tune/fashion_mnist.yaml",
+                                  "benchmarks/reproduction/qs_tmu_tune30.yaml",
+                                  "benchmarks/reproduction/fm_be_head_tune.yaml"])
+def test_shipped_tune_configs_load_against_their_benchmarks(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quickstart's benchmark runs only its tuned rows (`tuned.mode: tuned`); its tune config named no method of it
+    ("methods [...] are not methods of configs/benchmark/quickstart.yaml: []"): the rows as configured are tuned."""
+    monkeypatch.chdir(ROOT)
+    cfg = load_tune_config(name)
+    bench = yaml.safe_load((ROOT / name).read_text())
+    names = {m.name for m in cfg.methods}
+    assert names and all(" (tuned)" not in n for n in names)
+    if bench.get("methods"):
+        assert names == set(bench["methods"])
+
+
 def test_declared_search_spaces_fit_their_methods() -> None:
     from lightning_unlearn import benchmark as B
 
