@@ -217,7 +217,8 @@ def test_be_head_only_trains_only_the_widened_classifier(setup) -> None:
     assert not next(iter(unlearned.parameters())).requires_grad and all(p.requires_grad for p in original.parameters())
     forget, retain = accuracy(unlearned, dm, "forget"), accuracy(unlearned, dm, "test_retain")
     orig_retain = accuracy(original, dm, "test_retain")
-    print(f"BE head: D_f {forget:.3f}, test_retain {retain:.3f} (original {orig_retain:.3f}), epochs {method.stopped_epoch}")
+    print(f"BE head: D_f {forget:.3f}, test_retain {retain:.3f} (original {orig_retain:.3f}), "
+          f"epochs {method.stopped_epoch}")
     assert method.stopped_epoch is not None and forget <= 0.05
     assert retain >= orig_retain - BE_HEAD_MAX_RETAIN_DROP
 

@@ -87,10 +87,11 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
 
         L = CE( f_{[W; w_s]}(x), C )      for (x, y) in D_f   (every forget sample labelled as the shadow class)
 
-    updating the whole network (``train_layers="head"``: only ``[W; w_s]``, the body frozen in eval mode; not in the paper
-    or the authors' code, see docs/methods/boundary_expanding.md). :meth:`unlearned_backbone` returns a copy with the head pruned back to rows ``0..C-1``:
-    the original architecture (``config()`` unchanged, loadable with ``build_backbone``). During training
-    :meth:`forward` returns the first ``C`` logits, i.e. what the pruned model would output.
+    updating the whole network (``train_layers="head"``: only ``[W; w_s]``, the body frozen in eval mode; in neither
+    the paper nor the authors' code, see docs/methods/boundary_expanding.md). :meth:`unlearned_backbone` returns a copy
+    with the head pruned back to rows ``0..C-1``: the original architecture (``config()`` unchanged, loadable with
+    ``build_backbone``). During training :meth:`forward` returns the first ``C`` logits, i.e. what the pruned model
+    would output.
 
     Defaults follow the authors' code: SGD ``lr=1e-5``, ``momentum=0.9``, batch 64, 10 epochs (the Trainer's
     ``max_epochs``; ``configs/unlearn/boundary_expanding.yaml`` sets it). The code initialises the widened layer with
@@ -156,8 +157,8 @@ class BoundaryExpanding(StopWhenForgotten, UnlearningMethod):
         if train_layers not in ("all", "head"):
             raise ValueError(f"Unknown train_layers {train_layers!r}; choose 'all' or 'head'.")
         if train_layers == "head" and train_bn:
-            raise ValueError("train_bn=True would change the frozen body's BatchNorm statistics with train_layers='head'; "
-                             "leave train_bn unset (or False).")
+            raise ValueError("train_bn=True would change the frozen body's BatchNorm statistics with "
+                             "train_layers='head'; leave train_bn unset (or False).")
         check_stop(stop_at_forget_acc, stop_margin, stop_every_n_steps)
         super().__init__(
             backbone=backbone,
