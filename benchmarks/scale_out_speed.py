@@ -13,7 +13,9 @@ the class-wise scenario. ``--full``: the whole config; ``--seed0``: seed 0, ever
 Entries: ``local``: the local executor; ``proc2``: the ``processes`` executor with 2 workers (one job per group of
 rows, the default); ``proc2rows``: the same with one job per row; ``ray2``: a local Ray with 2 workers of 1 CPU each
 (one job per group); ``ray2rows``: the same with one job per row; ``old``: the same command with ``--old`` first on
-``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C /tmp/old``).
+``PYTHONPATH`` (e.g. ``git archive <commit> | tar -x -C /tmp/old``); ``ray2g<N>`` / ``proc2g<N>``: ``ray2`` / ``proc2``
+with ``group_rows: N``, each group's rows cut into jobs of at most N rows (``ray2g17``: the Fashion-MNIST config's
+groups of 32-33 rows in two jobs each, so that the last job, run while the other worker idles, is half a group).
 
 Prints each wall time (process start to exit: imports and the workers' start-up included), the CPU time of the
 benchmark process (less sensitive to a shared machine's load; it includes the ``processes`` executor's workers, not
@@ -57,6 +59,12 @@ def main(argv: list[str]) -> int:
               else ["--seeds", argv[argv.index("--seeds") + 1]] if "--seeds" in argv else REDUCE)
     reduce += shlex.split(argv[argv.index("--args") + 1]) if "--args" in argv else []
     print(f"{' '.join(reduce) or 'the whole config'} of {config}; load {os.getloadavg()}", flush=True)
+    for name in order:  # ray2g<N>, proc2g<N>: ray2, proc2 with group_rows N
+        base, _, n = name.rpartition("g")
+        if name not in EXTRA and base in ("ray2", "proc2") and n.isdigit() and int(n) >= 1:
+            EXTRA[name] = [EXTRA[base][0], EXTRA[base][1].replace("resources:", f"group_rows: {n}, resources:")]
+        elif name not in EXTRA:
+            raise SystemExit(f"unknown entry {name!r}: use {', '.join(EXTRA)}, ray2g<N> or proc2g<N>")
     times: dict[str, list[float]] = {}
     scratch = Path(tempfile.mkdtemp(prefix="scale_out_speed_"))
     for i, name in enumerate(order):

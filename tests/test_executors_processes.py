@@ -254,8 +254,10 @@ def test_benchmark_rows_equal_local(ex, tmp_path):
         return path
 
     local = run_benchmark(load_config(config(tmp_path / "local", {"name": "local"})))
-    # the module's pool (its workers already started) runs the jobs the config describes (one job per group)
-    pooled = run_benchmark(load_config(config(tmp_path / "proc", {"name": "processes", "workers": 2})), executor=ex)
+    # the module's pool (its workers already started) runs the jobs the config describes: each group of 5 rows cut
+    # into jobs of at most 2 rows (1 + 2 + 2), a group's parts side by side in the two workers
+    pooled = run_benchmark(load_config(config(tmp_path / "proc", {"name": "processes", "workers": 2, "group_rows": 2})),
+                           executor=ex)
     assert not local["failed"] and not pooled["failed"] and len(local["rows"]) == len(pooled["rows"]) == 10
     times = ("time", "wall_s", "speedup", "finished_at", "run_dir", "attempts")
 

@@ -190,8 +190,10 @@ def test_group_rows_one_job_per_group(tmp_path):
 
     assert not group_rows(load_config(mini(tmp_path / "a")))
     assert group_rows(load_config(mini(tmp_path / "b", executor={"name": "ray"})))
-    with pytest.raises(BenchmarkConfigError, match="group_rows must be true or false"):
-        load_config(mini(tmp_path / "c", executor={"name": "ray", "group_rows": "sometimes"}))
+    assert group_rows(load_config(mini(tmp_path / "b2", executor={"name": "ray", "group_rows": 5}))) == 5
+    for bad in ("sometimes", 0, 2.5):
+        with pytest.raises(BenchmarkConfigError, match="group_rows must be true, false or a number of rows per job"):
+            load_config(mini(tmp_path / "c", executor={"name": "ray", "group_rows": bad}))
     methods = [{"name": "Finetune", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
                 "max_epochs": 1},
                {"name": "Broken", "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": -1.0},
@@ -217,3 +219,38 @@ def test_group_rows_one_job_per_group(tmp_path):
     assert kept.ok and kept.value["finished_at"] == first["Finetune"]["finished_at"]
     assert not lost.ok and lost.error == died.error
     assert [r.value["finished_at"] for r in again] == [first["Original"]["finished_at"], first["Finetune"]["finished_at"]]
+
+
+def test_group_rows_cut_into_parts(tmp_path):
+    """``executor.group_rows: n``: a group's rows as jobs of at most ``n`` rows, of near-equal sizes, in the rows'
+    order, each after its group's two trainings, so that the last jobs, run while other workers idle, are short; the
+    jobs' results reach every row (the processes test runs such a benchmark against the local executor's rows)."""
+    from lightning_unlearn.benchmark.batch import chunks, row_jobs
+    from lightning_unlearn.benchmark.plan import make_plan
+    from lightning_unlearn.executors import LocalExecutor, Resources
+    from lightning_unlearn.experiment import Progress
+
+    assert [len(c) for c in chunks(list(range(33)), 17)] == [16, 17] and chunks([1, 2, 3], 5) == [[1, 2, 3]]
+    assert chunks(list(range(9)), 4) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and chunks([1, 2], 1) == [[1], [2]]
+    methods = [{"name": n, "class_path": "lightning_unlearn.methods.Finetune", "init_args": {"lr": 0.01},
+                "max_epochs": 1} for n in ("A", "B", "C")]
+    cfg = load_config(mini(tmp_path / "p", methods=methods, executor={"name": "ray", "group_rows": 2}))
+    plan = make_plan(cfg)
+    training = {plan.models[k].dir.name for g in plan.groups for k in (g.original_key, g.gold_key)}
+
+    def jobs(grouped: bool | int) -> list:
+        return row_jobs(cfg, plan, LocalExecutor(), Progress([]), Resources(), 1, grouped, training, [], [])[0]
+
+    groups = len(plan.groups)
+    parts = jobs(3)  # each group: Original, Retrain, A, B, C -> 2 + 3 rows (at 2: 1 + 2 + 2)
+    assert len(parts) == 2 * groups and [len(j.kwargs["names"]) for j in parts[:2]] == [2, 3]
+    assert parts[0].key.endswith("#1") and parts[1].key.endswith("#2") and "part 2 of 2" in parts[1].description
+    assert [n for j in parts[:2] for n in j.kwargs["names"]] == ["Original", "Retrain", "A", "B", "C"]
+    g = plan.groups[0]
+    assert set(parts[0].after) == set(parts[1].after) == {plan.models[g.original_key].dir.name,
+                                                          plan.models[g.gold_key].dir.name}
+    whole, single = jobs(True), jobs(False)
+    assert len(whole) == groups and "#" not in whole[0].key and len(whole[0].kwargs["names"]) == 5
+    assert len(single) == 5 * groups and all("name" in j.kwargs for j in single)
+    assert [j.key for j in jobs(1)] == [j.key for j in single] and len(jobs(5)) == groups
+    assert [len(j.kwargs["names"]) for j in jobs(2)] == [1, 2, 2] * groups

@@ -17,7 +17,7 @@ from lightning_unlearn.benchmark.plan import ModelJob, Plan
 from lightning_unlearn.executors import Executor, Job, JobResult, Resources
 from lightning_unlearn.experiment import Progress, RunError, write_json
 
-__all__ = ["family", "models_to_train", "row_after_failed_group", "row_jobs", "short_summary", "training_jobs"]
+__all__ = ["chunks", "family", "models_to_train", "row_after_failed_group", "row_jobs", "short_summary", "training_jobs"]
 
 
 def models_to_train(plan: Plan) -> list[ModelJob]:
@@ -55,11 +55,12 @@ def training_jobs(cfg: BenchmarkConfig, to_train: list[ModelJob], progress: Prog
 
 
 def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress, resources: Resources,
-             threads: int | None, grouped: bool, training: set[str], rows: list[dict[str, Any]],
+             threads: int | None, grouped: bool | int, training: set[str], rows: list[dict[str, Any]],
              failed: list[dict[str, Any]]) -> tuple[list[Job], Callable[[JobResult], None]]:
-    """Phase B: every row not finished with this configuration, one job each (or one job per group: ``grouped``),
-    each after the trainings (``training``: their keys) of its group's two models, so an executor with free workers
-    starts a group once its models exist, before phase A ends; finished rows are read back into ``rows`` here."""
+    """Phase B: every row not finished with this configuration, one job each (``grouped`` false), one job per group
+    (true) or a group's rows cut into :func:`chunks` of at most ``grouped`` rows, each job after the trainings
+    (``training``: their keys) of its group's two models, so an executor with free workers starts a group once its
+    models exist, before phase A ends; finished rows are read back into ``rows`` here."""
     out = Path(cfg.output_dir)
     method_names = set(cfg.method_names())  # the rows of methods (not Original, Retrain)
     todo: list[tuple[Any, list[tuple[str, Path]]]] = []
@@ -105,33 +106,37 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
         if not pending[group.describe()]:
             report.write_results(rows, out, cfg)  # partial tables after every group
 
-    meta: dict[str, tuple[Any, list[tuple[str, Path]]]] = {}
+    meta: dict[str, tuple[Any, list[tuple[str, Path]], bool]] = {}  # key -> (group, rows, a group_rows_job)
     jobs: list[Job] = []
     key_of: dict[tuple[Path, str], str] = {}  # (group dir, method) -> the key of the job that runs it
     for group, names in todo:
         original, gold = plan.models[group.original_key], plan.models[group.gold_key]
         common = {"cfg": cfg, "group": group, "original": original, "gold": gold, "threads": threads}
         after = tuple(m.dir.name for m in (original, gold) if m.dir.name in training)
-        if grouped:
-            key = str(group.dir.relative_to(out))
-            meta[key] = (group, names)
-            kwargs = {**common, "names": [n for n, _ in names], "max_retries": ex.max_retries}
-            before = _request_before(group, [n for n, _ in names], method_names, key_of)
-            key_of.update({(group.dir, n): key for n, _ in names})
-            jobs.append(Job(key, group_rows_job, kwargs, resources, f"{group.describe()} ({len(names)} rows)",
-                            after + before))
+        size = len(names) if grouped is True else 1 if grouped is False else int(grouped)
+        if size > 1:
+            parts = chunks(names, size)
+            for i, part in enumerate(parts):
+                key = str(group.dir.relative_to(out)) + (f"#{i + 1}" if len(parts) > 1 else "")
+                meta[key] = (group, part, True)
+                kwargs = {**common, "names": [n for n, _ in part], "max_retries": ex.max_retries}
+                before = _request_before(group, [n for n, _ in part], method_names, key_of)
+                key_of.update({(group.dir, n): key for n, _ in part})
+                part_of = f", part {i + 1} of {len(parts)}" if len(parts) > 1 else ""
+                jobs.append(Job(key, group_rows_job, kwargs, resources,
+                                f"{group.describe()} ({len(part)} rows{part_of})", after + before))
         else:
             for name, run_dir in names:
                 key = str(run_dir.relative_to(out))
-                meta[key] = (group, [(name, run_dir)])
+                meta[key] = (group, [(name, run_dir)], False)
                 before = _request_before(group, [name], method_names, key_of)
                 key_of[(group.dir, name)] = key
                 jobs.append(Job(key, row_job, {**common, "name": name}, resources, f"{group.describe()} / {name}",
                                 after + before))
 
     def on_done(res: JobResult) -> None:
-        group, names = meta[res.key]
-        if not grouped:
+        group, names, as_group = meta[res.key]
+        if not as_group:
             finished(group, *names[0], res)
             return
         inner = res.value if res.ok else [row_after_failed_group(cfg, group, n, res) for n, _ in names]
@@ -139,6 +144,13 @@ def row_jobs(cfg: BenchmarkConfig, plan: Plan, ex: Executor, progress: Progress,
             finished(group, name, run_dir, r)
 
     return jobs, on_done
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in order, cut into the fewest consecutive parts of at most ``size`` items, of sizes differing by at
+    most one (33 rows at ``size`` 17: 16 and 17; at 10: 8, 8, 8 and 9)."""
+    k = -(-len(items) // size)
+    return [items[len(items) * i // k:len(items) * (i + 1) // k] for i in range(k)]
 
 
 def _request_before(group: Any, names: list[str], methods: set[str], key_of: dict[tuple[Path, str], str]

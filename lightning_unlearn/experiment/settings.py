@@ -107,13 +107,14 @@ class ExecutorSettings:
         spec: what :func:`~lightning_unlearn.executors.make_executor` builds (``{"name", **options}``).
         resources: what each job asks for.
         threads: the torch threads each job sets (``None``: the process's setting is left alone).
-        group_rows: the benchmark's choice of one job per group of rows (``executor.group_rows``).
+        group_rows: the benchmark's rows per job (``executor.group_rows``): ``True`` a group's rows in one job,
+            ``False`` one job per row, an integer ``n`` a group's rows cut into jobs of at most ``n`` rows.
     """
 
     spec: dict[str, Any]
     resources: Resources
     threads: int | None
-    group_rows: bool
+    group_rows: bool | int
 
 
 def cuda_available() -> bool:
@@ -128,8 +129,9 @@ def executor_settings(raw: Any, trainer: TrainerSettings, resources: Mapping[str
     Resources default to ``resources`` (an application's own defaults), then to ``trainer.num_threads`` (else 1) CPUs
     and, on a GPU accelerator, 1 GPU per job. Threads: the local executor keeps the process's rule
     (``trainer.num_threads`` if set, else PyTorch's choice); any other one gives each job ``trainer.num_threads`` or
-    its whole CPUs, so that jobs side by side do not oversubscribe the cores. ``group_rows`` (default: every executor
-    but ``local``) is not an option of the executor and is taken out of ``spec``.
+    its whole CPUs, so that jobs side by side do not oversubscribe the cores. ``group_rows`` (``true``: one job per group,
+    the default of every executor but ``local``; ``false``: one per row; ``n``: a group cut into jobs of at most ``n``
+    rows) is not an option of the executor and is taken out of ``spec``.
     """
     spec = {"name": raw} if isinstance(raw, str) else dict(raw or {})
     spec.setdefault("name", "local")
@@ -147,8 +149,8 @@ def executor_settings(raw: Any, trainer: TrainerSettings, resources: Mapping[str
     known = executor_names()
     if spec["name"] not in known:
         raise ConfigError(f"unknown executor {spec['name']!r}; choose one of: {', '.join(known)}.")
-    if grouped is not None and not isinstance(grouped, bool):
-        raise ConfigError(f"executor.group_rows must be true or false, got {grouped!r}.")
+    if grouped is not None and not isinstance(grouped, bool) and not (isinstance(grouped, int) and grouped >= 1):
+        raise ConfigError(f"executor.group_rows must be true, false or a number of rows per job >= 1, got {grouped!r}.")
     threads = trainer.num_threads if spec["name"] == "local" else (trainer.num_threads or max(1, int(cpus)))
     group_rows = spec["name"] != "local" if grouped is None else grouped
     return ExecutorSettings(spec, Resources(num_cpus=cpus, num_gpus=gpus), threads, group_rows)
