@@ -254,3 +254,25 @@ def test_group_rows_cut_into_parts(tmp_path):
     assert len(single) == 5 * groups and all("name" in j.kwargs for j in single)
     assert [j.key for j in jobs(1)] == [j.key for j in single] and len(jobs(5)) == groups
     assert [len(j.kwargs["names"]) for j in jobs(2)] == [1, 2, 2] * groups
+
+
+def test_scale_out_schedule_replays_a_log(tmp_path):
+    """benchmarks/scale_out_schedule.py: a benchmark's progress lines replayed on W workers. Two seeds, each one
+    original and one gold model (10 s), then a group of rows (seed 0: 30, 30, 60, 30 s; seed 1: 4 x 15 s and a failed
+    row): whole groups on 2 workers end at 20 + 150 = 170 s (seed 0's group runs alone after seed 1's); in two parts
+    each (60 and 90 s; 30 and 30.1 s) at 20 + 90 + 30.1 = 140.1 s; FIFO among ready jobs, trainings first."""
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "scale_out_schedule.py"))
+    lines = [f"benchmark [{i}/12] {role} model (class-wise / class 3 / seed {s}): 10.0s | elapsed 1s"
+             for i, (role, s) in enumerate([("original", 0), ("gold", 0), ("original", 1), ("gold", 1)], 1)]
+    for s, times in ((0, ["30.0s", "30.0s", "1m00s", "30.0s"]), (1, ["15.0s", "15.0s", "15.0s", "15.0s"])):
+        lines += [f"benchmark [9/12] class-wise / class 3 / seed {s} / M{j}: {t} (acc D_f 1.0, test 2.0) | elapsed 9s"
+                  for j, t in enumerate(times)]
+    lines.append("benchmark [12/12] class-wise / class 3 / seed 1 / Broken: 0.1s FAILED (ValueError: x) | elapsed 9s")
+    trains, rows = script["parse"]("\n".join(lines))
+    assert [t[2] for t in trains] == [10.0] * 4 and sum(s for _, s in rows["class-wise / class 3 / seed 0"]) == 150.0
+    assert len(rows["class-wise / class 3 / seed 1"]) == 5 and script["seconds"]("1h2m3.5s") == 3723.5
+    assert script["makespan"](trains, rows, 2, 1) == 20.0 + 150.0
+    assert script["makespan"](trains, rows, 2, 2) == pytest.approx(20.0 + 90.0 + 30.1)
+    assert script["makespan"](trains, rows, 1, 1) == pytest.approx(40.0 + 150.0 + 60.1)
