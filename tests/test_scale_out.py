@@ -276,3 +276,18 @@ def test_scale_out_schedule_replays_a_log(tmp_path):
     assert script["makespan"](trains, rows, 2, 1) == 20.0 + 150.0
     assert script["makespan"](trains, rows, 2, 2) == pytest.approx(20.0 + 90.0 + 30.1)
     assert script["makespan"](trains, rows, 1, 1) == pytest.approx(40.0 + 150.0 + 60.1)
+
+
+def test_corun_speed_reads_the_benchmarks_clock():
+    """benchmarks/corun_speed.py takes each copy's time from the benchmark's last line and says which copy failed."""
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "corun_speed.py"))
+    assert script["clock"]("benchmark x\nbenchmark done in 1m12.5s: 5 runs. Report: r.md\n") == 72.5
+    assert script["clock"]("benchmark done in 9.0s: 3 runs.") == 9.0
+    with pytest.raises(RuntimeError, match="a copy failed: Traceback"):
+        script["clock"]("Traceback")
+    cmd = script["command"](Path("/o"), True, ["--x", "1"])
+    assert "fashion_mnist.yaml" in cmd[cmd.index("-c") + 1] and cmd[-2:] == ["--x", "1"] and "local" in cmd
+    with pytest.raises(SystemExit, match="--order takes 1"):
+        script["main"](["--order", "1,3"])
