@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lightning_unlearn.experiment.progress import parse_hms
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("[{name: Finetune, class_path: lightning_unlearn.methods.Finetune, init_args: {lr: 0.01}, max_epochs: 2},"
            " {name: SCRUB, class_path: lightning_unlearn.methods.SCRUB, init_args: {lr: 0.01}, max_epochs: 3}]")
@@ -42,8 +44,7 @@ def clock(stderr: str) -> float:
     m = re.search(r"done in ((?:[0-9.]+[hms])+)", stderr)
     if not m:
         raise RuntimeError(f"a copy failed: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no output'}")
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    return sum(float(v) * scale[u] for v, u in re.findall(r"([0-9.]+)([hms])", m.group(1)))
+    return parse_hms(m.group(1))
 
 
 def main(argv: list[str]) -> int:

@@ -24,15 +24,10 @@ import sys
 from pathlib import Path
 
 from lightning_unlearn.benchmark.batch import chunks
+from lightning_unlearn.experiment.progress import parse_hms as seconds
 
 TRAIN = re.compile(r"benchmark \[\d+/\d+\] (original|gold) model \((.*)\): ([0-9hms.]+) \|")
 ROW = re.compile(r"benchmark \[\d+/\d+\] (.*) / ([^/]*): ([0-9hms.]+)(?: FAILED)? \(")
-
-
-def seconds(text: str) -> float:
-    """``"1m22s"`` / ``"9.0s"`` -> seconds."""
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    return sum(float(v) * scale[u] for v, u in re.findall(r"([0-9.]+)([hms])", text))
 
 
 def parse(text: str) -> tuple[list[tuple[str, str, float]], dict[str, list[tuple[str, float]]]]:

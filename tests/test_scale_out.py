@@ -291,3 +291,14 @@ def test_corun_speed_reads_the_benchmarks_clock():
     assert "fashion_mnist.yaml" in cmd[cmd.index("-c") + 1] and cmd[-2:] == ["--x", "1"] and "local" in cmd
     with pytest.raises(SystemExit, match="--order takes 1"):
         script["main"](["--order", "1,3"])
+
+
+def test_parse_hms_reads_what_hms_writes():
+    """The progress lines' durations read back (the scale-out scripts replay them): hms's rounding, nothing else."""
+    from lightning_unlearn.experiment.progress import hms, parse_hms
+
+    for seconds, back in ((0.44, 0.4), (9.0, 9.0), (59.9, 59.9), (82.4, 82.0), (3723.0, 3720.0)):
+        assert parse_hms(hms(seconds)) == back, hms(seconds)
+    for bad in ("", "12", "1m22", "ten s", "1m 2s"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_hms(bad)

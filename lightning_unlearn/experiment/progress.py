@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 import warnings
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-__all__ = ["Progress", "hms", "quiet"]
+__all__ = ["Progress", "hms", "parse_hms", "quiet"]
 
 
 class Progress:
@@ -98,6 +99,15 @@ def hms(seconds: float) -> str:
         return f"{m}m{s:02d}s"
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m"
+
+
+def parse_hms(text: str) -> float:
+    """Seconds of a duration as :func:`hms` writes it (``"9.0s"``, ``"1m22s"``, ``"1h05m"``), for scripts that read
+    progress lines back; ``ValueError`` for text without one."""
+    parts = re.findall(r"([0-9.]+)([hms])", text)
+    if not parts or "".join(v + u for v, u in parts) != text.strip():
+        raise ValueError(f"not a duration of the progress lines: {text!r}")
+    return sum(float(v) * {"h": 3600.0, "m": 60.0, "s": 1.0}[u] for v, u in parts)
 
 
 @contextlib.contextmanager
