@@ -13,8 +13,8 @@ row), so a replay with more parts than the run had leaves out one reference comp
 each on Fashion-MNIST) and the replay of another run's times assumes that machine's speed. Its use is to separate
 the schedule (the tail: the last job running while other workers idle) from the machine's speed, which drifts
 between runs on a shared host: the same times replayed whole and in parts give the parts' gain at equal speed.
-On 2026-12-07 the replay of three Ray runs (2 workers) fell 26 s short of their measured wall time each (Ray's and the
-imports' start-up): docs/scale-out.md.
+On 2026-12-07 the replay of four Ray runs (2 workers) fell 21-26 s short of their measured wall time each (Ray's and
+the imports' start-up): docs/scale-out.md.
 """
 
 from __future__ import annotations

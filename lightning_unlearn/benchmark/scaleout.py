@@ -37,7 +37,7 @@ def group_rows(cfg: BenchmarkConfig) -> bool | int:
     executor but ``local``), or, an integer ``n``, jobs of at most ``n`` of its rows. One job per group keeps the
     group's DataModule and reference outputs (the gold's and the original's outputs and attacks,
     :class:`~lightning_unlearn.evaluation.ReferenceCache`) in one worker, computed once, instead of once per worker
-    that happens to run one of its rows; ``local`` runs in one process anyway and
-    keeps a progress line per row as it finishes. Parts shorten the last job, which runs while other workers idle,
-    at the price of one reference computation per part (docs/scale-out.md)."""
+    that happens to run one of its rows; ``local`` runs in one process anyway and keeps a progress line per row as
+    it finishes. Parts shorten the last job, which runs while other workers idle, at the price of one reference
+    computation per part (docs/scale-out.md)."""
     return scale_out(cfg).group_rows
